@@ -1,0 +1,12 @@
+"""robustkit: adversarial robustness evaluation for classifiers of every kind.
+
+Importing the package stays light; heavy optional modules (foolbox, dask,
+matplotlib) are imported where they are used.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from robustkit.datasets import Dataset, DatasetInfo, load_dataset  # noqa: E402
+
+__all__ = ["Dataset", "DatasetInfo", "load_dataset", "__version__"]

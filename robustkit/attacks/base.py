@@ -1,0 +1,139 @@
+"""What every attack shares: the result type, the registry entry, input checks, projections.
+
+An attack is a plain function ``attack(model, x, y, *, eps, ..., seed=0) -> AttackResult``
+over x in [0, 1]; it never changes the model (parameters, their .grad, train/eval mode).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from robustkit.registry import Registry
+
+NORMS = ("linf", "l2")
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """Per-sample outcome of an attack.
+
+    Attributes:
+        x_adv: adversarial inputs, same shape/device/dtype as x, in [0, 1].
+        delta: x_adv - x.
+        success: bool (N,): prediction on x_adv != y (untargeted) or == target (targeted).
+        l2, linf: float (N,) norms of delta per sample.
+        iterations: int (N,) iterations used per sample (1 for single-step attacks).
+        info: attack-specific extras (e.g. DeepFool's rho_adv, a UAP's v and history).
+    """
+
+    x_adv: torch.Tensor
+    delta: torch.Tensor
+    success: torch.Tensor
+    l2: torch.Tensor
+    linf: torch.Tensor
+    iterations: torch.Tensor
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """Registry entry: the function and how evaluation should drive it.
+
+    kind: ``"fixed"`` (eps is a budget: fgsm, pgd, noise, patch), ``"minimal"`` (finds
+    the smallest perturbation; eps is applied afterwards as a budget: deepfool) or
+    ``"universal"`` (one v for all inputs, eps is the radius xi: uap, uap_sgd).
+    """
+
+    name: str
+    fn: Callable[..., AttackResult]
+    norm: str
+    kind: str = "fixed"
+    doc: str = ""
+
+
+ATTACKS: Registry[AttackSpec] = Registry("attack")
+
+
+def register(name: str, *, norm: str, kind: str = "fixed") -> Callable:
+    """Decorator registering an attack function under ``name``."""
+
+    def deco(fn: Callable[..., AttackResult]) -> Callable[..., AttackResult]:
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        ATTACKS.add(name, AttackSpec(name, fn, norm, kind, doc))
+        return fn
+
+    return deco
+
+
+def make_result(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, *,
+                target: torch.Tensor | None = None, iterations: Any = 1,
+                info: Mapping[str, Any] | None = None) -> AttackResult:
+    """Build an ``AttackResult``, computing success and norms from x, x_adv, y."""
+    x_adv = x_adv.detach()
+    delta = x_adv - x
+    with torch.no_grad(), eval_mode(model):
+        pred = model(x_adv).argmax(1)
+    success = pred == target if target is not None else pred != y
+    flat = delta.reshape(len(x), -1)
+    iters = torch.as_tensor(iterations, device=x.device)
+    if iters.dim() == 0:
+        iters = iters.expand(len(x)).clone()
+    return AttackResult(x_adv, delta, success, flat.norm(dim=1), flat.abs().amax(dim=1),
+                        iters, dict(info or {}))
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put the model in eval mode for the block and restore its previous mode after."""
+    modes = [m.training for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(model.modules(), modes):
+            m.training = mode
+
+
+def input_grad(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of ``loss_fn(model(x)).sum()`` with respect to x, without touching the
+    parameters' .grad. Returns (grad, logits)."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    (g,) = torch.autograd.grad(loss_fn(logits).sum(), x)
+    return g, logits.detach()
+
+
+def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                 eps: float | None = None, target: torch.Tensor | None = None) -> None:
+    """Validate the data contract; raise ValueError/TypeError naming the parameter."""
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {type(x).__name__}")
+    if not torch.is_tensor(y) or y.dtype != torch.int64:
+        raise TypeError("y must be an int64 tensor")
+    if y.dim() != 1 or len(y) != len(x):
+        raise ValueError(f"y must have shape ({len(x)},), got {tuple(y.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or inf")
+    if len(x) and (x.min() < 0 or x.max() > 1):
+        raise ValueError(f"x must lie in [0, 1], got range [{float(x.min()):.4g}, "
+                         f"{float(x.max()):.4g}]")
+    if eps is not None and (not isinstance(eps, (int, float)) or eps != eps or eps < 0):
+        raise ValueError(f"eps must be a number >= 0, got {eps!r}")
+    if target is not None and (target.shape != y.shape or target.dtype != torch.int64):
+        raise ValueError(f"target must be an int64 tensor of shape {tuple(y.shape)}")
+
+
+def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project per-sample perturbations (N, ...) onto the ``norm`` ball of radius eps."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    if norm == "l2":
+        n = delta.reshape(len(delta), -1).norm(dim=1).clamp_min(1e-12)
+        factor = (eps / n).clamp(max=1.0)
+        return delta * factor.view(-1, *([1] * (delta.dim() - 1)))
+    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")

@@ -1,0 +1,1 @@
+"""Placeholder: the gmm family is being written."""

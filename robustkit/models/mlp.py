@@ -1,0 +1,54 @@
+"""Multi-layer perceptron with configurable hidden sizes and activation."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from robustkit.models._torchfit import TRAIN_CHOICES, TRAIN_DEFAULTS, make_fit
+from robustkit.models.preprocess import Standardize
+from robustkit.models.registry import Family, register
+
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
+
+class MLP(nn.Module):
+    """standardize(x) -> [Linear -> activation] * len(hidden) -> Linear (logits)."""
+
+    def __init__(self, input_shape: list[int], n_classes: int, hidden: list[int],
+                 activation: str = "relu") -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+        self.arch = {"input_shape": list(input_shape), "n_classes": int(n_classes),
+                     "hidden": [int(h) for h in hidden], "activation": activation}
+        dim = math.prod(input_shape)
+        self.standardize = Standardize(dim)
+        layers: list[nn.Module] = []
+        for h in self.arch["hidden"]:
+            layers += [nn.Linear(dim, h), ACTIVATIONS[activation]()]
+            dim = h
+        layers.append(nn.Linear(dim, n_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.standardize(x))
+
+
+def _build(x: torch.Tensor, n_classes: int, params: dict) -> MLP:
+    hidden = params["hidden"]
+    hidden = [hidden] if isinstance(hidden, int) else list(hidden)
+    m = MLP(list(x.shape[1:]), n_classes, hidden, params["activation"])
+    m.standardize.fit(x)
+    return m
+
+
+register(Family(
+    name="mlp",
+    defaults={"hidden": (256,), "activation": "relu", **TRAIN_DEFAULTS},
+    choices={"activation": tuple(ACTIVATIONS), **TRAIN_CHOICES},
+    fit=make_fit(_build),
+    module=MLP,
+    doc="multi-layer perceptron (hidden sizes, relu/sigmoid/tanh)",
+))

@@ -1,0 +1,239 @@
+"""The model registry: one ``Family`` per classifier kind, all producing torch modules.
+
+Every fitted model is an ``nn.Module`` mapping x in [0, 1] to logits (N, n_classes),
+differentiable with respect to x, whatever the family (SVM and GMM included). Each
+module keeps the constructor arguments it was built with in ``module.arch`` (a
+JSON-serializable dict) so that the store can rebuild it without pickle.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from robustkit.registry import Registry
+
+# fit(x, y, n_classes, params, seed, device, progress) -> fitted module
+FitFn = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A classifier family: its parameters with defaults, how to fit it, its module class."""
+
+    name: str
+    defaults: Mapping[str, Any]
+    fit: FitFn
+    module: type[nn.Module]
+    doc: str = ""
+    choices: Mapping[str, tuple] = field(default_factory=dict)
+
+
+FAMILIES: Registry[Family] = Registry("model")
+
+
+def register(family: Family) -> Family:
+    """Add a family to the registry (duplicates raise)."""
+    return FAMILIES.add(family.name, family)
+
+
+def names() -> list[str]:
+    """Registered family names."""
+    _load_families()
+    return FAMILIES.names()
+
+
+def get(name: str) -> Family:
+    _load_families()
+    return FAMILIES.get(name)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A validated (family, params) pair, ready to fit.
+
+    Example:
+        >>> spec = create("mlp", hidden=(32,), epochs=2)
+        >>> spec.params["activation"]
+        'relu'
+    """
+
+    family: str
+    params: Mapping[str, Any]
+
+    def fit(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        n_classes: int | None = None,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        progress: bool = False,
+    ) -> nn.Module:
+        """Fit on x (N, ...) in [0, 1] and y (N,) int64; returns the module in eval mode on CPU."""
+        _check_xy(x, y)
+        k = int(n_classes if n_classes is not None else int(y.max()) + 1)
+        fam = get(self.family)
+        module = fam.fit(
+            x, y, n_classes=k, params=dict(self.params), seed=seed,
+            device=resolve_device(device), progress=progress,
+        )
+        return module.cpu().eval()
+
+
+def create(name: str, **params: Any) -> ModelSpec:
+    """Validate ``params`` for family ``name`` and fill in defaults.
+
+    Raises:
+        ValueError: unknown family, unknown parameter, or a value outside its choices;
+            the message lists what is valid.
+    """
+    fam = get(name)
+    unknown = sorted(set(params) - set(fam.defaults))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {unknown} for model {name!r}; "
+            f"valid: {', '.join(sorted(fam.defaults))}"
+        )
+    merged = {**fam.defaults, **params}
+    for key, allowed in fam.choices.items():
+        if merged[key] not in allowed:
+            raise ValueError(
+                f"model {name!r}: {key}={merged[key]!r} is not valid; choose from {list(allowed)}"
+            )
+    return ModelSpec(name, merged)
+
+
+def build(name: str, arch: Mapping[str, Any]) -> nn.Module:
+    """Rebuild an unfitted module of family ``name`` from its ``arch`` dict (for the store)."""
+    fam = get(name)
+    return fam.module(**arch)
+
+
+@dataclass(frozen=True)
+class TrainRecord:
+    """What ``train`` did: family, params, data, seed, accuracies and wall time."""
+
+    model: str
+    params: dict
+    dataset: str
+    seed: int
+    n_train: int
+    n_test: int
+    train_accuracy: float
+    test_accuracy: float
+    seconds: float
+    device: str
+
+
+def train(
+    name: str,
+    dataset: "str | tuple" = "digits",
+    *,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+    root: str | None = None,
+    limit: int | None = None,
+    **params: Any,
+) -> tuple[nn.Module, TrainRecord]:
+    """Fit family ``name`` on a dataset's train split and score both splits.
+
+    Args:
+        name: a family from :func:`names`.
+        dataset: a dataset name (loaded with ``load_dataset``) or a ``(train, test)``
+            pair of ``Dataset`` objects.
+        seed: seeds the split, the subset and the training.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
+        limit: train on a stratified subset of this many samples.
+        **params: family parameters (see ``get(name).defaults``).
+
+    Returns:
+        ``(module, record)``; the module is in eval mode on the CPU.
+
+    Example:
+        >>> model, rec = train("linear", "digits", epochs=5)
+        >>> rec.test_accuracy > 0.8
+        True
+    """
+    from robustkit.datasets import load_dataset
+
+    spec = create(name, **params)
+    if isinstance(dataset, str):
+        tr = load_dataset(dataset, "train", root=root, seed=seed, limit=limit)
+        te = load_dataset(dataset, "test", root=root, seed=seed)
+    else:
+        tr, te = dataset
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    module = spec.fit(tr.x, tr.y, n_classes=tr.info.n_classes, seed=seed, device=dev,
+                      progress=progress)
+    seconds = time.perf_counter() - t0
+    rec = TrainRecord(
+        model=name, params=dict(spec.params), dataset=tr.info.name, seed=seed,
+        n_train=len(tr.y), n_test=len(te.y),
+        train_accuracy=accuracy(module, tr.x, tr.y),
+        test_accuracy=accuracy(module, te.x, te.y),
+        seconds=seconds, device=str(dev),
+    )
+    return module, rec
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available else CPU; anything else as torch understands it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} asked for CUDA but none is available")
+    return dev
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU for an empty module)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+    """Predicted labels (N,) of ``x`` on the model's device, in batches, in eval mode."""
+    dev = model_device(model)
+    was = model.training
+    model.eval()
+    try:
+        out = [model(x[i:i + batch_size].to(dev)).argmax(1).cpu()
+               for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was)
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw: Any) -> float:
+    """Fraction of ``x`` whose predicted label equals ``y``."""
+    return float((predict(model, x, **kw) == y.cpu()).float().mean())
+
+
+def _check_xy(x: torch.Tensor, y: torch.Tensor) -> None:
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        raise TypeError("x must be a floating-point tensor")
+    if not torch.is_tensor(y) or y.dtype != torch.int64:
+        raise TypeError("y must be an int64 tensor")
+    if len(x) != len(y):
+        raise ValueError(f"len(x)={len(x)} != len(y)={len(y)}")
+    if len(x) == 0:
+        raise ValueError("x is empty")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or inf")
+
+
+def _load_families() -> None:
+    # Importing the family modules registers them (at their definition site).
+    from robustkit.models import cnn, gmm, linear, mlp, svm  # noqa: F401

@@ -1,0 +1,1 @@
+"""Placeholder: the svm family is being written."""

@@ -28,6 +28,8 @@ class AttackResult:
         l2, linf: float (N,) norms of delta per sample.
         iterations: int (N,) iterations used per sample (1 for single-step attacks).
         info: attack-specific extras (e.g. DeepFool's rho_adv, a UAP's v and history).
+        pred: int64 (N,) predicted labels on x_adv, or None when the attack was asked not
+            to predict (``predict=False``: then ``success`` is all False, not measured).
     """
 
     x_adv: torch.Tensor
@@ -37,6 +39,7 @@ class AttackResult:
     linf: torch.Tensor
     iterations: torch.Tensor
     info: Mapping[str, Any] = field(default_factory=dict)
+    pred: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -71,19 +74,38 @@ def register(name: str, *, norm: str, kind: str = "fixed") -> Callable:
 
 def make_result(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, *,
                 target: torch.Tensor | None = None, iterations: Any = 1,
-                info: Mapping[str, Any] | None = None) -> AttackResult:
-    """Build an ``AttackResult``, computing success and norms from x, x_adv, y."""
+                info: Mapping[str, Any] | None = None, pred: torch.Tensor | None = None,
+                predict: bool = True) -> AttackResult:
+    """Build an ``AttackResult``, computing success and norms from x, x_adv, y.
+
+    ``pred`` (labels predicted on x_adv, if the attack already has them) saves the forward
+    pass; ``predict=False`` skips it altogether (``success`` all False, ``pred`` None): the
+    fast path for callers that predict on x_adv themselves.
+    """
     x_adv = x_adv.detach()
     delta = x_adv - x
-    with torch.no_grad(), eval_mode(model):
-        pred = model(x_adv).argmax(1)
-    success = pred == target if target is not None else pred != y
+    if pred is None and predict:
+        with torch.no_grad(), eval_mode(model):
+            pred = model(x_adv).argmax(1)
+    if pred is None:
+        success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    else:
+        success = pred == target if target is not None else pred != y
     flat = delta.reshape(len(x), -1)
     iters = torch.as_tensor(iterations, device=x.device)
     if iters.dim() == 0:
         iters = iters.expand(len(x)).clone()
     return AttackResult(x_adv, delta, success, flat.norm(dim=1), flat.abs().amax(dim=1),
-                        iters, dict(info or {}))
+                        iters, dict(info or {}), pred)
+
+
+def generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed`` (attacks never seed globally)."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return gen
 
 
 @contextmanager

@@ -63,6 +63,16 @@ def lr_at(cfg: FitConfig, step: int, total: int) -> float:
     return cfg.lr
 
 
+def make_optimizer(module: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
+    """The optimizer ``fit_torch`` uses for ``cfg``: Adam, or SGD with momentum 0.9."""
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
+    params = [p for p in module.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
 def fit_torch(
     module: nn.Module,
     x: torch.Tensor,
@@ -76,6 +86,7 @@ def fit_torch(
     on_epoch: OnEpoch | None = None,
     start_epoch: int = 0,
     desc: str = "train",
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> nn.Module:
     """Train ``module`` in place with mini-batch gradient descent and return it.
 
@@ -85,6 +96,8 @@ def fit_torch(
         perturb: optional ``perturb(module, xb, yb, step) -> xb_adv`` applied to every batch.
         on_epoch: optional ``on_epoch(epoch, module, stats)``; returning True stops training.
         start_epoch: resume point (epochs before it are skipped, the RNG stream is the same).
+        optimizer: an optimizer over ``module``'s parameters to use instead of a fresh
+            ``make_optimizer(module, cfg)`` (resuming passes one with its state restored).
     """
     if cfg.loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {cfg.loss!r}")
@@ -94,12 +107,7 @@ def fit_torch(
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
     dev = torch.device(device)
     module.to(dev).train()
-    params = [p for p in module.parameters() if p.requires_grad]
-    if cfg.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=cfg.lr,
-                                                      weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    opt = optimizer if optimizer is not None else make_optimizer(module, cfg)
     gen = torch.Generator().manual_seed(seed)
     n = len(x)
     steps_per_epoch = math.ceil(n / cfg.batch_size)

@@ -3,6 +3,10 @@
 Built-in (no files needed): ``digits`` (scikit-learn's 8x8 handwritten digits) and the
 2-D lecture sets ``moons``, ``xor``, ``blobs``. From a local data root (never downloaded):
 ``mnist``, ``fashion-mnist``, ``cifar10``.
+
+File-based sets are parsed here (IDX for MNIST-style sets, CIFAR-10's *binary* batches)
+instead of through torchvision: torchvision's MNIST refuses gzipped-only folders unless
+it may download, and its CIFAR-10 unpickles the python batches, which we never do.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
+from robustkit.dataformats import read_cifar_batch, read_idx
 from robustkit.registry import Registry
 
 SPLITS = ("train", "test")
@@ -49,9 +54,44 @@ Loader = Callable[[str, "Path | None", int], Dataset]
 _LOADERS: Registry[Loader] = Registry("dataset")
 
 
+@dataclass(frozen=True)
+class DatasetCard:
+    """What :func:`describe` tells about a dataset before loading it."""
+
+    name: str
+    description: str
+    input_shape: tuple[int, ...]
+    classes: tuple[str, ...]
+    folder: str | None = None  # relative to the data root; None for built-in sets
+    files: tuple[str, ...] = ()  # the files expected in ``folder``
+
+
+_CARDS: dict[str, DatasetCard] = {}
+
+
 def names() -> list[str]:
     """Names accepted by :func:`load_dataset`."""
     return _LOADERS.names()
+
+
+def describe(name: str, root: str | os.PathLike | None = None) -> dict:
+    """A JSON-able description of dataset ``name`` and whether its files are present.
+
+    Example:
+        >>> describe("digits")["available"]
+        True
+    """
+    _LOADERS.get(name)  # unknown names raise with the valid ones
+    card = _CARDS[name]
+    out = {"name": name, "description": card.description,
+           "input_shape": list(card.input_shape), "n_classes": len(card.classes),
+           "classes": list(card.classes), "builtin": card.folder is None}
+    if card.folder is None:
+        return {**out, "location": None, "available": True}
+    base = data_root(root)
+    folder = base / card.folder if base is not None else None
+    available = folder is not None and all(_find(folder, f) is not None for f in card.files)
+    return {**out, "location": str(folder) if folder else None, "available": available}
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path | None:
@@ -89,7 +129,8 @@ def load_dataset(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
     ds = _LOADERS.get(name)(split, data_root(root), seed)
     if limit is not None and limit < len(ds.y):
@@ -120,10 +161,18 @@ def _split(x: np.ndarray, y: np.ndarray, split: str, seed: int, test_size: float
 
 
 def _make(name: str, split: str, x: np.ndarray, y: np.ndarray, classes) -> Dataset:
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if x.dtype == np.uint8:  # file-based sets: bytes -> [0, 1] without a float64 copy
+        xt = torch.from_numpy(x).to(torch.float32).div_(255.0)
+    else:
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
     info = DatasetInfo(name, split, tuple(str(c) for c in classes), tuple(xt.shape[1:]))
     return Dataset(xt, yt, info)
+
+
+_CARDS["digits"] = DatasetCard(
+    "digits", "scikit-learn's 8x8 handwritten digits (1797 images, bundled)", (1, 8, 8),
+    tuple(str(i) for i in range(10)))
 
 
 @_LOADERS.register("digits")
@@ -147,12 +196,20 @@ def _two_d(name: str, split: str, seed: int, x: np.ndarray, y: np.ndarray) -> Da
     return _make(name, split, xs, ys, range(int(y.max()) + 1))
 
 
+_CARDS["moons"] = DatasetCard(
+    "moons", "2-D: two interleaving half-moons (1000 points, not linearly separable)", (2,), tuple(str(i) for i in range(2)))
+
+
 @_LOADERS.register("moons")
 def _moons(split: str, root: Path | None, seed: int) -> Dataset:
     from sklearn.datasets import make_moons
 
     x, y = make_moons(n_samples=1000, noise=0.15, random_state=seed)
     return _two_d("moons", split, seed, x, y)
+
+
+_CARDS["xor"] = DatasetCard(
+    "xor", "2-D: four Gaussian clusters in an XOR layout (1000 points)", (2,), tuple(str(i) for i in range(2)))
 
 
 @_LOADERS.register("xor")
@@ -165,9 +222,99 @@ def _xor(split: str, root: Path | None, seed: int) -> Dataset:
     return _two_d("xor", split, seed, x, y)
 
 
+_CARDS["blobs"] = DatasetCard(
+    "blobs", "2-D: three Gaussian blobs (1000 points, linearly separable)", (2,), tuple(str(i) for i in range(3)))
+
+
 @_LOADERS.register("blobs")
 def _blobs(split: str, root: Path | None, seed: int) -> Dataset:
     from sklearn.datasets import make_blobs
 
     x, y = make_blobs(n_samples=1000, centers=3, cluster_std=1.0, random_state=seed)
     return _two_d("blobs", split, seed, x, y)
+
+
+# File-based sets: read from the local data root, never downloaded.
+
+_MNIST_FILES = {split: (f"{p}-images-idx3-ubyte", f"{p}-labels-idx1-ubyte")
+                for split, p in (("train", "train"), ("test", "t10k"))}
+_CIFAR_FILES = {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
+                "test": ("test_batch.bin",)}
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+
+_CARDS["mnist"] = DatasetCard(
+    "mnist", "MNIST handwritten digits (60000 train / 10000 test, 28x28)", (1, 28, 28),
+    tuple(str(i) for i in range(10)), "MNIST/raw", sum(_MNIST_FILES.values(), ()))
+_CARDS["fashion-mnist"] = DatasetCard(
+    "fashion-mnist", "Fashion-MNIST clothing (60000 train / 10000 test, 28x28)", (1, 28, 28),
+    FASHION_CLASSES, "FashionMNIST/raw", sum(_MNIST_FILES.values(), ()))
+_CARDS["cifar10"] = DatasetCard(
+    "cifar10", "CIFAR-10 binary version (50000 train / 10000 test, 3x32x32)", (3, 32, 32),
+    CIFAR10_CLASSES, "cifar-10-batches-bin", sum(_CIFAR_FILES.values(), ()))
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    """``folder/name`` if present, else ``folder/name.gz`` if present, else None."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _locate(name: str, split: str, root: Path | None, files: tuple[str, ...],
+            hint: str) -> list[Path]:
+    """The paths of ``files`` for dataset ``name``, or a one-line FileNotFoundError saying
+    which files are missing, where they were expected and how to set the data root."""
+    card = _CARDS[name]
+    if root is None:
+        raise FileNotFoundError(
+            f"dataset {name!r} is read from a local data root (never downloaded): pass "
+            f"--data-root DIR (root=DIR) or set {DATA_ENV}; expected {', '.join(files)} "
+            f"in DIR/{card.folder}/ ({hint})")
+    folder = root / card.folder  # type: ignore[operator]
+    found = [_find(folder, f) for f in files]
+    missing = [f for f, p in zip(files, found) if p is None]
+    if missing:
+        raise FileNotFoundError(
+            f"dataset {name!r} ({split}): missing {', '.join(missing)} in {folder}/ "
+            f"({hint}); set the data root with --data-root DIR or {DATA_ENV}")
+    return [p for p in found if p is not None]
+
+
+def _idx_set(name: str, split: str, root: Path | None) -> Dataset:
+    hint = "the IDX files, gzipped (.gz) or extracted, as torchvision lays them out"
+    img_path, lbl_path = _locate(name, split, root, _MNIST_FILES[split], hint)
+    x = read_idx(img_path, ndim=3)
+    y = read_idx(lbl_path, ndim=1)
+    if x.shape[1:] != (28, 28) or len(x) != len(y):
+        raise ValueError(f"dataset {name!r}: {img_path.name} holds images {x.shape} and "
+                         f"{lbl_path.name} {len(y)} labels; expected (N, 28, 28) and N")
+    if int(y.max()) > 9:
+        raise ValueError(f"dataset {name!r}: label {int(y.max())} in {lbl_path} is not 0-9")
+    return _make(name, split, x[:, None], y, _CARDS[name].classes)
+
+
+@_LOADERS.register("mnist")
+def _mnist(split: str, root: Path | None, seed: int) -> Dataset:
+    return _idx_set("mnist", split, root)
+
+
+@_LOADERS.register("fashion-mnist")
+def _fashion_mnist(split: str, root: Path | None, seed: int) -> Dataset:
+    return _idx_set("fashion-mnist", split, root)
+
+
+@_LOADERS.register("cifar10")
+def _cifar10(split: str, root: Path | None, seed: int) -> Dataset:
+    """CIFAR-10 from its binary batches. The python version (``cifar-10-batches-py``) is
+    pickled and is not read, for safety: unpickling a file can execute code."""
+    hint = ("the *binary* version, cifar-10-binary.tar.gz extracted; the python (pickle) "
+            "version is not read, for safety")
+    paths = _locate("cifar10", split, root, _CIFAR_FILES[split], hint)
+    parts = [read_cifar_batch(p) for p in paths]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    return _make("cifar10", split, x, y, CIFAR10_CLASSES)

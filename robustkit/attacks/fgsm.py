@@ -1,0 +1,145 @@
+"""Single-step gradient attacks: FGSM (Linf) and FGM (L2), untargeted or targeted, with an
+optional random start (RS-FGSM). The step, the random start and the loss here are the
+building blocks PGD loops over.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustkit.attacks.base import (
+    AttackResult, check_inputs, eval_mode, generator, make_result, project, register,
+)
+
+
+def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """Steepest-ascent direction of unit ``norm`` for per-sample gradients (N, ...).
+
+    Linf: ``sign(grad)``; L2: ``grad / ||grad||_2`` per sample (zero where the gradient is
+    zero, so a flat loss gives no step instead of NaN).
+    """
+    if norm == "linf":
+        return grad.sign()
+    if norm == "l2":
+        n = grad.reshape(len(grad), -1).norm(dim=1).view(-1, *([1] * (grad.dim() - 1)))
+        return grad / n.clamp_min(torch.finfo(grad.dtype).tiny)
+    raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+
+
+def random_delta(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -> torch.Tensor:
+    """A random start: uniform in the Linf box, or uniform in the L2 ball, of radius eps,
+    cut so that x + delta stays in [0, 1]."""
+    if norm == "linf":
+        delta = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+    elif norm == "l2":
+        d = x[0].numel()
+        u = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        r = torch.rand(len(x), generator=gen, device=x.device, dtype=x.dtype) ** (1.0 / d)
+        delta = ascent_direction(u, "l2") * (eps * r).view(-1, *([1] * (x.dim() - 1)))
+    else:
+        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    return (x + delta).clamp(0, 1) - x
+
+
+def ascent_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """Per-sample cross-entropy to ascend: CE(y) untargeted, -CE(target) targeted."""
+    if target is None:
+        return F.cross_entropy(logits, y, reduction="none")
+    return -F.cross_entropy(logits, target, reduction="none")
+
+
+def _fast_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+                   norm: str, target: torch.Tensor | None, random_start: bool,
+                   alpha: float | None, seed: int, predict: bool) -> AttackResult:
+    check_inputs(model, x, y, eps=eps, target=target)
+    if alpha is not None and (not isinstance(alpha, (int, float)) or not alpha >= 0):
+        raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
+    if eps == 0:
+        return make_result(model, x, x.clone(), y, target=target, predict=predict)
+    x = x.detach()
+    step = alpha if alpha is not None else (1.25 * eps if random_start else eps)
+    delta = random_delta(x, eps, norm, generator(seed, x.device)) if random_start else None
+    x0 = x if delta is None else x + delta
+    with eval_mode(model):
+        x0 = x0.detach().requires_grad_(True)
+        loss = ascent_loss(model(x0), y, target).sum()
+        (grad,) = torch.autograd.grad(loss, x0)
+    moved = x0.detach() + step * ascent_direction(grad, norm)
+    if delta is not None or step > eps:
+        moved = x + project(moved - x, eps, norm)
+    return make_result(model, x, moved.clamp_(0, 1), y, target=target, predict=predict)
+
+
+@register("fgsm", norm="linf")
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+         target: torch.Tensor | None = None, random_start: bool = False,
+         alpha: float | None = None, seed: int = 0, predict: bool = True) -> AttackResult:
+    """Fast gradient sign method: one Linf step of size eps along sign(grad CE).
+
+    Costs one forward and one backward pass, plus one forward on x_adv to fill
+    ``success``/``pred`` (skip it with ``predict=False`` when the caller predicts anyway).
+
+    Args:
+        model: classifier returning logits (N, K); left unchanged.
+        x: inputs (N, ...) in [0, 1].
+        y: int64 (N,) true labels.
+        eps: Linf budget (>= 0); ``eps=0`` returns x bitwise.
+        target: int64 (N,) target labels: the step descends CE toward them.
+        random_start: RS-FGSM: start uniformly in the eps box, step ``alpha``, then
+            project back onto the box and [0, 1].
+        alpha: step size; default eps, or 1.25 * eps with ``random_start``.
+        seed: seeds the random start.
+        predict: compute predictions on x_adv (one extra forward pass).
+
+    Returns:
+        AttackResult; x_adv = clip(x + eps * sign(grad), 0, 1) without random start.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x, y = torch.rand(5, 4), torch.zeros(5, dtype=torch.long)
+        >>> float(fgsm(model, x, y, eps=0.1).linf.max()) <= 0.1 + 1e-6
+        True
+
+    Reference: Goodfellow, Shlens & Szegedy, ICLR 2015 (arXiv:1412.6572); random start:
+    Wong, Rice & Kolter, ICLR 2020 (arXiv:2001.03994).
+    """
+    return _fast_gradient(model, x, y, eps=eps, norm="linf", target=target,
+                          random_start=random_start, alpha=alpha, seed=seed, predict=predict)
+
+
+@register("fgm", norm="l2")
+def fgm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+        target: torch.Tensor | None = None, random_start: bool = False,
+        alpha: float | None = None, seed: int = 0, predict: bool = True) -> AttackResult:
+    """Fast gradient method: one L2 step of length eps along grad CE / ||grad CE||_2.
+
+    Args:
+        model: classifier returning logits (N, K); left unchanged.
+        x: inputs (N, ...) in [0, 1].
+        y: int64 (N,) true labels.
+        eps: L2 budget per sample (>= 0); ``eps=0`` returns x bitwise.
+        target: int64 (N,) target labels: the step descends CE toward them.
+        random_start: start uniformly in the L2 ball, step ``alpha``, project back.
+        alpha: step length; default eps, or 1.25 * eps with ``random_start``.
+        seed: seeds the random start.
+        predict: compute predictions on x_adv (one extra forward pass).
+
+    Returns:
+        AttackResult; samples with a zero gradient are left unchanged.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x, y = torch.full((5, 4), 0.5), torch.zeros(5, dtype=torch.long)
+        >>> r = fgm(model, x, y, eps=0.2)
+        >>> bool(torch.allclose(r.l2, torch.full((5,), 0.2)))
+        True
+
+    Reference: Goodfellow, Shlens & Szegedy, ICLR 2015 (arXiv:1412.6572), L2 variant as in
+    Miyato et al., ICLR 2017 (arXiv:1605.07725).
+    """
+    return _fast_gradient(model, x, y, eps=eps, norm="l2", target=target,
+                          random_start=random_start, alpha=alpha, seed=seed, predict=predict)

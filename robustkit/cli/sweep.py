@@ -1,0 +1,95 @@
+"""``robustkit sweep SPEC [SPEC...]``: run (or list, with --dry-run) a grid from TOML specs."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+def register(main: click.Group) -> None:
+    """Attach the ``sweep`` command to the ``robustkit`` group."""
+    main.add_command(sweep)
+
+
+def default_out(specs: list) -> Path:
+    """``reports/<name>``: the specs' common name, else their common file stem (as for
+    ``attacks/digits.toml defenses/digits.toml``), else their names joined by ``+``."""
+    names = list(dict.fromkeys(s.name for s in specs))
+    stems = list(dict.fromkeys(Path(s.path).stem for s in specs))
+    if len(names) == 1:
+        return Path("reports") / names[0]
+    return Path("reports") / (stems[0] if len(stems) == 1 else "+".join(names))
+
+
+@click.command("sweep")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default reports/<spec name>).")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Run cells in N local processes (0 or 1: in this process).")
+@click.option("--dask", "dask_address", metavar="ADDRESS", default=None,
+              help="Submit cells to a Dask distributed scheduler, e.g. tcp://host:8786.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
+              show_default=True, help="Device for training and attacks.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Folder with file-based datasets (default $ROBUSTKIT_DATA).")
+@click.option("--models-dir", type=click.Path(file_okay=False), default=None,
+              help="Model store shared between sweeps (default <out>/models).")
+@click.option("--dry-run", is_flag=True, help="Validate, list the cells and an estimated cost.")
+@click.option("--retry-errors", is_flag=True, help="Run cells that failed before again.")
+@click.option("--no-report", is_flag=True, help="Do not build index.html at the end.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def sweep(specs: tuple[str, ...], out: str | None, workers: int, dask_address: str | None,
+          device: str, data_root: str | None, models_dir: str | None, dry_run: bool,
+          retry_errors: bool, no_report: bool, as_json: bool) -> None:
+    """Run the grid of one or more TOML SPECs; finished cells are skipped on a rerun.
+
+    Each finished cell is appended to OUT/results.csv at once; OUT/index.html is built
+    at the end. Invalid specs stop everything before it starts (exit code 2).
+
+    \b
+    Example:
+        robustkit sweep attacks/digits.toml defenses/digits.toml --workers 2
+    """
+    from robustkit.cli import emit_json
+    from robustkit.sweep import SpecError, estimate, expand, load_spec, run_sweep, validate
+
+    if workers > 1 and dask_address:
+        raise click.UsageError("give either --workers N or --dask ADDRESS, not both")
+    try:
+        parsed = [load_spec(p) for p in specs]
+        validate(parsed, data_root=data_root)
+    except SpecError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    out_dir = Path(out) if out else default_out(parsed)
+    if dry_run:
+        cells = expand(parsed)
+        est = estimate(cells)
+        if as_json:
+            emit_json({"out": str(out_dir), **est,
+                       "cells_list": [{"cell_id": c.cell_id, "label": c.label,
+                                       "eps": list(c.eps)} for c in cells]})
+            return
+        for c in cells:
+            click.echo(f"{c.cell_id}  {c.label}  eps={','.join(f'{e:g}' for e in c.eps)}")
+        click.echo(f"{est['cells']} cells, {est['rows']} rows, {est['models']} models; "
+                   f"estimated {est['seconds']:.0f} s on this CPU with one worker "
+                   f"(training {est['train_seconds']:.0f} s); output {out_dir}")
+        return
+    summary = run_sweep(parsed, out_dir, workers=workers, dask=dask_address, device=device,
+                        data_root=data_root, models_dir=models_dir, retry_errors=retry_errors,
+                        report=not no_report, progress=not as_json, command=sys.argv,
+                        validate=False)
+    if as_json:
+        emit_json(vars(summary))
+    else:
+        click.echo(f"{summary.run} cells run ({summary.errors} with errors), "
+                   f"{summary.skipped} already done, {summary.models_trained} models trained, "
+                   f"{summary.seconds:.1f} s -> {Path(summary.out_dir) / 'results.csv'}")
+        if summary.report:
+            click.echo(f"report: {summary.report}")
+    if summary.report_error:
+        click.echo(f"error: report not built: {summary.report_error}", err=True)
+        sys.exit(1)

@@ -1,0 +1,185 @@
+"""Expand specs into cells: one cell is (dataset, model, defense, attack, seed) over an eps grid.
+
+Identities are content hashes, never display names or positions, so that renaming a model
+in a spec, reordering tables or splitting a spec in two keeps finished work:
+
+- the **model key** hashes what training depends on: family, its parameters with the
+  family defaults filled in, dataset, training subset, seed, defense and its parameters;
+- the **cell id** hashes the model key plus the attack, its parameters and the test data.
+
+A results row is identified by ``(cell_id, eps)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from robustkit.sweep.spec import (
+    NO_DEFENSE, AttackEntry, DatasetEntry, DefenseEntry, ModelEntry, Spec,
+)
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    """A model to train once (possibly with a training defense) and store under ``key``."""
+
+    key: str
+    dataset: DatasetEntry
+    model: ModelEntry
+    defense: DefenseEntry
+    seed: int
+    gallery: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset.name}/{self.model.name}/{self.defense.name}/seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One attack evaluation: ``len(attack.eps)`` results rows share its ``cell_id``."""
+
+    cell_id: str
+    spec: str
+    job: ModelJob
+    attack: AttackEntry
+
+    @property
+    def label(self) -> str:
+        return f"{self.job.dataset.name}/{self.job.model.name}/{self.job.defense.name}/" \
+               f"{self.attack.name}/seed{self.job.seed}"
+
+    @property
+    def eps(self) -> tuple[float, ...]:
+        return self.attack.eps
+
+
+def digest(obj: Any, n: int = 16) -> str:
+    """Hex sha256 of the canonical JSON of ``obj`` (tuples and lists hash alike), ``n`` chars."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def full_model_params(model: ModelEntry) -> dict[str, Any]:
+    """The family parameters with defaults filled in (so ``{}`` and explicit defaults match)."""
+    from robustkit import models
+
+    try:
+        return dict(models.create(model.family, **model.params).params)
+    except ValueError:  # reported by validation; keep the raw params for a stable key
+        return dict(model.params)
+
+
+def full_defense_params(defense: DefenseEntry, family: str) -> dict[str, Any]:
+    """The defense parameters with defaults filled in (``{}`` for no defense)."""
+    if defense.defense == NO_DEFENSE:
+        return {}
+    from robustkit import defenses
+
+    params = dict(defense.params)
+    eps = params.pop("eps", None)
+    try:
+        merged = defenses.get(defense.defense).check(family, params)
+    except ValueError:
+        merged = params
+    return {**merged, "eps": eps}
+
+
+def model_key(dataset: DatasetEntry, model: ModelEntry, defense: DefenseEntry,
+              seed: int) -> str:
+    """The store key of a trained model: a hash of everything its training depends on.
+
+    Example:
+        >>> from robustkit.sweep.spec import DatasetEntry, DefenseEntry, ModelEntry
+        >>> k = model_key(DatasetEntry("digits"), ModelEntry("lin", "linear"),
+        ...               DefenseEntry("none", "none"), 0)
+        >>> len(k)
+        16
+    """
+    return digest({
+        "family": model.family, "params": full_model_params(model),
+        "dataset": dataset.name, "train_limit": dataset.train_limit, "seed": seed,
+        "defense": defense.defense, "defense_params": full_defense_params(defense, model.family),
+    })
+
+
+def cell_id(key: str, dataset: DatasetEntry, attack: AttackEntry) -> str:
+    """The id of a cell: model key, attack, attack parameters and the attacked data."""
+    return digest({"model_key": key, "attack": attack.attack, "params": dict(attack.params),
+                   "test_limit": dataset.test_limit, "fit_limit": dataset.fit_limit})
+
+
+def applies(spec_entry_filter: tuple[str, ...] | None, name: str) -> bool:
+    return spec_entry_filter is None or name in spec_entry_filter
+
+
+def defense_applies(defense: DefenseEntry, model: ModelEntry) -> bool:
+    """Whether a defense runs on a model: its ``models`` list, else the registry's families."""
+    if defense.models is not None:
+        return model.name in defense.models
+    if defense.defense == NO_DEFENSE:
+        return True
+    from robustkit import defenses
+
+    try:
+        families = defenses.get(defense.defense).families
+    except ValueError:
+        return True  # unknown names are reported by validation
+    return families is None or model.family in families
+
+
+def expand(specs: Iterable[Spec]) -> list[Cell]:
+    """All cells of ``specs`` in spec order; a cell listed twice (same id) is kept once.
+
+    Example:
+        >>> from robustkit.sweep.spec import parse_spec
+        >>> spec = parse_spec('''
+        ... [[datasets]]
+        ... name = "digits"
+        ... [[models]]
+        ... family = "linear"
+        ... [[attacks]]
+        ... attack = "fgsm"
+        ... ''')
+        >>> [c.label for c in expand([spec])]
+        ['digits/linear/none/fgsm/seed0']
+    """
+    cells: dict[str, Cell] = {}
+    for spec in specs:
+        for ds in spec.datasets:
+            for model in spec.models:
+                if not applies(model.datasets, ds.name):
+                    continue
+                for defense in spec.defenses:
+                    if not defense_applies(defense, model):
+                        continue
+                    for seed in spec.seeds:
+                        key = model_key(ds, model, defense, seed)
+                        job = ModelJob(key, ds, model, defense, seed, spec.gallery)
+                        for attack in spec.attacks:
+                            if not (applies(attack.models, model.name)
+                                    and applies(attack.defenses, defense.name)):
+                                continue
+                            cid = cell_id(key, ds, attack)
+                            cells.setdefault(cid, Cell(cid, spec.name, job, attack))
+    return list(cells.values())
+
+
+def model_jobs(cells: Iterable[Cell]) -> list[ModelJob]:
+    """The distinct models the cells need, in first-use order."""
+    jobs: dict[str, ModelJob] = {}
+    for c in cells:
+        jobs.setdefault(c.job.key, c.job)
+    return list(jobs.values())
+
+
+def summarize(cells: list[Cell]) -> Mapping[str, int]:
+    """Counts for a dry run: cells, rows, distinct models, datasets, attacks."""
+    return {
+        "cells": len(cells), "rows": sum(len(c.eps) for c in cells),
+        "models": len({c.job.key for c in cells}),
+        "datasets": len({c.job.dataset.name for c in cells}),
+        "attacks": len({c.attack.name for c in cells}),
+    }

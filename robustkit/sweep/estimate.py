@@ -1,0 +1,74 @@
+"""A rough cost estimate of a sweep for ``--dry-run``, from constants measured on 2 CPU cores.
+
+The numbers are orders of magnitude (measured once on digits, scaled linearly by data
+size, epochs and attack steps), good enough to see whether a spec takes minutes or hours.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from robustkit.sweep.cells import Cell, full_model_params, model_jobs
+from robustkit.sweep.spec import NO_DEFENSE
+
+# (train, test) sizes of the full splits, when a spec sets no limit.
+SIZES = {"digits": (1347, 450), "mnist": (60000, 10000), "fashion-mnist": (60000, 10000),
+         "cifar10": (50000, 10000)}
+# Seconds to train a family on 1,000 digits samples for one epoch (svm/gmm: one fit).
+TRAIN_PER_1K = {"linear": 0.01, "mlp": 0.04, "cnn": 0.25, "resnet18": 30.0, "svm": 0.3,
+                "gmm": 1.0}
+# Relative cost of a forward+backward pass per family (mlp = 1).
+FAMILY_COST = {"linear": 0.5, "mlp": 1.0, "cnn": 6.0, "resnet18": 200.0, "svm": 4.0,
+               "gmm": 3.0}
+# Seconds per 1,000 samples and per eps of one gradient step on the mlp.
+STEP_PER_1K = 0.004
+# Gradient steps per sample of each attack (universal: passes over the fit set).
+ATTACK_STEPS = {"fgsm": 1, "fgm": 1, "noise": 0.5, "patch": 0.5, "deepfool": 30,
+                "deepfool_linf": 30, "uap": 100, "uap_sgd": 40}
+# Training cost multiplier of each defense over plain training.
+DEFENSE_COST = {"fgsm_rs": 2.0, "pgd": 8.0, "universal": 1.5, "retrain": 4.0,
+                "detector": 2.0, "rectifier": 4.0}
+
+
+def _sizes(cell: Cell) -> tuple[int, int]:
+    full = SIZES.get(cell.job.dataset.name, (10000, 2000))
+    ds = cell.job.dataset
+    return min(ds.train_limit or full[0], full[0]), min(ds.test_limit or full[1], full[1])
+
+
+def attack_steps(cell: Cell) -> float:
+    """Gradient steps per sample and eps the cell's attack takes (PGD: steps x restarts)."""
+    p = cell.attack.params
+    name = cell.attack.attack
+    if name.startswith("pgd") or name.startswith("foolbox:"):
+        return float(p.get("steps", 10)) * float(p.get("restarts", 1))
+    return float(ATTACK_STEPS.get(name, 10))
+
+
+def estimate(cells: Iterable[Cell]) -> dict[str, Any]:
+    """Counts and an estimated run time (seconds, one worker) of ``cells``.
+
+    Example:
+        >>> estimate([])["seconds"]
+        0.0
+    """
+    cells = list(cells)
+    train = 0.0
+    for job in model_jobs(cells):
+        cell = next(c for c in cells if c.job.key == job.key)
+        n_train, _ = _sizes(cell)
+        params = full_model_params(job.model)
+        epochs = float(params.get("epochs", 1))
+        base = TRAIN_PER_1K.get(job.model.family, 1.0) * n_train / 1000 * epochs
+        mult = 1.0 if job.defense.defense == NO_DEFENSE else \
+            DEFENSE_COST.get(job.defense.defense, 3.0)
+        train += base * mult
+    attack = 0.0
+    for c in cells:
+        n_train, n_test = _sizes(c)
+        n = n_test + (min(n_train, c.job.dataset.fit_limit or n_train)
+                      if c.attack.attack.startswith("uap") else 0)
+        attack += (STEP_PER_1K * n / 1000 * len(c.eps) * attack_steps(c)
+                   * FAMILY_COST.get(c.job.model.family, 5.0))
+    return {"cells": len(cells), "rows": sum(len(c.eps) for c in cells),
+            "models": len({c.job.key for c in cells}), "train_seconds": round(train, 1),
+            "attack_seconds": round(attack, 1), "seconds": round(train + attack, 1)}

@@ -1,0 +1,229 @@
+"""Run a sweep: validate, train each model once, evaluate the unfinished cells, report.
+
+Phases, each spread over the executor:
+1. models: every distinct model key the unfinished cells need and the store lacks is
+   trained once (undefended and training defenses first, then defenses that wrap a
+   fitted model), whatever the number of workers;
+2. galleries: DeepFool minimal perturbations of the same few test inputs, per model;
+3. cells: each finished cell's rows are appended to ``results.csv`` at once (one write,
+   fsync) by this process only. Rerunning skips rows already there, so a killed sweep
+   loses at most the cells in flight.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from robustkit.sweep import artifacts, results
+from robustkit.sweep.cells import Cell, ModelJob, expand, model_jobs, model_key
+from robustkit.sweep.executors import make_executor
+from robustkit.sweep.results import ResultsWriter, eps_key
+from robustkit.sweep.spec import NO_DEFENSE, DefenseEntry, Spec
+from robustkit.sweep.tasks import Context, cell_task, gallery_task, is_trained, train_task
+
+
+@dataclass
+class SweepSummary:
+    """What a sweep did (also written to ``run.json``)."""
+
+    out_dir: str
+    cells: int
+    skipped: int
+    run: int
+    errors: int
+    rows: int
+    models_trained: int
+    seconds: float
+    executor: str
+    report: str | None = None
+    report_error: str | None = None
+    model_errors: dict[str, str] = field(default_factory=dict)
+
+
+def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0,
+              dask: Any = None, device: str = "cpu", data_root: str | None = None,
+              models_dir: str | os.PathLike | None = None, retry_errors: bool = False,
+              report: bool = True, progress: bool = False, command: Sequence[str] = (),
+              validate: bool = True) -> SweepSummary:
+    """Run every cell of ``specs`` not yet in ``<out>/results.csv``.
+
+    Args:
+        specs: parsed specs (:func:`robustkit.sweep.load_spec`); validated first unless
+            ``validate=False``.
+        out: output folder (``results.csv``, ``run.json``, ``artifacts/``, ``models/``).
+        workers: N > 1 runs tasks in N local processes; 0 or 1 runs them here.
+        dask: a ``dask.distributed`` scheduler address or ``Client``.
+        device: ``"cpu"``, ``"cuda"``, ``"auto"`` for training and attacks.
+        data_root: where file-based datasets live (default ``$ROBUSTKIT_DATA``).
+        models_dir: the model store (default ``<out>/models``); share one between sweeps.
+        retry_errors: drop rows with ``status=error`` and run those cells again.
+        report: build ``index.html`` with ``robustkit.report.build`` at the end.
+        progress: one progress bar over cells (silent when stderr is not a terminal).
+        command: the command line, recorded in ``run.json``.
+
+    Returns:
+        A :class:`SweepSummary`.
+
+    Raises:
+        SpecError: a spec is invalid (nothing runs).
+
+    Example:
+        >>> from robustkit.sweep import load_spec
+        >>> run_sweep([load_spec("attacks/digits.toml")], "reports/digits")  # doctest: +SKIP
+    """
+    from robustkit.models import resolve_device
+    from robustkit.sweep.validate import validate as check
+
+    t0 = time.perf_counter()
+    if validate:
+        check(specs, data_root=data_root)
+    out_dir = Path(out).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = Context(str(Path(models_dir).resolve() if models_dir else out_dir / "models"),
+                  str(data_root) if data_root else None, str(resolve_device(device)))
+    Path(ctx.models_dir).mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / "results.csv"
+    results.repair(csv_path)
+    if retry_errors:
+        rows = results.read_rows(csv_path)
+        results.rewrite_without(csv_path, {(r["cell_id"], r["eps"]) for r in rows
+                                           if r.get("status") == "error"})
+    done = results.done_keys(results.read_rows(csv_path))
+    cells = expand(specs)
+    todo = [(c, tuple(e for e in c.eps if (c.cell_id, eps_key(e)) not in done)) for c in cells]
+    todo = [(c, eps) for c, eps in todo if eps]
+    run_info = artifacts.start_run(out_dir, specs, ctx, command, workers, dask)
+    summary = SweepSummary(str(out_dir), len(cells), len(cells) - len(todo), 0, 0, 0, 0, 0.0,
+                           "serial")
+    bar = _bar(len(todo), progress)
+    labels: list[str] = []  # what each task of the current phase is, for the bar
+    ex = make_executor(workers=workers, dask=dask,
+                       before=lambda i: _name(bar, labels[i]) if i < len(labels) else None)
+    summary.executor = ex.name
+    try:
+        with ResultsWriter(csv_path) as writer:
+            failed = _train_models(ex, [c for c, _ in todo], cells, ctx, summary, labels, bar)
+            _galleries(ex, cells, ctx, out_dir, labels)
+            _run_cells(ex, todo, failed, ctx, writer, out_dir, summary, labels, bar)
+    finally:
+        ex.close()
+        if bar is not None:
+            bar.close()
+    summary.seconds = time.perf_counter() - t0
+    artifacts.finish_run(out_dir, run_info, summary)
+    if report:
+        _report(out_dir, summary)
+    return summary
+
+
+def _train_models(ex: Any, todo: list[Cell], cells: list[Cell], ctx: Context,
+                  summary: SweepSummary, labels: list[str], bar: Any) -> dict[str, str]:
+    """Train what ``todo`` needs, bases first; return {model_key: error} of failures."""
+    from robustkit import defenses
+
+    jobs = [j for j in model_jobs(todo) if not is_trained(ctx, j.key)]
+    bases: dict[str, str | None] = {}
+    first, second = [], []
+    for j in jobs:
+        wrapper = j.defense.defense != NO_DEFENSE and \
+            defenses.get(j.defense.defense).kind == "wrapper"
+        if wrapper:
+            base = ModelJob(model_key(j.dataset, j.model, DefenseEntry(NO_DEFENSE, NO_DEFENSE),
+                                      j.seed), j.dataset, j.model,
+                            DefenseEntry(NO_DEFENSE, NO_DEFENSE), j.seed, j.gallery)
+            bases[j.key] = base.key
+            if not is_trained(ctx, base.key) and base.key not in {b.key for b in first}:
+                first.append(base)
+            second.append(j)
+        else:
+            bases[j.key] = None
+            first.append(j)
+    errors: dict[str, str] = {}
+    for phase in (first, second):
+        phase = [j for j in phase if bases.get(j.key) not in errors]
+        labels[:] = [f"train {j.label}" for j in phase]
+        args = [(j, bases.get(j.key), ctx) for j in phase]
+        for i, res in ex.imap(train_task, args):
+            _name(bar, labels[i])
+            if res["status"] == "ok":
+                summary.models_trained += 1
+            else:
+                errors[res["key"]] = res["error"]
+        for j in second:
+            if bases[j.key] in errors:
+                errors[j.key] = f"base model failed: {errors[bases[j.key]]}"
+    summary.model_errors = dict(errors)
+    return errors
+
+
+def _galleries(ex: Any, cells: list[Cell], ctx: Context, out_dir: Path,
+               labels: list[str]) -> None:
+    jobs = [j for j in model_jobs(cells) if j.gallery > 0 and is_trained(ctx, j.key)
+            and not artifacts.deepfool_path(out_dir, j).exists()]
+    labels[:] = [f"gallery {j.label}" for j in jobs]
+    for i, res in ex.imap(gallery_task, [(j, ctx) for j in jobs]):
+        if res["status"] == "ok":
+            artifacts.write_deepfool(out_dir, jobs[i], res["tensors"], res["meta"])
+
+
+def _run_cells(ex: Any, todo: list[tuple[Cell, tuple[float, ...]]], failed: dict[str, str],
+               ctx: Context, writer: ResultsWriter, out_dir: Path, summary: SweepSummary,
+               labels: list[str], bar: Any) -> None:
+    runnable = []
+    for cell, eps in todo:
+        err = failed.get(cell.job.key)
+        if err is None:
+            runnable.append((cell, eps))
+            continue
+        rows = [{"eps": e, "status": "error", "error": f"training failed: {err}"} for e in eps]
+        _record(writer, cell, rows, summary, bar)
+    labels[:] = [c.label for c, _ in runnable]
+    for i, res in ex.imap(cell_task, [(c, eps, ctx) for c, eps in runnable]):
+        cell = runnable[i][0]
+        for art in res["artifacts"]:
+            artifacts.write_cell_artifact(out_dir, cell, art)
+        _record(writer, cell, res["rows"], summary, bar)
+
+
+def _record(writer: ResultsWriter, cell: Cell, rows: list[dict], summary: SweepSummary,
+            bar: Any) -> None:
+    full = [artifacts.identify(cell, r) for r in rows]
+    writer.append(full)
+    summary.run += 1
+    summary.rows += len(full)
+    summary.errors += any(r.get("status") == "error" for r in full)
+    if bar is not None:
+        bar.set_postfix_str(cell.label, refresh=False)
+        bar.update(1)
+
+
+def _bar(total: int, progress: bool) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    # disable=None: silent when stderr is not a terminal.
+    return tqdm(total=total, desc="sweep", unit="cell", disable=None, file=sys.stderr)
+
+
+def _name(bar: Any, label: str) -> None:
+    if bar is not None:
+        bar.set_postfix_str(label)
+
+
+def _report(out_dir: Path, summary: SweepSummary) -> None:
+    try:
+        from robustkit import report as report_mod
+    except ImportError:
+        return
+    build: Callable[[Path], Any] | None = getattr(report_mod, "build", None)
+    if build is None:
+        return
+    try:
+        summary.report = str(build(out_dir))
+    except Exception as exc:  # noqa: BLE001 - results are safe; say why the page is missing
+        summary.report_error = f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,272 @@
+"""Sweep specs: TOML files describing a grid, parsed into frozen dataclasses.
+
+A spec names a grid ``datasets x models x defenses x attacks x eps x seeds``::
+
+    [sweep]
+    name = "digits-attacks"     # default output folder: reports/<name>
+    seeds = [0]
+    eps = [0.0, 0.1, 0.2]       # default eps grid of every attack
+    gallery = 8                 # test inputs kept for the report's galleries
+
+    [[datasets]]
+    name = "digits"
+    test_limit = 200            # test samples attacked (stratified subset)
+
+    [[models]]
+    name = "quadratic"          # display name (unique)
+    family = "svm"
+    params = { kernel = "poly", degree = 2 }
+
+    [[attacks]]
+    name = "pgd-10"             # display name; ``attack`` defaults to it
+    attack = "pgd"
+    params = { steps = 10 }
+
+Parsing checks the shape of the file only; :func:`robustkit.sweep.validate` checks the
+names, parameters and data against the registries. Both report every problem at once in
+a :class:`SpecError` naming the file and the key.
+"""
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+NO_DEFENSE = "none"
+
+SWEEP_KEYS = {"name": str, "description": str, "seeds": list, "eps": list, "gallery": int}
+DATASET_KEYS = {"name": str, "train_limit": int, "test_limit": int, "fit_limit": int}
+MODEL_KEYS = {"name": str, "family": str, "params": dict, "datasets": list}
+DEFENSE_KEYS = {"name": str, "defense": str, "params": dict, "models": list}
+ATTACK_KEYS = {"name": str, "attack": str, "params": dict, "eps": list, "models": list,
+               "defenses": list}
+REQUIRED = {"datasets": ("name",), "models": ("family",), "defenses": ("defense", "name"),
+            "attacks": ("attack", "name")}
+TABLES = {"sweep": SWEEP_KEYS, "datasets": DATASET_KEYS, "models": MODEL_KEYS,
+          "defenses": DEFENSE_KEYS, "attacks": ATTACK_KEYS}
+
+
+class SpecError(ValueError):
+    """One or more problems in sweep specs; ``problems`` lists them as ``file: key: text``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        n = len(self.problems)
+        head = f"{n} problem{'s' if n != 1 else ''} in sweep spec; nothing was run"
+        super().__init__("\n".join([head] + [f"  - {p}" for p in self.problems]))
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A dataset of the grid and how much of it a sweep uses (None: all)."""
+
+    name: str
+    train_limit: int | None = None
+    test_limit: int | None = None
+    fit_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model of the grid: display name, registry family, family parameters."""
+
+    name: str
+    family: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    datasets: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class DefenseEntry:
+    """A defense of the grid (``defense="none"``: the undefended model)."""
+
+    name: str
+    defense: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    models: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class AttackEntry:
+    """An attack of the grid with its eps grid (the radius xi for universal attacks)."""
+
+    name: str
+    attack: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    eps: tuple[float, ...] = ()
+    models: tuple[str, ...] | None = None
+    defenses: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One parsed spec file."""
+
+    path: str
+    text: str
+    name: str
+    seeds: tuple[int, ...]
+    datasets: tuple[DatasetEntry, ...]
+    models: tuple[ModelEntry, ...]
+    defenses: tuple[DefenseEntry, ...]
+    attacks: tuple[AttackEntry, ...]
+    gallery: int = 8
+    description: str = ""
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and parse one TOML spec file.
+
+    Args:
+        path: a ``.toml`` sweep spec.
+
+    Returns:
+        The parsed ``Spec`` (names not yet checked against the registries).
+
+    Raises:
+        SpecError: the file is missing, is not TOML, or has unknown keys or bad values.
+
+    Example:
+        >>> spec = load_spec("attacks/digits.toml")  # doctest: +SKIP
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([f"{p}: cannot read: {exc.strerror or exc}"]) from None
+    return parse_spec(text, str(p))
+
+
+def parse_spec(text: str, path: str = "<spec>") -> Spec:
+    """Parse spec ``text`` (``path`` only names it in messages); see :func:`load_spec`."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError([f"{path}: not valid TOML: {exc}"]) from None
+    problems: list[str] = []
+    for key in sorted(set(doc) - set(TABLES)):
+        problems.append(f"{path}: {key}: unknown top-level key; valid: {', '.join(TABLES)}")
+    sweep = doc.get("sweep", {})
+    if not isinstance(sweep, dict):
+        problems.append(f"{path}: sweep: must be a table [sweep]")
+        sweep = {}
+    _check_keys(sweep, SWEEP_KEYS, f"{path}: sweep", problems)
+    seeds = tuple(_seeds(sweep.get("seeds", [0]), f"{path}: sweep.seeds", problems))
+    eps = tuple(_eps(sweep.get("eps", [0.0]), f"{path}: sweep.eps", problems))
+    gallery = sweep.get("gallery", 8)
+    if isinstance(gallery, int) and not 0 <= gallery <= 64:
+        problems.append(f"{path}: sweep.gallery: {gallery} is not in 0..64")
+    tables = {k: _array(doc, k, path, problems) for k in ("datasets", "models", "attacks")}
+    tables["defenses"] = _array(doc, "defenses", path, problems, required=False)
+    for kind, rows in tables.items():
+        for i, row in enumerate(rows):
+            _check_keys(row, TABLES[kind], f"{path}: {kind}[{i}]", problems)
+            if not any(k in row for k in REQUIRED[kind]):
+                problems.append(f"{path}: {kind}[{i}]: missing key "
+                                f"{' or '.join(REQUIRED[kind])}")
+    datasets = tuple(DatasetEntry(r.get("name", "?"), r.get("train_limit"), r.get("test_limit"),
+                                  r.get("fit_limit")) for r in tables["datasets"])
+    models = tuple(ModelEntry(r.get("name", r.get("family", "?")), r.get("family", "?"),
+                              _freeze(r.get("params", {})), _names(r.get("datasets")))
+                   for r in tables["models"])
+    defenses = tuple(DefenseEntry(r.get("name", r.get("defense", "?")),
+                                  r.get("defense", r.get("name", "?")),
+                                  _freeze(r.get("params", {})), _names(r.get("models")))
+                     for r in tables["defenses"]) or (DefenseEntry(NO_DEFENSE, NO_DEFENSE),)
+    attacks = []
+    for i, r in enumerate(tables["attacks"]):
+        a_eps = tuple(_eps(r["eps"], f"{path}: attacks[{i}].eps", problems)) if "eps" in r \
+            else eps
+        attacks.append(AttackEntry(r.get("name", r.get("attack", "?")),
+                                   r.get("attack", r.get("name", "?")),
+                                   _freeze(r.get("params", {})), a_eps, _names(r.get("models")),
+                                   _names(r.get("defenses"))))
+    for kind, entries in (("datasets", datasets), ("models", models), ("defenses", defenses),
+                          ("attacks", attacks)):
+        _check_unique(kind, [e.name for e in entries], path, problems)
+    if problems:
+        raise SpecError(problems)
+    name = sweep.get("name") or Path(path).stem
+    return Spec(path, text, name, seeds, datasets, models, defenses, tuple(attacks),
+                gallery, sweep.get("description", ""))
+
+
+def _array(doc: dict, key: str, path: str, problems: list[str], *,
+           required: bool = True) -> list[dict]:
+    rows = doc.get(key, [])
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        problems.append(f"{path}: {key}: must be an array of tables [[{key}]]")
+        return []
+    if required and not rows:
+        problems.append(f"{path}: {key}: at least one [[{key}]] table is required")
+    return rows
+
+
+def _check_keys(row: dict, allowed: dict[str, type], where: str, problems: list[str]) -> None:
+    for key, value in row.items():
+        if key not in allowed:
+            problems.append(f"{where}.{key}: unknown key; valid: {', '.join(allowed)}")
+        elif not isinstance(value, allowed[key]) or isinstance(value, bool):
+            problems.append(f"{where}.{key}: expected {allowed[key].__name__}, "
+                            f"got {type(value).__name__} {value!r}")
+        elif allowed[key] is int and value < 1:
+            problems.append(f"{where}.{key}: must be a positive integer, got {value}")
+        elif key in ("models", "datasets", "defenses") and not all(
+                isinstance(v, str) for v in value):
+            problems.append(f"{where}.{key}: must be a list of names, got {value!r}")
+
+
+def _check_unique(kind: str, names: list[str], path: str, problems: list[str]) -> None:
+    seen: set[str] = set()
+    for i, n in enumerate(names):
+        if n in seen:
+            problems.append(f"{path}: {kind}[{i}].name: duplicate name {n!r}")
+        seen.add(n)
+
+
+def _seeds(value: Any, where: str, problems: list[str]) -> list[int]:
+    ok = isinstance(value, list) and value and all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
+    if not ok:
+        problems.append(f"{where}: must be a non-empty list of integers >= 0, got {value!r}")
+        return [0]
+    if len(set(value)) != len(value):
+        problems.append(f"{where}: duplicate seeds in {value!r}")
+    return list(value)
+
+
+def _eps(value: Any, where: str, problems: list[str]) -> list[float]:
+    if not isinstance(value, list) or not value:
+        problems.append(f"{where}: must be a non-empty list of numbers >= 0, got {value!r}")
+        return []
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v < 0:
+            problems.append(f"{where}: {v!r} is not a finite number >= 0")
+        else:
+            out.append(float(v))
+    if len(set(out)) != len(out):
+        problems.append(f"{where}: duplicate values in {value!r}")
+    return out
+
+
+def _names(value: Any) -> tuple[str, ...] | None:
+    return tuple(value) if isinstance(value, list) else None
+
+
+def _freeze(params: Any) -> dict[str, Any]:
+    """TOML arrays become tuples (model defaults are tuples, e.g. ``hidden=(256,)``)."""
+    if not isinstance(params, dict):
+        return {}
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, list):
+            return tuple(conv(x) for x in v)
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return {k: conv(v) for k, v in params.items()}

@@ -1,0 +1,213 @@
+"""What a worker does: train (or load) one model, evaluate one cell. Runs in any process.
+
+Task functions take picklable arguments, never raise for a failing model or attack (they
+return the error instead, so the sweep records it and goes on), and never write
+``results.csv``: only the parent appends rows. Trained models go to the store, written to
+a temporary folder and renamed into place, so a killed worker leaves no half model.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustkit.sweep.cells import Cell, ModelJob, full_defense_params, full_model_params
+from robustkit.sweep.spec import NO_DEFENSE
+
+GALLERY = "gallery"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a task needs besides its job: where models and data live, the device."""
+
+    models_dir: str
+    data_root: str | None = None
+    device: str = "cpu"
+
+
+def init_worker(threads: int) -> None:
+    """Process-pool initializer: share the cores between worker processes."""
+    torch.set_num_threads(max(1, threads))
+
+
+@functools.lru_cache(maxsize=16)
+def _data(name: str, split: str, root: str | None, seed: int, limit: int | None):
+    from robustkit.datasets import load_dataset
+
+    return load_dataset(name, split, root=root, seed=seed, limit=limit)
+
+
+def test_data(job: ModelJob, ctx: Context):
+    """The attacked test subset of a job's dataset (same for every model of the sweep)."""
+    return _data(job.dataset.name, "test", ctx.data_root, job.seed, job.dataset.test_limit)
+
+
+def fit_data(job: ModelJob, ctx: Context):
+    """The training subset universal perturbations are fitted on."""
+    limit = job.dataset.fit_limit or job.dataset.train_limit
+    return _data(job.dataset.name, "train", ctx.data_root, job.seed, limit)
+
+
+def model_path(ctx: Context, key: str) -> Path:
+    return Path(ctx.models_dir) / key
+
+
+def is_trained(ctx: Context, key: str) -> bool:
+    return (model_path(ctx, key) / "model.json").is_file()
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str) -> tuple[nn.Module, Any]:
+    from robustkit import store
+
+    return store.load(path)
+
+
+def load_model(ctx: Context, key: str) -> tuple[nn.Module, Any]:
+    """The stored model (cached per process: consecutive cells share their model)."""
+    return _load(str(model_path(ctx, key)))
+
+
+def train_task(job: ModelJob, base_key: str | None, ctx: Context) -> dict[str, Any]:
+    """Train ``job``'s model (with its defense) and store it under ``job.key``.
+
+    Returns:
+        ``{"key", "status": "ok"|"error", "error", "seconds"}``.
+    """
+    t0 = time.perf_counter()
+    try:
+        if not is_trained(ctx, job.key):
+            _train_and_store(job, base_key, ctx)
+        return {"key": job.key, "status": "ok", "error": "",
+                "seconds": time.perf_counter() - t0}
+    except Exception as exc:  # noqa: BLE001 - recorded as the cells' error, sweep goes on
+        return {"key": job.key, "status": "error", "error": describe_error(exc),
+                "seconds": time.perf_counter() - t0}
+
+
+def _train_and_store(job: ModelJob, base_key: str | None, ctx: Context) -> None:
+    from robustkit import models, store
+
+    tr = _data(job.dataset.name, "train", ctx.data_root, job.seed, job.dataset.train_limit)
+    te = test_data(job, ctx)
+    fam, params = job.model.family, full_model_params(job.model)
+    t0 = time.perf_counter()
+    extras: dict[str, nn.Module] = {}
+    info: dict[str, Any] = {}
+    if job.defense.defense == NO_DEFENSE:
+        module = models.create(fam, **job.model.params).fit(
+            tr.x, tr.y, n_classes=tr.info.n_classes, seed=job.seed, device=ctx.device)
+    else:
+        from robustkit import defenses
+
+        dparams = full_defense_params(job.defense, fam)
+        eps = dparams.pop("eps")
+        base = load_model(ctx, base_key)[0] if base_key else None
+        res = defenses.defend(
+            job.defense.defense, fam, tr.x, tr.y, eps=eps, model_params=dict(job.model.params),
+            n_classes=tr.info.n_classes, seed=job.seed, device=ctx.device, base=base,
+            checkpoint=Path(ctx.models_dir) / f".ckpt-{job.key}", **dparams)
+        module, extras = res.model, dict(res.extras)
+        info = {k: v for k, v in res.info.items() if not torch.is_tensor(v)}
+    seconds = time.perf_counter() - t0
+    metrics = {"test_accuracy": models.accuracy(module, te.x, te.y),
+               "train_accuracy": models.accuracy(module, tr.x, tr.y), "seconds": seconds}
+    extra = {"model_key": job.key, "model_name": job.model.name,
+             "defense": job.defense.defense, "defense_name": job.defense.name,
+             "defense_params": full_defense_params(job.defense, fam), "defense_info": info}
+    final = model_path(ctx, job.key)
+    tmp = final.with_name(f".tmp-{job.key}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    try:
+        store.save(module, tmp, family=fam, params=params, dataset=tr.info, seed=job.seed,
+                   metrics=metrics, extra=extra)
+        for name, mod in extras.items():
+            store.save(mod, tmp, family=f"{job.defense.defense}:{name}", params={}, name=name)
+        try:
+            os.rename(tmp, final)  # atomic; fails if another worker stored it first
+        except OSError:
+            if not is_trained(ctx, job.key):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(Path(ctx.models_dir) / f".ckpt-{job.key}", ignore_errors=True)
+
+
+def gallery_task(job: ModelJob, ctx: Context) -> dict[str, Any]:
+    """DeepFool minimal perturbations of the job's gallery inputs (the same for every model).
+
+    Returns:
+        ``{"key", "status", "error", "tensors", "meta"}`` for ``artifacts/deepfool/``.
+    """
+    try:
+        from robustkit import attacks
+
+        model, _ = load_model(ctx, job.key)
+        x, y = gallery_inputs(job, ctx)
+        res = attacks.get("deepfool").fn(model, x, y)
+        with torch.no_grad():
+            pred_clean = model(x).argmax(1)
+        pred_adv = res.pred if res.pred is not None else model(res.x_adv).argmax(1)
+        tensors = {"x": x, "x_adv": res.x_adv, "delta": res.delta, "y": y,
+                   "pred_clean": pred_clean, "pred_adv": pred_adv, "l2": res.l2}
+        return {"key": job.key, "status": "ok", "error": "", "tensors": tensors,
+                "meta": job_meta(job)}
+    except Exception as exc:  # noqa: BLE001 - a missing gallery never stops the sweep
+        return {"key": job.key, "status": "error", "error": describe_error(exc)}
+
+
+def gallery_inputs(job: ModelJob, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first test input of each class in turn (0, 1, 2, ...), ``job.gallery`` of them."""
+    te = test_data(job, ctx)
+    order: list[int] = []
+    remaining = list(range(len(te.y)))
+    while len(order) < min(job.gallery, len(te.y)):
+        seen: set[int] = set()
+        for i in list(remaining):
+            c = int(te.y[i])
+            if c not in seen:
+                seen.add(c)
+                order.append(i)
+                remaining.remove(i)
+                if len(order) == job.gallery:
+                    break
+    idx = torch.tensor(order, dtype=torch.long)
+    return te.x[idx], te.y[idx]
+
+
+def job_meta(job: ModelJob) -> dict[str, Any]:
+    return {"dataset": job.dataset.name, "model": job.model.name, "family": job.model.family,
+            "defense": job.defense.name, "seed": job.seed, "model_key": job.key}
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` plus the innermost frame, on one line."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def cell_task(cell: Cell, eps: tuple[float, ...], ctx: Context) -> dict[str, Any]:
+    """Evaluate one cell at ``eps`` (its unfinished eps values).
+
+    Returns:
+        ``{"cell_id", "rows": [...], "artifacts": [(kind, name, tensors, meta), ...]}``;
+        on failure one ``status="error"`` row per eps with the message.
+    """
+    from robustkit.sweep.evaluation import evaluate_cell
+
+    try:
+        rows, artifacts = evaluate_cell(cell, eps, ctx)
+    except Exception as exc:  # noqa: BLE001 - a failing cell is a row, not a crash
+        rows = [{"eps": e, "status": "error", "error": describe_error(exc)} for e in eps]
+        artifacts = []
+    return {"cell_id": cell.cell_id, "rows": rows, "artifacts": artifacts}

@@ -1,0 +1,194 @@
+"""Check parsed specs against the registries and the data root before anything runs.
+
+Every problem is collected (file, key, what is valid) and raised together as one
+:class:`SpecError`, so a user fixes a spec in one pass and no cell starts on a bad grid.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Callable, Iterable, Mapping
+
+from robustkit.sweep.spec import NO_DEFENSE, AttackEntry, DefenseEntry, Spec, SpecError
+
+# Arguments the runner passes itself; a spec may not set them in ``params``.
+RUNNER_ARGS = ("eps", "seed", "fit_x", "fit_y", "x", "y", "model", "device", "on_result")
+EVALUATE_ARGS = ("batch_size",)
+
+
+def validate(specs: Iterable[Spec], *, data_root: str | os.PathLike | None = None) -> None:
+    """Raise :class:`SpecError` listing every problem of ``specs``; return None if all is well.
+
+    Checks: dataset names and that their files are present under the data root; model
+    families and their parameters; defense names, parameters and model families; attack
+    names, parameters and eps ranges; that ``models``/``datasets``/``defenses`` filters
+    name entries of the same spec.
+
+    Example:
+        >>> from robustkit.sweep.spec import parse_spec
+        >>> spec = parse_spec('[[datasets]]\\nname="digits"\\n[[models]]\\nfamily="linear"\\n'
+        ...                   '[[attacks]]\\nattack="nope"')
+        >>> try:
+        ...     validate([spec])
+        ... except SpecError as e:
+        ...     print(e.problems[0][:40])
+        <spec>: attacks[0].attack: unknown attack
+    """
+    problems: list[str] = []
+    for spec in specs:
+        problems += _datasets(spec, data_root)
+        problems += _models(spec)
+        problems += _defenses(spec)
+        problems += _attacks(spec)
+    if problems:
+        raise SpecError(problems)
+
+
+def _datasets(spec: Spec, data_root: Any) -> list[str]:
+    from robustkit import datasets
+
+    out = []
+    for i, ds in enumerate(spec.datasets):
+        where = f"{spec.path}: datasets[{i}].name"
+        if ds.name not in datasets.names():
+            out.append(f"{where}: unknown dataset {ds.name!r}; valid: "
+                       f"{', '.join(datasets.names())}")
+            continue
+        describe = getattr(datasets, "describe", None)
+        if describe is not None:
+            card = describe(ds.name, data_root)
+            if not card.get("available", True):
+                out.append(f"{where}: dataset {ds.name!r} is missing: expected its files in "
+                           f"{card.get('location') or '<data root>/...'} (set --data-root or "
+                           f"${datasets.DATA_ENV})")
+            continue
+        try:
+            datasets.load_dataset(ds.name, "test", root=data_root, limit=10)
+        except (OSError, ValueError) as exc:
+            out.append(f"{where}: dataset {ds.name!r} cannot be loaded: {exc}")
+    return out
+
+
+def _models(spec: Spec) -> list[str]:
+    from robustkit import models
+
+    out = []
+    declared = {d.name for d in spec.datasets}
+    for i, m in enumerate(spec.models):
+        where = f"{spec.path}: models[{i}]"
+        if m.family not in models.names():
+            out.append(f"{where}.family: unknown model {m.family!r}; valid: "
+                       f"{', '.join(models.names())}")
+        else:
+            try:
+                models.create(m.family, **m.params)
+            except (TypeError, ValueError) as exc:
+                out.append(f"{where}.params: {exc}")
+        out += _filter(where + ".datasets", m.datasets, declared, "datasets")
+    return out
+
+
+def _defenses(spec: Spec) -> list[str]:
+    from robustkit import defenses
+
+    out = []
+    model_names = {m.name: m.family for m in spec.models}
+    for i, d in enumerate(spec.defenses):
+        where = f"{spec.path}: defenses[{i}]"
+        out += _filter(where + ".models", d.models, set(model_names), "models")
+        if d.defense == NO_DEFENSE:
+            if d.params:
+                out.append(f"{where}.params: defense 'none' takes no parameters")
+            continue
+        valid = defenses.names()
+        if d.defense not in valid:
+            out.append(f"{where}.defense: unknown defense {d.defense!r}; valid: "
+                       f"{', '.join([NO_DEFENSE] + valid)}")
+            continue
+        out += _defense_params(where, d, defenses.get(d.defense), model_names)
+    return out
+
+
+def _defense_params(where: str, d: DefenseEntry, entry: Any,
+                    model_names: Mapping[str, str]) -> list[str]:
+    from robustkit.defenses.base import check_eps
+
+    out = []
+    params = dict(d.params)
+    try:
+        check_eps(params.pop("eps", None))
+    except ValueError as exc:
+        out.append(f"{where}.params.eps: {exc} (the budget the defense trains against)")
+    targets = d.models if d.models is not None else tuple(model_names)
+    checked = False
+    for name in targets:
+        family = model_names.get(name)
+        if family is None:
+            continue
+        if d.models is None and entry.families is not None and family not in entry.families:
+            continue  # without an explicit list, the defense skips families it cannot take
+        checked = True
+        try:
+            entry.check(family, params)
+        except ValueError as exc:
+            out.append(f"{where}: {exc}")
+            if "parameter" in str(exc):
+                break
+    if not checked:
+        out.append(f"{where}.defense: {d.defense!r} applies to none of this spec's models; "
+                   f"it takes families {', '.join(entry.families or ())}")
+    return out
+
+
+def _attacks(spec: Spec) -> list[str]:
+    from robustkit import attacks
+
+    out = []
+    models_declared = {m.name for m in spec.models}
+    defenses_declared = {d.name for d in spec.defenses}
+    valid = attacks.names()
+    for i, a in enumerate(spec.attacks):
+        where = f"{spec.path}: attacks[{i}]"
+        out += _filter(where + ".models", a.models, models_declared, "models")
+        out += _filter(where + ".defenses", a.defenses, defenses_declared, "defenses")
+        if not a.attack.startswith("foolbox:") and a.attack not in valid:
+            out.append(f"{where}.attack: unknown attack {a.attack!r}; valid: "
+                       f"{', '.join(valid)}, foolbox:<AttackName>")
+            continue
+        try:
+            entry = attacks.get(a.attack)
+        except (ImportError, ValueError) as exc:
+            out.append(f"{where}.attack: {exc}")
+            continue
+        out += _attack_params(where, a, entry.fn)
+        if entry.norm == "linf":
+            bad = [e for e in a.eps if e > 1]
+            if bad:
+                out.append(f"{where}.eps: {bad} exceed 1, the largest Linf distance between "
+                           f"inputs in [0, 1]; valid: 0 <= eps <= 1")
+    return out
+
+
+def _attack_params(where: str, a: AttackEntry, fn: Callable[..., Any]) -> list[str]:
+    sig = inspect.signature(fn)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return []  # e.g. the foolbox bridge forwards its parameters
+    valid = [n for n, p in sig.parameters.items()
+             if p.kind is p.KEYWORD_ONLY and n not in RUNNER_ARGS] + list(EVALUATE_ARGS)
+    out = []
+    for key in a.params:
+        if key in RUNNER_ARGS:
+            out.append(f"{where}.params.{key}: set by the sweep (use the attack's eps list "
+                       f"and [sweep].seeds), not a parameter")
+        elif key not in valid:
+            out.append(f"{where}.params.{key}: unknown parameter of attack {a.attack!r}; "
+                       f"valid: {', '.join(sorted(valid))}")
+    return out
+
+
+def _filter(where: str, names: tuple[str, ...] | None, declared: set[str],
+            kind: str) -> list[str]:
+    if names is None:
+        return []
+    return [f"{where}: {n!r} is not one of this spec's {kind}; valid: "
+            f"{', '.join(sorted(declared))}" for n in names if n not in declared]

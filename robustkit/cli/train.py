@@ -1,0 +1,225 @@
+"""``robustkit datasets | train | models list/show | demo``: train models into a workspace.
+
+Models are stored through :mod:`robustkit.store` in ``<workdir>/<name>/``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from robustkit import datasets, models, store
+from robustkit.cli import emit_json, parse_params
+
+DEFAULT_WORKDIR = "runs"
+# The five families of `robustkit demo`, with what differs from their defaults.
+DEMO: dict[str, dict[str, Any]] = {"linear": {}, "svm": {"kernel": "rbf"}, "gmm": {},
+                                   "mlp": {}, "cnn": {}}
+
+workdir_option = click.option(
+    "--workdir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORKDIR,
+    show_default=True, help="Workspace folder holding one subfolder per model.")
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print machine-readable JSON instead of text.")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+data_root_option = click.option(
+    "--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help=f"Local data root for mnist, fashion-mnist, cifar10 [default: ${datasets.DATA_ENV}].")
+
+
+def register(main: click.Group) -> None:
+    """Attach this module's commands to the ``robustkit`` group."""
+    for cmd in (datasets_cmd, train_cmd, models_group, demo_cmd):
+        main.add_command(cmd)
+
+
+@click.command("datasets")
+@data_root_option
+@json_option
+def datasets_cmd(data_root: Path | None, as_json: bool) -> None:
+    """List the datasets, their shapes and classes, and whether their files are present."""
+    rows = [datasets.describe(name, data_root) for name in datasets.names()]
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        r["shape"] = "x".join(map(str, r["input_shape"]))
+        r["status"] = ("built-in" if r["builtin"] else "found" if r["available"]
+                       else f"missing: {r['location']}" if r["location"]
+                       else "needs --data-root")
+    _table(rows, ["name", "shape", "n_classes", "status", "description"])
+
+
+def check_params(family: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``--param`` values for ``family``; a bad one is a usage error (exit 2)."""
+    defaults = models.get(family).defaults
+    for key, value in params.items():
+        default = defaults.get(key)
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if (isinstance(default, bool) and not isinstance(value, bool)) or (
+                numeric and not isinstance(value, (int, float))):
+            kind = ("true or false" if isinstance(default, bool) else
+                    "an integer" if isinstance(default, int) else "a number")
+            raise click.BadParameter(f"{key}={value!r}: expected {kind} (default {default!r})",
+                                     param_hint="--param")
+    try:
+        return dict(models.create(family, **params).params)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--param") from None
+
+
+@click.command("train")
+@click.option("--model", "family", required=True, type=click.Choice(models.names()),
+              help="Model family.")
+@click.option("--param", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="Family parameter, repeatable; values parse as JSON (0.5, [64,32], true).")
+@click.option("--dataset", default="digits", show_default=True,
+              type=click.Choice(datasets.names()), help="Dataset to train and test on.")
+@click.option("--name", default=None, help="Model name in the workspace [default: MODEL-DATASET].")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of split and training.")
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train.")
+@data_root_option
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Train on a stratified subset of this many samples.")
+@workdir_option
+@click.option("--force", is_flag=True, help="Replace an existing model of that name.")
+@quiet_option
+@json_option
+def train_cmd(family: str, pairs: tuple[str, ...], dataset: str, name: str | None, seed: int,
+              device: str, data_root: Path | None, limit: int | None, workdir: Path,
+              force: bool, quiet: bool, as_json: bool) -> None:
+    """Train a model and save it to WORKDIR/NAME.
+
+    Example: robustkit train --model svm --param kernel=rbf --param gamma=0.5 --name svm-rbf
+    """
+    params = parse_params(pairs)
+    check_params(family, params)
+    name = name or f"{family}-{dataset}"
+    try:
+        target = store.model_dir(workdir, name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--name") from None
+    if (target / "model.json").exists() and not force:
+        raise FileExistsError(f"model {name!r} already exists in {workdir}; pass --force to "
+                              f"replace it or choose another --name")
+    tr = datasets.load_dataset(dataset, "train", root=data_root, seed=seed, limit=limit)
+    te = datasets.load_dataset(dataset, "test", root=data_root, seed=seed)
+    module, rec = models.train(family, (tr, te), seed=seed, device=device,
+                               progress=_progress(quiet), **params)
+    store.save(module, target, record=rec, dataset=tr.info)
+    out = {"name": name, "model": family, "params": rec.params, "dataset": dataset,
+           "seed": seed, "n_train": rec.n_train, "n_test": rec.n_test,
+           "train_accuracy": rec.train_accuracy, "test_accuracy": rec.test_accuracy,
+           "seconds": rec.seconds, "device": rec.device, "path": str(target)}
+    if as_json:
+        emit_json(out)
+    else:
+        click.echo(f"{name}: {family} on {dataset}: train accuracy {rec.train_accuracy:.4f}, "
+                   f"test accuracy {rec.test_accuracy:.4f} ({rec.seconds:.1f} s, {rec.device})"
+                   f" -> {target}")
+
+
+@click.group("models")
+def models_group() -> None:
+    """List and inspect the models of a workspace."""
+
+
+@models_group.command("list")
+@workdir_option
+@json_option
+def models_list(workdir: Path, as_json: bool) -> None:
+    """List the models in WORKDIR."""
+    entries = store.list_models(workdir)
+    rows = [_summary(e) for e in entries]
+    if as_json:
+        emit_json(rows)
+    elif not rows:
+        click.echo(f"no models in {workdir} (train one with `robustkit train`)")
+    else:
+        _table(rows, ["name", "model", "dataset", "test_accuracy", "created", "error"])
+
+
+def _summary(e: store.ModelEntry) -> dict[str, Any]:
+    m = e.meta
+    return {"name": e.name, "path": e.path, "model": m.family if m else None,
+            "dataset": m.dataset if m else None, "params": m.params if m else None,
+            "test_accuracy": m.metrics.get("test_accuracy") if m else None,
+            "created": m.created if m else None, "error": e.error}
+
+
+@models_group.command("show")
+@click.argument("name")
+@workdir_option
+@json_option
+def models_show(name: str, workdir: Path, as_json: bool) -> None:
+    """Show everything stored about model NAME."""
+    try:
+        target = store.model_dir(workdir, name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    if not (target / "model.json").is_file():
+        known = ", ".join(e.name for e in store.list_models(workdir)) or "none"
+        raise FileNotFoundError(f"no model {name!r} in {workdir}; available: {known}")
+    meta = store.read_model_meta(target).to_dict()
+    if as_json:
+        emit_json({"model_name": name, **meta})
+        return
+    click.echo(f"{name} ({target})")
+    for key in ("family", "dataset", "params", "arch", "input_shape", "classes", "seed",
+                "metrics", "extra", "versions", "sha256", "created"):
+        click.echo(f"  {key + ':':13} {_fmt(meta[key])}")
+
+
+@click.command("demo")
+@click.option("--model", "families", multiple=True, type=click.Choice(models.names()),
+              help=f"Families to train, repeatable [default: {', '.join(DEMO)}].")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "cuda"]))
+@quiet_option
+@json_option
+def demo_cmd(families: tuple[str, ...], seed: int, device: str, quiet: bool,
+             as_json: bool) -> None:
+    """Train the five families on digits and print their clean test accuracies."""
+    tr = datasets.load_dataset("digits", "train", seed=seed)
+    te = datasets.load_dataset("digits", "test", seed=seed)
+    rows = []
+    for family in families or tuple(DEMO):
+        if _progress(quiet):
+            click.echo(f"training {family} ...", err=True)
+        _, rec = models.train(family, (tr, te), seed=seed, device=device,
+                              progress=_progress(quiet), **DEMO.get(family, {}))
+        rows.append({"model": family, "params": _fmt(DEMO.get(family, {})) or "defaults",
+                     "train_accuracy": rec.train_accuracy, "test_accuracy": rec.test_accuracy,
+                     "seconds": rec.seconds})
+    if as_json:
+        emit_json(rows)
+    else:
+        click.echo(f"clean accuracy on digits ({len(tr.y)} train / {len(te.y)} test, seed {seed})")
+        _table(rows, ["model", "params", "train_accuracy", "test_accuracy", "seconds"])
+
+
+def _progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return "" if value is None else str(value)
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str],
+           fmt: Callable[[Any], str] = _fmt) -> None:
+    cells = [[fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())

@@ -71,4 +71,4 @@ def _attach(modules: list[str]) -> None:
         register(main)
 
 
-_attach(["train", "attack", "defend", "sweep"])
+_attach(["train", "attack", "defend", "sweep", "report"])

@@ -1,0 +1,135 @@
+"""HTML report of a sweep: ``build(out_dir)`` turns results.csv, run.json and artifacts/
+into one self-contained ``index.html`` (tables, plots, galleries, run metadata).
+
+Every part is optional: a run with failures, without defenses or without artifacts still
+gets a report, with the sections it has data for.
+"""
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+
+import pandas as pd
+
+from robustkit.report import artifacts, gallery, html, meta, plots, tables
+from robustkit.report.data import RunData, load_run, ordered_unique
+
+__all__ = ["build", "load_run"]
+
+_SUMMARY_LEAD = (
+    "Share of test inputs still classified correctly under each attack and radius &epsilon; "
+    "(higher is more robust); <i>clean</i> is accuracy without attack. "
+    "Cells are shaded from red (0%) to green (100%); "
+    "<b>&#9733;</b> marks the best model in each column.")
+_UAP_LEAD = (
+    "One perturbation <i>v</i>, the same for every input, found per model. Fooling rate = share "
+    "of inputs whose predicted label changes once <i>v</i> is added (Moosavi-Dezfooli et al., 2017).")
+_GALLERY_LEAD = (
+    "<b>How to fool a neural network</b> (and every other classifier): each model's universal "
+    "perturbation <i>v</i> (blue negative, red positive, scaled to its own range) next to inputs "
+    "with <i>v</i> added, captioned <i>clean prediction &rarr; prediction with v</i> "
+    "(red when fooled).")
+_DEEPFOOL_LEAD = (
+    "DeepFool's minimal perturbation <i>r</i> of the same input for each model: the top image "
+    "is <i>x + r</i> with its new label, the bottom one <i>r</i> itself. A larger "
+    "&#8214;r&#8214;<sub>2</sub> means the input sits farther from the decision boundary.")
+_DEFENSE_LEAD = (
+    "Accuracy of each defended model (undefended first, for reference) under the attacks of the "
+    "sweep; for detectors, system accuracy (a rejected adversarial input counts as defended, a "
+    "rejected clean input as an error). <span class='badge warn'>adaptive</span> columns are "
+    "attacks that know the defense. Flags report failed sanity checks (iterative weaker than "
+    "single-step, accuracy not falling to 0 at large &epsilon;, noise beating white-box): "
+    "possible gradient masking.")
+
+
+def _seeds_note(data: RunData) -> str:
+    seeds = ordered_unique(data.ok["seed"]) if "seed" in data.ok else []
+    return f" Mean over {len(seeds)} seeds." if len(seeds) > 1 else ""
+
+
+def build(out_dir: str | Path) -> Path:
+    """Write ``out_dir/index.html`` from the sweep output in ``out_dir``; return its path.
+
+    Args:
+        out_dir: a sweep output folder with ``results.csv`` and optionally ``run.json`` and
+            ``artifacts/`` (see reports/README.md).
+
+    Returns:
+        The path of the written ``index.html``.
+
+    Raises:
+        ValueError: ``out_dir`` is not a directory.
+
+    Example:
+        >>> from robustkit import report
+        >>> report.build("reports/demo")  # doctest: +SKIP
+        PosixPath('reports/demo/index.html')
+    """
+    data = load_run(out_dir)
+    arts = artifacts.scan(data.out_dir)
+    ok = data.ok
+    order = ordered_unique(list(ok["model"]) + list(data.failed["model"]))
+    S = html.Section
+    sections: list[html.Section] = []
+
+    summary = "".join(
+        (f"<h3>{escape(ds)}</h3>" if len(ordered_unique(ok["dataset"])) > 1 else "")
+        + tables.frame_html(tables.summary_frame(ok[ok["dataset"] == ds]),
+                            caption=f"Robust accuracy in %{escape(' on ' + ds) if ds else ''}, "
+                            f"per attack and radius &epsilon;.{_seeds_note(data)}")
+        for ds in ordered_unique(ok["dataset"]))
+    if summary:
+        sections.append(S("summary", "Robust accuracy", _SUMMARY_LEAD, summary))
+    curves = _plots(plots.robust_accuracy_plots(ok), "Robust accuracy against the attack radius "
+                    "&epsilon;, one panel per attack, one line per model.")
+    if curves:
+        sections.append(S("curves", "Accuracy vs radius", "", curves))
+    fooling = _plots(plots.fooling_rate_plots(ok), "Fooling rate of universal perturbations "
+                     "against their radius &xi;.")
+    uaps = gallery.uap_gallery(arts.of("uap"), order, ok)
+    if fooling or uaps:
+        body = fooling + (f"<h3>Gallery</h3><p class='muted'>{_GALLERY_LEAD}</p>{uaps}" if uaps else "")
+        sections.append(S("universal", "Universal perturbations", _UAP_LEAD, body))
+    deepfool = gallery.deepfool_gallery(arts.of("deepfool"), order)
+    if deepfool:
+        sections.append(S("deepfool", "Minimal perturbations", _DEEPFOOL_LEAD, deepfool))
+    defense = _defense_body(ok, arts)
+    if defense:
+        sections.append(S("defenses", "Defenses", _DEFENSE_LEAD, defense))
+    if len(data.failed) or arts.warnings:
+        body = tables.failures_html(data.failed) + "".join(
+            f"<p class='muted'>artifact skipped: {escape(w)}</p>" for w in arts.warnings)
+        sections.append(S("failures", "Failures", "", body))
+    if not sections:
+        sections.append(S("empty", "No results", "", "<p class='muted'>This folder has no "
+                          "results yet: <code>results.csv</code> is missing or empty.</p>"))
+    sections.append(S("meta", "Run metadata", "", meta.meta_section(data)))
+
+    name = data.out_dir.resolve().name
+    page = html.page(f"robustkit report: {name}", "Adversarial robustness sweep",
+                     meta.header_facts(data), sections)
+    return html.write_atomic(data.out_dir / "index.html", page)
+
+
+def _plots(figures: list[tuple[str, str]], caption: str) -> str:
+    return "".join(
+        f'<figure class="plot"><img src="{uri}" alt="plot {escape(ds)}">'
+        f"<figcaption>{caption}{escape(' Dataset: ' + ds + '.') if ds else ''}</figcaption></figure>"
+        for ds, uri in figures)
+
+
+def _defense_body(ok: pd.DataFrame, arts: artifacts.Artifacts) -> str:
+    parts = []
+    for ds in ordered_unique(ok["dataset"]):
+        frame = tables.defense_frame(ok[ok["dataset"] == ds])
+        parts.append(tables.frame_html(frame, caption=f"Defenses{escape(' on ' + ds) if ds else ''}: "
+                                       "accuracy in % under attack (system accuracy for detectors).",
+                                       row_header="model + defense"))
+    detection = tables.detection_html(ok)
+    if detection:
+        parts.append("<h3>Detection</h3>" + detection)
+    roc = _plots(plots.roc_plots(arts.of("roc")), "Detection ROC curves (dotted: adaptive attack; "
+                 "dashed diagonal: chance).")
+    if roc:
+        parts.append(("" if detection else "<h3>Detection</h3>") + roc)
+    return "".join(parts)

@@ -1,0 +1,138 @@
+"""Read a sweep output directory into what the report needs, and format numbers for it.
+
+The report reads ``results.csv`` (one tidy row per dataset x model x defense x attack x
+eps x seed, see reports/README.md) and ``run.json``; every column beyond the
+identifiers is optional, so a partial or older run still renders.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+# Identifier columns, in the order the failures table shows them.
+ID_COLUMNS = ("dataset", "model", "family", "defense", "attack", "eps", "seed")
+TEXT_COLUMNS = ("dataset", "model", "family", "defense", "attack", "status", "error",
+                "device", "masking_flags")
+UNIVERSAL_ATTACKS = ("uap", "uap_sgd")
+NO_DEFENSE = "none"
+
+
+@dataclass(frozen=True)
+class RunData:
+    """A sweep directory as tables: ``ok`` rows, ``failed`` rows, ``run`` metadata."""
+
+    out_dir: Path
+    ok: pd.DataFrame
+    failed: pd.DataFrame
+    run: dict[str, Any] = field(default_factory=dict)
+
+
+def load_run(out_dir: str | Path) -> RunData:
+    """Load ``results.csv`` and ``run.json`` from ``out_dir`` (either may be missing).
+
+    Args:
+        out_dir: a sweep output directory.
+
+    Returns:
+        RunData with successful and failed rows split, labels added.
+
+    Raises:
+        ValueError: ``out_dir`` is not a directory.
+
+    Example:
+        >>> load_run("reports/demo").ok.columns  # doctest: +SKIP
+    """
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise ValueError(f"out_dir={str(out)!r} is not a directory; pass a sweep output folder")
+    csv = out / "results.csv"
+    df = read_results(csv) if csv.exists() else read_results(None)
+    status = df["status"].fillna("ok").str.lower()
+    failed = (status != "ok") | (df["error"].fillna("").str.len() > 0)
+    return RunData(out, df[~failed].reset_index(drop=True), df[failed].reset_index(drop=True),
+                   _read_json(out / "run.json"))
+
+
+def read_results(path: str | Path | None) -> pd.DataFrame:
+    """Read a results CSV with the identifier columns guaranteed and types normalized."""
+    df = pd.read_csv(path, keep_default_na=True) if path is not None else pd.DataFrame()
+    for col in ID_COLUMNS + ("status", "error"):
+        if col not in df.columns:
+            df[col] = pd.NA
+    for col in TEXT_COLUMNS:
+        if col in df.columns:
+            df[col] = df[col].astype("string")
+    df["defense"] = df["defense"].fillna(NO_DEFENSE).replace("", NO_DEFENSE)
+    df["dataset"] = df["dataset"].fillna("")
+    df["model"] = df["model"].fillna(df["family"]).fillna("?")
+    df["attack"] = df["attack"].fillna("")
+    df["eps"] = pd.to_numeric(df["eps"], errors="coerce")
+    df["adaptive"] = _truthy(df["adaptive"]) if "adaptive" in df.columns else False
+    # A spec may name its undefended entry freely; the method column says what it is.
+    method = df["defense_method"].astype("string") if "defense_method" in df.columns else df["defense"]
+    df["undefended"] = (method.fillna(df["defense"]) == NO_DEFENSE).astype(bool)
+    df["label"] = [str(m) if u else model_label(m, d)
+                   for m, d, u in zip(df["model"], df["defense"], df["undefended"])]
+    kind = df["attack_method"].astype("string") if "attack_method" in df.columns else df["attack"]
+    df["universal"] = kind.fillna(df["attack"]).isin(UNIVERSAL_ATTACKS).astype(bool)
+    return df
+
+
+def model_label(model: str, defense: str) -> str:
+    """Row label of a model, with its defense when it has one: ``"cnn + fgsm_rs"``."""
+    return str(model) if defense in ("", NO_DEFENSE) else f"{model} + {defense}"
+
+
+def ordered_unique(values: Any) -> list:
+    """Unique values in order of first appearance (spec order beats alphabetical)."""
+    return list(dict.fromkeys(v for v in values if not _missing(v)))
+
+
+def _truthy(col: pd.Series) -> pd.Series:
+    text = col.astype("string").str.strip().str.lower()
+    return text.isin(["true", "1", "yes", "1.0"]).fillna(False).astype(bool)
+
+
+def _missing(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        return {"_error": f"could not read {path.name}: {exc}"}
+    return data if isinstance(data, dict) else {"value": data}
+
+
+def fmt_pct(x: Any, digits: int = 1) -> str:
+    """``0.9234 -> "92.3%"``; missing -> ``"–"``."""
+    if _missing(x):
+        return "–"
+    return f"{100.0 * float(x):.{digits}f}%"
+
+
+def fmt_num(x: Any, digits: int = 3) -> str:
+    """Compact number (``0.1``, ``8/255`` stays ``0.0314``); missing -> ``"–"``."""
+    if _missing(x):
+        return "–"
+    return f"{float(x):.{digits}g}"
+
+
+def fmt_seconds(s: Any) -> str:
+    """``3.2 -> "3.2 s"``, ``125 -> "2 min 5 s"``, ``4000 -> "1 h 6 min"``."""
+    if _missing(s):
+        return "–"
+    s = float(s)
+    if s < 60:
+        return f"{s:.2g} s" if s < 10 else f"{s:.0f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(round(s % 60))} s"
+    return f"{int(s // 3600)} h {int(round(s % 3600 / 60))} min"

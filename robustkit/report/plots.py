@@ -1,0 +1,133 @@
+"""Plots of the report, drawn with matplotlib's object API (no pyplot state) as PNG data URIs.
+
+matplotlib is imported inside the functions so that ``import robustkit.report`` stays light.
+Each function returns a list of ``(title, data_uri)`` figures, one per dataset, and an
+empty list when the run has nothing to plot.
+"""
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from robustkit.report.artifacts import Artifact, eps_of
+from robustkit.report.data import model_label, ordered_unique
+
+Figure = Any  # matplotlib.figure.Figure, imported lazily
+
+
+def to_data_uri(fig: Figure) -> str:
+    """Encode a figure as a ``data:image/png;base64,...`` URI."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, facecolor="white")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _grid(n: int, *, width: float = 3.6, height: float = 2.9) -> tuple[Figure, list]:
+    from matplotlib.figure import Figure as MplFigure
+
+    ncols = min(n, 3)
+    nrows = -(-n // ncols)
+    fig = MplFigure(figsize=(width * ncols, height * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    return fig, axes[:n]
+
+
+def _colors(labels: list[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    return {lbl: cmap(i % cmap.N) for i, lbl in enumerate(labels)}
+
+
+def _pct_axis(ax: Any, ylabel: str) -> None:
+    from matplotlib.ticker import PercentFormatter
+
+    ax.set_ylim(-0.03, 1.03)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def _curves(ok: pd.DataFrame, attacks: list[str], value: str, ylabel: str,
+            xlabel: str) -> list[tuple[str, str]]:
+    figures = []
+    for dataset in ordered_unique(ok["dataset"]) or [""]:
+        rows = ok[(ok["dataset"] == dataset) & ok["attack"].isin(attacks) & ok["eps"].notna()]
+        if rows.empty or value not in rows.columns:
+            continue
+        present = ordered_unique(rows["attack"])
+        colors = _colors(ordered_unique(rows["label"]))
+        fig, axes = _grid(len(present))
+        for ax, attack in zip(axes, present):
+            sub = rows[rows["attack"] == attack]
+            means = sub.groupby(["label", "eps"], sort=True)[value].mean()
+            for label in ordered_unique(sub["label"]):
+                series = means.loc[label]
+                dashed = " + " in label
+                ax.plot(series.index, series.values, marker="o", ms=3.5, lw=1.6,
+                        ls="--" if dashed else "-", color=colors[label], label=label)
+            ax.set_title(attack, fontsize=10, fontweight="bold")
+            ax.set_xlabel(xlabel)
+            _pct_axis(ax, ylabel)
+        seen = {lbl: h for ax in axes for h, lbl in zip(*ax.get_legend_handles_labels())}
+        fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center",
+                   ncols=min(len(seen), 6), fontsize=8, frameon=False)
+        figures.append((dataset, to_data_uri(fig)))
+    return figures
+
+
+def robust_accuracy_plots(ok: pd.DataFrame) -> list[tuple[str, str]]:
+    """Robust accuracy vs eps, one panel per attack, one line per model (defended: dashed)."""
+    plain = ok[~ok["adaptive"]]
+    undefended = plain[plain["undefended"]]
+    rows = undefended if not undefended.empty else plain
+    attacks = [a for a in ordered_unique(rows["attack"]) if a]
+    return _curves(rows, attacks, "robust_accuracy", "robust accuracy", "eps")
+
+
+def fooling_rate_plots(ok: pd.DataFrame) -> list[tuple[str, str]]:
+    """Fooling rate of universal perturbations vs their radius xi, one line per model."""
+    rows = ok[ok["universal"] & ~ok["adaptive"]]
+    attacks = ordered_unique(rows["attack"])
+    return _curves(rows, attacks, "fooling_rate", "fooling rate", "xi") if attacks else []
+
+
+def _auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """Area under the ROC polyline (trapezoids; fpr sorted ascending)."""
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+
+def roc_plots(rocs: list[Artifact]) -> list[tuple[str, str]]:
+    """Detection ROC curves, one panel per defended model, one curve per attack and radius."""
+    figures = []
+    for dataset in ordered_unique(a.meta.get("dataset", "") for a in rocs) or [""]:
+        mine = [a for a in rocs if a.meta.get("dataset", "") == dataset]
+        if not mine:
+            continue
+        panels = ordered_unique(model_label(a.meta["model"], a.meta["defense"]) for a in mine)
+        fig, axes = _grid(len(panels), width=3.4, height=3.2)
+        for ax, panel in zip(axes, panels):
+            for art in mine:
+                if model_label(art.meta["model"], art.meta["defense"]) != panel:
+                    continue
+                fpr, tpr = np.asarray(art.arrays["fpr"], float), np.asarray(art.arrays["tpr"], float)
+                order = np.argsort(fpr, kind="stable")
+                auc = _auc(fpr[order], tpr[order])
+                adaptive = art.meta.get("adaptive", "").lower() in ("true", "1", "yes")
+                name = f"{art.meta.get('attack', '')} eps={eps_of(art):.3g}"
+                ax.plot(fpr[order], tpr[order], lw=1.6, ls=":" if adaptive else "-",
+                        label=f"{name}{' adaptive' if adaptive else ''} (AUC {auc:.3f})")
+            ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+            ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false positive rate",
+                   ylabel="true positive rate", aspect="equal")
+            ax.set_title(panel, fontsize=10, fontweight="bold")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="lower right")
+        figures.append((dataset, to_data_uri(fig)))
+    return figures

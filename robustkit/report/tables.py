@@ -1,0 +1,205 @@
+"""Tables of the report: robust accuracy pivots with best values marked, defenses, failures.
+
+The frames (``summary_frame``, ``defense_frame``) are plain pandas so they can be tested
+against hand-made CSVs; ``*_html`` functions render them with every text escaped.
+"""
+from __future__ import annotations
+
+from html import escape
+from typing import Callable
+
+import pandas as pd
+
+from robustkit.report.data import ID_COLUMNS, fmt_num, fmt_pct, fmt_seconds, ordered_unique
+
+CLEAN = ("clean", "")
+
+
+def summary_frame(ok: pd.DataFrame) -> pd.DataFrame:
+    """Pivot robust accuracy: one row per model, columns (attack, eps), mean over seeds.
+
+    The first column, ``("clean", "")``, is the clean accuracy. Models and attacks keep the
+    order of the CSV; eps is ascending. Undefended models only (defended ones and adaptive
+    attacks are the defense table's), unless the run has no undefended model.
+
+    Example:
+        >>> summary_frame(load_run("reports/demo").ok)  # doctest: +SKIP
+    """
+    rows = ok[~ok["adaptive"] & (ok["attack"] != "")]
+    plain = rows[rows["undefended"]]
+    return _pivot(plain if not plain.empty else rows, "robust_accuracy")
+
+
+def _pivot(rows: pd.DataFrame, value: str) -> pd.DataFrame:
+    if rows.empty or value not in rows.columns:
+        return pd.DataFrame()
+    labels = ordered_unique(rows["label"])
+    attacks = ordered_unique(rows["attack"])
+    table = rows.pivot_table(index="label", columns=["attack", "eps"], values=value,
+                             aggfunc="mean", dropna=True)
+    cols = [(a, e) for a in attacks for e in sorted(rows.loc[rows["attack"] == a, "eps"].dropna().unique())
+            if (a, e) in table.columns]
+    table = table.reindex(index=labels, columns=pd.MultiIndex.from_tuples(cols, names=["attack", "eps"]))
+    if "clean_accuracy" in rows.columns:
+        table.insert(0, CLEAN, rows.groupby("label")["clean_accuracy"].mean().reindex(labels))
+    return table
+
+
+def best_mask(frame: pd.DataFrame, *, higher_is_better: bool = True) -> pd.DataFrame:
+    """True where a cell holds its column's best value (ties all marked; single rows never)."""
+    if frame.empty or len(frame) < 2:
+        return pd.DataFrame(False, index=frame.index, columns=frame.columns)
+    num = frame.apply(pd.to_numeric, errors="coerce")
+    best = num.max() if higher_is_better else num.min()
+    mask = (num - best).abs() <= 1e-12
+    return mask & (num.notna().sum() >= 2)
+
+
+def defense_frame(ok: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, defense) for models that have a defense, undefended rows first.
+
+    Columns: clean accuracy, then one per (attack, eps) (``"<attack> (adaptive)"`` for
+    adaptive attacks) holding ``system_accuracy`` where the row has one (detectors) and
+    ``robust_accuracy`` otherwise; then detection AUC, TPR at 5% FPR, training seconds,
+    training-time ratio and gradient-masking flags.
+    """
+    defended = ok[~ok["undefended"]]
+    if defended.empty:
+        return pd.DataFrame()
+    # Baselines: the defended models undefended, at the (attack, eps) the defenses were scored.
+    scored = set(zip(defended["attack"], defended["eps"]))
+    in_scored = pd.Series([p in scored for p in zip(ok["attack"], ok["eps"])], index=ok.index)
+    rows = ok[ok["model"].isin(set(defended["model"])) & (ok["attack"] != "")
+              & (~ok["undefended"] | in_scored)].copy()
+    score = rows["robust_accuracy"] if "robust_accuracy" in rows else pd.Series(float("nan"), rows.index)
+    if "system_accuracy" in rows.columns:
+        score = pd.to_numeric(rows["system_accuracy"], errors="coerce").fillna(score)
+    rows["score"] = score
+    rows["attack"] = [f"{a} (adaptive)" if ad else a for a, ad in zip(rows["attack"], rows["adaptive"])]
+    labels = [lbl for d in (True, False) for lbl in ordered_unique(
+        rows.loc[rows["undefended"] == d, "label"])]
+    table = _pivot(rows, "score").reindex(labels)
+    grouped = rows.groupby("label")
+    for col, name, adaptive in (
+            ("detection_auc", "detection AUC", False), ("detection_auc", "AUC (adaptive)", True),
+            ("tpr_at_5fpr", "TPR @ 5% FPR", False), ("train_seconds", "train time", None),
+            ("train_ratio", "train ratio", None)):
+        if col not in rows.columns:
+            continue
+        sel = rows if adaptive is None else rows[rows["adaptive"] == adaptive]
+        values = pd.to_numeric(sel[col], errors="coerce")
+        if values.notna().any():
+            table[(name, "")] = values.groupby(sel["label"]).mean()
+    if "masking_flags" in rows.columns:
+        flags = grouped["masking_flags"].apply(_join_flags).reindex(labels).fillna("")
+        baseline = set(rows.loc[rows["undefended"], "label"])
+        # Baselines were not scored as defenses: "-" rather than a reassuring "none".
+        table[("flags", "")] = [None if lbl in baseline and not f else f for lbl, f in flags.items()]
+    return table
+
+
+def _join_flags(flags: pd.Series) -> str:
+    parts = [p.strip() for f in flags.dropna() for p in str(f).replace(",", ";").split(";")]
+    return "; ".join(ordered_unique(p for p in parts if p and p.lower() not in ("nan", "none", "false")))
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+def _heat(v: float) -> str:
+    """Background from red (0) through yellow to green (1) for an accuracy cell."""
+    return f"background:hsl({int(120 * max(0.0, min(1.0, v)))},70%,90%)"
+
+
+def _cell(col: tuple, value: object, best: bool) -> str:
+    name = str(col[0])
+    cls = ' class="best" title="best in column"' if best else ""
+    if name == "flags":
+        if value is None:
+            return '<td class="na">–</td>'
+        if not value:
+            return '<td class="ok-flag">none</td>'
+        return f'<td class="flag"><span class="badge warn">&#9888; {escape(str(value))}</span></td>'
+    if pd.isna(value):
+        return '<td class="na">–</td>'
+    if name == "train time":
+        return f"<td>{fmt_seconds(value)}</td>"
+    if name == "train ratio":
+        return f"<td>{float(value):.2g}&times;</td>"  # type: ignore[arg-type]
+    if "AUC" in name:
+        return f"<td{cls}>{float(value):.3f}</td>"  # type: ignore[arg-type]
+    style = f' style="{_heat(float(value))}"'  # type: ignore[arg-type]
+    # Percent without the sign: the caption says "%", and 25 columns must fit a screen.
+    return f"<td{cls}{style}>{100 * float(value):.1f}</td>"  # type: ignore[arg-type]
+
+
+def frame_html(frame: pd.DataFrame, *, caption: str, row_header: str = "model",
+               higher_is_better: Callable[[tuple], bool] | None = None) -> str:
+    """Render a pivot frame with a two-level header (attack, eps) and best cells marked."""
+    if frame.empty:
+        return ""
+    mask = best_mask(frame)
+    no_best = {c for c in frame.columns
+               if str(c[0]) in ("flags", "train time", "train ratio", "AUC (adaptive)")}
+    groups: list[tuple[str, int]] = []
+    for col in frame.columns:
+        if groups and groups[-1][0] == col[0] and col[1] != "":
+            groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+        else:
+            groups.append((col[0], 1))
+    top = "".join(
+        f'<th colspan="{n}" class="grp{" adaptive" if "(adaptive)" in str(g) else ""}"'
+        f'{" rowspan=2" if n == 1 and _single(frame, g) else ""}>{escape(str(g))}</th>'
+        for g, n in groups)
+    sub = "".join(f"<th>{fmt_num(c[1])}</th>" for c in frame.columns if c[1] != "")
+    body = "".join(
+        f"<tr><th scope=\"row\">{escape(str(label))}</th>"
+        + "".join(_cell(c, frame.at[label, c], bool(mask.at[label, c]) and c not in no_best)
+                  for c in frame.columns) + "</tr>"
+        for label in frame.index)
+    return (f'<div class="table-wrap"><table class="grid"><caption>{caption}</caption>'
+            f'<thead><tr><th class="corner">{escape(row_header)}</th>{top}</tr>'
+            f'<tr><th class="corner eps">&epsilon;</th>{sub}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
+
+
+def _single(frame: pd.DataFrame, group: object) -> bool:
+    return all(c[1] == "" for c in frame.columns if c[0] == group)
+
+
+def records_html(rows: pd.DataFrame, columns: list[tuple[str, str, Callable]], *, caption: str) -> str:
+    """A plain table of records: ``columns`` = (column, header, formatter) triples."""
+    if rows.empty:
+        return ""
+    head = "".join(f"<th>{escape(h)}</th>" for _, h, _ in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(fmt(r.get(c)))}</td>" for c, _, fmt in columns) + "</tr>"
+        for r in rows.to_dict("records"))
+    return (f'<div class="table-wrap"><table class="records"><caption>{caption}</caption>'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+
+
+def _text(v: object) -> str:
+    return "" if v is None or v is pd.NA or (isinstance(v, float) and pd.isna(v)) else str(v)
+
+
+def failures_html(failed: pd.DataFrame) -> str:
+    """The failed cells with their identifiers and error message."""
+    cols = [(c, c, fmt_num if c == "eps" else _text) for c in ID_COLUMNS if c != "family"]
+    return records_html(failed, cols + [("error", "error", _text)],
+                        caption=f"{len(failed)} cell(s) failed; the sweep went on without them.")
+
+
+def detection_html(ok: pd.DataFrame) -> str:
+    """Detector scores per (model, defense, attack, eps): AUC, TPR at 5% FPR, system accuracy."""
+    if "detection_auc" not in ok.columns:
+        return ""
+    rows = ok[pd.to_numeric(ok["detection_auc"], errors="coerce").notna()]
+    cols = [("label", "model + defense", _text), ("attack", "attack", _text), ("eps", "eps", fmt_num),
+            ("adaptive", "adaptive", lambda v: "yes" if v else "no"),
+            ("detection_auc", "AUC", lambda v: "–" if pd.isna(v) else f"{float(v):.3f}"),
+            ("tpr_at_5fpr", "TPR @ 5% FPR", fmt_pct), ("rejection_rate", "rejected", fmt_pct),
+            ("system_accuracy", "system accuracy", fmt_pct)]
+    return records_html(rows, [c for c in cols if c[0] in rows.columns],
+                        caption="Detection scores per attack and radius. An adaptive attack knows "
+                        "the detector; a detector that only stops non-adaptive attacks shows it here.")

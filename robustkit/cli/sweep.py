@@ -30,6 +30,9 @@ def default_out(specs: list) -> Path:
               help="Run cells in N local processes (0 or 1: in this process).")
 @click.option("--dask", "dask_address", metavar="ADDRESS", default=None,
               help="Submit cells to a Dask distributed scheduler, e.g. tcp://host:8786.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads per task (default: CPUs / workers). Rows are identical "
+                   "across executors with the same value.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
               show_default=True, help="Device for training and attacks.")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
@@ -41,7 +44,7 @@ def default_out(specs: list) -> Path:
 @click.option("--no-report", is_flag=True, help="Do not build index.html at the end.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 def sweep(specs: tuple[str, ...], out: str | None, workers: int, dask_address: str | None,
-          device: str, data_root: str | None, models_dir: str | None, dry_run: bool,
+          threads: int | None, device: str, data_root: str | None, models_dir: str | None, dry_run: bool,
           retry_errors: bool, no_report: bool, as_json: bool) -> None:
     """Run the grid of one or more TOML SPECs; finished cells are skipped on a rerun.
 
@@ -80,7 +83,7 @@ def sweep(specs: tuple[str, ...], out: str | None, workers: int, dask_address: s
         return
     summary = run_sweep(parsed, out_dir, workers=workers, dask=dask_address, device=device,
                         data_root=data_root, models_dir=models_dir, retry_errors=retry_errors,
-                        report=not no_report, progress=not as_json, command=sys.argv,
+                        threads=threads, report=not no_report, progress=not as_json, command=sys.argv,
                         validate=False)
     if as_json:
         emit_json(vars(summary))

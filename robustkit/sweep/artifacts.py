@@ -16,6 +16,7 @@ import json
 import re
 import sys
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -118,6 +119,7 @@ def start_run(out_dir: Path, specs: Sequence[Any], ctx: Any, command: Sequence[s
     except (OSError, ValueError, AttributeError):
         previous = []
     info = {
+        "run_id": uuid.uuid4().hex[:12],
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": list(command) or sys.argv,
         "specs": [{"path": s.path, "name": s.name, "text": s.text} for s in specs],
@@ -146,7 +148,7 @@ def finish_run(out_dir: Path, info: dict[str, Any], summary: Any) -> None:
 
 def _write_run(path: Path, info: dict[str, Any], previous: list) -> None:
     current = {k: v for k, v in info.items() if not k.startswith("_")}
-    runs = [r for r in previous if r.get("started") != current["started"]] + [current]
+    runs = [r for r in previous if r.get("run_id") != current["run_id"]] + [current]
     write_json(path, {**current, "runs": runs})
 
 

@@ -110,7 +110,7 @@ class DaskExecutor:
             self.client.close()
 
 
-def make_executor(*, workers: int = 0, dask: Any = None,
+def make_executor(*, workers: int = 0, dask: Any = None, threads: int | None = None,
                   before: Callable[[int], None] | None = None) -> Any:
     """The executor for ``--workers N`` (N > 1: processes) or ``--dask ADDRESS``.
 
@@ -125,5 +125,5 @@ def make_executor(*, workers: int = 0, dask: Any = None,
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     if workers > 1:
-        return ProcessExecutor(workers)
+        return ProcessExecutor(workers, threads=threads)
     return SerialExecutor(before)

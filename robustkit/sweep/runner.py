@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
+
 from robustkit.sweep import artifacts, results
 from robustkit.sweep.cells import Cell, ModelJob, expand, model_jobs, model_key
 from robustkit.sweep.executors import make_executor
@@ -47,8 +49,8 @@ class SweepSummary:
 def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0,
               dask: Any = None, device: str = "cpu", data_root: str | None = None,
               models_dir: str | os.PathLike | None = None, retry_errors: bool = False,
-              report: bool = True, progress: bool = False, command: Sequence[str] = (),
-              validate: bool = True) -> SweepSummary:
+              threads: int | None = None, report: bool = True, progress: bool = False,
+              command: Sequence[str] = (), validate: bool = True) -> SweepSummary:
     """Run every cell of ``specs`` not yet in ``<out>/results.csv``.
 
     Args:
@@ -61,6 +63,9 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
         data_root: where file-based datasets live (default ``$ROBUSTKIT_DATA``).
         models_dir: the model store (default ``<out>/models``); share one between sweeps.
         retry_errors: drop rows with ``status=error`` and run those cells again.
+        threads: torch intra-op threads per task (default: the CPU count divided by the
+            local workers; on Dask: the workers' setting). Rows are bit-identical across
+            executors run with the same ``threads``; timing columns always differ.
         report: build ``index.html`` with ``robustkit.report.build`` at the end.
         progress: one progress bar over cells (silent when stderr is not a terminal).
         command: the command line, recorded in ``run.json``.
@@ -83,8 +88,10 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
         check(specs, data_root=data_root)
     out_dir = Path(out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    if threads is None and dask is None:
+        threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     ctx = Context(str(Path(models_dir).resolve() if models_dir else out_dir / "models"),
-                  str(data_root) if data_root else None, str(resolve_device(device)))
+                  str(data_root) if data_root else None, str(resolve_device(device)), threads)
     Path(ctx.models_dir).mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "results.csv"
     results.repair(csv_path)
@@ -101,8 +108,9 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
                            "serial")
     bar = _bar(len(todo), progress)
     labels: list[str] = []  # what each task of the current phase is, for the bar
-    ex = make_executor(workers=workers, dask=dask,
+    ex = make_executor(workers=workers, dask=dask, threads=threads,
                        before=lambda i: _name(bar, labels[i]) if i < len(labels) else None)
+    threads_before = torch.get_num_threads()
     summary.executor = ex.name
     try:
         with ResultsWriter(csv_path) as writer:
@@ -111,6 +119,7 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
             _run_cells(ex, todo, failed, ctx, writer, out_dir, summary, labels, bar)
     finally:
         ex.close()
+        torch.set_num_threads(threads_before)  # serial tasks ran in this process
         if bar is not None:
             bar.close()
     summary.seconds = time.perf_counter() - t0

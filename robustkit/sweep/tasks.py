@@ -33,11 +33,20 @@ class Context:
     models_dir: str
     data_root: str | None = None
     device: str = "cpu"
+    threads: int | None = None
 
 
 def init_worker(threads: int) -> None:
     """Process-pool initializer: share the cores between worker processes."""
     torch.set_num_threads(max(1, threads))
+
+
+def use_threads(ctx: Context) -> None:
+    """Run with ``ctx.threads`` intra-op threads: float reductions (and so the last digits
+    of iterative attacks) depend on the thread count, so fixing it makes rows identical
+    whatever the executor."""
+    if ctx.threads and torch.get_num_threads() != ctx.threads:
+        torch.set_num_threads(ctx.threads)
 
 
 @functools.lru_cache(maxsize=16)
@@ -85,6 +94,7 @@ def train_task(job: ModelJob, base_key: str | None, ctx: Context) -> dict[str, A
         ``{"key", "status": "ok"|"error", "error", "seconds"}``.
     """
     t0 = time.perf_counter()
+    use_threads(ctx)
     try:
         if not is_trained(ctx, job.key):
             _train_and_store(job, base_key, ctx)
@@ -148,6 +158,7 @@ def gallery_task(job: ModelJob, ctx: Context) -> dict[str, Any]:
     Returns:
         ``{"key", "status", "error", "tensors", "meta"}`` for ``artifacts/deepfool/``.
     """
+    use_threads(ctx)
     try:
         from robustkit import attacks
 
@@ -205,6 +216,7 @@ def cell_task(cell: Cell, eps: tuple[float, ...], ctx: Context) -> dict[str, Any
     """
     from robustkit.sweep.evaluation import evaluate_cell
 
+    use_threads(ctx)
     try:
         rows, artifacts = evaluate_cell(cell, eps, ctx)
     except Exception as exc:  # noqa: BLE001 - a failing cell is a row, not a crash

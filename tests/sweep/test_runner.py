@@ -1,0 +1,108 @@
+"""The runner: same rows whatever the executor, models trained once, failures recorded."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from robustkit.sweep import TIMING_COLUMNS, expand, load_spec, read_rows, run_sweep
+from robustkit.sweep.results import eps_key
+
+
+def comparable(path):
+    rows = read_rows(path)
+    keys = [(r["cell_id"], r["eps"]) for r in rows]
+    assert len(keys) == len(set(keys)), "duplicate rows"
+    return sorted(({k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows),
+                  key=lambda r: (r["cell_id"], r["eps"]))
+
+
+def expected_keys(spec):
+    return {(c.cell_id, eps_key(e)) for c in expand([spec]) for e in c.eps}
+
+
+def test_serial_processes_and_dask_give_the_same_rows(tmp_path, tiny_spec):
+    distributed = pytest.importorskip("distributed")
+    spec = load_spec(tiny_spec())
+    serial = run_sweep([spec], tmp_path / "serial", threads=1, report=False)
+    assert (serial.cells, serial.run, serial.errors, serial.models_trained) == (4, 4, 0, 2)
+    procs = run_sweep([spec], tmp_path / "procs", workers=2, threads=1, report=False)
+    assert procs.executor == "processes" and procs.models_trained == 2
+    threads = torch.get_num_threads()
+    try:
+        with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                      dashboard_address=None) as cluster, \
+                distributed.Client(cluster) as client:
+            on_dask = run_sweep([spec], tmp_path / "dask", dask=client, threads=1,
+                                report=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert on_dask.executor == "dask" and on_dask.run == 4
+    rows = comparable(tmp_path / "serial" / "results.csv")
+    assert {(r["cell_id"], r["eps"]) for r in rows} == expected_keys(spec)
+    assert all(r["status"] == "ok" for r in rows)
+    assert rows == comparable(tmp_path / "procs" / "results.csv")
+    assert rows == comparable(tmp_path / "dask" / "results.csv")
+    fgsm = [r for r in rows if r["attack"] == "fgsm" and r["eps"] == "0.1"]
+    assert all(float(r["robust_accuracy"]) < float(r["clean_accuracy"]) for r in fgsm)
+
+
+def test_rerun_skips_finished_cells_and_trains_nothing(tmp_path, tiny_spec):
+    spec = load_spec(tiny_spec())
+    first = run_sweep([spec], tmp_path / "out", threads=1, report=False)
+    before = (tmp_path / "out" / "results.csv").read_bytes()
+    again = run_sweep([spec], tmp_path / "out", threads=1, report=False)
+    assert (again.run, again.skipped, again.models_trained) == (0, first.cells, 0)
+    assert (tmp_path / "out" / "results.csv").read_bytes() == before
+    # one more eps: only the new rows run, on the stored models
+    bigger = load_spec(tiny_spec('\n[[attacks]]\nattack = "noise"\n', name="more.toml"))
+    third = run_sweep([bigger], tmp_path / "out", threads=1, report=False)
+    assert (third.run, third.models_trained) == (2, 0)
+    assert len(comparable(tmp_path / "out" / "results.csv")) == 12
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert len(run["runs"]) == 3 and run["cells"]["run"] == 2
+    assert run["specs"][0]["text"].startswith("\n[sweep]") and "torch" in run["versions"]
+
+
+def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_spec):
+    path = tiny_spec('\n[[attacks]]\nname = "broken"\nattack = "pgd"\nparams = { steps = -1 }\n')
+    spec = load_spec(path)
+    summary = run_sweep([spec], tmp_path / "out", threads=1, report=False)
+    assert summary.errors == 2 and summary.run == 6
+    rows = read_rows(tmp_path / "out" / "results.csv")
+    bad = [r for r in rows if r["attack"] == "broken"]
+    assert len(bad) == 4 and all(r["status"] == "error" for r in bad)
+    assert "steps" in bad[0]["error"] and "ValueError" in bad[0]["error"]
+    assert all(r["status"] == "ok" for r in rows if r["attack"] != "broken")
+    retry = run_sweep([spec], tmp_path / "out", threads=1, report=False, retry_errors=True)
+    assert (retry.run, retry.errors) == (2, 2)
+    assert len(comparable(tmp_path / "out" / "results.csv")) == 12
+
+
+def test_artifacts_and_report(tmp_path, tiny_spec):
+    from robustkit import attacks
+
+    extra = '\n[[attacks]]\nattack = "uap_sgd"\neps = [0.2]\n' \
+        if "uap_sgd" in attacks.names() else ""
+    spec = load_spec(tiny_spec(extra))
+    summary = run_sweep([spec], tmp_path / "out", threads=1)
+    from safetensors import safe_open
+
+    found = sorted((tmp_path / "out" / "artifacts" / "deepfool" / "digits").glob("*.safetensors"))
+    assert [p.name.split("__")[0] for p in found] == ["linear", "mlp-16"]
+    xs = []
+    for p in found:
+        with safe_open(str(p), framework="pt") as f:
+            assert f.metadata()["dataset"] == "digits"
+            xs.append(f.get_tensor("x"))
+            assert f.get_tensor("delta").shape == xs[-1].shape == (3, 1, 8, 8)
+    assert torch.equal(xs[0], xs[1])  # the same inputs for every model
+    if extra:
+        uaps = list((tmp_path / "out" / "artifacts" / "uap" / "digits").glob("*.safetensors"))
+        assert len(uaps) == 2
+    from robustkit import report
+
+    if hasattr(report, "build"):
+        assert summary.report_error is None
+        assert summary.report and summary.report.endswith("index.html")

@@ -72,7 +72,7 @@ def _read_idx_stream(f: BinaryIO, path: Path, ndim: int | None) -> np.ndarray:
     if n == 0 or n > MAX_IDX_BYTES:
         raise ValueError(f"{path}: implausible IDX dimensions {dims}")
     out = np.empty(n, dtype=np.uint8)
-    view, got = memoryview(out), 0
+    view, got = out.data, 0
     while got < n:
         k = f.readinto(view[got:])  # type: ignore[attr-defined]
         if not k:

@@ -11,9 +11,10 @@ it may download, and its CIFAR-10 unpickles the python batches, which we never d
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch

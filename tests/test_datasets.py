@@ -169,7 +169,7 @@ def test_missing_files_name_the_folder_and_how_to_fix(tmp_path, monkeypatch, nam
 def test_real_mnist(mnist_root):
     sizes = {}
     for split in ("train", "test"):
-        x, y, info = load_dataset("mnist", split, root=mnist_root)
+        x, y, _ = load_dataset("mnist", split, root=mnist_root)
         assert x.shape[1:] == (1, 28, 28) and x.dtype == torch.float32
         assert y.dtype == torch.int64 and set(y.unique().tolist()) == set(range(10))
         assert x.min() == 0.0 and x.max() == 1.0

@@ -5,8 +5,9 @@ Models are stored through :mod:`robustkit.store` in ``<workdir>/<name>/``.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 

@@ -5,7 +5,6 @@ Models are stored through :mod:`robustkit.store` in ``<workdir>/<name>/``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +139,8 @@ def models_list(workdir: Path, as_json: bool) -> None:
     elif not rows:
         click.echo(f"no models in {workdir} (train one with `robustkit train`)")
     else:
-        _table(rows, ["name", "model", "dataset", "test_accuracy", "created", "error"])
+        errors = ["error"] if any(r["error"] for r in rows) else []
+        _table(rows, ["name", "model", "dataset", "test_accuracy", "created", *errors])
 
 
 def _summary(e: store.ModelEntry) -> dict[str, Any]:
@@ -217,9 +217,16 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _table(rows: list[dict[str, Any]], cols: list[str],
-           fmt: Callable[[Any], str] = _fmt) -> None:
-    cells = [[fmt(r.get(c)) for c in cols] for r in rows]
+def _cell(col: str, value: Any) -> str:
+    if isinstance(value, float) and col.endswith("accuracy"):
+        return f"{value:.4f}"
+    if isinstance(value, float) and col == "seconds":
+        return f"{value:.1f}"
+    return _fmt(value)
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> None:
+    cells = [[_cell(c, r.get(c)) for c in cols] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)).rstrip())
     for row in cells:

@@ -105,8 +105,8 @@ def build(out_dir: str | Path) -> Path:
                           "results yet: <code>results.csv</code> is missing or empty.</p>"))
     sections.append(S("meta", "Run metadata", "", meta.meta_section(data)))
 
-    name = data.out_dir.resolve().name
-    page = html.page(f"robustkit report: {name}", "Adversarial robustness sweep",
+    subtitle = f"Adversarial robustness sweep · folder {data.out_dir.resolve().name}/"
+    page = html.page(f"robustkit report: {meta.title(data)}", subtitle,
                      meta.header_facts(data), sections)
     return html.write_atomic(data.out_dir / "index.html", page)
 

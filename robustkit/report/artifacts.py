@@ -87,7 +87,7 @@ def _read_safetensors(path: Path, root: Path) -> Artifact | None:
 
     with safe_open(str(path), framework="np") as f:
         meta = dict(f.metadata() or {})
-        arrays = {k: f.get_tensor(k) for k in f.keys()}
+        arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
     return _classify(arrays, meta, path, root)
 
 
@@ -112,8 +112,11 @@ def _classify(arrays: dict[str, np.ndarray], meta: dict[str, str], path: Path,
         kind = "deepfool"
     else:
         return None
-    if kind == "deepfool" and "delta" not in keys and "x_adv" in keys:
-        arrays = {**arrays, "delta": arrays["x_adv"] - arrays[_first(keys, _ALIASES["x"])]}
+    if kind == "deepfool":  # canonical names, so the gallery can index arrays directly
+        x = arrays[_first(keys, _ALIASES["x"])]
+        delta = (arrays[_first(keys, _ALIASES["delta"])] if keys & set(_ALIASES["delta"])
+                 else arrays["x_adv"] - x)
+        arrays = {**arrays, "x": x, "delta": delta}
     return Artifact(kind, _identifiers(meta, path, root, kind), arrays, path)
 
 

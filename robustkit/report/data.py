@@ -134,5 +134,5 @@ def fmt_seconds(s: Any) -> str:
     if s < 60:
         return f"{s:.2g} s" if s < 10 else f"{s:.0f} s"
     if s < 3600:
-        return f"{int(s // 60)} min {int(round(s % 60))} s"
-    return f"{int(s // 3600)} h {int(round(s % 3600 / 60))} min"
+        return f"{int(s // 60)} min {round(s % 60)} s"
+    return f"{int(s // 3600)} h {round(s % 3600 / 60)} min"

@@ -38,7 +38,12 @@ def as_image(a: np.ndarray) -> np.ndarray | None:
 
 
 def image_uri(a: np.ndarray, *, signed: bool = False) -> str | None:
-    """PNG data URI of one input (gray in [0, 1]) or of a perturbation (signed: blue-white-red)."""
+    """PNG data URI of one input (gray in [0, 1]) or of a perturbation (signed: blue-white-red).
+
+    Example:
+        >>> image_uri(np.zeros((1, 8, 8)))[:22]
+        'data:image/png;base64,'
+    """
     img = as_image(a)
     if img is None:
         return None
@@ -56,9 +61,10 @@ def image_uri(a: np.ndarray, *, signed: bool = False) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _name(labels: list[str] | None, k: object) -> str:
-    k = int(k)  # type: ignore[call-overload]
-    return labels[k] if labels is not None and 0 <= k < len(labels) else str(k)
+def _name(art: Artifact, k: object) -> str:
+    """Class name of label ``k`` (from the artifact's ``classes``), escaped."""
+    i, names = int(np.asarray(k)), class_names(art)
+    return escape(names[i] if names is not None and 0 <= i < len(names) else str(i))
 
 
 def _figure(uri: str | None, caption: str, *, alt: str, cls: str = "") -> str:
@@ -67,85 +73,93 @@ def _figure(uri: str | None, caption: str, *, alt: str, cls: str = "") -> str:
     return f'<figure class="tile {cls}">{img}<figcaption>{caption}</figcaption></figure>'
 
 
-def _pick_uaps(uaps: list[Artifact], order: list[str]) -> list[Artifact]:
-    """One UAP per (dataset, model, defense): ``uap`` before others, then the largest xi."""
-    best: dict[tuple, Artifact] = {}
+def _arrow(art: Artifact, before: object, after: object) -> str:
+    changed = int(np.asarray(before)) != int(np.asarray(after))
+    return (f'<span class="lbl">{_name(art, before)}</span> &rarr; '
+            f'<span class="lbl {"bad" if changed else "good"}">{_name(art, after)}</span>')
+
+
+def _fooling(ok: pd.DataFrame | None, art: Artifact) -> float | None:
+    """Fooling rate of the artifact's cell in results.csv (all test inputs), else of its gallery."""
+    m = art.meta
+    if ok is not None and not ok.empty and "fooling_rate" in ok.columns:
+        hit = ok[(ok["dataset"] == m.get("dataset", "")) & (ok["model"] == m.get("model"))
+                 & (ok["defense"] == m.get("defense", "none")) & (ok["attack"] == m.get("attack"))
+                 & ((ok["eps"] - eps_of(art)).abs() < 1e-9)]
+        value = pd.to_numeric(hit["fooling_rate"], errors="coerce").mean()
+        if not pd.isna(value):
+            return float(value)
+    try:
+        return float(m["gallery_fooling_rate"])
+    except (KeyError, ValueError):
+        return None
+
+
+def pick_uaps(uaps: list[Artifact], order: list[str], ok: pd.DataFrame | None) -> list[Artifact]:
+    """One UAP per (dataset, model + defense), lowest seed: the smallest xi fooling at least
+    half the inputs (the largest xi when none does), in spec order of the models."""
+    groups: dict[tuple[str, str], list[Artifact]] = {}
     for art in uaps:
         key = (art.meta["dataset"], model_label(art.meta["model"], art.meta["defense"]))
-        if key not in best or _rank(art) > _rank(best[key]):
-            best[key] = art
+        groups.setdefault(key, []).append(art)
+    chosen = []
+    for arts in groups.values():
+        seed = min(_seed(a) for a in arts)
+        arts = sorted((a for a in arts if _seed(a) == seed),
+                      key=lambda a: -1.0 if math.isnan(eps_of(a)) else eps_of(a))
+        chosen.append(next((a for a in arts if (_fooling(ok, a) or 0.0) >= 0.5), arts[-1]))
     pos = {m: i for i, m in enumerate(order)}
-    return sorted(best.values(), key=lambda a: (a.meta["dataset"], pos.get(a.meta["model"], 1e9)))
-
-
-def _rank(art: Artifact) -> tuple[bool, float]:
-    eps = eps_of(art)
-    return art.meta.get("attack") == "uap", -1.0 if math.isnan(eps) else eps
-
-
-def _csv_fooling(ok: pd.DataFrame | None, art: Artifact) -> float | None:
-    """The fooling rate of the artifact's cell in results.csv (all test inputs, not 6)."""
-    if ok is None or ok.empty or "fooling_rate" not in ok.columns:
-        return None
-    m = art.meta
-    hit = ok[(ok["dataset"] == m.get("dataset", "")) & (ok["model"] == m.get("model"))
-             & (ok["defense"] == m.get("defense", "none")) & (ok["attack"] == m.get("attack"))
-             & ((ok["eps"] - eps_of(art)).abs() < 1e-9)]
-    value = pd.to_numeric(hit["fooling_rate"], errors="coerce").mean()
-    return None if pd.isna(value) else float(value)
+    return sorted(chosen, key=lambda a: (a.meta["dataset"], a.meta["defense"] != "none",
+                                         pos.get(a.meta["model"], len(pos))))
 
 
 def uap_gallery(uaps: list[Artifact], order: list[str], ok: pd.DataFrame | None = None) -> str:
     """One row per model: its universal perturbation v, then inputs + v with their labels.
 
-    The fooling rate shown is the cell's from ``ok`` (results.csv rows) when it is there.
+    Example:
+        >>> uap_gallery([], [])
+        ''
     """
-    rows = []
-    for art in _pick_uaps(uaps, order):
-        v, x = art.get("v"), art.get("x")
-        y0, y1 = art.get("y_clean"), art.get("y_adv")
-        names = class_names(art)
-        linf = float(np.abs(v).max()) if v is not None else float("nan")
-        tiles = [_figure(image_uri(v, signed=True) if v is not None else None,
-                         f"v &nbsp;&#8214;v&#8214;<sub>&infin;</sub>={fmt_num(linf, 2)}",
-                         alt="universal perturbation v", cls="pert")]
-        x_adv = art.get("x_adv")
-        for i in range(min(MAX_EXAMPLES, 0 if x is None else len(x))):
-            xa = x_adv[i] if x_adv is not None else np.clip(x[i] + v.reshape(x[i].shape), 0, 1)
-            if y0 is not None and y1 is not None:
-                fooled = int(y0[i]) != int(y1[i])
-                cap = (f'<span class="lbl">{escape(_name(names, y0[i]))}</span> &rarr; '
-                       f'<span class="lbl {"bad" if fooled else "good"}">{escape(_name(names, y1[i]))}</span>')
-            else:
-                cap = "x + v"
-            tiles.append(_figure(image_uri(xa), cap, alt=f"example {i + 1} plus v"))
-        fooling = _csv_fooling(ok, art)
-        head = (f"<h4>{escape(model_label(art.meta['model'], art.meta['defense']))}</h4>"
-                f"<p class='muted'>{escape(art.meta.get('attack', 'uap'))}, &xi; = "
-                f"{fmt_num(eps_of(art))}{escape(_dataset(art))}"
-                + (f", fooling rate {fmt_pct(fooling)}" if fooling is not None else "") + "</p>")
-        rows.append(f'<div class="gallery-row"><div class="row-head">{head}</div>'
-                    f'<div class="tiles">{"".join(tiles)}</div></div>')
-    return "".join(rows)
+    return "".join(_uap_row(art, ok) for art in pick_uaps(uaps, order, ok))
 
 
-def _dataset(art: Artifact) -> str:
-    return f", {art.meta['dataset']}" if art.meta.get("dataset") else ""
+def _uap_row(art: Artifact, ok: pd.DataFrame | None) -> str:
+    v = art.arrays["v"]
+    x, x_adv = art.get("x"), art.get("x_adv")
+    y0, y1 = art.get("y_clean"), art.get("y_adv")
+    tiles = [_figure(image_uri(v, signed=True),
+                     f"v &nbsp;&#8214;v&#8214;<sub>&infin;</sub>={fmt_num(np.abs(v).max(), 2)}",
+                     alt="universal perturbation v", cls="pert")]
+    for i in range(min(MAX_EXAMPLES, 0 if x is None else len(x))):
+        xa = x_adv[i] if x_adv is not None else np.clip(x[i] + v.reshape(x[i].shape), 0, 1)  # type: ignore[index]
+        cap = _arrow(art, y0[i], y1[i]) if y0 is not None and y1 is not None else "x + v"
+        tiles.append(_figure(image_uri(xa), cap, alt=f"example {i + 1} plus v"))
+    fooling = _fooling(ok, art)
+    where = f", {art.meta['dataset']}" if art.meta.get("dataset") else ""
+    head = (f"<h4>{escape(model_label(art.meta['model'], art.meta['defense']))}</h4>"
+            f"<p class='muted'>{escape(art.meta.get('attack', 'uap') + where)}, &xi; = "
+            f"{fmt_num(eps_of(art))}"
+            + (f", fooling rate {fmt_pct(fooling)}" if fooling is not None else "") + "</p>")
+    return (f'<div class="gallery-row"><div class="row-head">{head}</div>'
+            f'<div class="tiles">{"".join(tiles)}</div></div>')
 
 
 def deepfool_gallery(arts: list[Artifact], order: list[str]) -> str:
-    """Per dataset and input: the input, then each model's minimal adversarial input and r."""
+    """Per dataset and input: the input, then each model's minimal adversarial input and r.
+
+    Example:
+        >>> deepfool_gallery([], [])
+        ''
+    """
     out = []
     pos = {m: i for i, m in enumerate(order)}
     for dataset in ordered_unique(a.meta["dataset"] for a in arts):
         mine = _one_per_model([a for a in arts if a.meta["dataset"] == dataset], pos)
-        x0 = mine[0].get("x")
-        n = min(MAX_DEEPFOOL_INPUTS, *(len(a.get("x")) for a in mine))  # type: ignore[arg-type]
-        for i in range(n):
-            cells = [_deepfool_input(mine[0], i)]
-            cells += [_deepfool_cell(a, i) for a in mine]
-            same = all(np.allclose(a.get("x")[i], x0[i]) for a in mine)  # type: ignore[index]
+        x0 = mine[0].arrays["x"]
+        for i in range(min(MAX_DEEPFOOL_INPUTS, *(len(a.arrays["x"]) for a in mine))):
+            same = all(np.allclose(a.arrays["x"][i], x0[i]) for a in mine)
             note = "" if same else " <span class='badge warn'>inputs differ between models</span>"
+            cells = [_deepfool_input(mine[0], i)] + [_deepfool_cell(a, i) for a in mine]
             out.append(f'<div class="df-row"><p class="muted">input {i + 1}'
                        f'{escape(", " + dataset) if dataset else ""}{note}</p>'
                        f'<div class="tiles">{"".join(cells)}</div></div>')
@@ -155,10 +169,11 @@ def deepfool_gallery(arts: list[Artifact], order: list[str]) -> str:
 def _one_per_model(arts: list[Artifact], pos: dict[str, int]) -> list[Artifact]:
     """The lowest seed's artifact per (model, defense); undefended first, then spec order."""
     best: dict[tuple[str, str], Artifact] = {}
-    for art in sorted(arts, key=lambda a: _seed(a)):
+    for art in sorted(arts, key=_seed):
         best.setdefault((art.meta["model"], art.meta["defense"]), art)
     return sorted(best.values(), key=lambda a: (a.meta["defense"] != "none",
-                                                 pos.get(a.meta["model"], 1e9), a.meta["defense"]))
+                                                 pos.get(a.meta["model"], len(pos)),
+                                                 a.meta["defense"]))
 
 
 def _seed(art: Artifact) -> float:
@@ -171,17 +186,18 @@ def _seed(art: Artifact) -> float:
 def _deepfool_input(art: Artifact, i: int) -> str:
     y = art.get("y")
     y = art.get("y_clean") if y is None else y
-    lab = f"label {escape(_name(class_names(art), y[i]))}" if y is not None else "input"
+    lab = f"label {_name(art, y[i])}" if y is not None else "input"
     return (f'<div class="df-col orig"><h5>original</h5>'
-            f'{_figure(image_uri(art.get("x")[i]), lab, alt="original input")}</div>')  # type: ignore[index]
+            f'{_figure(image_uri(art.arrays["x"][i]), lab, alt="original input")}</div>')
 
 
 def _deepfool_cell(art: Artifact, i: int) -> str:
-    x, r = art.get("x")[i], art.get("delta")[i]  # type: ignore[index]
-    r = r.reshape(x.shape)
-    y1 = art.get("y_adv")
+    x = art.arrays["x"][i]
+    r = art.arrays["delta"][i].reshape(x.shape)
+    y0, y1 = art.get("y_clean"), art.get("y_adv")
     l2, x_norm = float(np.linalg.norm(r)), float(np.linalg.norm(x)) or 1.0
-    adv = f"&rarr; {escape(_name(class_names(art), y1[i]))}" if y1 is not None else "x + r"
+    adv = (_arrow(art, y0[i], y1[i]) if y0 is not None and y1 is not None
+           else f"&rarr; {_name(art, y1[i])}" if y1 is not None else "x + r")
     norm = (f"&#8214;r&#8214;<sub>2</sub>={fmt_num(l2, 2)}<br>"
             f"<span class='muted'>{fmt_pct(l2 / x_norm, 0)} of &#8214;x&#8214;</span>")
     title = escape(model_label(art.meta["model"], art.meta["defense"]))

@@ -20,7 +20,7 @@ _HIDDEN_KEYS = ("runs",)  # the history of earlier runs of the folder: summarize
 
 def _value(key: str, v: Any) -> str:
     if isinstance(v, (int, float)) and not isinstance(v, bool) and (
-            key.endswith("seconds") or key.endswith("_s") or key in ("duration", "elapsed")):
+            key.endswith(("seconds", "_s")) or key in ("duration", "elapsed")):
         return fmt_seconds(v)
     if isinstance(v, list) and all(isinstance(e, (str, int, float)) for e in v):
         return " ".join(str(e) for e in v) if key == "command" else ", ".join(str(e) for e in v)
@@ -52,8 +52,8 @@ def meta_section(data: RunData) -> str:
     run = data.run
     if not run:
         return "<p class='muted'>No <code>run.json</code> in this folder: metadata unavailable.</p>"
-    facts = {k: v for k, v in run.items()
-             if k not in _SPEC_KEYS + _TABLE_KEYS + _HIDDEN_KEYS and not isinstance(v, dict)}
+    facts = {k: v for k, v in run.items() if v is not None
+             and k not in _SPEC_KEYS + _TABLE_KEYS + _HIDDEN_KEYS and not isinstance(v, dict)}
     if isinstance(run.get("runs"), list) and len(run["runs"]) > 1:
         facts["runs"] = f"{len(run['runs'])} (this folder was resumed)"
     parts = ['<div class="kv-grid">', kv_table(facts, caption="Run")]
@@ -65,10 +65,11 @@ def meta_section(data: RunData) -> str:
         if key in run:
             parts.append(f"<h3>Spec</h3><pre class='spec'>{escape(_spec_text(run[key]))}</pre>")
             break
-    nested = {k: v for k, v in run.items() if isinstance(v, dict)
+    nested = {k: v for k, v in run.items() if isinstance(v, dict) and v
               and k not in _SPEC_KEYS + _TABLE_KEYS + _HIDDEN_KEYS}
-    for key, v in nested.items():
-        parts.append(f"<h3>{escape(key)}</h3><pre>{escape(json.dumps(v, indent=2, default=str))}</pre>")
+    for key, v in nested.items():  # e.g. model_errors: {model key: message}
+        parts.append(f"<h3>{escape(key.replace('_', ' ').capitalize())}</h3>"
+                     + kv_table(v))
     return "".join(parts)
 
 
@@ -80,6 +81,14 @@ def _total_seconds(run: dict[str, Any]) -> float | None:
             if isinstance(holder.get(key), (int, float)):
                 return float(holder[key])
     return None
+
+
+def title(data: RunData) -> str:
+    """The page title: the spec names of the run, else the folder name."""
+    specs = data.run.get("specs")
+    names = [str(s["name"]) for s in specs if isinstance(s, dict) and s.get("name")] \
+        if isinstance(specs, list) else []
+    return ", ".join(ordered_unique(names)) or data.out_dir.resolve().name
 
 
 def header_facts(data: RunData) -> list[tuple[str, str]]:

@@ -5,8 +5,9 @@ against hand-made CSVs; ``*_html`` functions render them with every text escaped
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from html import escape
-from typing import Callable
+from typing import Any
 
 import pandas as pd
 
@@ -41,7 +42,9 @@ def _pivot(rows: pd.DataFrame, value: str) -> pd.DataFrame:
             if (a, e) in table.columns]
     table = table.reindex(index=labels, columns=pd.MultiIndex.from_tuples(cols, names=["attack", "eps"]))
     if "clean_accuracy" in rows.columns:
-        table.insert(0, CLEAN, rows.groupby("label")["clean_accuracy"].mean().reindex(labels))
+        # Per seed first: clean accuracy repeats on every row of a seed, seeds weigh equally.
+        per_seed = rows.groupby(["label", "seed"], dropna=False)["clean_accuracy"].mean()
+        table.insert(0, CLEAN, per_seed.groupby(level="label").mean().reindex(labels))
     return table
 
 
@@ -115,7 +118,7 @@ def _cell(col: tuple, value: object, best: bool) -> str:
     name = str(col[0])
     cls = ' class="best" title="best in column"' if best else ""
     if name == "flags":
-        if value is None:
+        if value is None or pd.isna(value):
             return '<td class="na">–</td>'
         if not value:
             return '<td class="ok-flag">none</td>'
@@ -167,7 +170,10 @@ def _single(frame: pd.DataFrame, group: object) -> bool:
     return all(c[1] == "" for c in frame.columns if c[0] == group)
 
 
-def records_html(rows: pd.DataFrame, columns: list[tuple[str, str, Callable]], *, caption: str) -> str:
+Column = tuple[str, str, Callable[[Any], str]]
+
+
+def records_html(rows: pd.DataFrame, columns: list[Column], *, caption: str) -> str:
     """A plain table of records: ``columns`` = (column, header, formatter) triples."""
     if rows.empty:
         return ""
@@ -185,7 +191,8 @@ def _text(v: object) -> str:
 
 def failures_html(failed: pd.DataFrame) -> str:
     """The failed cells with their identifiers and error message."""
-    cols = [(c, c, fmt_num if c == "eps" else _text) for c in ID_COLUMNS if c != "family"]
+    cols: list[Column] = [(c, c, fmt_num if c == "eps" else _text)
+                          for c in ID_COLUMNS if c != "family"]
     return records_html(failed, cols + [("error", "error", _text)],
                         caption=f"{len(failed)} cell(s) failed; the sweep went on without them.")
 
@@ -195,7 +202,8 @@ def detection_html(ok: pd.DataFrame) -> str:
     if "detection_auc" not in ok.columns:
         return ""
     rows = ok[pd.to_numeric(ok["detection_auc"], errors="coerce").notna()]
-    cols = [("label", "model + defense", _text), ("attack", "attack", _text), ("eps", "eps", fmt_num),
+    cols: list[Column] = [
+            ("label", "model + defense", _text), ("attack", "attack", _text), ("eps", "eps", fmt_num),
             ("adaptive", "adaptive", lambda v: "yes" if v else "no"),
             ("detection_auc", "AUC", lambda v: "–" if pd.isna(v) else f"{float(v):.3f}"),
             ("tpr_at_5fpr", "TPR @ 5% FPR", fmt_pct), ("rejection_rate", "rejected", fmt_pct),

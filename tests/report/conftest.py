@@ -153,3 +153,11 @@ def run_dir(tmp_path: Path) -> Path:
 def run_factory():
     """``make_run`` itself, for tests that want a folder with parts left out."""
     return make_run
+
+
+@pytest.fixture(scope="session")
+def built_report(tmp_path_factory) -> Path:
+    """index.html of the full fake run, built once per session (plots cost seconds)."""
+    from robustkit import report
+
+    return report.build(make_run(tmp_path_factory.mktemp("report") / "run"))

@@ -23,13 +23,14 @@ def _binaries() -> tuple[str, str]:
     return chrome, driver
 
 
-@pytest.fixture()
-def browser(tmp_path: Path):
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
     chrome, driver_path = _binaries()
     webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
     opts = webdriver.ChromeOptions()
     opts.binary_location = chrome
-    for flag in CHROME_FLAGS + (f"--user-data-dir={tmp_path / 'profile'}",):
+    profile = tmp_path_factory.mktemp("chromium-profile")  # fresh: no state from other runs
+    for flag in CHROME_FLAGS + (f"--user-data-dir={profile}",):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     drv = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=opts)
@@ -49,9 +50,8 @@ def _screenshot(drv, path: Path) -> Path:
     return path
 
 
-def test_report_renders_in_chromium(browser, run_dir: Path, tmp_path: Path) -> None:
-    index = report.build(run_dir)
-    browser.get(index.resolve().as_uri())
+def test_report_renders_in_chromium(browser, built_report: Path, tmp_path: Path) -> None:
+    browser.get(built_report.resolve().as_uri())
     logs = browser.get_log("browser")
     assert [e for e in logs if e["level"] in ("SEVERE", "WARNING")] == []
 

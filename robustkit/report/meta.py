@@ -98,7 +98,7 @@ def header_facts(data: RunData) -> list[tuple[str, str]]:
     facts = [("datasets", ", ".join(ordered_unique(allrows["dataset"])) or "–"),
              ("models", str(len(ordered_unique(allrows["model"])))),
              ("attacks", ", ".join(a for a in ordered_unique(allrows["attack"]) if a) or "–"),
-             ("cells", f"{len(ok)} ok" + (f", {len(data.failed)} failed" if len(data.failed) else ""))]
+             ("results", f"{len(ok)} ok" + (f", {len(data.failed)} failed" if len(data.failed) else ""))]
     defenses = ordered_unique(allrows.loc[~allrows["undefended"].astype(bool), "defense"])
     if defenses:
         facts.insert(3, ("defenses", ", ".join(defenses)))

@@ -118,7 +118,10 @@ def roc_plots(rocs: list[Artifact]) -> list[tuple[str, str]]:
                     continue
                 fpr, tpr = np.asarray(art.arrays["fpr"], float), np.asarray(art.arrays["tpr"], float)
                 order = np.argsort(fpr, kind="stable")
-                auc = _auc(fpr[order], tpr[order])
+                try:  # the sweep's own AUC (from all scores) beats one from saved points
+                    auc = float(art.meta["auc"])
+                except (KeyError, ValueError):
+                    auc = _auc(fpr[order], tpr[order])
                 adaptive = art.meta.get("adaptive", "").lower() in ("true", "1", "yes")
                 name = f"{art.meta.get('attack', '')} eps={eps_of(art):.3g}"
                 ax.plot(fpr[order], tpr[order], lw=1.6, ls=":" if adaptive else "-",

@@ -117,3 +117,13 @@ def test_cli_report_prints_the_path(tmp_path: Path) -> None:
     assert res.output.strip() == (tmp_path / "index.html").resolve().as_uri()
     res = CliRunner().invoke(main, ["report", str(tmp_path / "missing")])
     assert res.exit_code == 2
+
+
+def test_fake_run_uses_the_sweep_columns(built_report: Path) -> None:
+    """The fixture speaks the sweep's CSV dialect (reports/README.md); drift fails here."""
+    import pandas as pd
+
+    from robustkit.sweep.results import COLUMNS
+
+    cols = set(pd.read_csv(built_report.parent / "results.csv", nrows=1).columns)
+    assert cols <= set(COLUMNS), cols - set(COLUMNS)

@@ -19,6 +19,21 @@ from robustkit.sweep.runner import SweepSummary, run_sweep
 from robustkit.sweep.spec import Spec, SpecError, load_spec, parse_spec
 from robustkit.sweep.validate import validate
 
-__all__ = ["COLUMNS", "Cell", "ModelJob", "ResultsWriter", "Spec", "SpecError",
-           "SweepSummary", "TIMING_COLUMNS", "estimate", "expand", "load_spec", "model_key",
-           "parse_spec", "read_rows", "run_sweep", "validate"]
+__all__ = [
+           "COLUMNS",
+           "TIMING_COLUMNS",
+           "Cell",
+           "ModelJob",
+           "ResultsWriter",
+           "Spec",
+           "SpecError",
+           "SweepSummary",
+           "estimate",
+           "expand",
+           "load_spec",
+           "model_key",
+           "parse_spec",
+           "read_rows",
+           "run_sweep",
+           "validate",
+]

@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from robustkit.sweep.spec import (
-    NO_DEFENSE, AttackEntry, DatasetEntry, DefenseEntry, ModelEntry, Spec,
+    NO_DEFENSE,
+    AttackEntry,
+    DatasetEntry,
+    DefenseEntry,
+    ModelEntry,
+    Spec,
 )
 
 

@@ -5,7 +5,8 @@ size, epochs and attack steps), good enough to see whether a spec takes minutes 
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from robustkit.sweep.cells import Cell, full_model_params, model_jobs
 from robustkit.sweep.spec import NO_DEFENSE
@@ -39,7 +40,7 @@ def attack_steps(cell: Cell) -> float:
     """Gradient steps per sample and eps the cell's attack takes (PGD: steps x restarts)."""
     p = cell.attack.params
     name = cell.attack.attack
-    if name.startswith("pgd") or name.startswith("foolbox:"):
+    if name.startswith(("pgd", "foolbox:")):
         return float(p.get("steps", 10)) * float(p.get("restarts", 1))
     return float(ATTACK_STEPS.get(name, 10))
 

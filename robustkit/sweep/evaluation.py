@@ -14,7 +14,12 @@ import torch
 from robustkit.sweep.cells import Cell, model_key
 from robustkit.sweep.spec import NO_DEFENSE, DefenseEntry
 from robustkit.sweep.tasks import (
-    Context, fit_data, gallery_inputs, is_trained, load_model, test_data,
+    Context,
+    fit_data,
+    gallery_inputs,
+    is_trained,
+    load_model,
+    test_data,
 )
 
 

@@ -12,8 +12,9 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, final
 
 # Identifiers first, then the evaluation columns (robustkit.evaluate), then defense scores.
 ID_COLUMNS = ("cell_id", "spec", "dataset", "model", "family", "model_params", "defense",
@@ -82,6 +83,7 @@ def done_keys(rows: Iterable[Mapping[str, str]], *, errors: bool = True) -> set[
             if errors or r.get("status") != "error"}
 
 
+@final
 class ResultsWriter:
     """Appends rows to a results CSV, one ``write`` + ``fsync`` per batch of rows.
 
@@ -116,12 +118,12 @@ class ResultsWriter:
         with open(self.path, newline="", encoding="utf-8") as f:
             return next(csv.reader(f), None)
 
-    def append(self, rows: list[Mapping[str, Any]]) -> None:
+    def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Append ``rows`` (missing columns empty, unknown keys into ``extra`` as JSON)."""
         if rows:
             self._write(self._encode(rows))
 
-    def _encode(self, rows: list[Mapping[str, Any]]) -> bytes:
+    def _encode(self, rows: Sequence[Mapping[str, Any]]) -> bytes:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         for row in rows:
@@ -143,10 +145,10 @@ class ResultsWriter:
             os.close(self._fd)
             self._fd = -1
 
-    def __enter__(self) -> "ResultsWriter":
+    def __enter__(self) -> ResultsWriter:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

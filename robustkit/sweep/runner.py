@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -136,7 +137,8 @@ def _train_models(ex: Any, todo: list[Cell], cells: list[Cell], ctx: Context,
 
     jobs = [j for j in model_jobs(todo) if not is_trained(ctx, j.key)]
     bases: dict[str, str | None] = {}
-    first, second = [], []
+    first: list[ModelJob] = []
+    second: list[ModelJob] = []
     for j in jobs:
         wrapper = j.defense.defense != NO_DEFENSE and \
             defenses.get(j.defense.defense).kind == "wrapper"
@@ -163,8 +165,9 @@ def _train_models(ex: Any, todo: list[Cell], cells: list[Cell], ctx: Context,
             else:
                 errors[res["key"]] = res["error"]
         for j in second:
-            if bases[j.key] in errors:
-                errors[j.key] = f"base model failed: {errors[bases[j.key]]}"
+            base_key = bases[j.key]
+            if base_key is not None and base_key in errors:
+                errors[j.key] = f"base model failed: {errors[base_key]}"
     summary.model_errors = dict(errors)
     return errors
 

@@ -29,22 +29,28 @@ a :class:`SpecError` naming the file and the key.
 from __future__ import annotations
 
 import math
-import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
+    import tomli as tomllib  # type: ignore[no-redef]
 
 NO_DEFENSE = "none"
 
-SWEEP_KEYS = {"name": str, "description": str, "seeds": list, "eps": list, "gallery": int}
-DATASET_KEYS = {"name": str, "train_limit": int, "test_limit": int, "fit_limit": int}
-MODEL_KEYS = {"name": str, "family": str, "params": dict, "datasets": list}
-DEFENSE_KEYS = {"name": str, "defense": str, "params": dict, "models": list}
-ATTACK_KEYS = {"name": str, "attack": str, "params": dict, "eps": list, "models": list,
+Keys = dict[str, type]
+SWEEP_KEYS: Keys = {"name": str, "description": str, "seeds": list, "eps": list, "gallery": int}
+DATASET_KEYS: Keys = {"name": str, "train_limit": int, "test_limit": int, "fit_limit": int}
+MODEL_KEYS: Keys = {"name": str, "family": str, "params": dict, "datasets": list}
+DEFENSE_KEYS: Keys = {"name": str, "defense": str, "params": dict, "models": list}
+ATTACK_KEYS: Keys = {"name": str, "attack": str, "params": dict, "eps": list, "models": list,
                "defenses": list}
-REQUIRED = {"datasets": ("name",), "models": ("family",), "defenses": ("defense", "name"),
+REQUIRED: dict[str, tuple[str, ...]] = {"datasets": ("name",), "models": ("family",), "defenses": ("defense", "name"),
             "attacks": ("attack", "name")}
-TABLES = {"sweep": SWEEP_KEYS, "datasets": DATASET_KEYS, "models": MODEL_KEYS,
+TABLES: dict[str, Keys] = {"sweep": SWEEP_KEYS, "datasets": DATASET_KEYS, "models": MODEL_KEYS,
           "defenses": DEFENSE_KEYS, "attacks": ATTACK_KEYS}
 
 
@@ -204,17 +210,17 @@ def _array(doc: dict, key: str, path: str, problems: list[str], *,
     return rows
 
 
-def _check_keys(row: dict, allowed: dict[str, type], where: str, problems: list[str]) -> None:
+def _check_keys(row: dict[str, Any], allowed: Keys, where: str, problems: list[str]) -> None:
     for key, value in row.items():
         if key not in allowed:
             problems.append(f"{where}.{key}: unknown key; valid: {', '.join(allowed)}")
         elif not isinstance(value, allowed[key]) or isinstance(value, bool):
             problems.append(f"{where}.{key}: expected {allowed[key].__name__}, "
                             f"got {type(value).__name__} {value!r}")
-        elif allowed[key] is int and value < 1:
+        elif isinstance(value, int) and value < 1:
             problems.append(f"{where}.{key}: must be a positive integer, got {value}")
-        elif key in ("models", "datasets", "defenses") and not all(
-                isinstance(v, str) for v in value):
+        elif isinstance(value, list) and key in ("models", "datasets", "defenses") and \
+                not all(isinstance(v, str) for v in value):
             problems.append(f"{where}.{key}: must be a list of names, got {value!r}")
 
 

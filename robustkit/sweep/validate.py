@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from robustkit.sweep.spec import NO_DEFENSE, AttackEntry, DefenseEntry, Spec, SpecError
 
@@ -57,10 +58,15 @@ def _datasets(spec: Spec, data_root: Any) -> list[str]:
         describe = getattr(datasets, "describe", None)
         if describe is not None:
             card = describe(ds.name, data_root)
-            if not card.get("available", True):
+            if card.get("available", True):
+                continue
+            if card.get("location"):
                 out.append(f"{where}: dataset {ds.name!r} is missing: expected its files in "
-                           f"{card.get('location') or '<data root>/...'} (set --data-root or "
+                           f"{card['location']} (give another --data-root or "
                            f"${datasets.DATA_ENV})")
+            else:
+                out.append(f"{where}: dataset {ds.name!r} needs a data root: pass --data-root "
+                           f"DIR or set ${datasets.DATA_ENV} (it is never downloaded)")
             continue
         try:
             datasets.load_dataset(ds.name, "test", root=data_root, limit=10)

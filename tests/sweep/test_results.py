@@ -4,7 +4,13 @@ from __future__ import annotations
 import pytest
 
 from robustkit.sweep.results import (
-    COLUMNS, ResultsWriter, done_keys, eps_key, read_rows, repair, rewrite_without,
+    COLUMNS,
+    ResultsWriter,
+    done_keys,
+    eps_key,
+    read_rows,
+    repair,
+    rewrite_without,
 )
 
 

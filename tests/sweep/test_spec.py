@@ -93,7 +93,8 @@ def test_registry_problems_name_the_key_and_valid_choices(tmp_path):
     probs = problems_of(text, data_root=tmp_path)
     joined = "\n".join(probs)
     assert "s.toml: datasets[1].name: dataset 'mnist' is missing" in joined
-    assert "models[0].family: unknown model 'transformer'; valid: cnn, linear" in joined
+    assert "models[0].family: unknown model 'transformer'; valid: cnn, " in joined
+    assert "linear, mlp" in joined
     assert "models[1].params: unknown parameter(s) ['hiden'] for model 'mlp'" in joined
     assert "attacks[0].attack: unknown attack 'fgsn'; valid:" in joined and "fgsm" in joined
     assert "attacks[1].params.stepz: unknown parameter of attack 'pgd'; valid:" in joined

@@ -9,7 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustkit.attacks.base import (
-    AttackResult, check_inputs, eval_mode, generator, make_result, project, register,
+    AttackResult,
+    check_inputs,
+    eval_mode,
+    generator,
+    make_result,
+    project,
+    register,
 )
 
 
@@ -22,8 +28,13 @@ def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
     if norm == "linf":
         return grad.sign()
     if norm == "l2":
-        n = grad.reshape(len(grad), -1).norm(dim=1).view(-1, *([1] * (grad.dim() - 1)))
-        return grad / n.clamp_min(torch.finfo(grad.dtype).tiny)
+        # Scale by the largest entry first: saturated softmaxes give gradients ~1e-30
+        # whose squares underflow, so a plain norm would be 0 and the step explode.
+        shape = (-1, *([1] * (grad.dim() - 1)))
+        top = grad.reshape(len(grad), -1).abs().amax(dim=1).view(shape)
+        g = grad / top.clamp_min(torch.finfo(grad.dtype).tiny)
+        g = torch.where(top > 0, g, torch.zeros_like(g))
+        return g / g.reshape(len(g), -1).norm(dim=1).view(shape).clamp_min(1.0)
     raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
 
 

@@ -85,7 +85,8 @@ def build(out_dir: str | Path) -> Path:
     if curves:
         sections.append(S("curves", "Accuracy vs radius", "", curves))
     fooling = _plots(plots.fooling_rate_plots(ok), "Fooling rate of universal perturbations "
-                     "against their radius &xi;.")
+                     "against their radius &xi;, one line per model; a defended model keeps its "
+                     "model's color, with one dash pattern per defense.")
     uaps = gallery.uap_gallery(arts.of("uap"), order, ok)
     if fooling or uaps:
         body = fooling + (f"<h3>Gallery</h3><p class='muted'>{_GALLERY_LEAD}</p>{uaps}" if uaps else "")

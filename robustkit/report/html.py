@@ -86,7 +86,7 @@ pre{background:#0f172a;color:#e2e8f0;border-radius:8px;padding:12px 14px;overflo
 max-height:420px}
 .legend{font-size:13px;color:var(--muted)}
 footer{color:var(--muted);font-size:12px;text-align:center;padding:10px}
-@media (max-width:900px){main{padding:14px}nav.toc{padding:6px 14px}
+@media (max-width:900px){main{padding:14px}nav.toc{padding:6px 14px;position:static}
 .gallery-row{grid-template-columns:1fr}header.top{padding:22px 18px}}
 @media print{nav.toc{display:none}section{break-inside:avoid}}
 """

@@ -38,11 +38,25 @@ def _grid(n: int, *, width: float = 3.6, height: float = 2.9) -> tuple[Figure, l
     return fig, axes[:n]
 
 
-def _colors(labels: list[str]) -> dict[str, Any]:
+_DASHES = ["-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1))]
+_MARKERS = ["o", "s", "^", "D", "v", "P"]
+
+
+def _styles(rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Line style per label: the color names the model (the same in every plot), the
+    dash pattern and marker name the defense (solid circles: undefended)."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
-    return {lbl: cmap(i % cmap.N) for i, lbl in enumerate(labels)}
+    models = ordered_unique(rows["model"])
+    defenses = ordered_unique(rows.loc[~rows["undefended"], "defense"])
+    cmap = colormaps["tab10" if len(models) <= 10 else "tab20"]
+    out = {}
+    for label, model, defense, plain in zip(rows["label"], rows["model"], rows["defense"],
+                                            rows["undefended"]):
+        k = 0 if plain else 1 + defenses.index(defense)
+        out[label] = {"color": cmap(models.index(model) % cmap.N),
+                      "ls": _DASHES[k % len(_DASHES)], "marker": _MARKERS[k % len(_MARKERS)]}
+    return out
 
 
 def _pct_axis(ax: Any, ylabel: str) -> None:
@@ -62,16 +76,14 @@ def _curves(ok: pd.DataFrame, attacks: list[str], value: str, ylabel: str,
         if rows.empty or value not in rows.columns:
             continue
         present = ordered_unique(rows["attack"])
-        colors = _colors(ordered_unique(rows["label"]))
+        styles = _styles(rows)
         fig, axes = _grid(len(present))
         for ax, attack in zip(axes, present):
             sub = rows[rows["attack"] == attack]
             means = sub.groupby(["label", "eps"], sort=True)[value].mean()
             for label in ordered_unique(sub["label"]):
                 series = means.loc[label]
-                dashed = " + " in label
-                ax.plot(series.index, series.values, marker="o", ms=3.5, lw=1.6,
-                        ls="--" if dashed else "-", color=colors[label], label=label)
+                ax.plot(series.index, series.values, ms=3.5, lw=1.6, label=label, **styles[label])
             ax.set_title(attack, fontsize=10, fontweight="bold")
             ax.set_xlabel(xlabel)
             _pct_axis(ax, ylabel)

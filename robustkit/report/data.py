@@ -6,6 +6,8 @@ identifiers is optional, so a partial or older run still renders.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -58,9 +60,17 @@ def load_run(out_dir: str | Path) -> RunData:
                    _read_json(out / "run.json"))
 
 
-def read_results(path: str | Path | None) -> pd.DataFrame:
-    """Read a results CSV with the identifier columns guaranteed and types normalized."""
-    df = pd.read_csv(path, keep_default_na=True) if path is not None else pd.DataFrame()
+def read_results(source: str | Path | io.StringIO | None) -> pd.DataFrame:
+    """Read a results CSV with the identifier columns guaranteed and types normalized.
+
+    A partial last line (a sweep still running, or killed mid-write) is ignored.
+    """
+    if isinstance(source, (str, Path)):
+        source = io.StringIO(_complete_lines(Path(source).read_text(encoding="utf-8")))
+    try:
+        df = pd.read_csv(source) if source is not None else pd.DataFrame()
+    except pd.errors.EmptyDataError:
+        df = pd.DataFrame()
     for col in ID_COLUMNS + ("status", "error"):
         if col not in df.columns:
             df[col] = pd.NA
@@ -81,6 +91,16 @@ def read_results(path: str | Path | None) -> pd.DataFrame:
     kind = df["attack_method"].astype("string") if "attack_method" in df.columns else df["attack"]
     df["universal"] = kind.fillna(df["attack"]).isin(UNIVERSAL_ATTACKS).astype(bool)
     return df
+
+
+def _complete_lines(text: str) -> str:
+    """``text`` without a last line cut short (fewer fields than the header)."""
+    head, _, _ = text.partition("\n")
+    last = text[text.rfind("\n") + 1:]
+    if not last or not head:
+        return text
+    fields = len(next(csv.reader([head])))
+    return text if len(next(csv.reader([last]))) == fields else text[: len(text) - len(last)]
 
 
 def model_label(model: str, defense: str) -> str:

@@ -127,3 +127,17 @@ def test_fake_run_uses_the_sweep_columns(built_report: Path) -> None:
 
     cols = set(pd.read_csv(built_report.parent / "results.csv", nrows=1).columns)
     assert cols <= set(COLUMNS), cols - set(COLUMNS)
+
+
+def test_partial_last_line_and_header_only_files(tmp_path: Path) -> None:
+    (tmp_path / "results.csv").write_text(SMALL_CSV + "digits,mlp,mlp,none,fg")  # mid-write
+    text = report.build(tmp_path).read_text(encoding="utf-8")
+    assert ">mlp</th>" not in text and ">cnn</th>" in text
+    (tmp_path / "results.csv").write_text(SMALL_CSV.splitlines()[0] + "\n")
+    assert parse(report.build(tmp_path)).ids("section") == ["empty", "meta"]
+
+
+def test_complete_last_line_without_newline_is_kept(tmp_path: Path) -> None:
+    (tmp_path / "results.csv").write_text(SMALL_CSV.rstrip("\n"))  # hand-written file
+    text = report.build(tmp_path).read_text(encoding="utf-8")
+    assert "ValueError: eps must be &gt;= 0" in text

@@ -134,3 +134,26 @@ def check_eps(eps: Any) -> float:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:
         raise ValueError(f"eps must be a number in (0, 1] (inputs live in [0, 1]), got {eps!r}")
     return float(eps)
+
+
+# Training settings a defense may override on top of the model's own (None: keep).
+TRAIN_OVERRIDES = ("epochs", "lr", "schedule", "batch_size")
+
+
+def with_training(ctx: DefenseContext, params: Mapping[str, Any]) -> DefenseContext:
+    """``ctx`` with the model's training settings overridden by the non-None values of
+    ``params[k]`` for k in ``TRAIN_OVERRIDES`` (validated by ``models.create``)."""
+    from dataclasses import replace
+
+    from robustkit.models import create
+
+    over = {k: params[k] for k in TRAIN_OVERRIDES if params.get(k) is not None}
+    if not over:
+        return ctx
+    return replace(ctx, spec=create(ctx.spec.family, **{**ctx.spec.params, **over}))
+
+
+def step_seed(seed: int, step: int) -> int:
+    """A per-step seed: perturbations depend on (seed, step) only, so resumed runs repeat
+    them exactly."""
+    return (int(seed) * 1_000_003 + int(step)) % (2**62)

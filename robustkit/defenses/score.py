@@ -1,0 +1,232 @@
+"""Score a (defended) model: clean and robust accuracy under FGSM, PGD and a UAP over an
+eps grid, with the sanity checks that catch gradient masking.
+
+Checks (Carlini et al. 2019, "On evaluating adversarial robustness"; Athalye, Carlini &
+Wagner 2018, "Obfuscated gradients give a false sense of security"), each per eps where
+it applies; any failure sets ``possible_gradient_masking``:
+
+* ``iterative_not_weaker``: PGD accuracy <= FGSM accuracy + tolerance.
+* ``large_eps``: PGD accuracy at eps = 1 (Linf: any input can be reached) <= tolerance.
+* ``white_box_beats_noise``: the best white-box accuracy <= accuracy under random
+  +-eps sign noise (``robustkit`` attack ``noise``) + tolerance.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+CHECKS = ("iterative_not_weaker", "large_eps", "white_box_beats_noise")
+WHITE_BOX = ("fgsm", "pgd")
+
+
+@dataclass(frozen=True)
+class SanityCheck:
+    """One check at one eps: what was compared, and whether it passed."""
+
+    check: str
+    eps: float
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Rows (one per attack and eps, ``evaluate``'s columns plus model/defense/timing
+    columns) and the sanity checks."""
+
+    rows: list[dict[str, Any]]
+    checks: list[SanityCheck] = field(default_factory=list)
+
+    @property
+    def possible_gradient_masking(self) -> bool:
+        return any(not c.passed for c in self.checks)
+
+    def flags(self) -> list[str]:
+        """One line per failed check (empty when all pass)."""
+        return [f"possible gradient masking: {c.check} at eps={c.eps:g}: {c.detail}"
+                for c in self.checks if not c.passed]
+
+    def table(self) -> str:
+        """A plain-text table of the rows followed by the sanity-check summary."""
+        cols = ("attack", "eps", "clean_accuracy", "robust_accuracy", "fooling_rate",
+                "detection_auc", "seconds")
+        lines = ["  ".join(f"{c:>15}" for c in cols)]
+        for r in self.rows:
+            lines.append("  ".join(f"{_fmt(r.get(c)):>15}" for c in cols))
+        first = self.rows[0] if self.rows else {}
+        if first.get("train_seconds") is not None:
+            ratio = first.get("time_ratio")
+            lines.append(f"training: {first['train_seconds']:.1f} s"
+                         + (f" ({ratio:.2f}x plain training)" if ratio is not None else ""))
+        lines.append(f"sanity checks: {sum(c.passed for c in self.checks)}/{len(self.checks)}"
+                     " passed")
+        lines += self.flags()
+        return "\n".join(lines)
+
+
+def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[float],
+          attacks: Sequence[str] = ("fgsm", "pgd", "uap"), pgd_steps: int = 50,
+          pgd_restarts: int = 10, fit_x: torch.Tensor | None = None,
+          fit_y: torch.Tensor | None = None, detector: Any = None,
+          attack_params: Mapping[str, Mapping[str, Any]] | None = None, checks: bool = True,
+          tolerance: float = 0.02, large_eps: float = 1.0, seed: int = 0,
+          device: str | torch.device | None = None, batch_size: int = 1024,
+          info: Mapping[str, Any] | None = None) -> ScoreResult:
+    """Evaluate ``model`` under each attack at each eps and run the sanity checks.
+
+    Args:
+        model: classifier returning logits (N, K); left unchanged.
+        x: (N, ...) test inputs in [0, 1]; y: (N,) int64 labels.
+        eps: Linf budgets (the UAP's radius xi for universal attacks).
+        attacks: registered attack names. With ``checks``, ``fgsm``, ``pgd`` and ``noise``
+            are run too when missing (the checks need them) and reported.
+        pgd_steps, pgd_restarts: PGD strength (default 50 steps, 10 restarts).
+        fit_x, fit_y: data universal perturbations are fitted on (held out from x;
+            default x, y).
+        detector: a ``DefendedSystem`` (model behind a detector/rectifier); its detection
+            and system rows come from ``robustkit.defenses.detector.detection_scores``.
+        attack_params: per-attack extra parameters, e.g. ``{"uap": {"max_passes": 5}}``.
+        checks: run the sanity checks.
+        tolerance: slack of every check (absolute accuracy).
+        large_eps: the eps of the ``large_eps`` check.
+        seed: base seed of every attack.
+        device: where attacks run (default the model's device).
+        batch_size: samples per attack call.
+        info: columns added to every row, e.g. ``model``, ``defense``, ``train_seconds``,
+            ``plain_seconds`` (``time_ratio`` is derived from the last two).
+
+    Returns:
+        ScoreResult with ``rows`` and ``checks``.
+
+    Example:
+        >>> from robustkit import load_dataset, models
+        >>> m, _ = models.train("linear", "digits", epochs=5)
+        >>> x, y, _ = load_dataset("digits", "test", limit=100)
+        >>> res = score(m, x, y, eps=[0.1], attacks=("fgsm",), pgd_steps=5, pgd_restarts=1)
+        >>> res.possible_gradient_masking
+        False
+
+    Reference: Carlini et al., "On evaluating adversarial robustness", arXiv:1902.06705
+    (2019); Athalye, Carlini & Wagner, ICML 2018 (arXiv:1802.00420). Passing the checks
+    does not prove robustness; failing one says the numbers cannot be trusted.
+    """
+    from robustkit.evaluate import evaluate
+
+    eps_list = _check_args(eps, attacks, tolerance)
+    names = list(dict.fromkeys(attacks))
+    if checks:
+        names += [a for a in (*WHITE_BOX, "noise") if a not in names]
+    extra = {k: dict(v) for k, v in (attack_params or {}).items()}
+    extra.setdefault("pgd", {}).update({"steps": pgd_steps, "restarts": pgd_restarts}
+                                       | dict((attack_params or {}).get("pgd", {})))
+    common = dict(seed=seed, device=device, batch_size=batch_size)
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        fit = dict(fit_x=fit_x, fit_y=fit_y) if _is_universal(name) else {}
+        rows += evaluate(model, name, x, y, eps=eps_list, **fit, **common,
+                         **extra.get(name, {}))
+    if detector is not None:
+        rows = _merge_detection(rows, detector, x, y, eps_list, names, fit_x, fit_y, seed)
+    found: list[SanityCheck] = []
+    if checks:
+        large = evaluate(model, "pgd", x, y, eps=[large_eps], **common,
+                         steps=pgd_steps, restarts=1)[0]
+        found = sanity_checks(rows, tolerance=tolerance, large_eps_row=large)
+    flag = any(not c.passed for c in found)
+    for r in rows:
+        r.update(_info_columns(info))
+        r["possible_gradient_masking"] = flag
+    return ScoreResult(rows, found)
+
+
+def sanity_checks(rows: Sequence[Mapping[str, Any]], *, tolerance: float = 0.02,
+                  large_eps_row: Mapping[str, Any] | None = None) -> list[SanityCheck]:
+    """Run the checks on evaluation rows (``attack``, ``eps``, ``robust_accuracy``).
+
+    Example:
+        >>> rows = [{"attack": "fgsm", "eps": 0.1, "robust_accuracy": 0.5},
+        ...         {"attack": "pgd", "eps": 0.1, "robust_accuracy": 0.7}]
+        >>> [c.passed for c in sanity_checks(rows)]
+        [False]
+    """
+    acc = {(r["attack"], float(r["eps"])): float(r["robust_accuracy"]) for r in rows}
+    out = []
+    for e in sorted({float(r["eps"]) for r in rows}):
+        fg, pg, nz = acc.get(("fgsm", e)), acc.get(("pgd", e)), acc.get(("noise", e))
+        if fg is not None and pg is not None:
+            out.append(SanityCheck("iterative_not_weaker", e, pg <= fg + tolerance,
+                                   f"PGD {pg:.3f} vs FGSM {fg:.3f}"))
+        wb = [a for a in (fg, pg) if a is not None]
+        if nz is not None and wb and e > 0:
+            out.append(SanityCheck("white_box_beats_noise", e, min(wb) <= nz + tolerance,
+                                   f"white-box {min(wb):.3f} vs noise {nz:.3f}"))
+    if large_eps_row is not None:
+        a = float(large_eps_row["robust_accuracy"])
+        out.append(SanityCheck("large_eps", float(large_eps_row["eps"]), a <= tolerance,
+                               f"PGD accuracy {a:.3f} (should be ~0)"))
+    return out
+
+
+def _merge_detection(rows: list[dict[str, Any]], system: Any, x: torch.Tensor,
+                     y: torch.Tensor, eps_list: list[float], names: list[str],
+                     fit_x: torch.Tensor | None, fit_y: torch.Tensor | None, seed: int
+                     ) -> list[dict[str, Any]]:
+    try:
+        from robustkit.defenses.detector import detection_scores  # type: ignore[attr-defined]
+    except ImportError:
+        raise ValueError("scoring a detector needs robustkit.defenses.detector."
+                         "detection_scores, which this installation lacks") from None
+    det_rows = detection_scores(system, x, y, eps=eps_list, attacks=names, fit_x=fit_x,
+                                fit_y=fit_y, seed=seed)
+    by_key = {(r["attack"], float(r["eps"])): r for r in rows}
+    out = list(rows)
+    for d in det_rows:
+        key = (d.get("attack"), float(d.get("eps", math.nan)))
+        if key in by_key and "detection_auc" in d:
+            by_key[key]["detection_auc"] = d["detection_auc"]
+        out.append(dict(d))
+    return out
+
+
+def _info_columns(info: Mapping[str, Any] | None) -> dict[str, Any]:
+    cols = dict(info or {})
+    t, p = cols.get("train_seconds"), cols.get("plain_seconds")
+    if t is not None and p:
+        cols["time_ratio"] = float(t) / float(p)
+    return cols
+
+
+def _is_universal(name: str) -> bool:
+    from robustkit.attacks import get
+
+    return get(name).kind == "universal"
+
+
+def _check_args(eps: Sequence[float], attacks: Sequence[str], tolerance: float) -> list[float]:
+    from robustkit.attacks import names as attack_names
+
+    values = [eps] if isinstance(eps, (int, float)) else list(eps)
+    if not values or any(isinstance(e, bool) or not isinstance(e, (int, float))
+                         or not 0 <= e <= 1 for e in values):
+        raise ValueError(f"eps must be a non-empty list of numbers in [0, 1], got {eps!r}")
+    if isinstance(attacks, str) or not attacks:
+        raise ValueError(f"attacks must be a non-empty list of attack names, got {attacks!r}")
+    valid = attack_names()
+    for a in attacks:
+        if a not in valid and not str(a).startswith("foolbox:"):
+            raise ValueError(f"unknown attack {a!r}; valid: {', '.join(valid)}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
+        raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    return [float(e) for e in values]
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4f}"
+    return str(v)

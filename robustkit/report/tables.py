@@ -14,6 +14,8 @@ import pandas as pd
 from robustkit.report.data import ID_COLUMNS, fmt_num, fmt_pct, fmt_seconds, ordered_unique
 
 CLEAN = ("clean", "")
+# Columns that are not scores: no "best" mark (lower train time is better, flags are text).
+NO_BEST = ("flags", "train time", "train ratio", "AUC (adaptive)")
 
 
 def summary_frame(ok: pd.DataFrame) -> pd.DataFrame:
@@ -137,28 +139,44 @@ def _cell(col: tuple, value: object, best: bool) -> str:
 
 
 def frame_html(frame: pd.DataFrame, *, caption: str, row_header: str = "model",
-               higher_is_better: Callable[[tuple], bool] | None = None) -> str:
-    """Render a pivot frame with a two-level header (attack, eps) and best cells marked."""
+               max_columns: int = 26) -> str:
+    """Render a pivot frame with a two-level header (attack, eps) and best cells marked.
+
+    Wide frames are cut between attacks into tables of at most ``max_columns`` columns
+    (one attack wider than that keeps its own table), each repeating the model column,
+    so that the page needs no sideways scrolling.
+    """
     if frame.empty:
         return ""
     mask = best_mask(frame)
-    no_best = {c for c in frame.columns
-               if str(c[0]) in ("flags", "train time", "train ratio", "AUC (adaptive)")}
-    groups: list[tuple[str, int]] = []
+    blocks: list[list[tuple]] = []
     for col in frame.columns:
-        if groups and groups[-1][0] == col[0] and col[1] != "":
-            groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+        if blocks and blocks[-1][0][0] == col[0] and col[1] != "":
+            blocks[-1].append(col)
         else:
-            groups.append((col[0], 1))
+            blocks.append([col])
+    chunks: list[list[tuple]] = [[]]
+    for block in blocks:
+        if chunks[-1] and len(chunks[-1]) + len(block) > max_columns:
+            chunks.append([])
+        chunks[-1].extend(block)
+    return "".join(
+        _grid_table(frame, mask, cols, caption if i == 0 else "(continued)", row_header)
+        for i, cols in enumerate(chunks))
+
+
+def _grid_table(frame: pd.DataFrame, mask: pd.DataFrame, cols: list[tuple], caption: str,
+                row_header: str) -> str:
+    groups = ordered_unique(c[0] for c in cols)
     top = "".join(
-        f'<th colspan="{n}" class="grp{" adaptive" if "(adaptive)" in str(g) else ""}"'
-        f'{" rowspan=2" if n == 1 and _single(frame, g) else ""}>{escape(str(g))}</th>'
-        for g, n in groups)
-    sub = "".join(f"<th>{fmt_num(c[1])}</th>" for c in frame.columns if c[1] != "")
+        f'<th colspan="{sum(c[0] == g for c in cols)}" '
+        f'class="grp{" adaptive" if "(adaptive)" in str(g) else ""}"'
+        f'{" rowspan=2" if _single(cols, g) else ""}>{escape(str(g))}</th>' for g in groups)
+    sub = "".join(f"<th>{fmt_num(c[1])}</th>" for c in cols if c[1] != "")
     body = "".join(
         f"<tr><th scope=\"row\">{escape(str(label))}</th>"
-        + "".join(_cell(c, frame.at[label, c], bool(mask.at[label, c]) and c not in no_best)
-                  for c in frame.columns) + "</tr>"
+        + "".join(_cell(c, frame.at[label, c], bool(mask.at[label, c]) and c[0] not in NO_BEST)
+                  for c in cols) + "</tr>"
         for label in frame.index)
     return (f'<div class="table-wrap"><table class="grid"><caption>{caption}</caption>'
             f'<thead><tr><th class="corner">{escape(row_header)}</th>{top}</tr>'
@@ -166,8 +184,8 @@ def frame_html(frame: pd.DataFrame, *, caption: str, row_header: str = "model",
             f"<tbody>{body}</tbody></table></div>")
 
 
-def _single(frame: pd.DataFrame, group: object) -> bool:
-    return all(c[1] == "" for c in frame.columns if c[0] == group)
+def _single(cols: list[tuple], group: object) -> bool:
+    return all(c[1] == "" for c in cols if c[0] == group)
 
 
 Column = tuple[str, str, Callable[[Any], str]]

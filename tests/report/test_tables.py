@@ -113,3 +113,15 @@ def test_formatters() -> None:
     assert fmt_pct(0.9234) == "92.3%" and fmt_pct(float("nan")) == "–"
     assert fmt_seconds(3.2) == "3.2 s" and fmt_seconds(125) == "2 min 5 s"
     assert fmt_seconds(4000) == "1 h 7 min"
+
+
+def test_wide_tables_are_cut_between_attacks() -> None:
+    rows = [{"dataset": "d", "model": m, "defense": "none", "attack": a, "eps": e / 10,
+             "seed": 0, "status": "ok", "clean_accuracy": 0.9, "robust_accuracy": 0.5}
+            for m in ("a", "b") for a in ("fgsm", "pgd", "noise") for e in range(10)]
+    df = read_results(io.StringIO(pd.DataFrame(rows).to_csv(index=False)))
+    html = tables.frame_html(tables.summary_frame(df), caption="wide", max_columns=24)
+    assert html.count("<table") == 2 and "(continued)" in html
+    first, second = html.split("(continued)")
+    assert ">pgd</th>" in first and ">noise</th>" not in first and ">noise</th>" in second
+    assert second.count(">a</th>") == 1  # the model column is repeated

@@ -1,50 +1,34 @@
-"""Shared fixtures: digits splits and small, quickly trained models of every family."""
+"""Shared fixtures: digits splits and small, quickly trained models of every family.
+
+Plain helpers live in tests/_fixtures.py (`# Many tiny tensor ops: one intra-op thread avoids thread thrash on the 2-core CI machine.
+torch.set_num_threads(1)
+
+from _fixtures import fitted_model, FAMILIES`).
+"""
 from __future__ import annotations
 
-import functools
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
-from robustkit import load_dataset, models
-
-# Small, fast settings per family: enough to be a real classifier, quick to train.
-FAST_PARAMS: dict[str, dict] = {
-    "linear": {"epochs": 10},
-    "svm": {"kernel": "rbf"},
-    "gmm": {},
-    "mlp": {"hidden": (64,), "epochs": 10},
-    "cnn": {"epochs": 8},
-}
-# The families every contract test runs over (resnet18 is exercised on its own: too slow).
-FAMILIES = sorted(FAST_PARAMS)
-
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
-
-
-@functools.lru_cache(maxsize=None)
-def _digits(split: str):
-    return load_dataset("digits", split, seed=0)
-
-
-@functools.lru_cache(maxsize=None)
-def fitted_model(name: str) -> torch.nn.Module:
-    """A family's model trained on the digits train split (cached for the session)."""
-    tr = _digits("train")
-    spec = models.create(name, **FAST_PARAMS[name])
-    return spec.fit(tr.x, tr.y, n_classes=10, seed=0)
+from _fixtures import FAMILIES, FAST_PARAMS, SHARED_MNIST, digits, fitted_model  # noqa: F401
 
 
 @pytest.fixture(scope="session")
 def digits_train():
-    return _digits("train")
+    return digits("train")
 
 
 @pytest.fixture(scope="session")
 def digits_test():
-    return _digits("test")
+    return digits("test")
+
+
+@pytest.fixture(scope="session")
+def fitted():
+    """The cached ``fitted_model(name)`` function."""
+    return fitted_model
 
 
 @pytest.fixture(params=FAMILIES)

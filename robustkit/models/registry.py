@@ -218,7 +218,7 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> tor
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw: Any) -> float:
     """Fraction of ``x`` whose predicted label equals ``y``."""
-    return float((predict(model, x, **kw) == y.cpu()).float().mean())
+    return float((predict(model, x, **kw) == y.cpu()).double().mean())
 
 
 def _check_xy(x: torch.Tensor, y: torch.Tensor) -> None:

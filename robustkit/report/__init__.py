@@ -66,18 +66,19 @@ def build(out_dir: str | Path) -> Path:
         PosixPath('reports/demo/index.html')
     """
     data = load_run(out_dir)
-    arts = artifacts.scan(data.out_dir)
-    ok = data.ok
-    order = ordered_unique(list(ok["model"]) + list(data.failed["model"]))
-    S = html.Section
-    sections: list[html.Section] = []
+    sections = _sections(data, artifacts.scan(data.out_dir))
+    subtitle = f"Adversarial robustness sweep · folder {data.out_dir.resolve().name}/"
+    page = html.page(f"robustkit report: {meta.title(data)}", subtitle,
+                     meta.header_facts(data), sections)
+    return html.write_atomic(data.out_dir / "index.html", page)
 
-    summary = "".join(
-        (f"<h3>{escape(ds)}</h3>" if len(ordered_unique(ok["dataset"])) > 1 else "")
-        + tables.frame_html(tables.summary_frame(ok[ok["dataset"] == ds]),
-                            caption=f"Robust accuracy in %{escape(' on ' + ds) if ds else ''}, "
-                            f"per attack and radius &epsilon;.{_seeds_note(data)}")
-        for ds in ordered_unique(ok["dataset"]))
+
+def _sections(data: RunData, arts: artifacts.Artifacts) -> list[html.Section]:
+    """The page's sections in reading order, leaving out those without data."""
+    ok, S = data.ok, html.Section
+    order = ordered_unique(list(ok["model"]) + list(data.failed["model"]))
+    sections = []
+    summary = _summary_body(data)
     if summary:
         sections.append(S("summary", "Robust accuracy", _SUMMARY_LEAD, summary))
     curves = _plots(plots.robust_accuracy_plots(ok), "Robust accuracy against the attack radius "
@@ -104,12 +105,17 @@ def build(out_dir: str | Path) -> Path:
     if not sections:
         sections.append(S("empty", "No results", "", "<p class='muted'>This folder has no "
                           "results yet: <code>results.csv</code> is missing or empty.</p>"))
-    sections.append(S("meta", "Run metadata", "", meta.meta_section(data)))
+    return sections + [S("meta", "Run metadata", "", meta.meta_section(data))]
 
-    subtitle = f"Adversarial robustness sweep · folder {data.out_dir.resolve().name}/"
-    page = html.page(f"robustkit report: {meta.title(data)}", subtitle,
-                     meta.header_facts(data), sections)
-    return html.write_atomic(data.out_dir / "index.html", page)
+
+def _summary_body(data: RunData) -> str:
+    datasets = ordered_unique(data.ok["dataset"])
+    return "".join(
+        (f"<h3>{escape(ds)}</h3>" if len(datasets) > 1 else "")
+        + tables.frame_html(tables.summary_frame(data.ok[data.ok["dataset"] == ds]),
+                            caption=f"Robust accuracy in %{escape(' on ' + ds) if ds else ''}, "
+                            f"per attack and radius &epsilon;.{_seeds_note(data)}")
+        for ds in datasets)
 
 
 def _plots(figures: list[tuple[str, str]], caption: str) -> str:

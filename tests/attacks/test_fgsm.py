@@ -1,0 +1,124 @@
+"""FGSM / FGM: closed-form answers on linear models, targeting, random start, fast path."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from robustkit import models
+from robustkit.attacks.fgsm import ascent_direction, fgm, fgsm
+
+
+def _linear(d: int = 6, k: int = 4, seed: int = 0) -> nn.Linear:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return nn.Linear(d, k)
+
+
+def _ce_grad(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, label: torch.Tensor
+             ) -> torch.Tensor:
+    """Closed form d CE(Wx + b, label) / dx = W^T (softmax(Wx + b) - onehot(label)), float64."""
+    w, b, x = w.double(), b.double(), x.double()
+    p = torch.softmax(x @ w.T + b, dim=1)
+    return (p - torch.eye(w.shape[0], dtype=torch.float64)[label]) @ w
+
+
+def test_fgsm_on_linear_model_matches_closed_form():
+    model = _linear()
+    x = torch.rand(50, 6, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 4, (50,), generator=torch.Generator().manual_seed(2))
+    g = _ce_grad(model.weight.detach(), model.bias.detach(), x, y)
+    expected = (x.double() + 0.1 * g.sign()).clamp(0, 1).float()
+    got = fgsm(model, x, y, eps=0.1).x_adv
+    clear = g.abs() > 1e-6  # where the sign is not a rounding question
+    assert clear.float().mean() > 0.9
+    assert torch.allclose(got[clear], expected[clear], atol=1e-6)
+
+
+def test_fgsm_on_fitted_linear_family_matches_closed_form(digits_test):
+    model, _ = models.train("linear", "digits", epochs=2)
+    x, y = digits_test.x[:64], digits_test.y[:64]
+    # logits = W (x - mean) / scale + b: the input gradient is W^T (p - e_y) / scale
+    w = model.linear.weight.detach().double() / model.standardize.scale.double()
+    with torch.no_grad():
+        p = torch.softmax(model(x).double(), dim=1)
+    g = ((p - torch.eye(10, dtype=torch.float64)[y]) @ w).reshape(x.shape)
+    expected = (x.double() + 0.05 * g.sign()).clamp(0, 1).float()
+    got = fgsm(model, x, y, eps=0.05).x_adv
+    clear = g.abs() > 1e-7
+    assert torch.allclose(got[clear], expected[clear], atol=1e-6)
+
+
+def test_targeted_fgsm_descends_toward_target():
+    model = _linear()
+    x = torch.rand(40, 6, generator=torch.Generator().manual_seed(3))
+    y = torch.zeros(40, dtype=torch.long)
+    target = torch.full((40,), 2, dtype=torch.long)
+    g = _ce_grad(model.weight.detach(), model.bias.detach(), x, target)
+    expected = (x.double() - 0.1 * g.sign()).clamp(0, 1).float()
+    res = fgsm(model, x, y, eps=0.1, target=target)
+    clear = g.abs() > 1e-6
+    assert torch.allclose(res.x_adv[clear], expected[clear], atol=1e-6)
+    with torch.no_grad():
+        before = torch.log_softmax(model(x), 1)[:, 2]
+        after = torch.log_softmax(model(res.x_adv), 1)[:, 2]
+    assert (after >= before - 1e-6).all()
+    assert torch.equal(res.success, res.pred == target)
+
+
+def test_fgm_is_an_l2_step_along_the_normalized_gradient():
+    model = _linear()
+    x = 0.3 + 0.4 * torch.rand(20, 6, generator=torch.Generator().manual_seed(4))
+    y = torch.randint(0, 4, (20,), generator=torch.Generator().manual_seed(5))
+    g = _ce_grad(model.weight.detach(), model.bias.detach(), x, y)
+    expected = x.double() + 0.1 * g / g.norm(dim=1, keepdim=True)
+    res = fgm(model, x, y, eps=0.1)
+    assert torch.allclose(res.x_adv.double(), expected, atol=1e-6)
+    assert torch.allclose(res.l2, torch.full((20,), 0.1), atol=1e-6)
+
+
+def test_fgm_zero_and_tiny_gradients_give_finite_steps():
+    model = _linear(6, 3)
+    nn.init.zeros_(model.weight)
+    x, y = torch.full((4, 6), 0.5), torch.zeros(4, dtype=torch.long)
+    assert torch.equal(fgm(model, x, y, eps=0.5).x_adv, x)
+    tiny = torch.tensor([[1e-30, -2e-30, 0.0]])
+    d = ascent_direction(tiny, "l2")
+    assert torch.allclose(d.norm(), torch.tensor(1.0)) and d[0, 0] > 0 > d[0, 1]
+
+
+def test_random_start_stays_in_ball_and_depends_on_seed(digits_test):
+    model = nn.Sequential(nn.Flatten(), _linear(64, 10))
+    x, y = digits_test.x[:30], digits_test.y[:30]
+    a = fgsm(model, x, y, eps=0.1, random_start=True, seed=1)
+    b = fgsm(model, x, y, eps=0.1, random_start=True, seed=1)
+    c = fgsm(model, x, y, eps=0.1, random_start=True, seed=2)
+    assert torch.equal(a.x_adv, b.x_adv) and not torch.equal(a.x_adv, c.x_adv)
+    assert float(a.linf.max()) <= 0.1 + 1e-6
+    r = fgm(model, x, y, eps=0.5, random_start=True, seed=1)
+    assert float(r.l2.max()) <= 0.5 + 1e-5 and float(r.x_adv.min()) >= 0
+
+
+def test_eps_zero_returns_x_bitwise_and_predict_false_skips_prediction(digits_test):
+    model = nn.Sequential(nn.Flatten(), _linear(64, 10))
+    x, y = digits_test.x[:10], digits_test.y[:10]
+    assert torch.equal(fgsm(model, x, y, eps=0).x_adv, x)
+    assert torch.equal(fgsm(model, x, y, eps=0.0, random_start=True).x_adv, x)
+    fast = fgsm(model, x, y, eps=0.1, predict=False)
+    full = fgsm(model, x, y, eps=0.1)
+    assert fast.pred is None and not fast.success.any()
+    assert torch.equal(fast.x_adv, full.x_adv)
+    assert torch.equal(full.pred, model(full.x_adv).argmax(1))
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"eps": -0.1}, "eps"), ({"eps": float("nan")}, "eps"), ({"eps": 0.1, "alpha": -1}, "alpha"),
+    ({"eps": 0.1, "target": torch.zeros(3, dtype=torch.long)}, "target"),
+])
+def test_bad_arguments_name_the_parameter(kw, match):
+    model = _linear()
+    x, y = torch.rand(5, 6), torch.zeros(5, dtype=torch.long)
+    with pytest.raises(ValueError, match=match):
+        fgsm(model, x, y, **kw)
+    with pytest.raises(ValueError, match="x must lie in"):
+        fgsm(model, x + 2, y, eps=0.1)

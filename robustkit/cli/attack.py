@@ -30,7 +30,7 @@ def register(main: click.Group) -> None:
 @click.option("--attack", "attack_name", required=True,
               help="An attack name (fgsm, fgm, pgd, deepfool, uap, ...; an unknown name "
                    "lists them all) or foolbox:<AttackName>, e.g. foolbox:LinfPGD.")
-@click.option("--eps", "eps", type=float, multiple=True, required=True,
+@click.option("--eps", "eps", type=click.FloatRange(min=0), multiple=True, required=True,
               help="Budget (repeat for several); for universal attacks the radius xi.")
 @click.option("--dataset", default=None, help="Dataset (default: the model's, else digits).")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
@@ -108,7 +108,10 @@ def _model(name: str, workdir: str, dataset: str | None, data_root: str | None, 
     """Load stored model ``name`` or train a default one of family ``name``."""
     from robustkit import models, store
 
-    folder = Path(workdir) / name
+    try:
+        folder = store.model_dir(workdir, name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--model") from None
     if (folder / "model.json").is_file():
         module, meta = store.load(folder, device=dev)
         return module, f"{name} ({meta.family}, stored in {folder})", meta.dataset

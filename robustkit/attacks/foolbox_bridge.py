@@ -10,8 +10,9 @@ return the unclipped minimal perturbation (evaluation applies eps as a budget af
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,19 +43,11 @@ def foolbox_spec(name: str) -> AttackSpec:
     """
     fb = _foolbox()
     cls = getattr(fb.attacks, name, None)
-    if not isinstance(cls, type) or not issubclass(cls, fb.attacks.base.Attack):
-        valid = sorted(n for n, c in vars(fb.attacks).items()
-                       if isinstance(c, type) and issubclass(c, fb.attacks.base.Attack)
-                       and issubclass(c, (fb.attacks.base.FixedEpsilonAttack,
-                                          fb.attacks.base.MinimizationAttack)))
-        raise ValueError(f"unknown foolbox attack {name!r}; valid: {', '.join(valid)}")
-    if issubclass(cls, fb.attacks.base.FixedEpsilonAttack):
-        kind = "fixed"
-    elif issubclass(cls, fb.attacks.base.MinimizationAttack):
-        kind = "minimal"
-    else:
-        raise ValueError(f"foolbox attack {name!r} is neither a fixed-epsilon nor a "
-                         "minimization attack; robustkit cannot evaluate it")
+    kind = _kind(fb, cls)
+    if kind is None:
+        valid = sorted(n for n, c in vars(fb.attacks).items() if _kind(fb, c) is not None)
+        raise ValueError(f"unknown foolbox attack {name!r} (robustkit runs fixed-epsilon and "
+                         f"minimization attacks); valid: {', '.join(valid)}")
 
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None,
             target: torch.Tensor | None = None, seed: int = 0, **params: Any) -> AttackResult:
@@ -89,6 +82,17 @@ def _run(cls: type, kind: str, model: nn.Module, x: torch.Tensor, y: torch.Tenso
     x_adv = (clipped if kind == "fixed" else raw).detach().clamp(0, 1)
     return make_result(model, x, x_adv, y, target=target,
                        info={"norm": _instance_norm(attack, cls), "foolbox": cls.__name__})
+
+
+def _kind(fb: Any, cls: Any) -> str | None:
+    """``"fixed"``/``"minimal"`` for a foolbox attack class robustkit can drive, else None."""
+    if not isinstance(cls, type):
+        return None
+    if issubclass(cls, fb.attacks.base.FixedEpsilonAttack):
+        return "fixed"
+    if issubclass(cls, fb.attacks.base.MinimizationAttack):
+        return "minimal"
+    return None
 
 
 def _foolbox() -> Any:

@@ -12,7 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustkit.attacks.base import (
-    AttackResult, check_inputs, eval_mode, generator, make_result, register,
+    AttackResult,
+    check_inputs,
+    eval_mode,
+    generator,
+    make_result,
+    register,
 )
 from robustkit.attacks.fgsm import ascent_direction
 

@@ -6,7 +6,13 @@ import torch
 from torch import nn
 
 from robustkit.attacks.base import (
-    AttackResult, check_inputs, eval_mode, generator, make_result, project, register,
+    AttackResult,
+    check_inputs,
+    eval_mode,
+    generator,
+    make_result,
+    project,
+    register,
 )
 from robustkit.attacks.fgsm import ascent_direction, ascent_loss, random_delta
 

@@ -101,7 +101,7 @@ def identify(cell: Cell, row: Mapping[str, Any]) -> dict[str, Any]:
         "defense_method": j.defense.defense,
         "defense_params": full_defense_params(j.defense, j.model.family),
         "attack": cell.attack.name, "attack_method": cell.attack.attack,
-        "attack_params": dict(cell.attack.params), "adaptive": False,
+        "attack_params": dict(cell.attack.params), "adaptive": cell.attack.adaptive,
         "seed": j.seed, "model_key": j.key, "status": "ok", "error": "",
     }
     out = {**ids, **{k: v for k, v in row.items() if k not in ("attack",)}}

@@ -113,8 +113,43 @@ def model_key(dataset: DatasetEntry, model: ModelEntry, defense: DefenseEntry,
 
 def cell_id(key: str, dataset: DatasetEntry, attack: AttackEntry) -> str:
     """The id of a cell: model key, attack, attack parameters and the attacked data."""
-    return digest({"model_key": key, "attack": attack.attack, "params": dict(attack.params),
-                   "test_limit": dataset.test_limit, "fit_limit": dataset.fit_limit})
+    ident = {"model_key": key, "attack": attack.attack, "params": dict(attack.params),
+             "test_limit": dataset.test_limit, "fit_limit": dataset.fit_limit}
+    if attack.adaptive:
+        ident["adaptive"] = True
+    return digest(ident)
+
+
+# Attacks a defended system (classifier behind a detector/rectifier) is scored with, and
+# their names in ``robustkit.defenses.system.detection_scores``.
+SYSTEM_ATTACKS = {"fgsm": "fgsm", "pgd": "pgd", "uap_sgd": "uap", "noise": "noise"}
+
+
+def is_wrapper(defense: DefenseEntry) -> bool:
+    """Whether the defense wraps a fitted model (detector, prn) rather than training one."""
+    if defense.defense == NO_DEFENSE:
+        return False
+    from robustkit import defenses
+
+    try:
+        return defenses.get(defense.defense).kind == "wrapper"
+    except ValueError:
+        return False
+
+
+def attack_applies(attack: AttackEntry, model: ModelEntry, defense: DefenseEntry) -> bool:
+    """Whether an attack runs on a (model, defense): its filters, then what can be scored.
+
+    Adaptive attacks run only against wrapper defenses; wrapper defenses are scored only
+    by the attacks of ``SYSTEM_ATTACKS`` (both unless the spec names them explicitly, in
+    which case validation reports the mismatch).
+    """
+    if not (applies(attack.models, model.name) and applies(attack.defenses, defense.name)):
+        return False
+    wrapper = is_wrapper(defense)
+    if attack.adaptive and not wrapper:
+        return False
+    return not wrapper or attack.attack in SYSTEM_ATTACKS
 
 
 def applies(spec_entry_filter: tuple[str, ...] | None, name: str) -> bool:
@@ -165,8 +200,7 @@ def expand(specs: Iterable[Spec]) -> list[Cell]:
                         key = model_key(ds, model, defense, seed)
                         job = ModelJob(key, ds, model, defense, seed, spec.gallery)
                         for attack in spec.attacks:
-                            if not (applies(attack.models, model.name)
-                                    and applies(attack.defenses, defense.name)):
+                            if not attack_applies(attack, model, defense):
                                 continue
                             cid = cell_id(key, ds, attack)
                             cells.setdefault(cid, Cell(cid, spec.name, job, attack))

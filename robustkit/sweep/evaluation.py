@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from robustkit.sweep.cells import Cell, model_key
+from robustkit.sweep.cells import SYSTEM_ATTACKS, Cell, is_wrapper, model_key
 from robustkit.sweep.spec import NO_DEFENSE, DefenseEntry
 from robustkit.sweep.tasks import (
     Context,
@@ -19,6 +19,7 @@ from robustkit.sweep.tasks import (
     gallery_inputs,
     is_trained,
     load_model,
+    model_path,
     test_data,
 )
 
@@ -30,6 +31,10 @@ def evaluate_cell(cell: Cell, eps: tuple[float, ...], ctx: Context
     from robustkit.evaluate import evaluate
 
     model, meta = load_model(ctx, cell.job.key)
+    if is_wrapper(cell.job.defense):
+        rows, arts = evaluate_system(cell, eps, ctx, model)
+        facts = train_facts(cell, meta, ctx)
+        return [{**r, **facts} for r in rows], arts
     te = test_data(cell.job, ctx)
     spec = attacks.get(cell.attack.attack)
     kw: dict[str, Any] = {}
@@ -80,3 +85,51 @@ def uap_artifact(cell: Cell, eps: float, v: torch.Tensor, model: torch.nn.Module
             "tensors": {"v": v.reshape(x.shape[1:]), "x": x, "x_adv": x_adv, "y": y,
                         "pred_clean": pred_clean, "pred_adv": pred_adv},
             "meta": {"classes": list(meta.classes), "gallery_fooling_rate": fooling}}
+
+
+def evaluate_system(cell: Cell, eps: tuple[float, ...], ctx: Context, model: torch.nn.Module
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Score classifier + detector/rectifier with ``detection_scores``: one row per eps
+    (adaptive or not, as the cell says) and one ROC artifact per eps."""
+    import copy
+
+    from robustkit.defenses.system import detection_scores, load_system
+
+    dev = torch.device(ctx.device)
+    model = copy.deepcopy(model).to(dev)  # the cached model stays where it is
+    system = load_system(model_path(ctx, cell.job.key), model, device=dev)
+    te, fit = test_data(cell.job, ctx), fit_data(cell.job, ctx)
+    name = SYSTEM_ATTACKS[cell.attack.attack]
+    params = dict(cell.attack.params)
+    kw: dict[str, Any] = {"norm": params.pop("norm", "linf")}
+    if name == "pgd" and "steps" in params:
+        kw["steps"] = params.pop("steps")
+    if name == "uap":
+        kw["uap_params"], params = params, {}
+    if params:
+        raise ValueError(f"parameters {sorted(params)} of {cell.attack.attack!r} are not "
+                         f"supported when scoring a defended system (detection_scores takes "
+                         f"norm, steps for pgd, any uap_sgd parameter)")
+    found = detection_scores(model, system, te.x.to(dev), te.y.to(dev), attacks=(name,),
+                             eps=tuple(eps), adaptive=cell.attack.adaptive,
+                             fit_x=fit.x.to(dev), fit_y=fit.y.to(dev), seed=cell.job.seed,
+                             **kw)
+    rows, arts = [], []
+    for r in (r for r in found if bool(r["adaptive"]) == cell.attack.adaptive):
+        seconds = float(r["seconds"])
+        rows.append({
+            "eps": float(r["eps"]), "n": r["n"], "adaptive": cell.attack.adaptive,
+            "clean_accuracy": r["classifier_clean_accuracy"],
+            "robust_accuracy": r["classifier_robust_accuracy"],
+            "system_accuracy": r["system_accuracy"],
+            "clean_system_accuracy": r["clean_system_accuracy"],
+            "detection_auc": r["auc"], "tpr_at_5fpr": r["tpr_at_5fpr"],
+            "rejection_rate": r["tpr_at_threshold"], "seconds": seconds,
+            "samples_per_second": r["n"] / seconds if seconds > 0 else None,
+            "device": str(dev), "method": r["method"],
+            "fpr_at_threshold": r["fpr_at_threshold"]})
+        if r.get("fpr"):
+            arts.append({"kind": "roc", "eps": float(r["eps"]), "data": {
+                "adaptive": cell.attack.adaptive, "auc": r["auc"], "method": r["method"],
+                "tpr_at_5fpr": r["tpr_at_5fpr"], "fpr": list(r["fpr"]), "tpr": list(r["tpr"])}})
+    return rows, arts

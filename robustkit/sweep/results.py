@@ -24,7 +24,8 @@ EVAL_COLUMNS = ("n", "clean_accuracy", "robust_accuracy", "success_rate", "fooli
                 "misclassification_rate", "l2_mean", "l2_median", "linf_mean", "linf_median",
                 "seconds", "samples_per_second", "device")
 DEFENSE_COLUMNS = ("train_seconds", "train_ratio", "test_accuracy", "detection_auc",
-                   "tpr_at_5fpr", "system_accuracy", "rejection_rate", "masking_flags")
+                   "tpr_at_5fpr", "system_accuracy", "clean_system_accuracy",
+                   "rejection_rate", "masking_flags")
 COLUMNS = ID_COLUMNS + EVAL_COLUMNS + DEFENSE_COLUMNS + ("extra",)
 # Columns that legitimately differ between two runs of the same cell.
 TIMING_COLUMNS = ("seconds", "samples_per_second", "train_seconds", "train_ratio")

@@ -23,6 +23,7 @@ import torch
 
 from robustkit.sweep import artifacts, results
 from robustkit.sweep.cells import Cell, ModelJob, expand, model_jobs, model_key
+from robustkit.sweep.checks import Evidence, is_checked
 from robustkit.sweep.executors import make_executor
 from robustkit.sweep.results import ResultsWriter, eps_key
 from robustkit.sweep.spec import NO_DEFENSE, DefenseEntry, Spec
@@ -100,7 +101,8 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
         rows = results.read_rows(csv_path)
         results.rewrite_without(csv_path, {(r["cell_id"], r["eps"]) for r in rows
                                            if r.get("status") == "error"})
-    done = results.done_keys(results.read_rows(csv_path))
+    existing = results.read_rows(csv_path)
+    done = results.done_keys(existing)
     cells = expand(specs)
     todo = [(c, tuple(e for e in c.eps if (c.cell_id, eps_key(e)) not in done)) for c in cells]
     todo = [(c, eps) for c, eps in todo if eps]
@@ -117,7 +119,8 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
         with ResultsWriter(csv_path) as writer:
             failed = _train_models(ex, [c for c, _ in todo], cells, ctx, summary, labels, bar)
             _galleries(ex, cells, ctx, out_dir, labels)
-            _run_cells(ex, todo, failed, ctx, writer, out_dir, summary, labels, bar)
+            evidence = Evidence(existing)
+            _run_cells(ex, todo, failed, ctx, writer, out_dir, summary, labels, bar, evidence)
     finally:
         ex.close()
         torch.set_num_threads(threads_before)  # serial tasks ran in this process
@@ -184,7 +187,9 @@ def _galleries(ex: Any, cells: list[Cell], ctx: Context, out_dir: Path,
 
 def _run_cells(ex: Any, todo: list[tuple[Cell, tuple[float, ...]]], failed: dict[str, str],
                ctx: Context, writer: ResultsWriter, out_dir: Path, summary: SweepSummary,
-               labels: list[str], bar: Any) -> None:
+               labels: list[str], bar: Any, evidence: Evidence) -> None:
+    """Run the cells in two waves: PGD cells last, so their masking flags see the FGSM and
+    noise rows of the same model whatever the executor's completion order."""
     runnable = []
     for cell, eps in todo:
         err = failed.get(cell.job.key)
@@ -192,19 +197,27 @@ def _run_cells(ex: Any, todo: list[tuple[Cell, tuple[float, ...]]], failed: dict
             runnable.append((cell, eps))
             continue
         rows = [{"eps": e, "status": "error", "error": f"training failed: {err}"} for e in eps]
-        _record(writer, cell, rows, summary, bar)
-    labels[:] = [c.label for c, _ in runnable]
-    for i, res in ex.imap(cell_task, [(c, eps, ctx) for c, eps in runnable]):
-        cell = runnable[i][0]
-        for art in res["artifacts"]:
-            artifacts.write_cell_artifact(out_dir, cell, art)
-        _record(writer, cell, res["rows"], summary, bar)
+        _record(writer, cell, [artifacts.identify(cell, r) for r in rows], summary, bar,
+                evidence)
+    for wave in ([t for t in runnable if not is_checked(t[0])],
+                 [t for t in runnable if is_checked(t[0])]):
+        labels[:] = [c.label for c, _ in wave]
+        for i, res in ex.imap(cell_task, [(c, eps, ctx) for c, eps in wave]):
+            cell = wave[i][0]
+            for art in res["artifacts"]:
+                artifacts.write_cell_artifact(out_dir, cell, art)
+            rows = [artifacts.identify(cell, r) for r in res["rows"]]
+            if is_checked(cell):
+                rows = evidence.flag(cell, rows)
+            _record(writer, cell, rows, summary, bar, evidence)
 
 
-def _record(writer: ResultsWriter, cell: Cell, rows: list[dict], summary: SweepSummary,
-            bar: Any) -> None:
-    full = [artifacts.identify(cell, r) for r in rows]
+def _record(writer: ResultsWriter, cell: Cell, full: list[dict], summary: SweepSummary,
+            bar: Any, evidence: Evidence) -> None:
+    """Append a cell's complete rows (one write + fsync) and count them."""
     writer.append(full)
+    for r in full:
+        evidence.add(r)
     summary.run += 1
     summary.rows += len(full)
     summary.errors += any(r.get("status") == "error" for r in full)

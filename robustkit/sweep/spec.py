@@ -22,6 +22,17 @@ A spec names a grid ``datasets x models x defenses x attacks x eps x seeds``::
     attack = "pgd"
     params = { steps = 10 }
 
+    [[defenses]]                # optional; without it only the undefended models run
+    name = "mlp-detector"
+    defense = "detector"
+    params = { eps = 0.3 }      # the budget the defense trains against
+    models = ["mlp"]            # default: every model of a family the defense takes
+
+An attack with ``adaptive = true`` knows the defense: it runs only against defenses that
+wrap a model (detector, prn), as the adaptive attacks of ``robustkit.defenses.adaptive``;
+every other attack against a detector system attacks the bare classifier and is scored on
+the whole system. White-box attacks on adversarially trained models are adaptive already.
+
 Parsing checks the shape of the file only; :func:`robustkit.sweep.validate` checks the
 names, parameters and data against the registries. Both report every problem at once in
 a :class:`SpecError` naming the file and the key.
@@ -47,7 +58,7 @@ DATASET_KEYS: Keys = {"name": str, "train_limit": int, "test_limit": int, "fit_l
 MODEL_KEYS: Keys = {"name": str, "family": str, "params": dict, "datasets": list}
 DEFENSE_KEYS: Keys = {"name": str, "defense": str, "params": dict, "models": list}
 ATTACK_KEYS: Keys = {"name": str, "attack": str, "params": dict, "eps": list, "models": list,
-               "defenses": list}
+                    "defenses": list, "adaptive": bool}
 REQUIRED: dict[str, tuple[str, ...]] = {"datasets": ("name",), "models": ("family",), "defenses": ("defense", "name"),
             "attacks": ("attack", "name")}
 TABLES: dict[str, Keys] = {"sweep": SWEEP_KEYS, "datasets": DATASET_KEYS, "models": MODEL_KEYS,
@@ -104,6 +115,7 @@ class AttackEntry:
     eps: tuple[float, ...] = ()
     models: tuple[str, ...] | None = None
     defenses: tuple[str, ...] | None = None
+    adaptive: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,7 +200,7 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
         attacks.append(AttackEntry(r.get("name", r.get("attack", "?")),
                                    r.get("attack", r.get("name", "?")),
                                    _freeze(r.get("params", {})), a_eps, _names(r.get("models")),
-                                   _names(r.get("defenses"))))
+                                   _names(r.get("defenses")), r.get("adaptive", False) is True))
     for kind, entries in (("datasets", datasets), ("models", models), ("defenses", defenses),
                           ("attacks", attacks)):
         _check_unique(kind, [e.name for e in entries], path, problems)
@@ -214,7 +226,8 @@ def _check_keys(row: dict[str, Any], allowed: Keys, where: str, problems: list[s
     for key, value in row.items():
         if key not in allowed:
             problems.append(f"{where}.{key}: unknown key; valid: {', '.join(allowed)}")
-        elif not isinstance(value, allowed[key]) or isinstance(value, bool):
+        elif not isinstance(value, allowed[key]) or (isinstance(value, bool)
+                                                      and allowed[key] is not bool):
             problems.append(f"{where}.{key}: expected {allowed[key].__name__}, "
                             f"got {type(value).__name__} {value!r}")
         elif isinstance(value, int) and value < 1:

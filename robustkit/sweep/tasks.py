@@ -140,8 +140,7 @@ def _train_and_store(job: ModelJob, base_key: str | None, ctx: Context) -> None:
     try:
         store.save(module, tmp, family=fam, params=params, dataset=tr.info, seed=job.seed,
                    metrics=metrics, extra=extra)
-        for name, mod in extras.items():
-            store.save(mod, tmp, family=f"{job.defense.defense}:{name}", params={}, name=name)
+        _save_extras(module, extras, tmp)
         try:
             os.rename(tmp, final)  # atomic; fails if another worker stored it first
         except OSError:
@@ -150,6 +149,23 @@ def _train_and_store(job: ModelJob, base_key: str | None, ctx: Context) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(Path(ctx.models_dir) / f".ckpt-{job.key}", ignore_errors=True)
+
+
+def _save_extras(module: nn.Module, extras: dict[str, nn.Module], directory: Path) -> None:
+    """Store a defense's extra modules beside the model (detector/rectifier as
+    ``robustkit.defenses.system.load_system`` reads them)."""
+    from robustkit import store
+
+    if not extras:
+        return
+    from robustkit.defenses.system import DefendedSystem, save_system
+
+    det, rect = extras.get("detector"), extras.get("rectifier")
+    if det is not None or rect is not None:
+        save_system(DefendedSystem(module, det, rect), directory)  # type: ignore[arg-type]
+    for name, mod in extras.items():
+        if name not in ("detector", "rectifier"):
+            store.save(mod, directory, family=name, name=name)
 
 
 def gallery_task(job: ModelJob, ctx: Context) -> dict[str, Any]:

@@ -167,11 +167,36 @@ def _attacks(spec: Spec) -> list[str]:
             out.append(f"{where}.attack: {exc}")
             continue
         out += _attack_params(where, a, entry.fn)
+        out += _system_attack(where, a, spec)
         if entry.norm == "linf":
             bad = [e for e in a.eps if e > 1]
             if bad:
                 out.append(f"{where}.eps: {bad} exceed 1, the largest Linf distance between "
                            f"inputs in [0, 1]; valid: 0 <= eps <= 1")
+    return out
+
+
+def _system_attack(where: str, a: AttackEntry, spec: Spec) -> list[str]:
+    """Adaptive attacks need a wrapper defense; wrapper defenses take only system attacks."""
+    from robustkit.sweep.cells import SYSTEM_ATTACKS, is_wrapper
+
+    adaptive_ok = [n for n in SYSTEM_ATTACKS if n != "noise"]
+    wrappers = [d.name for d in spec.defenses if is_wrapper(d)]
+    named = [d for d in spec.defenses if a.defenses is not None and d.name in a.defenses]
+    out = []
+    if a.adaptive and a.attack not in adaptive_ok:
+        out.append(f"{where}.adaptive: no adaptive version of {a.attack!r}; valid: "
+                   f"{', '.join(adaptive_ok)}")
+    elif a.adaptive and not wrappers:
+        out.append(f"{where}.adaptive: adaptive attacks run against detector-like defenses "
+                   f"(kind 'wrapper'); this spec has none")
+    for d in named:
+        if is_wrapper(d) and a.attack not in SYSTEM_ATTACKS:
+            out.append(f"{where}.defenses: {d.name!r} ({d.defense}) is scored as a system by "
+                       f"{', '.join(SYSTEM_ATTACKS)} only, not {a.attack!r}")
+        elif a.adaptive and not is_wrapper(d):
+            out.append(f"{where}.defenses: {d.name!r} ({d.defense}) wraps no model; an "
+                       f"adaptive attack needs a detector-like defense")
     return out
 
 

@@ -43,6 +43,10 @@ def test_serial_processes_and_dask_give_the_same_rows(tmp_path, tiny_spec):
     assert {(r["cell_id"], r["eps"]) for r in rows} == expected_keys(spec)
     assert all(r["status"] == "ok" for r in rows)
     assert rows == comparable(tmp_path / "procs" / "results.csv")
+    # PGD cells run last (their masking flags need the FGSM rows), whatever the executor
+    methods = [r["attack_method"] for r in read_rows(tmp_path / "procs" / "results.csv")]
+    assert methods == ["fgsm"] * 4 + ["pgd"] * 4
+    assert all("masking_flags" in r for r in rows)
     assert rows == comparable(tmp_path / "dask" / "results.csv")
     fgsm = [r for r in rows if r["attack"] == "fgsm" and r["eps"] == "0.1"]
     assert all(float(r["robust_accuracy"]) < float(r["clean_accuracy"]) for r in fgsm)

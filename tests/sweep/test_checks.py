@@ -1,0 +1,45 @@
+"""Gradient-masking flags on PGD rows, from FGSM/noise rows of the same model."""
+from __future__ import annotations
+
+from robustkit.sweep import expand, parse_spec
+from robustkit.sweep.checks import Evidence, is_checked
+
+SPEC = """
+[[datasets]]
+name = "digits"
+[[models]]
+family = "linear"
+[[attacks]]
+attack = "fgsm"
+[[attacks]]
+attack = "noise"
+[[attacks]]
+attack = "pgd"
+eps = [0.1, 0.2, 1.0]
+"""
+
+
+def test_flags_name_each_failed_check_on_its_eps_row():
+    cells = expand([parse_spec(SPEC)])
+    fgsm, noise, pgd = cells
+    assert [is_checked(c) for c in cells] == [False, False, True]
+    key = pgd.job.key
+    ev = Evidence([
+        {"attack_method": "fgsm", "status": "ok", "adaptive": "false", "model_key": key,
+         "eps": "0.1", "robust_accuracy": "0.2"},
+        {"attack_method": "fgsm", "status": "ok", "adaptive": False, "model_key": key,
+         "eps": 0.2, "robust_accuracy": 0.1},
+        {"attack_method": "noise", "status": "ok", "adaptive": False, "model_key": key,
+         "eps": 0.2, "robust_accuracy": 0.0},
+        {"attack_method": "fgsm", "status": "ok", "adaptive": False, "model_key": "other",
+         "eps": 0.1, "robust_accuracy": 0.9},
+    ])
+    rows = [{"eps": 0.1, "status": "ok", "robust_accuracy": 0.5},   # weaker than FGSM
+            {"eps": 0.2, "status": "ok", "robust_accuracy": 0.05},  # fine vs FGSM; noise 0.0
+            {"eps": 1.0, "status": "ok", "robust_accuracy": 0.3}]   # not ~0 at eps = 1
+    flagged = ev.flag(pgd, rows)
+    assert flagged[0]["masking_flags"].startswith("iterative_not_weaker: PGD 0.500 vs FGSM")
+    assert flagged[1]["masking_flags"].startswith("white_box_beats_noise")
+    assert flagged[2]["masking_flags"].startswith("large_eps: PGD accuracy 0.300")
+    clean = ev.flag(pgd, [{"eps": 0.1, "status": "ok", "robust_accuracy": 0.1}])
+    assert clean[0]["masking_flags"] == ""

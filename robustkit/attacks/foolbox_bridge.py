@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -49,12 +49,14 @@ def foolbox_spec(name: str) -> AttackSpec:
         raise ValueError(f"unknown foolbox attack {name!r} (robustkit runs fixed-epsilon and "
                          f"minimization attacks); valid: {', '.join(valid)}")
 
+    attack_cls = cast(type, cls)  # _kind checked that it is a class
+
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None,
             target: torch.Tensor | None = None, seed: int = 0, **params: Any) -> AttackResult:
-        return _run(cls, kind, model, x, y, eps=eps, target=target, seed=seed, **params)
+        return _run(attack_cls, kind, model, x, y, eps=eps, target=target, seed=seed, **params)
 
     run.__doc__ = f"foolbox.attacks.{name} through the robustkit bridge."
-    norm = _class_norm(cls)
+    norm = _class_norm(attack_cls)
     return AttackSpec(f"foolbox:{name}", run, norm, kind, run.__doc__)
 
 

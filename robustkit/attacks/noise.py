@@ -196,7 +196,7 @@ def _check_patch(size: int, location: str, mode: str, pattern: str, k: int) -> N
     for name, value in (("size", size), ("k", k)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    for name, value, allowed in (("location", location, LOCATIONS), ("mode", mode, MODES),
-                                 ("pattern", pattern, PATTERNS)):
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    for what, choice, allowed in (("location", location, LOCATIONS), ("mode", mode, MODES),
+                                  ("pattern", pattern, PATTERNS)):
+        if choice not in allowed:
+            raise ValueError(f"{what} must be one of {allowed}, got {choice!r}")

@@ -87,30 +87,40 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm:
     size = step_size if step_size is not None else 2.5 * eps / steps
     gen = generator(seed, x.device)
     x = x.detach()
-    best_x, best_succ, best_loss, best_pred = x.clone(), None, None, None
+
+    def restart() -> Run:
+        delta = random_delta(x, eps, norm, gen) if random_start else torch.zeros_like(x)
+        for _ in range(steps):
+            delta = pgd_step(model, x, delta, y, eps=eps, step_size=size, norm=norm,
+                             loss=loss, target=target)
+        x_adv = (x + delta).clamp(0, 1)
+        with torch.no_grad():
+            logits = model(x_adv)
+        pred = logits.argmax(1)
+        succ = pred == target if target is not None else pred != y
+        value = ascent_loss(logits, y, target) if loss == "ce" else margin_loss(
+            logits, y, target)
+        return x_adv, succ, value, pred
+
     with eval_mode(model):
-        for _ in range(restarts):
-            delta = random_delta(x, eps, norm, gen) if random_start else torch.zeros_like(x)
-            for _ in range(steps):
-                delta = pgd_step(model, x, delta, y, eps=eps, step_size=size, norm=norm,
-                                 loss=loss, target=target)
-            x_adv = (x + delta).clamp(0, 1)
-            with torch.no_grad():
-                logits = model(x_adv)
-            pred = logits.argmax(1)
-            succ = pred == target if target is not None else pred != y
-            value = ascent_loss(logits, y, target) if loss == "ce" else margin_loss(
-                logits, y, target)
-            if best_succ is None:
-                better = torch.ones_like(succ)
-            else:
-                better = (succ & ~best_succ) | ((succ == best_succ) & (value > best_loss))
-            best_x = torch.where(better.view(-1, *([1] * (x.dim() - 1))), x_adv, best_x)
-            best_succ = succ if best_succ is None else torch.where(better, succ, best_succ)
-            best_loss = value if best_loss is None else torch.where(better, value, best_loss)
-            best_pred = pred if best_pred is None else torch.where(better, pred, best_pred)
-    return make_result(model, x, best_x, y, target=target, iterations=steps * restarts,
-                       pred=best_pred)
+        best = restart()
+        for _ in range(restarts - 1):
+            best = keep_worst(best, restart())
+    return make_result(model, x, best[0], y, target=target, iterations=steps * restarts,
+                       pred=best[3])
+
+
+# One restart's outcome: (x_adv, success, loss, pred), per sample.
+Run = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def keep_worst(best: Run, new: Run) -> Run:
+    """Per sample, keep the run that succeeds, else the one with the higher loss."""
+    better = (new[1] & ~best[1]) | ((new[1] == best[1]) & (new[2] > best[2]))
+    shape = (-1, *([1] * (best[0].dim() - 1)))
+    return (torch.where(better.view(shape), new[0], best[0]),
+            torch.where(better, new[1], best[1]), torch.where(better, new[2], best[2]),
+            torch.where(better, new[3], best[3]))
 
 
 @register("pgd_l2", norm="l2")

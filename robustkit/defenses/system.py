@@ -1,0 +1,321 @@
+"""A classifier with a detector and/or a rectifier in front, scored as one system.
+
+Decision rule (Akhtar et al.'s pipeline): the detector flags an input when its logit
+exceeds its threshold; a flagged input is classified after rectification when there is a
+rectifier, and rejected (label -1) when there is none. Without a detector, a rectifier
+rectifies every input. Scoring: under attack a rejected input counts as defended
+(correct); on clean inputs a rejection counts as an error.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustkit.attacks.base import eval_mode
+from robustkit.defenses.detector import Detector, build_detector
+from robustkit.defenses.rectifier import Rectifier, build_rectifier
+
+REJECT = -1
+
+
+class DefendedSystem:
+    """``model`` behind an optional ``detector`` and ``rectifier``.
+
+    If the detector carries its own rectifier (the PRN variant, which detects on
+    x - R(x)) and ``rectifier`` is not given, that rectifier is used for classification.
+
+    Example:
+        >>> system = DefendedSystem(model, detector=det)  # doctest: +SKIP
+        >>> system.decide(x)  # labels, -1 where rejected  # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, detector: Detector | None = None,
+                 rectifier: Rectifier | None = None) -> None:
+        if detector is not None and not isinstance(detector, Detector):
+            raise TypeError(f"detector must be a Detector, got {type(detector).__name__}")
+        if rectifier is None and detector is not None:
+            rectifier = detector.rectifier
+        self.model, self.detector, self.rectifier = model, detector, rectifier
+
+    @property
+    def threshold(self) -> float:
+        return float(self.detector.threshold) if self.detector is not None else float("inf")
+
+    def paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None,
+                                              torch.Tensor | None]:
+        """Differentiable ``(model(x), model(R(x)) or None, detector logit or None)``."""
+        rect = self.model(self.rectifier(x)) if self.rectifier is not None else None
+        det = self.detector(x) if self.detector is not None else None
+        return self.model(x), rect, det
+
+    @torch.no_grad()
+    def score(self, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+        """Detector logits (N,) on CPU (higher = more likely perturbed)."""
+        if self.detector is None:
+            raise ValueError("this system has no detector to score with")
+        with eval_mode(self.detector):
+            return torch.cat([self.detector(x[i:i + batch_size]).cpu()
+                              for i in range(0, len(x), batch_size)])
+
+    @torch.no_grad()
+    def decide(self, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+        """Labels (N,) int64 on CPU: the system's decision, -1 for a rejected input."""
+        out = []
+        with self._eval():
+            for i in range(0, len(x), batch_size):
+                out.append(decide_from(*self.paths(x[i:i + batch_size]),
+                                       threshold=self.threshold).cpu())
+        return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+    def _eval(self) -> Any:
+        from contextlib import ExitStack
+
+        stack = ExitStack()
+        for m in (self.model, self.detector, self.rectifier):
+            if m is not None:
+                stack.enter_context(eval_mode(m))
+        return stack
+
+
+def decide_from(direct: torch.Tensor, rect: torch.Tensor | None, det: torch.Tensor | None,
+                *, threshold: float) -> torch.Tensor:
+    """The decision rule on precomputed outputs (see the module docstring)."""
+    if det is None:
+        return (rect if rect is not None else direct).argmax(1)
+    flagged = det > threshold
+    alt = rect.argmax(1) if rect is not None else torch.full_like(flagged, REJECT,
+                                                                   dtype=torch.long)
+    return torch.where(flagged, alt, direct.argmax(1))
+
+
+def system_accuracy(decisions: torch.Tensor, y: torch.Tensor, *, adversarial: bool) -> float:
+    """Accuracy of system decisions: a rejection (-1) is correct on adversarial inputs
+    and an error on clean inputs.
+
+    Example:
+        >>> d, y = torch.tensor([0, -1, 2, -1]), torch.tensor([0, 1, 1, 1])
+        >>> system_accuracy(d, y, adversarial=True), system_accuracy(d, y, adversarial=False)
+        (0.75, 0.25)
+    """
+    if decisions.shape != y.shape:
+        raise ValueError(f"decisions {tuple(decisions.shape)} and y {tuple(y.shape)} differ")
+    ok = decisions.cpu() == y.cpu()
+    if adversarial:
+        ok |= decisions.cpu() == REJECT
+    return float(ok.float().mean()) if len(ok) else float("nan")
+
+
+def save_system(system: DefendedSystem, directory: str | os.PathLike, **meta: Any) -> Path:
+    """Store the detector and the rectifier (not the model) as named store groups."""
+    from robustkit import store
+
+    if system.detector is not None:
+        store.save(system.detector, directory, family="detector", name="detector", **meta)
+    if system.rectifier is not None and (system.detector is None
+                                         or system.rectifier is not system.detector.rectifier):
+        store.save(system.rectifier, directory, family="rectifier", name="rectifier", **meta)
+    return Path(directory)
+
+
+def load_system(directory: str | os.PathLike, model: nn.Module, *,
+                device: str | torch.device = "cpu") -> DefendedSystem:
+    """Rebuild the detector/rectifier groups :func:`save_system` wrote, around ``model``."""
+    from robustkit import store
+
+    d = Path(directory)
+    det = store.load(d, name="detector", build=build_detector, device=device)[0] \
+        if (d / "detector.json").is_file() else None
+    rect = store.load(d, name="rectifier", build=build_rectifier, device=device)[0] \
+        if (d / "rectifier.json").is_file() else None
+    return DefendedSystem(model, det, rect)  # type: ignore[arg-type]
+
+
+SCORE_ATTACKS = ("fgsm", "pgd", "uap", "noise")
+
+
+def detection_scores(model: nn.Module, defense: Detector | DefendedSystem, x: torch.Tensor,
+                     y: torch.Tensor, *, attacks: tuple[str, ...] = ("fgsm", "uap", "noise"),
+                     eps: tuple[float, ...] = (0.1, 0.2, 0.3), adaptive: bool | str = True,
+                     fit_x: torch.Tensor | None = None, fit_y: torch.Tensor | None = None,
+                     norm: str = "linf", steps: int = 50,
+                     lambdas: tuple[float, ...] = (0.1, 1.0, 10.0),
+                     uap_params: dict[str, Any] | None = None, seed: int = 0) -> list[dict]:
+    """Score a detector (or a whole defended system) per attack and eps, non-adaptive and
+    adaptive.
+
+    Non-adaptive attacks target the bare classifier: ``fgsm`` (``fgm`` for L2), ``pgd``
+    (``steps`` steps), ``uap`` (``uap_sgd`` fitted on ``fit_x``, radius eps, seed
+    ``seed``; a detector trained with the same ``seed`` used UAPs of seeds seed + 1...),
+    ``noise``. Adaptive ones know the system: ``fgsm``/``pgd`` -> :func:`adaptive_pgd`
+    at the same eps, ``uap`` -> :func:`adaptive_uap` fitted on ``fit_x``; noise has no
+    adaptive row. AUC and ROC compare the detector logits of x and of the perturbed x
+    (every perturbed input is a positive, fooling or not).
+
+    Args:
+        model: the classifier; defense: its :class:`Detector` or a :class:`DefendedSystem`.
+        x, y: evaluation inputs (N, ...) in [0, 1] and int64 labels.
+        adaptive: True: non-adaptive and adaptive rows; False: non-adaptive only;
+            ``"only"``: adaptive rows only.
+        fit_x, fit_y: data the universal perturbations are fitted on (default x, y).
+
+    Returns:
+        One dict per (attack, eps, adaptive): ``attack, eps, norm, adaptive, method, n,
+        auc, tpr_at_5fpr`` (best TPR at FPR <= 5% on this data), ``tpr_at_threshold,
+        fpr_at_threshold`` (the detector's own threshold), ``system_accuracy`` (rejected
+        = defended), ``clean_system_accuracy`` (rejected = error),
+        ``classifier_robust_accuracy, classifier_clean_accuracy, seconds`` and
+        ``fpr, tpr`` (ROC on a 101-point FPR grid, for plotting).
+
+    Example:
+        >>> rows = detection_scores(model, det, x_test, y_test, eps=(0.3,),
+        ...                         fit_x=x_train, fit_y=y_train)  # doctest: +SKIP
+    """
+    system = defense if isinstance(defense, DefendedSystem) else DefendedSystem(model, defense)
+    if system.model is not model:
+        raise ValueError("defense is a DefendedSystem around another model than `model`")
+    if adaptive not in (True, False, "only"):
+        raise ValueError(f"adaptive must be True, False or 'only', got {adaptive!r}")
+    modes = {True: (False, True), False: (False,), "only": (True,)}[adaptive]
+    bad = [a for a in attacks if a not in SCORE_ATTACKS]
+    if bad:
+        raise ValueError(f"attacks must lie in {SCORE_ATTACKS}, got {bad}")
+    fx, fy = (x, y) if fit_x is None else (fit_x, fit_y if fit_y is not None else y)
+    clean_dec = system.decide(x)
+    base = {"n": len(x), "norm": norm,
+            "clean_system_accuracy": system_accuracy(clean_dec, y, adversarial=False),
+            "classifier_clean_accuracy": _accuracy(model, x, y)}
+    clean_scores = system.score(x) if system.detector is not None else None
+    rows = []
+    for attack in attacks:
+        for e in eps:
+            for adapt in (m for m in modes if not (m and attack == "noise")):
+                t0 = time.perf_counter()
+                x_adv, method = _attack(system, attack, float(e), adapt, x, y, fx, fy, norm=norm,
+                                        steps=steps, lambdas=lambdas, uap_params=uap_params,
+                                        seed=seed)
+                row = {"attack": attack, "eps": float(e), "adaptive": adapt, "method": method,
+                       **base, **_detection(system, clean_scores, x_adv),
+                       "system_accuracy": system_accuracy(system.decide(x_adv), y,
+                                                          adversarial=True),
+                       "classifier_robust_accuracy": _accuracy(model, x_adv, y),
+                       "seconds": time.perf_counter() - t0}
+                rows.append(row)
+    return rows
+
+
+def _attack(system: DefendedSystem, attack: str, eps: float, adaptive: bool, x: torch.Tensor,
+            y: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, *, norm: str, steps: int,
+            lambdas: tuple[float, ...], uap_params: dict[str, Any] | None,
+            seed: int) -> tuple[torch.Tensor, str]:
+    from robustkit.attacks.fgsm import fgm, fgsm
+    from robustkit.attacks.noise import noise
+    from robustkit.attacks.pgd import pgd
+    from robustkit.attacks.universal import uap_sgd
+    from robustkit.defenses.adaptive import adaptive_pgd, adaptive_uap
+
+    model = system.model
+    if attack == "uap":
+        if adaptive:
+            res = adaptive_uap(system, fx, fy, xi=eps, norm=norm, lambdas=lambdas,
+                               uap_params=uap_params, seed=seed)
+            v, method = res.v, f"adaptive_uap[{res.method}]"
+        else:
+            v = uap_sgd(model, fx, fy, xi=eps, norm=norm, seed=seed, **(uap_params or {})).v
+            method = "uap_sgd"
+        return (x + v.to(x).reshape(x.shape[1:])).clamp(0, 1), method
+    if adaptive:
+        r = adaptive_pgd(system, x, y, eps=eps, norm=norm, steps=steps, lambdas=lambdas,
+                         seed=seed)
+        return r.x_adv, f"adaptive_pgd[{steps} steps, lambdas={list(lambdas)}]"
+    if attack == "fgsm":
+        return (fgsm if norm == "linf" else fgm)(model, x, y, eps=eps).x_adv, "fgsm"
+    if attack == "pgd":
+        return pgd(model, x, y, eps=eps, norm=norm, steps=steps, seed=seed).x_adv, "pgd"
+    return noise(model, x, y, eps=eps, norm=norm, seed=seed).x_adv, "noise"
+
+
+def _detection(system: DefendedSystem, clean: torch.Tensor | None,
+               x_adv: torch.Tensor) -> dict[str, Any]:
+    nan = float("nan")
+    if clean is None:
+        return {"auc": nan, "tpr_at_5fpr": nan, "tpr_at_threshold": nan,
+                "fpr_at_threshold": nan, "fpr": [], "tpr": []}
+    import numpy as np
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    adv = system.score(x_adv)
+    labels = np.r_[np.zeros(len(clean)), np.ones(len(adv))]
+    scores = torch.cat([clean, adv]).double().numpy()
+    fpr, tpr, _ = roc_curve(labels, scores)
+    grid = np.linspace(0, 1, 101)
+    return {"auc": float(roc_auc_score(labels, scores)),
+            "tpr_at_5fpr": float(tpr[fpr <= 0.05].max()),
+            "tpr_at_threshold": float((adv > system.threshold).float().mean()),
+            "fpr_at_threshold": float((clean > system.threshold).float().mean()),
+            "fpr": grid.round(4).tolist(), "tpr": np.interp(grid, fpr, tpr).round(4).tolist()}
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    from robustkit.models.registry import accuracy
+
+    return accuracy(model, x, y)
+
+
+def benchmark_detector(dataset: str = "digits", *, model: str = "cnn",
+                       model_params: dict[str, Any] | None = None, defense: str = "detector",
+                       xi: float = 0.3, eps: tuple[float, ...] | None = None,
+                       attacks: tuple[str, ...] = ("uap", "fgsm", "noise"),
+                       limit: int | None = None, n_test: int | None = 1000,
+                       n_fit: int = 2000, root: str | None = None, seed: int = 0,
+                       base: nn.Module | None = None,
+                       defense_params: dict[str, Any] | None = None,
+                       score_params: dict[str, Any] | None = None) -> list[dict]:
+    """Train a model (unless ``base`` is given), put a ``"detector"`` or ``"prn"`` defense
+    trained at radius ``xi`` in front of it, and score it with :func:`detection_scores`.
+
+    Args:
+        dataset: a dataset name (``"digits"``, ``"mnist"`` with ``root``...).
+        model, model_params: the classifier family and its parameters.
+        defense: ``"detector"`` (reject flagged inputs) or ``"prn"`` (rectify them).
+        xi: the radius the defense trains at; eps: radii scored (default ``(xi,)``).
+        limit: train on a stratified subset of this size; n_test: test samples scored.
+        n_fit: training samples the scoring UAPs are fitted on.
+        defense_params, score_params: passed to the defense / to detection_scores.
+
+    Returns:
+        The rows of :func:`detection_scores` with ``dataset, model, defense, xi,
+        defense_seconds, model_seconds`` added (without the ROC lists' plotting use
+        changing: ``fpr``/``tpr`` stay in the rows).
+
+    Example:
+        >>> rows = benchmark_detector("digits", xi=0.3)  # doctest: +SKIP
+    """
+    from robustkit import defenses, models
+    from robustkit.datasets import load_dataset, subset
+
+    if defense not in ("detector", "prn"):
+        raise ValueError(f"defense must be 'detector' or 'prn', got {defense!r}")
+    tr = load_dataset(dataset, "train", root=root, seed=seed, limit=limit)
+    te = load_dataset(dataset, "test", root=root, seed=seed, limit=n_test)
+    t0 = time.perf_counter()
+    if base is None:
+        base = models.create(model, **(model_params or {})).fit(
+            tr.x, tr.y, n_classes=tr.info.n_classes, seed=seed)
+    model_seconds = time.perf_counter() - t0
+    res = defenses.defend(defense, model, tr.x, tr.y, eps=xi, base=base, seed=seed,
+                          **(defense_params or {}))
+    fit = subset(tr, n_fit, seed=seed) if n_fit < len(tr.y) else tr
+    det = res.extras["detector"]
+    if not isinstance(det, Detector):
+        raise TypeError(f"defense {defense!r} returned no Detector")
+    rows = detection_scores(base, DefendedSystem(base, det), te.x, te.y,
+                            attacks=attacks, eps=eps or (xi,), fit_x=fit.x, fit_y=fit.y,
+                            seed=seed, **(score_params or {}))
+    extra = {"dataset": tr.info.name, "model": model, "defense": defense, "xi": xi,
+             "defense_seconds": res.seconds, "model_seconds": model_seconds}
+    return [{**extra, **row} for row in rows]

@@ -7,8 +7,20 @@ components m of ``log w_km + log N(z; mu_km, Sigma_km)``, computed from the prec
 Cholesky factors as scikit-learn does, so it equals the class mixture's ``score_samples``.
 With a PCA front end it is the density of the projection z, not of x.
 
+Family parameters: ``n_components`` M (2), ``covariance`` (full, diag, spherical), ``reg``
+(1e-2, added to every covariance diagonal), ``pca`` (None or the number of axes), ``max_iter``
+(100), ``n_init`` (1). Log priors are the training class frequencies. The fitted module
+stores float32; :meth:`GaussianMixtureClassifier.from_mixtures` gives the exact float64 one.
+For MNIST: ``pca=50, n_components=5, reg=0.1``.
+
 Cost: EM is O(n_iter * n * M * d^2) per class for full covariances (d = pca or D); a
 forward pass is O(N * K * M * d^2) (full) or O(N * K * M * d) (diag, spherical).
+
+Example:
+    >>> from robustkit import models
+    >>> model, rec = models.train("gmm", "digits", covariance="diag", n_components=4, pca=30)
+    >>> rec.test_accuracy > 0.95
+    True
 """
 from __future__ import annotations
 

@@ -6,8 +6,19 @@ the rest, on raw flattened pixels in [0, 1]. The K machines are then carried int
 coefficient matrix (n_sv, K) and intercepts (K,), so that all class scores are one kernel
 matrix product, on any device and dtype, differentiable with respect to x.
 
+Family parameters: ``kernel`` (rbf), ``C`` (10.0), ``gamma`` ("scale" = 1 / (D var(x_train)),
+"auto" = 1 / D, or a number; the resolved number is kept in ``module.arch``), ``degree`` (3),
+``coef0`` (0.0), ``max_train`` (10000: a stratified, seeded subsample; None = all).
+The fitted module stores float32; :meth:`KernelSVM.from_svcs` gives the exact float64 one.
+
 Cost: fitting is O(n_train^2) to O(n_train^3) kernel work per binary SVM (K of them), hence
 ``max_train``; a forward pass is O(N * n_sv * D) time and O(N * n_sv) memory.
+
+Example:
+    >>> from robustkit import models
+    >>> model, rec = models.train("svm", "digits", kernel="poly", degree=2)
+    >>> rec.test_accuracy > 0.95
+    True
 """
 from __future__ import annotations
 

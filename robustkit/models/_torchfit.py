@@ -1,7 +1,8 @@
 """Shared glue for the gradient-trained families (linear, mlp, cnn, resnet18)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn

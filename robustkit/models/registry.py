@@ -8,8 +8,9 @@ JSON-serializable dict) so that the store can rebuild it without pickle.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -132,7 +133,7 @@ class TrainRecord:
 
 def train(
     name: str,
-    dataset: "str | tuple" = "digits",
+    dataset: str | tuple = "digits",
     *,
     seed: int = 0,
     device: str | torch.device = "auto",

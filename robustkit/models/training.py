@@ -6,9 +6,9 @@ replaces each batch's inputs before the step, ``on_epoch`` sees every finished e
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from _fixtures import FAMILIES, fitted_model
+
 from robustkit import models
 
 

@@ -67,7 +67,8 @@ def build(out_dir: str | Path) -> Path:
     """
     data = load_run(out_dir)
     sections = _sections(data, artifacts.scan(data.out_dir))
-    subtitle = f"Adversarial robustness sweep · folder {data.out_dir.resolve().name}/"
+    subtitle = meta.description(data) or "Adversarial robustness sweep"
+    subtitle += f" · folder {data.out_dir.resolve().name}/"
     page = html.page(f"robustkit report: {meta.title(data)}", subtitle,
                      meta.header_facts(data), sections)
     return html.write_atomic(data.out_dir / "index.html", page)

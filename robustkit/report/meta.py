@@ -91,6 +91,22 @@ def title(data: RunData) -> str:
     return ", ".join(ordered_unique(names)) or data.out_dir.resolve().name
 
 
+def description(data: RunData) -> str:
+    """The ``[sweep].description`` of the run's specs (parsed from their saved text), if any."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        return ""
+    specs = data.run.get("specs")
+    found = []
+    for spec in specs if isinstance(specs, list) else []:
+        try:
+            found.append(str(tomllib.loads(spec["text"])["sweep"]["description"]))
+        except (KeyError, TypeError, tomllib.TOMLDecodeError):
+            continue
+    return " ".join(ordered_unique(found))
+
+
 def header_facts(data: RunData) -> list[tuple[str, str]]:
     """Short (label, value) facts for the page header, plain text (escaped by the caller)."""
     ok, run = data.ok, data.run

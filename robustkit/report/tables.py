@@ -51,13 +51,16 @@ def _pivot(rows: pd.DataFrame, value: str) -> pd.DataFrame:
 
 
 def best_mask(frame: pd.DataFrame, *, higher_is_better: bool = True) -> pd.DataFrame:
-    """True where a cell holds its column's best value (ties all marked; single rows never)."""
+    """True where a cell holds its column's best value (ties all marked; never in a column
+    with fewer than two values or where all values are equal)."""
     if frame.empty or len(frame) < 2:
         return pd.DataFrame(False, index=frame.index, columns=frame.columns)
     num = frame.apply(pd.to_numeric, errors="coerce")
     best = num.max() if higher_is_better else num.min()
     mask = (num - best).abs() <= 1e-12
-    return mask & (num.notna().sum() >= 2)
+    # A column where every model scores the same (all 0% at a large eps) has no best.
+    varied = (num.max() - num.min() > 1e-12) & (num.notna().sum() >= 2)
+    return mask & varied
 
 
 def defense_frame(ok: pd.DataFrame) -> pd.DataFrame:

@@ -10,8 +10,8 @@ import pytest
 from robustkit.report import tables
 from robustkit.report.data import fmt_pct, fmt_seconds, read_results
 
-# Two models, fgsm at two eps and two seeds (means: a 0.8/0.5, b 0.6/0.5), pgd at one eps,
-# a failed row, and rows in CSV order b-before-a to check that order is kept.
+# Models b and a: fgsm at two eps and two seeds (means: a 0.8/0.5, b 0.6/0.5), pgd at one eps,
+# a failed row; c with one seed. Rows in CSV order b-before-a to check that order is kept.
 CSV = """dataset,model,family,defense,attack,eps,seed,status,error,clean_accuracy,robust_accuracy
 digits,b,mlp,none,fgsm,0.1,0,ok,,0.90,0.70
 digits,b,mlp,none,fgsm,0.1,1,ok,,0.90,0.50
@@ -23,6 +23,8 @@ digits,a,cnn,none,fgsm,0.3,0,ok,,0.98,0.50
 digits,a,cnn,none,fgsm,0.3,1,ok,,0.96,0.50
 digits,a,cnn,none,pgd,0.3,0,ok,,0.98,0.10
 digits,b,mlp,none,pgd,0.3,0,error,RuntimeError: boom,,
+digits,c,svm,none,fgsm,0.1,0,ok,,0.80,0.30
+digits,c,svm,none,fgsm,0.3,0,ok,,0.80,0.20
 """
 
 
@@ -33,7 +35,7 @@ def _ok(text: str) -> pd.DataFrame:
 
 def test_summary_pivot_means_over_seeds_and_keeps_order() -> None:
     frame = tables.summary_frame(_ok(CSV))
-    assert list(frame.index) == ["b", "a"]
+    assert list(frame.index) == ["b", "a", "c"]
     assert list(frame.columns) == [("clean", ""), ("fgsm", 0.1), ("fgsm", 0.3), ("pgd", 0.3)]
     assert frame.at["a", ("fgsm", 0.1)] == pytest.approx(0.8)
     assert frame.at["b", ("fgsm", 0.1)] == pytest.approx(0.6)
@@ -46,6 +48,7 @@ def test_best_mask_marks_column_maximum_and_ties() -> None:
     mask = tables.best_mask(frame)
     assert mask.at["a", ("fgsm", 0.1)] and not mask.at["b", ("fgsm", 0.1)]
     assert mask.at["a", ("fgsm", 0.3)] and mask.at["b", ("fgsm", 0.3)]  # tie: both best
+    assert not mask.at["c", ("fgsm", 0.3)]
     assert not mask[("pgd", 0.3)].any()  # one value only: nothing to compare with
     assert mask.at["a", ("clean", "")] and not mask.at["b", ("clean", "")]
 
@@ -125,3 +128,9 @@ def test_wide_tables_are_cut_between_attacks() -> None:
     first, second = html.split("(continued)")
     assert ">pgd</th>" in first and ">noise</th>" not in first and ">noise</th>" in second
     assert second.count(">a</th>") == 1  # the model column is repeated
+
+
+def test_best_mask_skips_columns_where_all_models_tie() -> None:
+    frame = pd.DataFrame({("pgd", 1.0): [0.0, 0.0], ("pgd", 0.1): [0.2, 0.3]}, index=["a", "b"])
+    mask = tables.best_mask(frame)
+    assert not mask[("pgd", 1.0)].any() and mask.at["b", ("pgd", 0.1)]

@@ -6,6 +6,7 @@ gets a report, with the sections it has data for.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
 
@@ -24,6 +25,10 @@ _SUMMARY_LEAD = (
 _UAP_LEAD = (
     "One perturbation <i>v</i>, the same for every input, found per model. Fooling rate = share "
     "of inputs whose predicted label changes once <i>v</i> is added (Moosavi-Dezfooli et al., 2017).")
+_CURVES_CAPTION = ("Robust accuracy against the attack radius &epsilon;, one panel per attack, "
+                   "one line per model.")
+_UAP_CAPTION = ("Fooling rate of universal perturbations against their radius &xi;, one line per "
+                "model; a defended model keeps its model's color, with one dash pattern per defense.")
 _GALLERY_LEAD = (
     "<b>How to fool a neural network</b> (and every other classifier): each model's universal "
     "perturbation <i>v</i> (blue negative, red positive, scaled to its own range) next to inputs "
@@ -78,30 +83,38 @@ def _sections(data: RunData, arts: artifacts.Artifacts) -> list[html.Section]:
     """The page's sections in reading order, leaving out those without data."""
     ok, S = data.ok, html.Section
     order = ordered_unique(list(ok["model"]) + list(data.failed["model"]))
+    problems: list[str] = []
+
+    def part(name: str, fn: Callable[[], str]) -> str:
+        # One part that cannot be drawn (odd data) must not cost the reader the whole page.
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - shown in the Failures section instead
+            problems.append(f"{name} could not be drawn: {type(exc).__name__}: {exc}")
+            return ""
+
     sections = []
-    summary = _summary_body(data)
+    summary = part("summary table", lambda: _summary_body(data))
     if summary:
         sections.append(S("summary", "Robust accuracy", _SUMMARY_LEAD, summary))
-    curves = _plots(plots.robust_accuracy_plots(ok), "Robust accuracy against the attack radius "
-                    "&epsilon;, one panel per attack, one line per model.")
+    curves = part("accuracy plot", lambda: _plots(plots.robust_accuracy_plots(ok), _CURVES_CAPTION))
     if curves:
         sections.append(S("curves", "Accuracy vs radius", "", curves))
-    fooling = _plots(plots.fooling_rate_plots(ok), "Fooling rate of universal perturbations "
-                     "against their radius &xi;, one line per model; a defended model keeps its "
-                     "model's color, with one dash pattern per defense.")
-    uaps = gallery.uap_gallery(arts.of("uap"), order, ok)
+    fooling = part("fooling-rate plot", lambda: _plots(plots.fooling_rate_plots(ok), _UAP_CAPTION))
+    uaps = part("UAP gallery", lambda: gallery.uap_gallery(arts.of("uap"), order, ok))
     if fooling or uaps:
         body = fooling + (f"<h3>Gallery</h3><p class='muted'>{_GALLERY_LEAD}</p>{uaps}" if uaps else "")
         sections.append(S("universal", "Universal perturbations", _UAP_LEAD, body))
-    deepfool = gallery.deepfool_gallery(arts.of("deepfool"), order)
+    deepfool = part("DeepFool gallery", lambda: gallery.deepfool_gallery(arts.of("deepfool"), order))
     if deepfool:
         sections.append(S("deepfool", "Minimal perturbations", _DEEPFOOL_LEAD, deepfool))
-    defense = _defense_body(ok, arts)
+    defense = part("defense tables", lambda: _defense_body(ok, arts))
     if defense:
         sections.append(S("defenses", "Defenses", _DEFENSE_LEAD, defense))
-    if len(data.failed) or arts.warnings:
+    notes = [f"artifact skipped: {w}" for w in arts.warnings] + problems
+    if len(data.failed) or notes:
         body = tables.failures_html(data.failed) + "".join(
-            f"<p class='muted'>artifact skipped: {escape(w)}</p>" for w in arts.warnings)
+            f"<p class='muted'>{escape(n)}</p>" for n in notes)
         sections.append(S("failures", "Failures", "", body))
     if not sections:
         sections.append(S("empty", "No results", "", "<p class='muted'>This folder has no "

@@ -141,3 +141,16 @@ def test_complete_last_line_without_newline_is_kept(tmp_path: Path) -> None:
     (tmp_path / "results.csv").write_text(SMALL_CSV.rstrip("\n"))  # hand-written file
     text = report.build(tmp_path).read_text(encoding="utf-8")
     assert "ValueError: eps must be &gt;= 0" in text
+
+
+def test_a_part_that_cannot_be_drawn_is_reported_not_fatal(tmp_path: Path, monkeypatch) -> None:
+    from robustkit.report import plots
+
+    def broken(ok):
+        raise RuntimeError("odd data")
+
+    monkeypatch.setattr(plots, "robust_accuracy_plots", broken)
+    (tmp_path / "results.csv").write_text(SMALL_CSV)
+    text = report.build(tmp_path).read_text(encoding="utf-8")
+    assert "accuracy plot could not be drawn: RuntimeError: odd data" in text
+    assert 'id="summary"' in text

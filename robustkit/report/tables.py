@@ -142,7 +142,7 @@ def _cell(col: tuple, value: object, best: bool) -> str:
 
 
 def frame_html(frame: pd.DataFrame, *, caption: str, row_header: str = "model",
-               max_columns: int = 26) -> str:
+               max_columns: int = 24) -> str:
     """Render a pivot frame with a two-level header (attack, eps) and best cells marked.
 
     Wide frames are cut between attacks into tables of at most ``max_columns`` columns

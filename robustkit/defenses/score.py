@@ -130,7 +130,8 @@ def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
         rows += evaluate(model, name, x, y, eps=eps_list, **fit, **common,
                          **extra.get(name, {}))
     if detector is not None:
-        rows = _merge_detection(rows, detector, x, y, eps_list, names, fit_x, fit_y, seed)
+        rows = _merge_detection(rows, model, detector, x, y, eps_list, names, fit_x, fit_y,
+                                pgd_steps, seed)
     found: list[SanityCheck] = []
     if checks:
         large = evaluate(model, "pgd", x, y, eps=[large_eps], **common,
@@ -171,24 +172,28 @@ def sanity_checks(rows: Sequence[Mapping[str, Any]], *, tolerance: float = 0.02,
     return out
 
 
-def _merge_detection(rows: list[dict[str, Any]], system: Any, x: torch.Tensor,
-                     y: torch.Tensor, eps_list: list[float], names: list[str],
-                     fit_x: torch.Tensor | None, fit_y: torch.Tensor | None, seed: int
-                     ) -> list[dict[str, Any]]:
-    try:
-        from robustkit.defenses.detector import detection_scores  # type: ignore[attr-defined]
-    except ImportError:
-        raise ValueError("scoring a detector needs robustkit.defenses.detector."
-                         "detection_scores, which this installation lacks") from None
-    det_rows = detection_scores(system, x, y, eps=eps_list, attacks=names, fit_x=fit_x,
-                                fit_y=fit_y, seed=seed)
-    by_key = {(r["attack"], float(r["eps"])): r for r in rows}
+def _merge_detection(rows: list[dict[str, Any]], model: nn.Module, system: Any,
+                     x: torch.Tensor, y: torch.Tensor, eps_list: list[float], names: list[str],
+                     fit_x: torch.Tensor | None, fit_y: torch.Tensor | None, steps: int,
+                     seed: int) -> list[dict[str, Any]]:
+    """Add one row per (attack, eps, adaptive) for the model behind its detector/rectifier:
+    ``robust_accuracy`` is then the system's accuracy (a rejected adversarial input counts
+    as defended), ``clean_accuracy`` the system's on clean inputs (a rejection is an error),
+    plus ``detection_auc`` and ``tpr_at_5fpr``."""
+    from robustkit.defenses.system import SCORE_ATTACKS, detection_scores
+
+    wanted = tuple(a for a in names if a in SCORE_ATTACKS)
+    det_rows = detection_scores(model, system, x, y, attacks=wanted, eps=tuple(eps_list),
+                                fit_x=fit_x, fit_y=fit_y, steps=steps, seed=seed)
     out = list(rows)
     for d in det_rows:
-        key = (d.get("attack"), float(d.get("eps", math.nan)))
-        if key in by_key and "detection_auc" in d:
-            by_key[key]["detection_auc"] = d["detection_auc"]
-        out.append(dict(d))
+        name = f"system:{d['attack']}" + ("+adaptive" if d.get("adaptive") else "")
+        out.append({"attack": name, "eps": float(d["eps"]), "n": d.get("n"),
+                    "clean_accuracy": d.get("clean_system_accuracy"),
+                    "robust_accuracy": d.get("system_accuracy"),
+                    "classifier_robust_accuracy": d.get("classifier_robust_accuracy"),
+                    "detection_auc": d.get("auc"), "tpr_at_5fpr": d.get("tpr_at_5fpr"),
+                    "method": d.get("method"), "seconds": d.get("seconds")})
     return out
 
 

@@ -1,0 +1,123 @@
+"""Adversarial training (fgsm_rs, pgd): it raises PGD accuracy, watches for catastrophic
+overfitting, checkpoints every epoch and resumes to the same weights."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from _fixtures import FAST_PARAMS, fitted_model
+from robustkit.attacks.pgd import pgd as pgd_attack
+from robustkit.defenses import defend, get, names
+from robustkit.defenses.adversarial import _collapse_watch
+from robustkit.defenses.checkpoint import CheckpointError
+
+EPS = 0.1
+
+
+def pgd_accuracy(model, x, y, eps=EPS):
+    r = pgd_attack(model, x, y, eps=eps, steps=10, restarts=1, seed=1)
+    return float((r.pred == y).float().mean())
+
+
+@pytest.mark.parametrize("defense,params", [("fgsm_rs", {}), ("pgd", {"steps": 5})])
+def test_adversarial_training_raises_pgd_accuracy(defense, params, digits_train, digits_test):
+    plain = fitted_model("linear")
+    res = defend(defense, "linear", digits_train.x, digits_train.y, eps=EPS,
+                 model_params=FAST_PARAMS["linear"], **params)
+    before = pgd_accuracy(plain, digits_test.x, digits_test.y)
+    after = pgd_accuracy(res.model, digits_test.x, digits_test.y)
+    assert after > before + 0.2, (before, after)
+    assert len(res.history) == FAST_PARAMS["linear"]["epochs"]
+    assert res.params["eps"] == EPS and res.seconds > 0
+
+
+def test_fgsm_rs_defaults_follow_wong(digits_train):
+    res = defend("fgsm_rs", "linear", digits_train.x[:300], digits_train.y[:300], eps=0.2,
+                 model_params={"epochs": 1})
+    assert res.params["alpha"] == pytest.approx(0.25)
+    assert res.params["schedule"] == "cyclic"
+    assert "watch_pgd_accuracy" in res.history[0]
+
+
+def test_collapse_restores_best_epoch(digits_train, digits_test):
+    # Replace the weights by huge noise after epoch 2 (one epoch of training cannot undo
+    # it): epoch 3's watch sees the collapse.
+    def sabotage(epoch, module, stats):
+        if epoch == 2:
+            gen = torch.Generator().manual_seed(0)
+            with torch.no_grad():
+                for p in module.parameters():
+                    p.copy_(torch.randn(p.shape, generator=gen) * 100)
+
+    res = defend("fgsm_rs", "linear", digits_train.x, digits_train.y, eps=EPS,
+                 model_params={"epochs": 6}, on_epoch=sabotage)
+    assert res.info["catastrophic_overfitting"] is True
+    assert res.info["stopped_epoch"] == 3
+    assert res.info["best_epoch"] == 2
+    acc = float((res.model(digits_test.x).argmax(1) == digits_test.y).float().mean())
+    assert acc > 0.5  # the restored best epoch, not the zeroed weights
+
+
+def test_collapse_watch_keeps_best_state(digits_train):
+    model = fitted_model("linear")
+    x, y = digits_train.x[:100], digits_train.y[:100]
+    watch = _collapse_watch(x, y, eps=EPS, steps=3, drop=0.2, seed=0)
+    state: dict = {}
+    stop, rec = watch(0, model, state)
+    assert not stop and rec["watch_pgd_accuracy"] > 0.3
+    broken = type(model)(**model.arch)  # unfitted: near-chance accuracy
+    stop, rec = watch(1, broken, state)
+    assert stop and rec["collapsed"]
+    assert int(state["best_epoch"]) == 0
+    assert torch.equal(state["best.linear.weight"], model.linear.weight)
+
+
+def test_resume_after_interruption_gives_same_weights(tmp_path, digits_train):
+    x, y = digits_train.x[:256], digits_train.y[:256]
+    kw = dict(model_params={"epochs": 3}, seed=3, watch_size=25)
+    ref = defend("fgsm_rs", "cnn", x, y, eps=EPS, **kw)
+
+    def interrupt(epoch, module, stats):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    ck = tmp_path / "ck"
+    with pytest.raises(KeyboardInterrupt):
+        defend("fgsm_rs", "cnn", x, y, eps=EPS, checkpoint=ck, on_epoch=interrupt, **kw)
+    assert json.loads((ck / "checkpoint.json").read_text())["epoch"] == 1
+    seen = []
+    res = defend("fgsm_rs", "cnn", x, y, eps=EPS, checkpoint=ck,
+                 on_epoch=lambda e, m, s: seen.append(e), **kw)
+    assert seen == [2]  # only the missing epoch ran
+    assert [h["epoch"] for h in res.history] == [0, 1, 2]
+    for (k, a), b in zip(ref.model.state_dict().items(), res.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_checkpoint_of_another_run_or_tampered_is_refused(tmp_path, digits_train):
+    x, y = digits_train.x[:200], digits_train.y[:200]
+    ck = tmp_path / "ck"
+    defend("pgd", "linear", x, y, eps=EPS, steps=2, model_params={"epochs": 1}, checkpoint=ck)
+    with pytest.raises(CheckpointError, match="different run"):
+        defend("pgd", "linear", x, y, eps=0.2, steps=2, model_params={"epochs": 1},
+               checkpoint=ck)
+    blob = ck / "checkpoint.safetensors"
+    blob.write_bytes(blob.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(CheckpointError, match="does not match"):
+        defend("pgd", "linear", x, y, eps=EPS, steps=2, model_params={"epochs": 1},
+               checkpoint=ck)
+
+
+def test_bad_arguments_raise_with_valid_choices(digits_train):
+    x, y = digits_train.x[:50], digits_train.y[:50]
+    with pytest.raises(ValueError, match="valid: .*alpha"):
+        defend("fgsm_rs", "linear", x, y, eps=EPS, alhpa=0.1)
+    with pytest.raises(ValueError, match="does not apply to model 'svm'"):
+        defend("fgsm_rs", "svm", x, y, eps=EPS)
+    with pytest.raises(ValueError, match="eps must be"):
+        defend("pgd", "linear", x, y, eps=0.0)
+    with pytest.raises(ValueError, match="unknown defense"):
+        get("nope")
+    assert {"fgsm_rs", "pgd", "universal", "retrain"} <= set(names())

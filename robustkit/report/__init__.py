@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from robustkit.report import artifacts, gallery, html, meta, plots, tables
-from robustkit.report.data import RunData, load_run, ordered_unique
+from robustkit.report.data import RunData, attack_norms, load_run, ordered_unique
 
 __all__ = ["build", "load_run"]
 
@@ -128,7 +128,8 @@ def _summary_body(data: RunData) -> str:
         (f"<h3>{escape(ds)}</h3>" if len(datasets) > 1 else "")
         + tables.frame_html(tables.summary_frame(data.ok[data.ok["dataset"] == ds]),
                             caption=f"Robust accuracy in %{escape(' on ' + ds) if ds else ''}, "
-                            f"per attack and radius &epsilon;.{_seeds_note(data)}")
+                            f"per attack and radius &epsilon; (in the attack's norm)."
+                            f"{_seeds_note(data)}", norms=attack_norms(data.ok))
         for ds in datasets)
 
 
@@ -145,7 +146,7 @@ def _defense_body(ok: pd.DataFrame, arts: artifacts.Artifacts) -> str:
         frame = tables.defense_frame(ok[ok["dataset"] == ds])
         parts.append(tables.frame_html(frame, caption=f"Defenses{escape(' on ' + ds) if ds else ''}: "
                                        "accuracy in % under attack (system accuracy for detectors).",
-                                       row_header="model + defense"))
+                                       row_header="model + defense", norms=attack_norms(ok)))
     detection = tables.detection_html(ok)
     if detection:
         parts.append("<h3>Detection</h3>" + detection)

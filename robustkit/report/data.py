@@ -156,3 +156,32 @@ def fmt_seconds(s: Any) -> str:
     if s < 3600:
         return f"{int(s // 60)} min {round(s % 60)} s"
     return f"{int(s // 3600)} h {round(s % 3600 / 60)} min"
+
+
+_NORM_NAMES = {"linf": "L\u221e", "l2": "L2", "l1": "L1"}
+
+
+def attack_norms(ok: pd.DataFrame) -> dict[str, str]:
+    """Norm of each attack's eps (``"L2"``, ``"L\u221e"``): its ``norm`` parameter, else the
+    registry's; ``""`` when unknown (an attack the installed robustkit does not have)."""
+    out: dict[str, str] = {}
+    method = ok["attack_method"] if "attack_method" in ok.columns else ok["attack"]
+    params = ok["attack_params"] if "attack_params" in ok.columns else pd.Series("", ok.index)
+    for attack, meth, raw in zip(ok["attack"], method.fillna(ok["attack"]), params.fillna("")):
+        if attack in out:
+            continue
+        try:
+            norm = json.loads(raw).get("norm") if raw else None
+        except (json.JSONDecodeError, AttributeError):
+            norm = None
+        out[attack] = _NORM_NAMES.get(str(norm or _registry_norm(str(meth))), "")
+    return out
+
+
+def _registry_norm(method: str) -> str:
+    try:
+        from robustkit import attacks
+
+        return attacks.get(method).norm
+    except Exception:  # noqa: BLE001 - unknown or unimportable attack: no norm label
+        return ""

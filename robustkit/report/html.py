@@ -48,7 +48,7 @@ caption{caption-side:top;text-align:left;color:var(--muted);font-size:13px;paddi
 th,td{border:1px solid var(--line);padding:5px 9px;text-align:right;white-space:nowrap}
 table.grid td,table.grid thead th{padding:4px 6px}
 thead th{background:#f1f3f9;font-weight:600;text-align:center}
-th.grp{border-bottom-color:#d0d5dd}th.adaptive{background:#fff4e6;color:#a34700}
+th.grp{border-bottom-color:#d0d5dd}th .norm{font-weight:400;color:var(--muted);font-size:11px}th.adaptive{background:#fff4e6;color:#a34700}
 tbody th{text-align:left;background:#fafbfc;font-weight:600}
 th.corner{text-align:left;border-bottom:0}th.corner.eps{text-align:right;border-top:0;
 font-style:italic;color:var(--muted)}

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from robustkit.report.artifacts import Artifact, eps_of
-from robustkit.report.data import model_label, ordered_unique
+from robustkit.report.data import attack_norms, model_label, ordered_unique
 
 Figure = Any  # matplotlib.figure.Figure, imported lazily
 
@@ -77,6 +77,7 @@ def _curves(ok: pd.DataFrame, attacks: list[str], value: str, ylabel: str,
             continue
         present = ordered_unique(rows["attack"])
         styles = _styles(rows)
+        norms = attack_norms(rows)
         fig, axes = _grid(len(present))
         for ax, attack in zip(axes, present):
             sub = rows[rows["attack"] == attack]
@@ -85,7 +86,7 @@ def _curves(ok: pd.DataFrame, attacks: list[str], value: str, ylabel: str,
                 series = means.loc[label]
                 ax.plot(series.index, series.values, ms=3.5, lw=1.6, label=label, **styles[label])
             ax.set_title(attack, fontsize=10, fontweight="bold")
-            ax.set_xlabel(xlabel)
+            ax.set_xlabel(f"{xlabel} ({norms[attack]})" if norms.get(attack) else xlabel)
             _pct_axis(ax, ylabel)
         seen = {lbl: h for ax in axes for h, lbl in zip(*ax.get_legend_handles_labels())}
         fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center",

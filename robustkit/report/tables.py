@@ -142,12 +142,13 @@ def _cell(col: tuple, value: object, best: bool) -> str:
 
 
 def frame_html(frame: pd.DataFrame, *, caption: str, row_header: str = "model",
-               max_columns: int = 24) -> str:
+               max_columns: int = 24, norms: dict[str, str] | None = None) -> str:
     """Render a pivot frame with a two-level header (attack, eps) and best cells marked.
 
     Wide frames are cut between attacks into tables of at most ``max_columns`` columns
     (one attack wider than that keeps its own table), each repeating the model column,
-    so that the page needs no sideways scrolling.
+    so that the page needs no sideways scrolling. ``norms`` (attack -> "L2") labels the
+    attack headers with the norm their eps is measured in.
     """
     if frame.empty:
         return ""
@@ -164,17 +165,19 @@ def frame_html(frame: pd.DataFrame, *, caption: str, row_header: str = "model",
             chunks.append([])
         chunks[-1].extend(block)
     return "".join(
-        _grid_table(frame, mask, cols, caption if i == 0 else "(continued)", row_header)
+        _grid_table(frame, mask, cols, caption if i == 0 else "(continued)", row_header,
+                    norms or {})
         for i, cols in enumerate(chunks))
 
 
 def _grid_table(frame: pd.DataFrame, mask: pd.DataFrame, cols: list[tuple], caption: str,
-                row_header: str) -> str:
+                row_header: str, norms: dict[str, str]) -> str:
     groups = ordered_unique(c[0] for c in cols)
     top = "".join(
         f'<th colspan="{sum(c[0] == g for c in cols)}" '
         f'class="grp{" adaptive" if "(adaptive)" in str(g) else ""}"'
-        f'{" rowspan=2" if _single(cols, g) else ""}>{escape(str(g))}</th>' for g in groups)
+        f'{" rowspan=2" if _single(cols, g) else ""}>{escape(str(g))}{_norm_tag(norms, g)}</th>'
+        for g in groups)
     sub = "".join(f"<th>{fmt_num(c[1])}</th>" for c in cols if c[1] != "")
     body = "".join(
         f"<tr><th scope=\"row\">{escape(str(label))}</th>"
@@ -185,6 +188,11 @@ def _grid_table(frame: pd.DataFrame, mask: pd.DataFrame, cols: list[tuple], capt
             f'<thead><tr><th class="corner">{escape(row_header)}</th>{top}</tr>'
             f'<tr><th class="corner eps">&epsilon;</th>{sub}</tr></thead>'
             f"<tbody>{body}</tbody></table></div>")
+
+
+def _norm_tag(norms: dict[str, str], group: object) -> str:
+    norm = norms.get(str(group).removesuffix(" (adaptive)"), "")
+    return f' <span class="norm">{escape(norm)}</span>' if norm else ""
 
 
 def _single(cols: list[tuple], group: object) -> bool:

@@ -134,3 +134,16 @@ def test_best_mask_skips_columns_where_all_models_tie() -> None:
     frame = pd.DataFrame({("pgd", 1.0): [0.0, 0.0], ("pgd", 0.1): [0.2, 0.3]}, index=["a", "b"])
     mask = tables.best_mask(frame)
     assert not mask[("pgd", 1.0)].any() and mask.at["b", ("pgd", 0.1)]
+
+
+def test_attack_norms_from_params_then_registry() -> None:
+    from robustkit.report.data import attack_norms
+
+    text = ("dataset,model,defense,attack,attack_method,attack_params,eps,seed,status,robust_accuracy\n"
+            'd,a,none,df-inf,deepfool,"{""norm"": ""linf""}",0.1,0,ok,0.5\n'
+            "d,a,none,deepfool,deepfool,{},0.5,0,ok,0.5\n"
+            "d,a,none,mine,not-an-attack,{},0.5,0,ok,0.5\n")
+    ok = _ok(text)
+    assert attack_norms(ok) == {"df-inf": "L\u221e", "deepfool": "L2", "mine": ""}
+    html = tables.frame_html(tables.summary_frame(ok), caption="c", norms=attack_norms(ok))
+    assert '>deepfool <span class="norm">L2</span></th>' in html

@@ -201,9 +201,11 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
                                    r.get("attack", r.get("name", "?")),
                                    _freeze(r.get("params", {})), a_eps, _names(r.get("models")),
                                    _names(r.get("defenses")), r.get("adaptive", False) is True))
-    for kind, entries in (("datasets", datasets), ("models", models), ("defenses", defenses),
-                          ("attacks", attacks)):
+    for kind, entries in (("datasets", datasets), ("models", models), ("defenses", defenses)):
         _check_unique(kind, [e.name for e in entries], path, problems)
+    # An attack and its adaptive version share a name (the report shows "pgd (adaptive)").
+    _check_unique("attacks", [f"{a.name}{' (adaptive)' if a.adaptive else ''}"
+                              for a in attacks], path, problems)
     if problems:
         raise SpecError(problems)
     name = sweep.get("name") or Path(path).stem

@@ -1,0 +1,88 @@
+"""Scoring and its sanity checks: a gradient-masked model is flagged, a normal one is not."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from _fixtures import fitted_model
+from robustkit.defenses.score import CHECKS, ScoreResult, sanity_checks, score
+
+FAST = dict(attacks=("fgsm", "pgd"), pgd_steps=10, pgd_restarts=1)
+
+
+class Quantized(nn.Module):
+    """Input quantization: a hard step whose gradient is zero almost everywhere, the
+    classic obfuscated-gradient defense."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.round(x * 4) / 4)
+
+
+@pytest.fixture(scope="module")
+def test_set(digits_test):
+    return digits_test.x[:200], digits_test.y[:200]
+
+
+def test_normal_model_passes_every_check(test_set):
+    x, y = test_set
+    res = score(fitted_model("linear"), x, y, eps=[0.05, 0.1], **FAST)
+    assert not res.possible_gradient_masking, res.flags()
+    assert {c.check for c in res.checks} == set(CHECKS)
+    assert all(c.passed for c in res.checks)
+    assert not any(r["possible_gradient_masking"] for r in res.rows)
+    assert "possible gradient masking" not in res.table()
+
+
+def test_gradient_masked_model_is_flagged(test_set):
+    x, y = test_set
+    masked = Quantized(fitted_model("linear"))
+    res = score(masked, x, y, eps=[0.05, 0.1], **FAST)
+    assert res.possible_gradient_masking
+    failed = {c.check for c in res.checks if not c.passed}
+    assert "large_eps" in failed
+    assert all(r["possible_gradient_masking"] for r in res.rows)
+    assert "possible gradient masking: large_eps" in res.table()
+
+
+def test_rows_cover_attacks_eps_and_timing(test_set):
+    x, y = test_set
+    res = score(fitted_model("linear"), x, y, eps=[0.1], attacks=("fgsm",), pgd_steps=3,
+                pgd_restarts=1, info={"model": "lin", "train_seconds": 6.0,
+                                      "plain_seconds": 2.0})
+    # fgsm was asked for; pgd and noise join for the checks.
+    assert [r["attack"] for r in res.rows] == ["fgsm", "pgd", "noise"]
+    assert all(r["eps"] == 0.1 and r["model"] == "lin" for r in res.rows)
+    assert res.rows[0]["time_ratio"] == pytest.approx(3.0)
+    assert res.rows[1]["robust_accuracy"] <= res.rows[0]["robust_accuracy"] + 0.02
+    no_checks = score(fitted_model("linear"), x, y, eps=[0.1], attacks=("fgsm",),
+                      checks=False)
+    assert [r["attack"] for r in no_checks.rows] == ["fgsm"] and no_checks.checks == []
+
+
+def test_sanity_checks_on_rows():
+    rows = [{"attack": "fgsm", "eps": 0.1, "robust_accuracy": 0.40},
+            {"attack": "pgd", "eps": 0.1, "robust_accuracy": 0.45},
+            {"attack": "noise", "eps": 0.1, "robust_accuracy": 0.35}]
+    checks = sanity_checks(rows, tolerance=0.02,
+                           large_eps_row={"eps": 1.0, "robust_accuracy": 0.0})
+    got = {c.check: c.passed for c in checks}
+    assert got == {"iterative_not_weaker": False, "white_box_beats_noise": False,
+                   "large_eps": True}
+    flagged = ScoreResult(rows, checks)
+    assert flagged.possible_gradient_masking and len(flagged.flags()) == 2
+
+
+def test_bad_arguments(test_set):
+    x, y = test_set
+    model = fitted_model("linear")
+    with pytest.raises(ValueError, match="unknown attack 'fgsn'"):
+        score(model, x, y, eps=[0.1], attacks=("fgsn",))
+    with pytest.raises(ValueError, match="eps must be"):
+        score(model, x, y, eps=[2.0])
+    with pytest.raises(ValueError, match="tolerance"):
+        score(model, x, y, eps=[0.1], attacks=("fgsm",), tolerance=-1)

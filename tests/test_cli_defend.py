@@ -1,0 +1,78 @@
+"""``robustkit defend`` and ``robustkit score`` through click's CliRunner."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from robustkit import store
+from robustkit.cli import main
+
+FAST = ["--attack", "fgsm", "--pgd-steps", "3", "--pgd-restarts", "1", "--score-limit", "100",
+        "--fit-limit", "200", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def defended(workdir):
+    result = CliRunner().invoke(main, [
+        "defend", "--model", "linear", "--defense", "fgsm_rs", "--eps", "0.1", "--epochs", "3",
+        "--param", "watch_size=50", "--name", "lin-fgsmrs", "--workdir", str(workdir),
+        "--json", *FAST])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_defend_trains_stores_and_scores(defended, workdir):
+    assert defended["defense"] == "fgsm_rs" and defended["params"]["eps"] == 0.1
+    assert defended["train_seconds"] > 0 and defended["time_ratio"] > 0
+    rows = defended["score"]["rows"]
+    assert {r["attack"] for r in rows} == {"fgsm", "pgd", "noise"}
+    assert defended["score"]["possible_gradient_masking"] is False
+    folder = workdir / "lin-fgsmrs"
+    model, meta = store.load(folder)
+    assert meta.extra["defense"] == "fgsm_rs" and len(meta.extra["history"]) == 3
+    assert meta.metrics["test_accuracy"] == pytest.approx(defended["clean_accuracy"])
+    store.load(folder, name="plain")
+    assert (folder / "score.json").is_file() and not (folder / "checkpoint").exists()
+
+
+def test_score_a_stored_model(defended, workdir):
+    result = CliRunner().invoke(main, [
+        "score", "--model", "lin-fgsmrs", "--eps", "0.05", "--eps", "0.1",
+        "--workdir", str(workdir), *FAST])
+    assert result.exit_code == 0, result.output
+    assert "sanity checks: " in result.output and "fgsm" in result.output
+    assert "training:" in result.output  # timing comes from the stored metadata
+
+
+def test_defend_retrain_on_svm_text_output(workdir):
+    result = CliRunner().invoke(main, [
+        "defend", "--model", "svm", "--defense", "retrain", "--eps", "0.1", "--param",
+        "rounds=1", "--limit", "300", "--name", "svm-rt", "--workdir", str(workdir), *FAST])
+    assert result.exit_code == 0, result.output
+    assert "svm + retrain on digits" in result.output
+    assert "sanity checks:" in result.output
+
+
+def test_usage_and_runtime_errors(defended, workdir):
+    run = CliRunner().invoke
+    bad_defense = run(main, ["defend", "--model", "linear", "--defense", "nope", "--eps", "0.1"])
+    assert bad_defense.exit_code == 2 and "fgsm_rs" in bad_defense.output
+    wrong_family = run(main, ["defend", "--model", "svm", "--defense", "fgsm_rs", "--eps",
+                              "0.1", "--workdir", str(workdir)])
+    assert wrong_family.exit_code == 2 and "does not apply" in wrong_family.output
+    bad_param = run(main, ["defend", "--model", "linear", "--defense", "pgd", "--eps", "0.1",
+                           "--param", "stepz=3", "--workdir", str(workdir)])
+    assert bad_param.exit_code == 2 and "steps" in bad_param.output
+    exists = run(main, ["defend", "--model", "linear", "--defense", "fgsm_rs", "--eps", "0.1",
+                        "--name", "lin-fgsmrs", "--workdir", str(workdir), "--no-score"])
+    assert exists.exit_code == 1 and "already exists" in exists.output
+    missing = run(main, ["score", "--model", "ghost", "--eps", "0.1", "--workdir",
+                         str(workdir)])
+    assert missing.exit_code == 1 and "lin-fgsmrs" in missing.output

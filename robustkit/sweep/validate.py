@@ -15,6 +15,8 @@ from robustkit.sweep.spec import NO_DEFENSE, AttackEntry, DefenseEntry, Spec, Sp
 # Arguments the runner passes itself; a spec may not set them in ``params``.
 RUNNER_ARGS = ("eps", "seed", "fit_x", "fit_y", "x", "y", "model", "device", "on_result")
 EVALUATE_ARGS = ("batch_size",)
+# Parameters ``detection_scores`` takes per system attack (uap_sgd: all of its own).
+SYSTEM_PARAMS = {"fgsm": ("norm",), "pgd": ("norm", "steps"), "noise": ("norm",)}
 
 
 def validate(specs: Iterable[Spec], *, data_root: str | os.PathLike | None = None) -> None:
@@ -190,6 +192,14 @@ def _system_attack(where: str, a: AttackEntry, spec: Spec) -> list[str]:
     elif a.adaptive and not wrappers:
         out.append(f"{where}.adaptive: adaptive attacks run against detector-like defenses "
                    f"(kind 'wrapper'); this spec has none")
+    hits = [d for d in spec.defenses if is_wrapper(d)
+            and (a.defenses is None or d.name in a.defenses)]
+    extra = sorted(set(a.params) - set(SYSTEM_PARAMS.get(a.attack, a.params)))
+    if hits and a.attack in SYSTEM_ATTACKS and extra:
+        out.append(f"{where}.params: {extra} cannot be used when scoring "
+                   f"{', '.join(repr(d.name) for d in hits)} as a system; valid: "
+                   f"{', '.join(SYSTEM_PARAMS[a.attack])} (restrict this attack with "
+                   f"`defenses = [...]` and add a second one for the detector)")
     for d in named:
         if is_wrapper(d) and a.attack not in SYSTEM_ATTACKS:
             out.append(f"{where}.defenses: {d.name!r} ({d.defense}) is scored as a system by "

@@ -126,3 +126,51 @@ def mnist_root_or_none(request):
         return request.getfixturevalue("mnist_root")
     except pytest.skip.Exception:
         return None
+
+
+def test_adaptive_and_detector_rules():
+    text = BASE + """
+[[defenses]]
+name = "none"
+[[defenses]]
+name = "at"
+defense = "fgsm_rs"
+params = { eps = 0.1 }
+[[attacks]]
+name = "pgd-3"
+attack = "pgd"
+params = { steps = 3 }
+adaptive = true
+[[attacks]]
+name = "noisy"
+attack = "noise"
+adaptive = true
+"""
+    probs = problems_of(text)
+    assert any("attacks[2].adaptive: adaptive attacks run against detector-like defenses"
+               in p for p in probs)
+    assert any("attacks[3].adaptive: no adaptive version of 'noise'; valid: fgsm, pgd"
+               in p for p in probs)
+    # without a wrapper defense, adaptive entries expand to nothing
+    spec = parse_spec(text.replace('attack = "noise"\nadaptive = true', 'attack = "noise"'),
+                      "s.toml")
+    labels = [c.label for c in expand([spec])]
+    assert labels.count("digits/small-mlp/at/pgd-3/seed0") == 1
+    assert len(labels) == 2 * 2 * 3
+
+
+def test_detector_scoring_params_are_checked():
+    text = BASE.replace("steps = 3", "steps = 3, restarts = 2") + """
+[[defenses]]
+name = "det"
+defense = "detector"
+params = { eps = 0.3 }
+models = ["small-mlp"]
+"""
+    from robustkit import defenses
+
+    if "detector" not in defenses.names():
+        pytest.skip("detector defense not available")
+    probs = problems_of(text)
+    assert any("attacks[1].params: ['restarts'] cannot be used when scoring 'det'" in p
+               for p in probs)

@@ -130,6 +130,7 @@ def _summary_body(data: RunData) -> str:
                             caption=f"Robust accuracy in %{escape(' on ' + ds) if ds else ''}, "
                             f"per attack and radius &epsilon; (in the attack's norm)."
                             f"{_seeds_note(data)}", norms=attack_norms(data.ok))
+        + tables.flags_html(data.ok[(data.ok["dataset"] == ds) & data.ok["undefended"]])
         for ds in datasets)
 
 

@@ -62,6 +62,8 @@ table.kv caption{font-weight:600;color:var(--ink)}
 .kv-grid{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
 .badge{display:inline-block;border-radius:6px;padding:1px 8px;font-size:12px;font-weight:600}
 .badge.warn{background:#fff4e6;color:#a34700;border:1px solid #ffd8a8}
+.flags{background:#fffaf3;border:1px solid #ffe3bf;border-radius:8px;padding:8px 14px;margin:0 0 16px;
+font-size:13px}.flags ul{margin:6px 0 0;padding-left:20px}
 td.flag{text-align:left;white-space:normal;min-width:170px;max-width:260px}
 thead th[rowspan]{white-space:normal;min-width:56px;max-width:96px}td.ok-flag{color:var(--good);text-align:center}
 figure.plot{margin:8px 0 22px}figure.plot img{max-width:100%;height:auto;border:1px solid var(--line);

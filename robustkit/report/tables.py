@@ -83,6 +83,9 @@ def defense_frame(ok: pd.DataFrame) -> pd.DataFrame:
     if "system_accuracy" in rows.columns:
         score = pd.to_numeric(rows["system_accuracy"], errors="coerce").fillna(score)
     rows["score"] = score
+    if "clean_system_accuracy" in rows.columns:  # detectors: a rejected clean input is an error
+        rows["clean_accuracy"] = pd.to_numeric(rows["clean_system_accuracy"], errors="coerce"
+                                               ).fillna(rows["clean_accuracy"])
     rows["attack"] = [f"{a} (adaptive)" if ad else a for a, ad in zip(rows["attack"], rows["adaptive"])]
     labels = [lbl for d in (True, False) for lbl in ordered_unique(
         rows.loc[rows["undefended"] == d, "label"])]
@@ -99,16 +102,37 @@ def defense_frame(ok: pd.DataFrame) -> pd.DataFrame:
         if values.notna().any():
             table[(name, "")] = values.groupby(sel["label"]).mean()
     if "masking_flags" in rows.columns:
-        flags = grouped["masking_flags"].apply(_join_flags).reindex(labels).fillna("")
+        flags = pd.Series({lbl: "; ".join(flag_list(sub)) for lbl, sub in grouped}).reindex(labels)
+        flags = flags.fillna("")
         baseline = set(rows.loc[rows["undefended"], "label"])
         # Baselines were not scored as defenses: "-" rather than a reassuring "none".
         table[("flags", "")] = [None if lbl in baseline and not f else f for lbl, f in flags.items()]
     return table
 
 
-def _join_flags(flags: pd.Series) -> str:
-    parts = [p.strip() for f in flags.dropna() for p in str(f).replace(",", ";").split(";")]
-    return "; ".join(ordered_unique(p for p in parts if p and p.lower() not in ("nan", "none", "false")))
+def flag_list(rows: pd.DataFrame) -> list[str]:
+    """The gradient-masking flags of ``rows`` as ``"eps=0.3: <check>"`` strings, in order."""
+    if "masking_flags" not in rows.columns:
+        return []
+    out = []
+    for eps, text in zip(rows["eps"], rows["masking_flags"]):
+        if pd.isna(text):
+            continue
+        out += [f"eps={fmt_num(eps)}: {p.strip()}" for p in str(text).split(";")
+                if p.strip() and p.strip().lower() not in ("nan", "none", "false")]
+    return ordered_unique(out)
+
+
+def flags_html(ok: pd.DataFrame) -> str:
+    """A warning list of the sanity checks that failed, per model (empty when none failed)."""
+    items = "".join(
+        f"<li><b>{escape(str(label))}</b>, {escape(str(attack))} {escape(flag)}</li>"
+        for (label, attack), sub in ok.groupby(["label", "attack"], sort=False)
+        for flag in flag_list(sub))
+    if not items:
+        return ""
+    return ('<div class="flags"><span class="badge warn">&#9888; possible gradient masking</span>'
+            f"<ul>{items}</ul></div>")
 
 
 # --- rendering -------------------------------------------------------------------------

@@ -65,12 +65,12 @@ def test_summary_html_marks_best_cells_and_formats_percent() -> None:
     assert html.index(">b</th>") < html.index(">a</th>")
 
 
-DEFENSE_CSV = """dataset,model,family,defense,defense_method,attack,eps,seed,status,adaptive,clean_accuracy,robust_accuracy,system_accuracy,detection_auc,train_seconds,train_ratio,masking_flags
-digits,cnn,cnn,none,none,pgd,0.1,0,ok,false,0.98,0.20,,,,,
-digits,cnn,cnn,none,none,pgd,0.2,0,ok,false,0.98,0.05,,,,,
-digits,cnn,cnn,adv,pgd,pgd,0.1,0,ok,false,0.97,0.80,,,30,3.0,pgd weaker than fgsm
-digits,cnn,cnn,det,detector,pgd,0.1,0,ok,false,0.98,0.20,0.90,0.99,10,1.2,
-digits,cnn,cnn,det,detector,pgd,0.1,0,ok,true,0.98,0.10,0.30,0.60,10,1.2,
+DEFENSE_CSV = """dataset,model,family,defense,defense_method,attack,eps,seed,status,adaptive,clean_accuracy,robust_accuracy,system_accuracy,clean_system_accuracy,detection_auc,train_seconds,train_ratio,masking_flags
+digits,cnn,cnn,none,none,pgd,0.1,0,ok,false,0.98,0.20,,,,,,
+digits,cnn,cnn,none,none,pgd,0.2,0,ok,false,0.98,0.05,,,,,,large_eps: PGD accuracy 0.05
+digits,cnn,cnn,adv,pgd,pgd,0.1,0,ok,false,0.97,0.80,,,,30,3.0,iterative_not_weaker: a; noise: b
+digits,cnn,cnn,det,detector,pgd,0.1,0,ok,false,0.98,0.20,0.90,0.95,0.99,10,1.2,
+digits,cnn,cnn,det,detector,pgd,0.1,0,ok,true,0.98,0.10,0.30,0.95,0.60,10,1.2,
 """
 
 
@@ -86,14 +86,15 @@ def test_defense_frame_baseline_adaptive_and_system_accuracy() -> None:
     assert frame.at["cnn + det", ("detection AUC", "")] == pytest.approx(0.99)
     assert frame.at["cnn + det", ("AUC (adaptive)", "")] == pytest.approx(0.60)
     assert frame.at["cnn + adv", ("train ratio", "")] == pytest.approx(3.0)
-    assert frame.at["cnn + adv", ("flags", "")] == "pgd weaker than fgsm"
+    assert frame.at["cnn + adv", ("flags", "")] == "eps=0.1: iterative_not_weaker: a; eps=0.1: noise: b"
+    assert frame.at["cnn + det", ("clean", "")] == pytest.approx(0.95)  # clean system accuracy
     assert frame.at["cnn + det", ("flags", "")] == ""
     assert pd.isna(frame.at["cnn", ("flags", "")])  # a baseline is not scored as a defense
 
 
 def test_defense_html_shows_flags_and_adaptive_header() -> None:
     html = tables.frame_html(tables.defense_frame(_ok(DEFENSE_CSV)), caption="d")
-    assert "&#9888; pgd weaker than fgsm" in html
+    assert "&#9888; eps=0.1: iterative_not_weaker: a" in html
     assert 'class="grp adaptive"' in html and "0.990" in html and "3&times;" in html
 
 
@@ -147,3 +148,11 @@ def test_attack_norms_from_params_then_registry() -> None:
     assert attack_norms(ok) == {"df-inf": "L\u221e", "deepfool": "L2", "mine": ""}
     html = tables.frame_html(tables.summary_frame(ok), caption="c", norms=attack_norms(ok))
     assert '>deepfool <span class="norm">L2</span></th>' in html
+
+
+def test_flags_html_lists_failed_checks_per_model() -> None:
+    ok = _ok(DEFENSE_CSV)
+    html = tables.flags_html(ok[ok["undefended"]])
+    assert "possible gradient masking" in html
+    assert "<li><b>cnn</b>, pgd eps=0.2: large_eps: PGD accuracy 0.05</li>" in html
+    assert tables.flags_html(_ok(CSV)) == ""

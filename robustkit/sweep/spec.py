@@ -232,7 +232,7 @@ def _check_keys(row: dict[str, Any], allowed: Keys, where: str, problems: list[s
                                                       and allowed[key] is not bool):
             problems.append(f"{where}.{key}: expected {allowed[key].__name__}, "
                             f"got {type(value).__name__} {value!r}")
-        elif allowed[key] is int and isinstance(value, int) and value < 1:
+        elif key.endswith("_limit") and isinstance(value, int) and value < 1:
             problems.append(f"{where}.{key}: must be a positive integer, got {value}")
         elif isinstance(value, list) and key in ("models", "datasets", "defenses") and \
                 not all(isinstance(v, str) for v in value):

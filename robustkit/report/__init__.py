@@ -149,10 +149,8 @@ def _defense_body(ok: pd.DataFrame, arts: artifacts.Artifacts) -> str:
                                        "accuracy in % under attack (system accuracy for detectors).",
                                        row_header="model + defense", norms=attack_norms(ok)))
     detection = tables.detection_html(ok)
-    if detection:
-        parts.append("<h3>Detection</h3>" + detection)
     roc = _plots(plots.roc_plots(arts.of("roc")), "Detection ROC curves (dotted: adaptive attack; "
                  "dashed diagonal: chance).")
-    if roc:
-        parts.append(("" if detection else "<h3>Detection</h3>") + roc)
+    if detection or roc:
+        parts.append(f'<h3>Detection</h3><div class="side">{detection}{roc}</div>')
     return "".join(parts)

@@ -226,13 +226,16 @@ def _single(cols: list[tuple], group: object) -> bool:
 Column = tuple[str, str, Callable[[Any], str]]
 
 
-def records_html(rows: pd.DataFrame, columns: list[Column], *, caption: str) -> str:
-    """A plain table of records: ``columns`` = (column, header, formatter) triples."""
+def records_html(rows: pd.DataFrame, columns: list[Column], *, caption: str,
+                 highlight: str | None = None) -> str:
+    """A plain table of records: ``columns`` = (column, header, formatter) triples; rows
+    where the boolean column ``highlight`` is true are shaded."""
     if rows.empty:
         return ""
     head = "".join(f"<th>{escape(h)}</th>" for _, h, _ in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{escape(fmt(r.get(c)))}</td>" for c, _, fmt in columns) + "</tr>"
+        ("<tr class='hl'>" if highlight and r.get(highlight) is True else "<tr>")
+        + "".join(f"<td>{escape(fmt(r.get(c)))}</td>" for c, _, fmt in columns) + "</tr>"
         for r in rows.to_dict("records"))
     return (f'<div class="table-wrap"><table class="records"><caption>{caption}</caption>'
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
@@ -261,6 +264,7 @@ def detection_html(ok: pd.DataFrame) -> str:
             ("detection_auc", "AUC", lambda v: "–" if pd.isna(v) else f"{float(v):.3f}"),
             ("tpr_at_5fpr", "TPR @ 5% FPR", fmt_pct), ("rejection_rate", "rejected", fmt_pct),
             ("system_accuracy", "system accuracy", fmt_pct)]
-    return records_html(rows, [c for c in cols if c[0] in rows.columns],
-                        caption="Detection scores per attack and radius. An adaptive attack knows "
-                        "the detector; a detector that only stops non-adaptive attacks shows it here.")
+    return records_html(rows, [c for c in cols if c[0] in rows.columns], highlight="adaptive",
+                        caption="Detection scores per attack and radius; shaded rows are adaptive "
+                        "attacks, which know the detector. A detector that only stops "
+                        "non-adaptive attacks shows it here.")

@@ -234,7 +234,7 @@ def records_html(rows: pd.DataFrame, columns: list[Column], *, caption: str,
         return ""
     head = "".join(f"<th>{escape(h)}</th>" for _, h, _ in columns)
     body = "".join(
-        ("<tr class='hl'>" if highlight and r.get(highlight) is True else "<tr>")
+        ("<tr class='hl'>" if highlight and bool(r.get(highlight)) else "<tr>")
         + "".join(f"<td>{escape(fmt(r.get(c)))}</td>" for c, _, fmt in columns) + "</tr>"
         for r in rows.to_dict("records"))
     return (f'<div class="table-wrap"><table class="records"><caption>{caption}</caption>'
@@ -258,7 +258,14 @@ def detection_html(ok: pd.DataFrame) -> str:
     if "detection_auc" not in ok.columns:
         return ""
     rows = ok[pd.to_numeric(ok["detection_auc"], errors="coerce").notna()]
-    cols: list[Column] = [
+    keys = ["dataset", "label", "attack", "eps", "adaptive"]
+    values = [c for c in ("detection_auc", "tpr_at_5fpr", "rejection_rate", "system_accuracy")
+              if c in rows.columns]
+    # Mean over seeds, one row per detector, attack and radius.
+    rows = rows[keys + values].assign(**{c: pd.to_numeric(rows[c], errors="coerce") for c in values}
+                                      ).groupby(keys, sort=False).mean().reset_index()
+    dataset: list[Column] = [("dataset", "dataset", _text)] if rows["dataset"].nunique() > 1 else []
+    cols: list[Column] = dataset + [
             ("label", "model + defense", _text), ("attack", "attack", _text), ("eps", "eps", fmt_num),
             ("adaptive", "adaptive", lambda v: "yes" if v else "no"),
             ("detection_auc", "AUC", lambda v: "–" if pd.isna(v) else f"{float(v):.3f}"),

@@ -26,8 +26,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
 	$(PY) benchmarks/train.py
 	$(PY) benchmarks/attacks.py
+	$(PY) benchmarks/defenses.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache

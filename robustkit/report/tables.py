@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from robustkit.report.data import ID_COLUMNS, fmt_num, fmt_pct, fmt_seconds, ordered_unique
+from robustkit.report.data import fmt_num, fmt_pct, fmt_seconds, ordered_unique
 
 CLEAN = ("clean", "")
 # Columns that are not scores: no "best" mark (lower train time is better, flags are text).
@@ -246,11 +246,19 @@ def _text(v: object) -> str:
 
 
 def failures_html(failed: pd.DataFrame) -> str:
-    """The failed cells with their identifiers and error message."""
-    cols: list[Column] = [(c, c, fmt_num if c == "eps" else _text)
-                          for c in ID_COLUMNS if c != "family"]
-    return records_html(failed, cols + [("error", "error", _text)],
-                        caption=f"{len(failed)} cell(s) failed; the sweep went on without them.")
+    """The failed cells with their identifiers and error message, one line per cell and
+    error (its eps values joined), so a model that failed to train is one line per attack."""
+    if failed.empty:
+        return ""
+    keys = ["dataset", "model", "defense", "attack", "seed", "error"]
+    rows = failed.assign(**{k: failed[k].astype("string").fillna("") for k in keys})
+    rows["attack"] = [f"{a} (adaptive)" if ad else a for a, ad in zip(rows["attack"], rows["adaptive"])]
+    grouped = rows.groupby(keys, sort=False)["eps"].agg(
+        lambda e: ", ".join(fmt_num(v) for v in sorted(e.dropna().unique()))).reset_index()
+    cols: list[Column] = [(c, c, _text) for c in keys[:4]] + [
+        ("eps", "eps", _text), ("seed", "seed", _text), ("error", "error", _text)]
+    return records_html(grouped, cols, caption=f"{len(failed)} result row(s) failed; the sweep "
+                        "went on without them.")
 
 
 def detection_html(ok: pd.DataFrame) -> str:

@@ -156,3 +156,13 @@ def test_flags_html_lists_failed_checks_per_model() -> None:
     assert "possible gradient masking" in html
     assert "<li><b>cnn</b>, pgd eps=0.2: large_eps: PGD accuracy 0.05</li>" in html
     assert tables.flags_html(_ok(CSV)) == ""
+
+
+def test_failures_are_grouped_per_cell_and_error() -> None:
+    text = ("dataset,model,defense,attack,eps,seed,status,error,adaptive\n"
+            "d,m,det,pgd,0.1,0,error,boom,false\nd,m,det,pgd,0.3,0,error,boom,false\n"
+            "d,m,det,pgd,0.1,0,error,boom,true\n")
+    html = tables.failures_html(read_results(io.StringIO(text)))
+    assert html.count("<tr>") == 3  # header + two lines
+    assert "<td>pgd</td><td>0.1, 0.3</td>" in html and "<td>pgd (adaptive)</td><td>0.1</td>" in html
+    assert "3 result row(s) failed" in html

@@ -1,7 +1,8 @@
 """A rough cost estimate of a sweep for ``--dry-run``, from constants measured on 2 CPU cores.
 
-The numbers are orders of magnitude (measured once on digits, scaled linearly by data
-size, epochs and attack steps), good enough to see whether a spec takes minutes or hours.
+The numbers are orders of magnitude (measured once on digits on a busy 2-core machine,
+scaled linearly by data size, epochs and attack steps), good enough to see whether a spec
+takes minutes or hours, not to plan to the second.
 """
 from __future__ import annotations
 
@@ -15,13 +16,17 @@ from robustkit.sweep.spec import NO_DEFENSE
 SIZES = {"digits": (1347, 450), "mnist": (60000, 10000), "fashion-mnist": (60000, 10000),
          "cifar10": (50000, 10000)}
 # Seconds to train a family on 1,000 digits samples for one epoch (svm/gmm: one fit).
-TRAIN_PER_1K = {"linear": 0.01, "mlp": 0.04, "cnn": 0.25, "resnet18": 30.0, "svm": 0.3,
-                "gmm": 1.0}
+TRAIN_PER_1K = {"linear": 0.02, "mlp": 0.08, "cnn": 0.5, "resnet18": 60.0, "svm": 0.6,
+                "gmm": 2.0}
 # Relative cost of a forward+backward pass per family (mlp = 1).
 FAMILY_COST = {"linear": 0.5, "mlp": 1.0, "cnn": 6.0, "resnet18": 200.0, "svm": 4.0,
                "gmm": 3.0}
-# Seconds per 1,000 samples and per eps of one gradient step on the mlp.
-STEP_PER_1K = 0.004
+# Seconds per 1,000 samples and per eps of one gradient step on the mlp, and the fixed
+# cost of one attack call (prediction, bookkeeping).
+STEP_PER_1K = 0.015
+CALL_SECONDS = 0.05
+# Attacks run once whatever the number of eps (minimal perturbations).
+ONCE = ("deepfool", "deepfool_linf")
 # Gradient steps per sample of each attack (universal: passes over the fit set).
 ATTACK_STEPS = {"fgsm": 1, "fgm": 1, "noise": 0.5, "patch": 0.5, "deepfool": 30,
                 "deepfool_linf": 30, "uap": 100, "uap_sgd": 40}
@@ -68,8 +73,9 @@ def estimate(cells: Iterable[Cell]) -> dict[str, Any]:
         n_train, n_test = _sizes(c)
         n = n_test + (min(n_train, c.job.dataset.fit_limit or n_train)
                       if c.attack.attack.startswith("uap") else 0)
-        attack += (STEP_PER_1K * n / 1000 * len(c.eps) * attack_steps(c)
-                   * FAMILY_COST.get(c.job.model.family, 5.0))
+        calls = 1 if c.attack.attack in ONCE else len(c.eps)
+        attack += calls * (CALL_SECONDS + STEP_PER_1K * n / 1000 * attack_steps(c)
+                           * FAMILY_COST.get(c.job.model.family, 5.0))
     return {"cells": len(cells), "rows": sum(len(c.eps) for c in cells),
             "models": len({c.job.key for c in cells}), "train_seconds": round(train, 1),
             "attack_seconds": round(attack, 1), "seconds": round(train + attack, 1)}

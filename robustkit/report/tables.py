@@ -71,26 +71,12 @@ def defense_frame(ok: pd.DataFrame) -> pd.DataFrame:
     ``robust_accuracy`` otherwise; then detection AUC, TPR at 5% FPR, training seconds,
     training-time ratio and gradient-masking flags.
     """
-    defended = ok[~ok["undefended"]]
-    if defended.empty:
+    rows = _defense_rows(ok)
+    if rows.empty:
         return pd.DataFrame()
-    # Baselines: the defended models undefended, at the (attack, eps) the defenses were scored.
-    scored = set(zip(defended["attack"], defended["eps"]))
-    in_scored = pd.Series([p in scored for p in zip(ok["attack"], ok["eps"])], index=ok.index)
-    rows = ok[ok["model"].isin(set(defended["model"])) & (ok["attack"] != "")
-              & (~ok["undefended"] | in_scored)].copy()
-    score = rows["robust_accuracy"] if "robust_accuracy" in rows else pd.Series(float("nan"), rows.index)
-    if "system_accuracy" in rows.columns:
-        score = pd.to_numeric(rows["system_accuracy"], errors="coerce").fillna(score)
-    rows["score"] = score
-    if "clean_system_accuracy" in rows.columns:  # detectors: a rejected clean input is an error
-        rows["clean_accuracy"] = pd.to_numeric(rows["clean_system_accuracy"], errors="coerce"
-                                               ).fillna(rows["clean_accuracy"])
-    rows["attack"] = [f"{a} (adaptive)" if ad else a for a, ad in zip(rows["attack"], rows["adaptive"])]
     labels = [lbl for d in (True, False) for lbl in ordered_unique(
         rows.loc[rows["undefended"] == d, "label"])]
     table = _pivot(rows, "score").reindex(labels)
-    grouped = rows.groupby("label")
     for col, name, adaptive in (
             ("detection_auc", "detection AUC", False), ("detection_auc", "AUC (adaptive)", True),
             ("tpr_at_5fpr", "TPR @ 5% FPR", False), ("train_seconds", "train time", None),
@@ -102,12 +88,34 @@ def defense_frame(ok: pd.DataFrame) -> pd.DataFrame:
         if values.notna().any():
             table[(name, "")] = values.groupby(sel["label"]).mean()
     if "masking_flags" in rows.columns:
-        flags = pd.Series({lbl: "; ".join(flag_list(sub)) for lbl, sub in grouped}).reindex(labels)
-        flags = flags.fillna("")
+        flags = {lbl: "; ".join(flag_list(sub)) for lbl, sub in rows.groupby("label")}
         baseline = set(rows.loc[rows["undefended"], "label"])
         # Baselines were not scored as defenses: "-" rather than a reassuring "none".
-        table[("flags", "")] = [None if lbl in baseline and not f else f for lbl, f in flags.items()]
+        table[("flags", "")] = [None if lbl in baseline and not flags.get(lbl) else flags.get(lbl, "")
+                                for lbl in labels]
     return table
+
+
+def _defense_rows(ok: pd.DataFrame) -> pd.DataFrame:
+    """Rows of defended models plus their undefended baselines at the (attack, eps) the
+    defenses were scored at; ``score`` is system accuracy for detectors, else robust."""
+    defended = ok[~ok["undefended"]]
+    if defended.empty:
+        return defended
+    scored = set(zip(defended["attack"], defended["eps"]))
+    in_scored = pd.Series([p in scored for p in zip(ok["attack"], ok["eps"])], index=ok.index)
+    rows = ok[ok["model"].isin(set(defended["model"])) & (ok["attack"] != "")
+              & (~ok["undefended"] | in_scored)].copy()
+    score = pd.to_numeric(rows.get("robust_accuracy", pd.Series(float("nan"), rows.index)),
+                          errors="coerce")
+    if "system_accuracy" in rows.columns:
+        score = pd.to_numeric(rows["system_accuracy"], errors="coerce").fillna(score)
+    rows["score"] = score
+    if "clean_system_accuracy" in rows.columns:  # detectors: a rejected clean input is an error
+        rows["clean_accuracy"] = pd.to_numeric(rows["clean_system_accuracy"], errors="coerce"
+                                               ).fillna(rows["clean_accuracy"])
+    rows["attack"] = [f"{a} (adaptive)" if ad else a for a, ad in zip(rows["attack"], rows["adaptive"])]
+    return rows
 
 
 def flag_list(rows: pd.DataFrame) -> list[str]:
@@ -255,8 +263,7 @@ def failures_html(failed: pd.DataFrame) -> str:
     rows["attack"] = [f"{a} (adaptive)" if ad else a for a, ad in zip(rows["attack"], rows["adaptive"])]
     grouped = rows.groupby(keys, sort=False)["eps"].agg(
         lambda e: ", ".join(fmt_num(v) for v in sorted(e.dropna().unique()))).reset_index()
-    cols: list[Column] = [(c, c, _text) for c in keys[:4]] + [
-        ("eps", "eps", _text), ("seed", "seed", _text), ("error", "error", _text)]
+    cols: list[Column] = [(c, c, _text) for c in [*keys[:4], "eps", "seed", "error"]]
     return records_html(grouped, cols, caption=f"{len(failed)} result row(s) failed; the sweep "
                         "went on without them.")
 

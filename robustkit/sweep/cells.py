@@ -11,6 +11,7 @@ A results row is identified by ``(cell_id, eps)``.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -172,7 +173,8 @@ def defense_applies(defense: DefenseEntry, model: ModelEntry) -> bool:
 
 
 def expand(specs: Iterable[Spec]) -> list[Cell]:
-    """All cells of ``specs`` in spec order; a cell listed twice (same id) is kept once.
+    """All cells of ``specs`` in spec order; a cell listed twice (same id) is kept once,
+    with the union of its eps grids.
 
     Example:
         >>> from robustkit.sweep.spec import parse_spec
@@ -203,8 +205,16 @@ def expand(specs: Iterable[Spec]) -> list[Cell]:
                             if not attack_applies(attack, model, defense):
                                 continue
                             cid = cell_id(key, ds, attack)
-                            cells.setdefault(cid, Cell(cid, spec.name, job, attack))
+                            old = cells.get(cid)
+                            cells[cid] = Cell(cid, spec.name, job, attack) if old is None \
+                                else _merge(old, attack)
     return list(cells.values())
+
+
+def _merge(cell: Cell, attack: AttackEntry) -> Cell:
+    """The same cell in two specs: keep the first, with the union of the eps grids."""
+    eps = cell.attack.eps + tuple(e for e in attack.eps if e not in cell.attack.eps)
+    return dataclasses.replace(cell, attack=dataclasses.replace(cell.attack, eps=eps))
 
 
 def model_jobs(cells: Iterable[Cell]) -> list[ModelJob]:

@@ -174,3 +174,13 @@ models = ["small-mlp"]
     probs = problems_of(text)
     assert any("attacks[1].params: ['restarts'] cannot be used when scoring 'det'" in p
                for p in probs)
+
+
+def test_same_cell_in_two_specs_runs_once_with_both_eps_grids():
+    a = parse_spec(BASE, "a.toml")
+    b = parse_spec(BASE.replace("eps = [0.2]", "eps = [0.3, 0.2]").replace(
+        'name = "pgd-3"', 'name = "pgd-three"'), "b.toml")
+    cells = expand([a, b])
+    assert len(cells) == 4
+    pgd = [c for c in cells if c.attack.attack == "pgd"]
+    assert [c.eps for c in pgd] == [(0.2, 0.3)] * 2 and pgd[0].attack.name == "pgd-3"

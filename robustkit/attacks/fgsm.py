@@ -75,9 +75,14 @@ def _fast_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     x0 = x if delta is None else x + delta
     with eval_mode(model):
         x0 = x0.detach().requires_grad_(True)
-        loss = ascent_loss(model(x0), y, target).sum()
+        logits = model(x0)
+        # reduction="sum" directly: no per-sample loss tensor and its backward (FGSM's
+        # cost is one forward + backward; every extra op shows on small batches)
+        loss = (F.cross_entropy(logits, y, reduction="sum") if target is None
+                else -F.cross_entropy(logits, target, reduction="sum"))
         (grad,) = torch.autograd.grad(loss, x0)
-    moved = x0.detach() + step * ascent_direction(grad, norm)
+    direction = grad.sign_() if norm == "linf" else ascent_direction(grad, norm)
+    moved = torch.add(x0.detach(), direction, alpha=step)
     if delta is not None or step > eps:
         moved = x + project(moved - x, eps, norm)
     return make_result(model, x, moved.clamp_(0, 1), y, target=target, predict=predict)

@@ -154,7 +154,7 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         # aminmax, and an inf shows up as the min or max.
         lo_t, hi_t = torch.aminmax(x)
         lo, hi = lo_t.item(), hi_t.item()
-        if lo != lo or hi != hi or lo == -math.inf or hi == math.inf:
+        if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError("x contains NaN or inf")
         if lo < 0 or hi > 1:
             raise ValueError(f"x must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")

@@ -2,9 +2,10 @@
 and PGD (Madry et al.), both on top of the shared training loop's ``perturb`` hook.
 
 Both train a fresh model of ``ctx.spec`` (linear, mlp, cnn, resnet18) on adversarial
-inputs only, as the papers do. The adversarial step is the attack from
-``robustkit.attacks`` run with the model in eval mode (identical to train mode for the
-families without batch norm; for resnet18 batch-norm statistics come from running stats).
+inputs only, as the papers do. The adversarial steps are built from ``robustkit.attacks``
+(the ``pgd`` attack; RS-FGSM from its primitives, see ``rs_fgsm_step``) and run with the
+model in eval mode (identical to train mode for the families without batch norm; for
+resnet18 batch-norm statistics come from running stats).
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from robustkit.attacks.fgsm import fgsm
+from robustkit.attacks.base import eval_mode, generator, input_grad, project
+from robustkit.attacks.fgsm import ascent_direction
 from robustkit.attacks.pgd import pgd as pgd_attack
 from robustkit.defenses.base import (
     DefenseContext, DefenseResult, register, step_seed, with_training,
@@ -69,8 +72,8 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
 
     def perturb(m: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, step: int
                 ) -> torch.Tensor:
-        return fgsm(m, xb, yb, eps=eps, random_start=True, alpha=step_size,
-                    seed=step_seed(ctx.seed, step), predict=False).x_adv
+        return rs_fgsm_step(m, xb, yb, eps=eps, alpha=step_size,
+                            gen=generator(step_seed(ctx.seed, step), xb.device))
 
     params = {"eps": eps, "alpha": step_size, "watch_size": watch_size,
               "watch_steps": watch_steps, "collapse_drop": collapse_drop, **train}
@@ -126,6 +129,23 @@ def pgd(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float, st
               "watch_steps": watch_steps, "collapse_drop": collapse_drop, **train}
     return _adversarial("pgd", ctx, x, y, params, perturb, eps=eps, watch_size=watch_size,
                         watch_steps=watch_steps, collapse_drop=collapse_drop, train=train)
+
+
+def rs_fgsm_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+                 alpha: float, gen: torch.Generator) -> torch.Tensor:
+    """Wong et al.'s training step: delta0 ~ U(-eps, eps), one sign step of ``alpha`` at
+    x + delta0, projection onto the eps box, then onto [0, 1].
+
+    Unlike the ``fgsm`` attack's random start, delta0 is *not* cut to the data range
+    before the gradient step (as in Wong et al.'s code). On MNIST most pixels are 0; cut
+    there, delta0 >= 0 and every step lands exactly on {0, eps}, i.e. the randomness the
+    method relies on against catastrophic overfitting disappears on the background.
+    """
+    delta = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+    with eval_mode(model):
+        grad, _ = input_grad(model, x + delta, lambda z: F.cross_entropy(z, y, reduction="sum"))
+    delta = project(delta + alpha * ascent_direction(grad, "linf"), eps, "linf")
+    return (x + delta).clamp(0, 1).detach()
 
 
 def _adversarial(name: str, ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor,

@@ -6,6 +6,9 @@ Wagner 2018, "Obfuscated gradients give a false sense of security"), each per ep
 it applies; any failure sets ``possible_gradient_masking``:
 
 * ``iterative_not_weaker``: PGD accuracy <= FGSM accuracy + tolerance.
+* ``single_step_not_helping``: FGSM accuracy <= clean accuracy + tolerance (an attack
+  that makes the model *more* accurate follows a useless gradient: masking or the label
+  leaking of single-step adversarial training).
 * ``large_eps``: PGD accuracy at eps = 1 (Linf: any input can be reached) <= tolerance.
 * ``white_box_beats_noise``: the best white-box accuracy <= accuracy under random
   +-eps sign noise (``robustkit`` attack ``noise``) + tolerance.
@@ -19,7 +22,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-CHECKS = ("iterative_not_weaker", "large_eps", "white_box_beats_noise")
+CHECKS = ("iterative_not_weaker", "single_step_not_helping", "large_eps",
+          "white_box_beats_noise")
 WHITE_BOX = ("fgsm", "pgd")
 
 
@@ -155,12 +159,17 @@ def sanity_checks(rows: Sequence[Mapping[str, Any]], *, tolerance: float = 0.02,
         [False]
     """
     acc = {(r["attack"], float(r["eps"])): float(r["robust_accuracy"]) for r in rows}
+    clean = {float(r["eps"]): float(r["clean_accuracy"]) for r in rows
+             if r["attack"] == "fgsm" and r.get("clean_accuracy") is not None}
     out = []
     for e in sorted({float(r["eps"]) for r in rows}):
         fg, pg, nz = acc.get(("fgsm", e)), acc.get(("pgd", e)), acc.get(("noise", e))
         if fg is not None and pg is not None:
             out.append(SanityCheck("iterative_not_weaker", e, pg <= fg + tolerance,
                                    f"PGD {pg:.3f} vs FGSM {fg:.3f}"))
+        if fg is not None and e in clean and e > 0:
+            out.append(SanityCheck("single_step_not_helping", e, fg <= clean[e] + tolerance,
+                                   f"FGSM {fg:.3f} vs clean {clean[e]:.3f}"))
         wb = [a for a in (fg, pg) if a is not None]
         if nz is not None and wb and e > 0:
             out.append(SanityCheck("white_box_beats_noise", e, min(wb) <= nz + tolerance,

@@ -5,12 +5,19 @@ all inputs. Each mini-batch trains the weights on clamp(x + v, 0, 1); the same b
 pass also gives the gradient of the batch loss with respect to v, and v then takes one
 ascent step: v <- clip_eps(v + step * sign(grad_v)) (or a plain gradient step). So the
 weights descend and v ascends at the same point, for about the cost of plain training.
+
+With ``clip`` set, v ascends the clipped loss min(CE, clip) of Shafahi et al.'s SGD
+attack instead: samples whose loss already exceeds ``clip`` (mostly: already fooled) stop
+pulling v, so v keeps looking for the samples it does not fool yet. The per-sample input
+gradients needed for that come out of the same backward pass (``_Share`` below).
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from robustkit.defenses.adversarial import GRADIENT_FAMILIES
 from robustkit.defenses.base import DefenseContext, DefenseResult, register, with_training
@@ -20,10 +27,11 @@ UPDATES = ("sign", "grad")
 
 
 @register("universal", families=GRADIENT_FAMILIES, defaults={
-    "step": None, "update": "sign", "epochs": None, "lr": None, "schedule": None,
-    "batch_size": None})
+    "step": None, "update": "sign", "clip": None, "epochs": None, "lr": None,
+    "schedule": None, "batch_size": None})
 def universal(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-              step: float | None, update: str, **train: Any) -> DefenseResult:
+              step: float | None, update: str, clip: float | None, **train: Any
+              ) -> DefenseResult:
     """Train against one shared perturbation v that ascends while the weights descend.
 
     Args:
@@ -33,12 +41,13 @@ def universal(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: flo
         step: ascent step of v per mini-batch; default eps / 10.
         update: ``"sign"`` (FGSM-like step, the paper's choice) or ``"grad"`` (the batch
             gradient scaled to Linf norm ``step``).
+        clip: v ascends min(CE, clip) per sample (None: plain CE, the paper's UAT).
         **train: ``epochs``, ``lr``, ``schedule``, ``batch_size`` overriding the model's
             own training settings.
 
     Returns:
         DefenseResult; ``info["v"]`` is the final training perturbation (shape of one
-        input), ``history`` records its Linf norm per epoch.
+        input), ``history`` records its norms per epoch.
 
     Example:
         >>> from robustkit import load_dataset
@@ -53,42 +62,87 @@ def universal(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: flo
     only; per-sample attacks (FGSM, PGD) are not defended.
     """
     size = eps / 10 if step is None else float(step)
-    if not size > 0:
-        raise ValueError(f"step must be a number > 0, got {step!r}")
-    if update not in UPDATES:
-        raise ValueError(f"update must be one of {UPDATES}, got {update!r}")
+    _check(size, update, clip)
     ctx = with_training(ctx, train)
-    params = {"eps": eps, "step": size, "update": update,
+    params = {"eps": eps, "step": size, "update": update, "clip": clip,
               **{k: ctx.spec.params[k] for k in train}}
     state: dict[str, torch.Tensor] = {"v": torch.zeros(x.shape[1:], device=ctx.device)}
+    pending: dict[str, Any] = {}  # per-sample grads, logits and labels of the last batch
 
     def ascend() -> None:
-        # Apply the pending ascent step from the last backward pass, if any.
+        # Apply the ascent step from the last backward pass, if there was one.
+        grads, logits = pending.pop("grads", None), pending.pop("logits", None)
+        yb = pending.pop("y", None)
         v = state["v"]
-        if v.grad is None:
+        v.grad = None
+        if not grads:
             return
+        g = grads[0]
+        if clip is not None and logits is not None:
+            keep = F.cross_entropy(logits, yb, reduction="none") < clip
+            g = g * keep.view(-1, *([1] * (g.dim() - 1)))
+        g = g.sum(0)
         with torch.no_grad():
-            g = v.grad
             d = g.sign() if update == "sign" else g / g.abs().amax().clamp_min(1e-12)
             v.add_(size * d).clamp_(-eps, eps)
-        v.grad = None
 
-    def perturb(m: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, step_i: int
-                ) -> torch.Tensor:
+    def perturb(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor, step_i: int) -> torch.Tensor:
         ascend()
         v = state["v"]
         if not v.requires_grad:
             v.requires_grad_(True)
-        return (xb + v).clamp(0, 1)
+        pending["grads"], pending["y"] = [], yb
+        return (xb + _Share.apply(v, len(xb), pending["grads"])).clamp(0, 1)
 
-    def watch(epoch: int, m: torch.nn.Module, st: dict) -> tuple[bool, dict[str, Any]]:
+    def watch(epoch: int, m: nn.Module, st: dict) -> tuple[bool, dict[str, Any]]:
         ascend()  # so that the checkpoint holds v after this epoch's last step
         v = st["v"].detach()
         return False, {"v_linf": float(v.abs().max()), "v_l2": float(v.norm())}
 
-    module, history, state = fit_resumable(
-        ctx, x, y, fingerprint=fingerprint(ctx, "universal", x, y, params),
-        perturb=perturb, watch=watch, state=state, desc="universal")
+    def keep_logits(m: nn.Module, inputs: Any, out: torch.Tensor) -> None:
+        pending["logits"] = out.detach()
+
+    # The model is built inside fit_resumable; hook every module it builds via perturb.
+    hooks: list[Any] = []
+
+    def perturb_hooked(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor, step_i: int
+                       ) -> torch.Tensor:
+        if not hooks:
+            hooks.append(m.register_forward_hook(keep_logits))
+        return perturb(m, xb, yb, step_i)
+
+    try:
+        module, history, state = fit_resumable(
+            ctx, x, y, fingerprint=fingerprint(ctx, "universal", x, y, params),
+            perturb=perturb_hooked, watch=watch, state=state, desc="universal")
+    finally:
+        for h in hooks:
+            h.remove()
     info = {"v": state["v"].detach().cpu().clone(), "n_fit": len(y)}
     return DefenseResult(module, "universal", params, sum(h["seconds"] for h in history),
                          tuple(history), info)
+
+
+class _Share(torch.autograd.Function):
+    """v (one input) -> v repeated for n samples; the backward pass records the
+    per-sample gradients (n, ...) in ``sink`` and returns their sum to v."""
+
+    @staticmethod
+    def forward(ctx: Any, v: torch.Tensor, n: int, sink: list) -> torch.Tensor:
+        ctx.sink = sink
+        return v.unsqueeze(0).repeat(n, *([1] * v.dim()))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        ctx.sink.append(grad.detach())
+        return grad.sum(0), None, None
+
+
+def _check(size: float, update: str, clip: float | None) -> None:
+    if not size > 0:
+        raise ValueError(f"step must be a number > 0, got {size!r}")
+    if update not in UPDATES:
+        raise ValueError(f"update must be one of {UPDATES}, got {update!r}")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float))
+                             or not clip > 0):
+        raise ValueError(f"clip must be None or a number > 0, got {clip!r}")

@@ -65,16 +65,19 @@ def test_rows_cover_attacks_eps_and_timing(test_set):
 
 
 def test_sanity_checks_on_rows():
-    rows = [{"attack": "fgsm", "eps": 0.1, "robust_accuracy": 0.40},
+    rows = [{"attack": "fgsm", "eps": 0.1, "robust_accuracy": 0.40, "clean_accuracy": 0.9},
             {"attack": "pgd", "eps": 0.1, "robust_accuracy": 0.45},
             {"attack": "noise", "eps": 0.1, "robust_accuracy": 0.35}]
     checks = sanity_checks(rows, tolerance=0.02,
                            large_eps_row={"eps": 1.0, "robust_accuracy": 0.0})
     got = {c.check: c.passed for c in checks}
     assert got == {"iterative_not_weaker": False, "white_box_beats_noise": False,
-                   "large_eps": True}
+                   "single_step_not_helping": True, "large_eps": True}
     flagged = ScoreResult(rows, checks)
     assert flagged.possible_gradient_masking and len(flagged.flags()) == 2
+    leaking = sanity_checks([{"attack": "fgsm", "eps": 0.3, "robust_accuracy": 0.99,
+                              "clean_accuracy": 0.98}], tolerance=0.0)
+    assert [(c.check, c.passed) for c in leaking] == [("single_step_not_helping", False)]
 
 
 def test_bad_arguments(test_set):

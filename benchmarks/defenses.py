@@ -1,0 +1,211 @@
+"""Defenses against their targets: adversarial training on MNIST (Wong et al.'s small CNN,
+Linf eps 0.3), universal adversarial training on digits and MNIST, retraining of the RBF
+SVM and the GMM on digits. Every model (plain and defended) is scored with
+``robustkit.defenses.score`` (FGSM, PGD-50 x 10 restarts, UAPs, sanity checks).
+
+Run in pieces (MNIST on a 2-core CPU takes a while):
+    .venv/bin/python benchmarks/defenses.py --only fgsm_rs --dataset mnist
+    .venv/bin/python benchmarks/defenses.py --dataset digits --quick
+Rows go to benchmarks/results/defenses.csv (rows of the same piece, dataset and quick flag
+are replaced, the others kept), one per (model variant, attack, eps), with the device.
+
+Targets: fgsm_rs and pgd on MNIST >= 98.5% clean and >= 89% PGD-50x10 accuracy at 0.3;
+universal: the fooling rate of a UAP recomputed against the defended model drops >= 3x at
+<= 1 point clean cost; retrain: FGSM accuracy at the trained eps above the plain model's.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import RESULTS, device_name, mnist_root, write_csv
+
+from robustkit import load_dataset, models, store
+from robustkit.datasets import subset
+from robustkit.defenses import defend
+from robustkit.defenses.score import score
+
+OUT = RESULTS / "defenses.csv"
+CACHE = RESULTS.parents[1] / "runs" / "bench-defenses"  # trained models (git-ignored)
+# Wong et al. 2020, MNIST: 10 epochs, batch 100, Adam, cyclic lr peaking at 5e-3.
+WONG = {"epochs": 10, "batch_size": 100, "lr": 5e-3, "schedule": "cyclic"}
+# piece -> dataset -> list of (family, model params, eps, defense params, attacks)
+PLAN: dict[str, dict[str, list[tuple[str, dict, float, dict, tuple[str, ...]]]]] = {
+    "fgsm_rs": {
+        "mnist": [("cnn", WONG, 0.3, {"alpha": 0.375}, ("fgsm", "pgd", "uap"))],
+        "digits": [("cnn", {"epochs": 20}, 0.1, {"lr": 5e-3}, ("fgsm", "pgd", "uap"))],
+    },
+    "pgd": {
+        "mnist": [("cnn", WONG, 0.3, {"steps": 40, "step_size": 0.01},
+                   ("fgsm", "pgd", "uap"))],
+        "digits": [("cnn", {"epochs": 20}, 0.1, {"steps": 10, "lr": 5e-3},
+                    ("fgsm", "pgd", "uap"))],
+    },
+    "universal": {
+        "mnist": [("cnn", WONG, 0.3, {}, ("fgsm", "pgd", "uap", "uap_sgd"))],
+        "digits": [("mlp", {"hidden": (256,), "epochs": 30}, 0.2, {},
+                    ("fgsm", "pgd", "uap", "uap_sgd")),
+                   ("cnn", {"epochs": 20}, 0.2, {}, ("fgsm", "pgd", "uap", "uap_sgd"))],
+    },
+    "retrain": {
+        "digits": [(fam, params, eps, {"rounds": 4}, ("fgsm", "pgd", "uap"))
+                   for fam, params in (("svm", {"kernel": "rbf"}), ("gmm", {}))
+                   for eps in (0.1, 0.2, 0.3)],
+    },
+}
+
+
+def run_one(piece: str, dataset: str, family: str, mparams: dict, eps: float, dparams: dict,
+            attacks: tuple[str, ...], *, root: Path | None, quick: bool, seed: int,
+            device: torch.device, train_only: bool = False) -> list[dict[str, Any]]:
+    tr = load_dataset(dataset, "train", root=root, seed=seed)
+    te = load_dataset(dataset, "test", root=root, seed=seed)
+    if quick and dataset == "mnist":
+        tr, te = subset(tr, 10000, seed=seed), subset(te, 1000, seed=seed)
+    fit = subset(tr, 2000, seed=seed) if len(tr.y) > 2000 else tr
+    steps, restarts = (20, 2) if quick else (50, 10)
+    folder = CACHE / f"{piece}-{dataset}-{family}-{eps:g}{'-quick' if quick else ''}-s{seed}"
+    plain, res_model, timing, info = _trained(folder, piece, family, mparams, eps, dparams, tr,
+                                              seed=seed, device=device)
+    base = {"piece": piece, "dataset": dataset, "model": family, "defense": piece,
+            "train_eps": eps, "quick": quick, "seed": seed, "device": device_name(device),
+            "threads": torch.get_num_threads(), "n_train": len(tr.y),
+            "model_params": json.dumps(mparams), "defense_params": json.dumps(info["params"]),
+            "catastrophic_overfitting": info.get("catastrophic_overfitting"), **timing}
+    rows: list[dict[str, Any]] = []
+    if train_only:
+        return rows
+    for variant, model in (("plain", plain), ("defended", res_model)):
+        print(f"[{piece}/{dataset}/{family}] scoring {variant} ...", flush=True)
+        sc = score(model, te.x, te.y, eps=[eps], attacks=attacks, pgd_steps=steps,
+                   pgd_restarts=restarts, fit_x=fit.x, fit_y=fit.y, seed=seed,
+                   device=device, attack_params={"pgd": {"step_size": 0.01}}
+                   if dataset == "mnist" else None)
+        print(sc.table(), flush=True)
+        for r in sc.rows:
+            rows.append({**base, "variant": variant, **{k: r[k] for k in (
+                "attack", "eps", "n", "clean_accuracy", "robust_accuracy", "fooling_rate",
+                "seconds")}, "possible_gradient_masking": sc.possible_gradient_masking,
+                "flags": "; ".join(sc.flags())})
+    return rows
+
+
+def _trained(folder: Path, piece: str, family: str, mparams: dict, eps: float, dparams: dict,
+             tr: Any, *, seed: int, device: torch.device) -> tuple[Any, Any, dict, dict]:
+    """Train plain + defended models, or reload them from an earlier run of the same
+    settings (training is the expensive part; scoring can be redone)."""
+    key = json.loads(json.dumps({"mparams": mparams, "dparams": dparams, "n": len(tr.y)}))
+    if (folder / "model.json").is_file():
+        meta = store.read_model_meta(folder)
+        if meta.extra.get("key") == key:
+            print(f"reusing trained models in {folder}", flush=True)
+            return (store.load(folder, name="plain")[0], store.load(folder)[0],
+                    meta.extra["timing"], meta.extra["info"])
+    t0 = time.perf_counter()
+    plain = models.create(family, **mparams).fit(tr.x, tr.y, n_classes=tr.info.n_classes,
+                                                 seed=seed, device=device)
+    plain_s = time.perf_counter() - t0
+    res = defend(piece, family, tr.x, tr.y, eps=eps, model_params=mparams, seed=seed,
+                 device=device, base=plain, checkpoint=folder / "checkpoint",
+                 progress=True, **dparams)
+    timing = {"plain_seconds": plain_s, "defense_seconds": res.seconds,
+              "time_ratio": res.seconds / plain_s}
+    info = {"params": {k: v for k, v in res.params.items() if not torch.is_tensor(v)},
+            "catastrophic_overfitting": res.info.get("catastrophic_overfitting"),
+            "history": list(res.history)}
+    info = json.loads(json.dumps(info, default=str))
+    store.save(plain, folder, family=family, params=mparams, name="plain")
+    store.save(res.model, folder, family=family, params=mparams,
+               extra={"key": key, "timing": timing, "info": info})
+    return plain, res.model, timing, info
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per run: the numbers the targets are about."""
+    lines = []
+    keys = sorted({(r["piece"], r["dataset"], r["model"], r["train_eps"]) for r in rows})
+    for piece, ds, fam, eps in keys:
+        sel = [r for r in rows if (r["piece"], r["dataset"], r["model"], r["train_eps"])
+               == (piece, ds, fam, eps)]
+
+        def get(variant: str, attack: str, col: str) -> float:
+            return next((float(r[col]) for r in sel if r["variant"] == variant
+                         and r["attack"] == attack), float("nan"))
+
+        clean_p, clean_d = get("plain", "fgsm", "clean_accuracy"), get(
+            "defended", "fgsm", "clean_accuracy")
+        line = (f"{piece:9} {ds:6} {fam:4} eps={eps:<4}: clean {clean_p:.4f} -> {clean_d:.4f}"
+                f", PGD {get('plain', 'pgd', 'robust_accuracy'):.4f} -> "
+                f"{get('defended', 'pgd', 'robust_accuracy'):.4f}, FGSM "
+                f"{get('plain', 'fgsm', 'robust_accuracy'):.4f} -> "
+                f"{get('defended', 'fgsm', 'robust_accuracy'):.4f}")
+        for uap in ("uap", "uap_sgd"):
+            fp, fd = get("plain", uap, "fooling_rate"), get("defended", uap, "fooling_rate")
+            if fp == fp:
+                line += f", {uap} fooling {fp:.3f} -> {fd:.3f} ({fp / max(fd, 1e-9):.1f}x)"
+        line += (f", time {float(sel[0]['defense_seconds']):.0f} s "
+                 f"({float(sel[0]['time_ratio']):.2f}x plain)")
+        if any(str(r["possible_gradient_masking"]) == "True" for r in sel
+               if r["variant"] == "defended"):
+            line += " [possible gradient masking]"
+        lines.append(line)
+    return lines
+
+
+def merge(new: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """Existing rows of other (piece, dataset, quick) runs plus the new rows."""
+    done = {(r["piece"], r["dataset"], str(r["quick"])) for r in new}
+    old = []
+    if path.is_file():
+        with open(path, newline="") as fh:
+            old = [r for r in csv.DictReader(fh)
+                   if (r["piece"], r["dataset"], r["quick"]) not in done]
+    return old + new
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", action="append", choices=sorted(PLAN),
+                    help="Piece(s) to run (repeatable) [default: all].")
+    ap.add_argument("--dataset", choices=["digits", "mnist", "all"], default="all")
+    ap.add_argument("--quick", action="store_true",
+                    help="MNIST on 10k/1k images, PGD 20 steps x 2 restarts.")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads.")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--train-only", action="store_true",
+                    help="Train and cache the models (runs/bench-defenses/), no scoring.")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = models.resolve_device(args.device)
+    root = None
+    rows: list[dict[str, Any]] = []
+    for piece in args.only or sorted(PLAN):
+        for dataset, runs in PLAN[piece].items():
+            if args.dataset not in ("all", dataset):
+                continue
+            if dataset == "mnist":
+                root = root or mnist_root()
+                if root is None:
+                    print("MNIST not found (../shared/datasets/mnist or $ROBUSTKIT_DATA): "
+                          f"skipping {piece}/mnist")
+                    continue
+            for family, mparams, eps, dparams, attacks in runs:
+                rows += run_one(piece, dataset, family, mparams, eps, dparams, attacks,
+                                root=root, quick=args.quick, seed=args.seed, device=device,
+                                train_only=args.train_only)
+                if rows:
+                    write_csv(merge(rows, args.out), args.out)
+    print("\n".join(summarize(rows)))
+
+
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,7 @@ identifiers is optional, so a partial or older run still renders.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -20,7 +21,7 @@ import pandas as pd
 ID_COLUMNS = ("dataset", "model", "family", "defense", "attack", "eps", "seed")
 TEXT_COLUMNS = ("dataset", "model", "family", "defense", "attack", "status", "error",
                 "device", "masking_flags")
-UNIVERSAL_ATTACKS = ("uap", "uap_sgd")
+UNIVERSAL_ATTACKS = ("uap", "uap_sgd", "uap_l2", "uap_sgd_l2")
 NO_DEFENSE = "none"
 
 
@@ -89,7 +90,7 @@ def read_results(source: str | Path | io.StringIO | None) -> pd.DataFrame:
     df["label"] = [str(m) if u else model_label(m, d)
                    for m, d, u in zip(df["model"], df["defense"], df["undefended"])]
     kind = df["attack_method"].astype("string") if "attack_method" in df.columns else df["attack"]
-    df["universal"] = kind.fillna(df["attack"]).isin(UNIVERSAL_ATTACKS).astype(bool)
+    df["universal"] = [is_universal(str(k)) for k in kind.fillna(df["attack"])]
     return df
 
 
@@ -101,6 +102,19 @@ def _complete_lines(text: str) -> str:
         return text
     fields = len(next(csv.reader([head])))
     return text if len(next(csv.reader([last]))) == fields else text[: len(text) - len(last)]
+
+
+@functools.cache
+def is_universal(method: str) -> bool:
+    """Whether attack ``method`` finds one perturbation for all inputs (uap, uap_sgd, ...)."""
+    if method in UNIVERSAL_ATTACKS or method.startswith("uap"):
+        return True
+    try:
+        from robustkit import attacks
+
+        return attacks.get(method).kind == "universal"
+    except Exception:  # noqa: BLE001 - unknown or unimportable attack: not universal
+        return False
 
 
 def model_label(model: str, defense: str) -> str:

@@ -110,3 +110,45 @@ def test_artifacts_and_report(tmp_path, tiny_spec):
     if hasattr(report, "build"):
         assert summary.report_error is None
         assert summary.report and summary.report.endswith("index.html")
+
+
+DETECTOR = """
+[[defenses]]
+name = "none"
+
+[[defenses]]
+name = "det"
+defense = "detector"
+params = { eps = 0.3, n_uaps = 1, n_synthetic = 2, epochs = 2 }
+models = ["mlp-16"]
+
+[[attacks]]
+name = "pgd-3"
+attack = "pgd"
+params = { steps = 3 }
+adaptive = true
+"""
+
+
+def test_detector_rows_are_scored_as_a_system(tmp_path, tiny_spec):
+    from robustkit import defenses
+
+    if "detector" not in defenses.names():
+        pytest.skip("detector defense not available")
+    spec = load_spec(tiny_spec(DETECTOR))
+    summary = run_sweep([spec], tmp_path / "out", threads=1, report=False)
+    assert summary.errors == 0, read_rows(tmp_path / "out" / "results.csv")
+    rows = [r for r in read_rows(tmp_path / "out" / "results.csv") if r["defense"] == "det"]
+    assert sorted({(r["attack"], r["adaptive"]) for r in rows}) == [
+        ("fgsm", "false"), ("pgd-3", "false"), ("pgd-3", "true")]
+    for r in rows:
+        assert 0 <= float(r["system_accuracy"]) <= 1 and r["detection_auc"] != ""
+        assert r["clean_system_accuracy"] != "" and r["model_key"] != ""
+    assert (tmp_path / "out" / "models" / rows[0]["model_key"] / "detector.json").is_file()
+    rocs = list((tmp_path / "out" / "artifacts" / "roc" / "digits").glob("*.json"))
+    assert len(rocs) == len(rows)
+    doc = json.loads(rocs[0].read_text())
+    assert doc["defense"] == "det" and len(doc["fpr"]) == len(doc["tpr"]) > 2
+    # the undefended rows of the same model carry no system columns
+    plain = [r for r in read_rows(tmp_path / "out" / "results.csv") if r["defense"] == "none"]
+    assert plain and all(r["system_accuracy"] == "" for r in plain)

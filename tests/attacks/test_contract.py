@@ -16,7 +16,10 @@ from robustkit.evaluate import evaluate
 EPS = {"linf": 0.1, "l2": 1.0}
 # Fewer iterations where an attack's defaults are slow; the contract does not depend on them.
 FAST = {"pgd": {"steps": 3}, "pgd_l2": {"steps": 3}, "deepfool": {"max_iter": 10},
-        "deepfool_linf": {"max_iter": 10}, "patch": {"location": "worst", "k": 3}}
+        "deepfool_linf": {"max_iter": 10}, "patch": {"location": "worst", "k": 3},
+        "uap": {"max_passes": 1, "deepfool_iter": 5, "candidates": 3},
+        "uap_l2": {"max_passes": 1, "deepfool_iter": 5, "candidates": 3}, "uap_sgd": {"epochs": 2},
+        "uap_sgd_l2": {"epochs": 2}}
 N = 32
 TOL = 1e-5
 

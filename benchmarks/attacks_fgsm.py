@@ -1,0 +1,83 @@
+"""FGSM cost relative to the floor: one forward + backward pass of the same batch.
+
+The floor is ``torch.autograd.grad(cross_entropy(model(x), y), x)``: what any FGSM has to
+compute. Each method's median time per call is divided by the floor's median measured in
+the same loop. robustkit runs with ``predict=False`` (no forward pass on x_adv, the
+ratio the target is about) and with ``predict=True`` (an extra forward for ``success``;
+foolbox always does this one, to return its success flags).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from attacks_common import FAMILIES, Data, art_classifier, median_times, peer, trained
+
+from robustkit.attacks.fgsm import fgsm
+
+EPS = {"digits": 0.1, "mnist": 0.3}
+REPEATS = {"digits": 100, "mnist": 20}
+
+
+def run(data: Data, device: torch.device, base: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (model, method) on ``data``'s test split."""
+    x, y = data.test.x.to(device), data.test.y.to(device)
+    eps, rows = EPS[data.name], []
+    for family in FAMILIES:
+        model = trained(data, family).to(device)
+        fns = methods(model, x, y, eps, data.test.info.n_classes)
+        times = median_times(fns, repeats=REPEATS[data.name])
+        ours = fgsm(model, x, y, eps=eps, predict=False).x_adv
+        for name, fn in fns.items():
+            out = None if name == "floor" else fn()
+            rows.append({**base, "benchmark": "fgsm", "dataset": data.name, "model": family,
+                         "method": name, "n": len(x), "eps": eps,
+                         "seconds": round(times[name], 6),
+                         "ratio": round(times[name] / times["floor"], 3),
+                         "agree": None if out is None else _agree(out, ours)})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def methods(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+            n_classes: int) -> dict[str, Callable[[], Any]]:
+    """The floor, robustkit's FGSM and each installed peer's, as zero-argument calls."""
+
+    def floor() -> torch.Tensor:
+        xg = x.detach().requires_grad_(True)
+        return torch.autograd.grad(F.cross_entropy(model(xg), y), xg)[0]
+
+    fns: dict[str, Callable[[], Any]] = {
+        "floor": floor,
+        "robustkit": lambda: fgsm(model, x, y, eps=eps, predict=False).x_adv,
+        "robustkit (predict=True)": lambda: fgsm(model, x, y, eps=eps).x_adv,
+    }
+    if (ta := peer("torchattacks")) is not None:
+        with contextlib.redirect_stdout(io.StringIO()):  # "Failed to set device" for
+            atk = ta.FGSM(model, eps=eps)                # buffer-only modules: set below
+        atk.set_device(x.device)
+        fns["torchattacks"] = lambda: atk(x, y)
+    if (fb := peer("foolbox")) is not None:
+        fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
+        fb_atk = fb.attacks.LinfFastGradientAttack(random_start=False)
+        fns["foolbox"] = lambda: fb_atk(fmodel, x, y, epsilons=eps)[1]
+    if peer("art") is not None:
+        from art.attacks.evasion import FastGradientMethod
+
+        art_atk = FastGradientMethod(art_classifier(model, x, n_classes), norm=np.inf, eps=eps,
+                                     batch_size=len(x))
+        xn, yn = x.cpu().numpy(), y.cpu().numpy()
+        fns["art"] = lambda: art_atk.generate(xn, y=yn)
+    return fns
+
+
+def _agree(out: Any, ours: torch.Tensor) -> float:
+    """Share of x_adv entries equal (to 1e-6) to robustkit's: sign(0) and float-rounded
+    near-zero gradients are where FGSMs may differ."""
+    out = torch.as_tensor(out, device=ours.device, dtype=ours.dtype).reshape(ours.shape)
+    return round(float(((out - ours).abs() <= 1e-6).double().mean()), 6)

@@ -20,18 +20,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustkit.defenses.adversarial import GRADIENT_FAMILIES
-from robustkit.defenses.base import DefenseContext, DefenseResult, register, with_training
+from robustkit.defenses.base import (
+    DefenseContext, DefenseResult, register, step_seed, with_training,
+)
 from robustkit.defenses.checkpoint import fingerprint, fit_resumable
 
 UPDATES = ("sign", "grad")
 
 
 @register("universal", families=GRADIENT_FAMILIES, defaults={
-    "step": None, "update": "sign", "clip": None, "epochs": None, "lr": None,
+    "step": None, "update": "sign", "clip": None, "mix": 1.0, "epochs": None, "lr": None,
     "schedule": None, "batch_size": None})
 def universal(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-              step: float | None, update: str, clip: float | None, **train: Any
-              ) -> DefenseResult:
+              step: float | None, update: str, clip: float | None, mix: float,
+              **train: Any) -> DefenseResult:
     """Train against one shared perturbation v that ascends while the weights descend.
 
     Args:
@@ -42,6 +44,9 @@ def universal(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: flo
         update: ``"sign"`` (FGSM-like step, the paper's choice) or ``"grad"`` (the batch
             gradient scaled to Linf norm ``step``).
         clip: v ascends min(CE, clip) per sample (None: plain CE, the paper's UAT).
+        mix: fraction of each batch (seeded per step) trained on x + v, the rest on
+            clean x (1.0: the paper's UAT). Below 1 it keeps clean accuracy when eps is
+            large relative to the data (MNIST-scale eps 0.2-0.3).
         **train: ``epochs``, ``lr``, ``schedule``, ``batch_size`` overriding the model's
             own training settings.
 
@@ -62,9 +67,9 @@ def universal(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: flo
     only; per-sample attacks (FGSM, PGD) are not defended.
     """
     size = eps / 10 if step is None else float(step)
-    _check(size, update, clip)
+    _check(size, update, clip, mix)
     ctx = with_training(ctx, train)
-    params = {"eps": eps, "step": size, "update": update, "clip": clip,
+    params = {"eps": eps, "step": size, "update": update, "clip": clip, "mix": float(mix),
               **{k: ctx.spec.params[k] for k in train}}
     state: dict[str, torch.Tensor] = {"v": torch.zeros(x.shape[1:], device=ctx.device)}
     pending: dict[str, Any] = {}  # per-sample grads, logits and labels of the last batch
@@ -92,7 +97,12 @@ def universal(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: flo
         if not v.requires_grad:
             v.requires_grad_(True)
         pending["grads"], pending["y"] = [], yb
-        return (xb + _Share.apply(v, len(xb), pending["grads"])).clamp(0, 1)
+        vv = _Share.apply(v, len(xb), pending["grads"])
+        if mix < 1:
+            gen = torch.Generator().manual_seed(step_seed(ctx.seed, step_i))
+            keep = (torch.rand(len(xb), generator=gen) < mix).to(xb.device, xb.dtype)
+            vv = vv * keep.view(-1, *([1] * (xb.dim() - 1)))
+        return (xb + vv).clamp(0, 1)
 
     def watch(epoch: int, m: nn.Module, st: dict) -> tuple[bool, dict[str, Any]]:
         ascend()  # so that the checkpoint holds v after this epoch's last step
@@ -138,7 +148,7 @@ class _Share(torch.autograd.Function):
         return grad.sum(0), None, None
 
 
-def _check(size: float, update: str, clip: float | None) -> None:
+def _check(size: float, update: str, clip: float | None, mix: float) -> None:
     if not size > 0:
         raise ValueError(f"step must be a number > 0, got {size!r}")
     if update not in UPDATES:
@@ -146,3 +156,5 @@ def _check(size: float, update: str, clip: float | None) -> None:
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float))
                              or not clip > 0):
         raise ValueError(f"clip must be None or a number > 0, got {clip!r}")
+    if isinstance(mix, bool) or not isinstance(mix, (int, float)) or not 0 < mix <= 1:
+        raise ValueError(f"mix must be a number in (0, 1], got {mix!r}")

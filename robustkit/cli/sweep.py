@@ -1,6 +1,7 @@
 """``robustkit sweep SPEC [SPEC...]``: run (or list, with --dry-run) a grid from TOML specs."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -26,13 +27,14 @@ def default_out(specs: list) -> Path:
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output folder (default reports/<spec name>).")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Run cells in N local processes (0 or 1: in this process).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Run cells in N local processes (0 or 1: in this process). "
+                   "Default: one per CPU.")
 @click.option("--dask", "dask_address", metavar="ADDRESS", default=None,
               help="Submit cells to a Dask distributed scheduler, e.g. tcp://host:8786.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Torch threads per task (default: CPUs / workers). Rows are identical "
-                   "across executors with the same value.")
+              help="Torch threads per task (default 1). Rows are identical across "
+                   "executors with the same value.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
               show_default=True, help="Device for training and attacks.")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
@@ -43,7 +45,8 @@ def default_out(specs: list) -> Path:
 @click.option("--retry-errors", is_flag=True, help="Run cells that failed before again.")
 @click.option("--no-report", is_flag=True, help="Do not build index.html at the end.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def sweep(specs: tuple[str, ...], out: str | None, workers: int, dask_address: str | None,
+def sweep(specs: tuple[str, ...], out: str | None, workers: int | None,
+          dask_address: str | None,
           threads: int | None, device: str, data_root: str | None, models_dir: str | None, dry_run: bool,
           retry_errors: bool, no_report: bool, as_json: bool) -> None:
     """Run the grid of one or more TOML SPECs; finished cells are skipped on a rerun.
@@ -58,8 +61,10 @@ def sweep(specs: tuple[str, ...], out: str | None, workers: int, dask_address: s
     from robustkit.cli import emit_json
     from robustkit.sweep import SpecError, estimate, expand, load_spec, run_sweep, validate
 
-    if workers > 1 and dask_address:
+    if workers is not None and workers > 1 and dask_address:
         raise click.UsageError("give either --workers N or --dask ADDRESS, not both")
+    if workers is None:
+        workers = 0 if dask_address else min(os.cpu_count() or 1, 8)
     try:
         parsed = [load_spec(p) for p in specs]
         validate(parsed, data_root=data_root)

@@ -9,7 +9,6 @@ those libraries do; nothing pickled is ever read from a file.
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
@@ -51,7 +50,7 @@ class ProcessExecutor:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
-        threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        threads = threads or 1
         self._pool = ProcessPoolExecutor(max_workers=workers,
                                          mp_context=multiprocessing.get_context("spawn"),
                                          initializer=init_worker, initargs=(threads,))

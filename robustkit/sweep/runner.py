@@ -65,9 +65,9 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
         data_root: where file-based datasets live (default ``$ROBUSTKIT_DATA``).
         models_dir: the model store (default ``<out>/models``); share one between sweeps.
         retry_errors: drop rows with ``status=error`` and run those cells again.
-        threads: torch intra-op threads per task (default: the CPU count divided by the
-            local workers; on Dask: the workers' setting). Rows are bit-identical across
-            executors run with the same ``threads``; timing columns always differ.
+        threads: torch intra-op threads per task (default 1; on Dask: the workers' own
+            setting). Rows are bit-identical across executors run with the same
+            ``threads``; timing columns always differ.
         report: build ``index.html`` with ``robustkit.report.build`` at the end.
         progress: one progress bar over cells (silent when stderr is not a terminal).
         command: the command line, recorded in ``run.json``.
@@ -91,7 +91,9 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
     out_dir = Path(out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if threads is None and dask is None:
-        threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+        threads = 1  # small models gain little from intra-op threads, and lose much when
+        # the cores are shared (OpenMP threads spinning); one thread per task, one task per
+        # core (``workers``) is faster and makes rows identical across executors.
     ctx = Context(str(Path(models_dir).resolve() if models_dir else out_dir / "models"),
                   str(data_root) if data_root else None, str(resolve_device(device)), threads)
     Path(ctx.models_dir).mkdir(parents=True, exist_ok=True)

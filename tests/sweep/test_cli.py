@@ -33,7 +33,7 @@ def test_invalid_spec_exits_2_listing_problems(tiny_spec, tmp_path):
 
 def test_run_prints_summary_and_json(tiny_spec, tmp_path):
     out = tmp_path / "out"
-    args = ["sweep", str(tiny_spec()), "--out", str(out), "--threads", "1", "--no-report"]
+    args = ["sweep", str(tiny_spec()), "--out", str(out), "--workers", "0", "--no-report"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "4 cells run (0 with errors), 0 already done, 2 models trained" in res.output

@@ -36,7 +36,7 @@ def test_sigkill_mid_sweep_then_rerun_completes_without_duplicates(tmp_path, tin
     out = tmp_path / "out"
     csv = out / "results.csv"
     cmd = [sys.executable, "-c", "from robustkit.cli import main; main()", "sweep", str(path),
-           "--out", str(out), "--threads", "1", "--no-report"]
+           "--out", str(out), "--workers", "0", "--no-report"]
     log = tmp_path / "stderr.txt"
     with open(log, "wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)

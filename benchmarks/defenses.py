@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -122,6 +124,7 @@ def _trained(folder: Path, piece: str, family: str, mparams: dict, eps: float, d
     store.save(plain, folder, family=family, params=mparams, name="plain")
     store.save(res.model, folder, family=family, params=mparams,
                extra={"key": key, "timing": timing, "info": info})
+    shutil.rmtree(folder / "checkpoint", ignore_errors=True)
     return plain, res.model, timing, info
 
 
@@ -133,9 +136,9 @@ def summarize(rows: list[dict[str, Any]]) -> list[str]:
         sel = [r for r in rows if (r["piece"], r["dataset"], r["model"], r["train_eps"])
                == (piece, ds, fam, eps)]
 
-        def get(variant: str, attack: str, col: str) -> float:
+        def get(variant: str, attack: str, col: str, sel: list = sel) -> float:
             return next((float(r[col]) for r in sel if r["variant"] == variant
-                         and r["attack"] == attack), float("nan"))
+                         and r["attack"] == attack), math.nan)
 
         clean_p, clean_d = get("plain", "fgsm", "clean_accuracy"), get(
             "defended", "fgsm", "clean_accuracy")
@@ -146,7 +149,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[str]:
                 f"{get('defended', 'fgsm', 'robust_accuracy'):.4f}")
         for uap in ("uap", "uap_sgd"):
             fp, fd = get("plain", uap, "fooling_rate"), get("defended", uap, "fooling_rate")
-            if fp == fp:
+            if not math.isnan(fp):
                 line += f", {uap} fooling {fp:.3f} -> {fd:.3f} ({fp / max(fd, 1e-9):.1f}x)"
         line += (f", time {float(sel[0]['defense_seconds']):.0f} s "
                  f"({float(sel[0]['time_ratio']):.2f}x plain)")

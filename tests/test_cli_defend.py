@@ -35,7 +35,7 @@ def test_defend_trains_stores_and_scores(defended, workdir):
     assert {r["attack"] for r in rows} == {"fgsm", "pgd", "noise"}
     assert defended["score"]["possible_gradient_masking"] is False
     folder = workdir / "lin-fgsmrs"
-    model, meta = store.load(folder)
+    _model, meta = store.load(folder)
     assert meta.extra["defense"] == "fgsm_rs" and len(meta.extra["history"]) == 3
     assert meta.metrics["test_accuracy"] == pytest.approx(defended["clean_accuracy"])
     store.load(folder, name="plain")

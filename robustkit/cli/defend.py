@@ -8,8 +8,10 @@ the per-epoch ``checkpoint/`` while training runs, and ``score.json`` after scor
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -214,8 +216,9 @@ def _store(target: Path, res: defenses.DefenseResult, family: str, mparams: dict
     if res.extras:
         from robustkit.defenses.system import DefendedSystem, save_system
 
-        save_system(DefendedSystem(res.model, res.extras.get("detector"),  # type: ignore[arg-type]
-                                   res.extras.get("rectifier")), target)
+        extras: dict[str, Any] = dict(res.extras)
+        save_system(DefendedSystem(res.model, extras.get("detector"),
+                                   extras.get("rectifier")), target)
     if tensors:
         store.save_tensors(target, "defense_state", tensors, meta={"defense": res.defense})
     # The model group is written last: its presence marks a complete defended model.
@@ -224,7 +227,7 @@ def _store(target: Path, res: defenses.DefenseResult, family: str, mparams: dict
     shutil.rmtree(target / "checkpoint", ignore_errors=True)
 
 
-def _system(model: torch.nn.Module, extras: dict[str, Any]) -> Any:
+def _system(model: torch.nn.Module, extras: Mapping[str, Any]) -> Any:
     if not extras.get("detector") and not extras.get("rectifier"):
         return None
     from robustkit.defenses.system import DefendedSystem
@@ -265,6 +268,6 @@ def _jsonable(obj: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and obj != obj:
+    if isinstance(obj, float) and math.isnan(obj):
         return None
     return obj

@@ -14,7 +14,12 @@ import torch
 from torch import nn
 
 from robustkit.defenses.base import (
-    DEFENSES, DefenseContext, DefenseResult, DefenseSpec, check_eps, register,
+    DEFENSES,
+    DefenseContext,
+    DefenseResult,
+    DefenseSpec,
+    check_eps,
+    register,
 )
 
 # Modules whose import registers defenses. The detector family is optional: its modules

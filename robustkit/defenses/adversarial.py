@@ -19,7 +19,11 @@ from robustkit.attacks.base import eval_mode, generator, input_grad, project
 from robustkit.attacks.fgsm import ascent_direction
 from robustkit.attacks.pgd import pgd as pgd_attack
 from robustkit.defenses.base import (
-    DefenseContext, DefenseResult, register, step_seed, with_training,
+    DefenseContext,
+    DefenseResult,
+    register,
+    step_seed,
+    with_training,
 )
 from robustkit.defenses.checkpoint import fingerprint, fit_resumable
 

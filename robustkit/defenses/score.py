@@ -16,8 +16,9 @@ it applies; any failure sets ``possible_gradient_masking``:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -127,19 +128,18 @@ def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
     extra = {k: dict(v) for k, v in (attack_params or {}).items()}
     extra.setdefault("pgd", {}).update({"steps": pgd_steps, "restarts": pgd_restarts}
                                        | dict((attack_params or {}).get("pgd", {})))
-    common = dict(seed=seed, device=device, batch_size=batch_size)
     rows: list[dict[str, Any]] = []
     for name in names:
-        fit = dict(fit_x=fit_x, fit_y=fit_y) if _is_universal(name) else {}
-        rows += evaluate(model, name, x, y, eps=eps_list, **fit, **common,
-                         **extra.get(name, {}))
+        fit: dict[str, Any] = {"fit_x": fit_x, "fit_y": fit_y} if _is_universal(name) else {}
+        rows += evaluate(model, name, x, y, eps=eps_list, seed=seed, device=device,
+                         batch_size=batch_size, **fit, **extra.get(name, {}))
     if detector is not None:
         rows = _merge_detection(rows, model, detector, x, y, eps_list, names, fit_x, fit_y,
                                 pgd_steps, seed)
     found: list[SanityCheck] = []
     if checks:
-        large = evaluate(model, "pgd", x, y, eps=[large_eps], **common,
-                         steps=pgd_steps, restarts=1)[0]
+        large = evaluate(model, "pgd", x, y, eps=[large_eps], seed=seed, device=device,
+                         batch_size=batch_size, steps=pgd_steps, restarts=1)[0]
         found = sanity_checks(rows, tolerance=tolerance, large_eps_row=large)
     flag = any(not c.passed for c in found)
     for r in rows:

@@ -21,7 +21,11 @@ from torch import nn
 
 from robustkit.defenses.adversarial import GRADIENT_FAMILIES
 from robustkit.defenses.base import (
-    DefenseContext, DefenseResult, register, step_seed, with_training,
+    DefenseContext,
+    DefenseResult,
+    register,
+    step_seed,
+    with_training,
 )
 from robustkit.defenses.checkpoint import fingerprint, fit_resumable
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from _fixtures import FAST_PARAMS, fitted_model
+
 from robustkit.attacks.pgd import pgd as pgd_attack
 from robustkit.defenses import defend, get, names
 from robustkit.defenses.adversarial import _collapse_watch
@@ -76,7 +76,7 @@ def test_collapse_watch_keeps_best_state(digits_train):
 
 def test_resume_after_interruption_gives_same_weights(tmp_path, digits_train):
     x, y = digits_train.x[:256], digits_train.y[:256]
-    kw = dict(model_params={"epochs": 3}, seed=3, watch_size=25)
+    kw = {"model_params": {"epochs": 3}, "seed": 3, "watch_size": 25}
     ref = defend("fgsm_rs", "cnn", x, y, eps=EPS, **kw)
 
     def interrupt(epoch, module, stats):

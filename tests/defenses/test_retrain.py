@@ -3,8 +3,8 @@ trained eps."""
 from __future__ import annotations
 
 import pytest
-
 from _fixtures import FAST_PARAMS, fitted_model
+
 from robustkit.attacks.fgsm import fgsm
 from robustkit.defenses import defend
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _fixtures import fitted_model
 from torch import nn
 
-from _fixtures import fitted_model
 from robustkit.defenses.score import CHECKS, ScoreResult, sanity_checks, score
 
-FAST = dict(attacks=("fgsm", "pgd"), pgd_steps=10, pgd_restarts=1)
+FAST = {"attacks": ("fgsm", "pgd"), "pgd_steps": 10, "pgd_restarts": 1}
 
 
 class Quantized(nn.Module):

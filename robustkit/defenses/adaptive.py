@@ -64,7 +64,7 @@ def _loss(system: DefendedSystem, x: torch.Tensor, y: torch.Tensor, obj: Objecti
 def adaptive_pgd(system: DefendedSystem, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                  norm: str = "linf", steps: int = 50, step_size: float | None = None,
                  lambdas: Sequence[float] = (0.1, 1.0, 10.0), kappa: float = 5.0,
-                 random_start: bool = True, seed: int = 0) -> AttackResult:
+                 random_start: bool = False, seed: int = 0) -> AttackResult:
     """PGD against a defended system: fool the classifier while evading the detector.
 
     Args:
@@ -75,6 +75,9 @@ def adaptive_pgd(system: DefendedSystem, x: torch.Tensor, y: torch.Tensor, *, ep
         lambdas: detector-penalty weights, one run each (see :func:`objectives`).
         kappa: margins are clamped at kappa, so a fooled sample spends its steps on
             evading the detector.
+        random_start: start at a random point of the ball instead of at x. Off by
+            default: a random start of radius eps already looks perturbed to a detector
+            (measured on MNIST at eps 0.3: starting at x evades far more often).
 
     Returns:
         AttackResult; ``success`` = the system's decision is wrong and not a rejection,
@@ -105,15 +108,16 @@ def adaptive_pgd(system: DefendedSystem, x: torch.Tensor, y: torch.Tensor, *, ep
                 xd = (x + delta).detach().requires_grad_(True)
                 value, dec, score = _loss(system, xd, y, obj, kappa)
                 ok = (dec != y) & (dec != REJECT)
-                # First success wins; of the failures keep the lowest detector logit.
-                take = ok & ~best_ok
+                # A success beats a failure; among successes (and among final failures)
+                # the lower detector logit wins, so the AUC is scored on the best evasion.
+                take = ok & (~best_ok | (score < best_score))
                 if t == steps:
                     take |= ~best_ok & ~ok & (score < best_score)
                 best_x = torch.where(take.view(shape), xd.detach(), best_x)
                 best_dec = torch.where(take, dec, best_dec)
                 best_score = torch.where(take, score, best_score)
                 best_ok |= ok
-                if t == steps or bool(best_ok.all()):
+                if t == steps:
                     break
                 (grad,) = torch.autograd.grad(value.sum(), xd)
                 delta = project(delta + size * ascent_direction(grad, norm), eps, norm)

@@ -225,11 +225,12 @@ def check_range(r: Any, name: str, norm: str = "linf") -> tuple[float, float]:
 
 @register("prn", kind="wrapper", defaults={
     "features": "dct", "positives": ("uap",), "eps_low": 1 / 3, "norm": "linf",
-    "n_uaps": 4, "n_synthetic": 8, "epochs": 10, "beta": 1.0, "clean_fraction": 0.25,
+    "n_uaps": 4, "n_synthetic": 8, "epochs": 10, "width": 32, "blocks": 2, "beta": 1.0,
+    "clean_fraction": 0.25,
     "detector_epochs": 20, "holdout": 0.2, "fpr": 0.05, "uap_epochs": None})
 def prn_defense(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                 eps_low: float, features: str, positives: Sequence[str], norm: str,
-                n_uaps: int, n_synthetic: int, epochs: int, beta: float,
+                n_uaps: int, n_synthetic: int, epochs: int, width: int, blocks: int, beta: float,
                 clean_fraction: float, detector_epochs: int, holdout: float,
                 fpr: float, uap_epochs: int | None) -> DefenseResult:
     """Akhtar et al.'s pipeline: a PRN plus a detector on the DCT of x - PRN(x); flagged
@@ -256,13 +257,14 @@ def prn_defense(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: f
                     seed=ctx.seed,
                     uap_params={} if uap_epochs is None else {"epochs": int(uap_epochs)})
     prn = fit_rectifier(base, x, y, pool=pool, beta=beta, clean_fraction=clean_fraction,
-                        epochs=epochs, seed=ctx.seed)
+                        width=width, blocks=blocks, epochs=epochs, seed=ctx.seed)
     det = fit_detector(base, x, y, features=features, positives=positives, eps=xi,
                        norm=norm, pool=pool, rectifier=prn, epochs=detector_epochs,
                        holdout=holdout, fpr=fpr, seed=ctx.seed)
     params = {"features": features, "positives": tuple(positives), "eps": eps,
               "eps_low": eps_low, "norm": norm, "n_uaps": n_uaps, "n_synthetic": n_synthetic,
-              "epochs": epochs, "beta": beta, "clean_fraction": clean_fraction,
+              "epochs": epochs, "width": width, "blocks": blocks, "beta": beta,
+              "clean_fraction": clean_fraction,
               "detector_epochs": detector_epochs, "holdout": holdout, "fpr": fpr,
               "uap_epochs": uap_epochs}
     return DefenseResult(

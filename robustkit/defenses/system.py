@@ -162,6 +162,8 @@ def detection_scores(model: nn.Module, defense: Detector | DefendedSystem, x: to
         adaptive: True: non-adaptive and adaptive rows; False: non-adaptive only;
             ``"only"``: adaptive rows only.
         fit_x, fit_y: data the universal perturbations are fitted on (default x, y).
+        uap_params: keyword arguments of ``uap_sgd``; its ``epochs`` also sets the epochs
+            of the adaptive UAP's own sign-SGD runs.
 
     Returns:
         One dict per (attack, eps, adaptive): ``attack, eps, norm, adaptive, method, n,
@@ -222,6 +224,7 @@ def _attack(system: DefendedSystem, attack: str, eps: float, adaptive: bool, x: 
     if attack == "uap":
         if adaptive:
             res = adaptive_uap(system, fx, fy, xi=eps, norm=norm, lambdas=lambdas,
+                               epochs=int((uap_params or {}).get("epochs", 10)),
                                uap_params=uap_params, seed=seed)
             v, method = res.v, f"adaptive_uap[{res.method}]"
         else:

@@ -13,7 +13,7 @@ from robustkit.defenses.adaptive import adaptive_pgd, adaptive_uap
 from robustkit.defenses.detector import fit_detector
 from robustkit.defenses.system import DefendedSystem, detection_scores, system_accuracy
 
-UAP = {"epochs": 5}
+UAP = {"epochs": 3}
 
 
 @functools.cache
@@ -30,8 +30,8 @@ def _rows():
     system = _system()
     tr, te = load_dataset("digits", "train", seed=0), load_dataset("digits", "test", seed=0)
     return detection_scores(system.model, system, te.x[:200], te.y[:200],
-                            attacks=("fgsm", "uap", "noise"), eps=(0.3,), fit_x=tr.x,
-                            fit_y=tr.y, steps=20, uap_params=UAP)
+                            attacks=("fgsm", "uap", "noise"), eps=(0.3,), fit_x=tr.x[:500],
+                            fit_y=tr.y[:500], steps=10, uap_params=UAP)
 
 
 def _row(attack, adaptive):

@@ -21,7 +21,7 @@ from robustkit.defenses.system import (
 )
 
 XI = 0.3
-UAP = {"epochs": 5}
+UAP = {"epochs": 3}
 
 
 @functools.cache
@@ -31,7 +31,7 @@ def _fitted():
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
     snapshot.update({f"grad:{k}": p.grad for k, p in model.named_parameters()})
     res = defenses.defend("detector", "cnn", x, y, eps=XI, base=model, n_uaps=3,
-                          n_synthetic=6)
+                          n_synthetic=6, uap_epochs=3, epochs=10)
     return model, snapshot, res
 
 

@@ -21,7 +21,8 @@ XI = 0.3
 def _prn():
     x, y, _ = load_dataset("digits", "train", seed=0)
     model = fitted_model("cnn")
-    res = defenses.defend("prn", "cnn", x, y, eps=XI, base=model, n_uaps=3, n_synthetic=6)
+    res = defenses.defend("prn", "cnn", x, y, eps=XI, base=model, n_uaps=3, n_synthetic=6,
+                          uap_epochs=3, epochs=5, width=16, blocks=1, detector_epochs=10)
     return model, res
 
 
@@ -35,7 +36,7 @@ def test_rectifier_raises_accuracy_on_unseen_uaps(digits_train, digits_test):
     model, res = _prn()
     prn = res.extras["detector"].rectifier
     v = uap_sgd(model, digits_train.x, digits_train.y, xi=XI, norm="linf", seed=0,
-                epochs=5).v  # seed 0: not in the PRN's pool (seeds 1..3)
+                epochs=3).v  # seed 0: not in the PRN's pool (seeds 1..3)
     x_adv = (digits_test.x + v).clamp(0, 1)
     rectified = torch.nn.Sequential(prn, model).eval()  # a new Sequential trains
     bare, fixed = accuracy(model, x_adv, digits_test.y), accuracy(rectified, x_adv, digits_test.y)
@@ -62,8 +63,8 @@ def test_pool_has_real_and_synthetic_members_at_their_radius(digits_train):
     radii = pool.reshape(5, -1).abs().amax(1)
     assert bool((radii <= 0.2 + 1e-6).all())
     assert bool((radii[2:] >= 0.1 - 1e-6).all())  # synthetic: drawn in [0.1, 0.2]
-    syn = pool[2:].reshape(3, -1).abs()
-    assert bool((syn == syn.amax(1, keepdim=True)).float().mean() > 0.9)  # sign * radius
+    syn = pool[2:].reshape(3, -1).abs()  # synthetic (Linf): sign pattern * radius
+    assert all(torch.allclose(row[row > 0], row.max()) for row in syn)
 
 
 def test_bad_arguments_raise(digits_train):

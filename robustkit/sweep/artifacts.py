@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -127,7 +126,7 @@ def start_run(out_dir: Path, specs: Sequence[Any], ctx: Any, command: Sequence[s
         "seeds": sorted({seed for s in specs for seed in s.seeds}),
         "device": ctx.device, "data_root": ctx.data_root, "models_dir": ctx.models_dir,
         "workers": workers, "dask": str(dask) if dask is not None else None,
-        "versions": _versions(versions()), "status": "running", "_t0": time.time(),
+        "versions": _versions(versions()), "status": "running",
     }
     _write_run(path, info, previous)
     return {**info, "_previous": previous}
@@ -135,15 +134,15 @@ def start_run(out_dir: Path, specs: Sequence[Any], ctx: Any, command: Sequence[s
 
 def finish_run(out_dir: Path, info: dict[str, Any], summary: Any) -> None:
     """Update ``run.json`` with the summary and durations of the finished run."""
-    previous = info.pop("_previous", [])
-    info.pop("_t0", None)
+    previous = info.get("_previous", [])
     info.update({"status": "finished",
                  "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "seconds": summary.seconds, "executor": summary.executor,
                  "cells": {"total": summary.cells, "skipped": summary.skipped,
                            "run": summary.run, "errors": summary.errors},
                  "rows": summary.rows, "models_trained": summary.models_trained,
-                 "model_errors": summary.model_errors})
+                 "model_errors": summary.model_errors, "phases": dict(summary.phases),
+                 "report": summary.report, "report_error": summary.report_error})
     _write_run(out_dir / "run.json", info, previous)
 
 

@@ -46,6 +46,7 @@ class SweepSummary:
     report: str | None = None
     report_error: str | None = None
     model_errors: dict[str, str] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
 
 def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0,
@@ -119,10 +120,15 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
     summary.executor = ex.name
     try:
         with ResultsWriter(csv_path) as writer:
+            t1 = time.perf_counter()
             failed = _train_models(ex, [c for c, _ in todo], cells, ctx, summary, labels, bar)
+            t2 = time.perf_counter()
             _galleries(ex, cells, ctx, out_dir, labels)
+            t3 = time.perf_counter()
             evidence = Evidence(existing)
             _run_cells(ex, todo, failed, ctx, writer, out_dir, summary, labels, bar, evidence)
+            summary.phases = {"setup": t1 - t0, "train": t2 - t1, "galleries": t3 - t2,
+                              "cells": time.perf_counter() - t3}
     finally:
         ex.close()
         torch.set_num_threads(threads_before)  # serial tasks ran in this process
@@ -131,7 +137,10 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
     summary.seconds = time.perf_counter() - t0
     artifacts.finish_run(out_dir, run_info, summary)
     if report:
+        t4 = time.perf_counter()
         _report(out_dir, summary)
+        summary.phases["report"] = time.perf_counter() - t4
+        artifacts.finish_run(out_dir, run_info, summary)
     return summary
 
 

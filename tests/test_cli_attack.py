@@ -52,10 +52,11 @@ def test_table_output_and_attack_params(workdir):
 
 def test_a_family_name_trains_a_default_model_and_says_so(tmp_path):
     res = _run("--model", "linear", "--workdir", str(tmp_path), "--attack", "noise", "--eps",
-               "0.1", "--limit", "30", "--json")
+               "0.1", "--dataset", "moons", "--limit", "30", "--json")  # 2-D: trains fast
     assert res.exit_code == 0, res.output
-    assert "training a default 'linear'" in res.stderr
-    assert json.loads(res.stdout)[0]["attack"] == "noise"
+    assert "training a default 'linear' on moons" in res.stderr
+    (row,) = json.loads(res.stdout)
+    assert row["attack"] == "noise" and row["n"] == 30
 
 
 @pytest.mark.parametrize("args, message", [

@@ -5,7 +5,6 @@ import pytest
 import torch
 from torch import nn
 
-from robustkit import models
 from robustkit.attacks.fgsm import ascent_direction, fgm, fgsm
 
 
@@ -35,8 +34,8 @@ def test_fgsm_on_linear_model_matches_closed_form():
     assert torch.allclose(got[clear], expected[clear], atol=1e-6)
 
 
-def test_fgsm_on_fitted_linear_family_matches_closed_form(digits_test):
-    model, _ = models.train("linear", "digits", epochs=2)
+@pytest.mark.parametrize("family", ["linear"])  # conftest's cached `model` fixture
+def test_fgsm_on_fitted_linear_family_matches_closed_form(model, digits_test):
     x, y = digits_test.x[:64], digits_test.y[:64]
     # logits = W (x - mean) / scale + b: the input gradient is W^T (p - e_y) / scale
     w = model.linear.weight.detach().double() / model.standardize.scale.double()

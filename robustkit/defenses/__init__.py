@@ -100,8 +100,7 @@ def defend(
     spec = models.create(model, **(model_params or {}))
     merged = spec_d.check(model, params)
     merged["eps"] = check_eps(eps)
-    if not torch.is_tensor(y) or y.dtype != torch.int64 or y.dim() != 1 or len(y) != len(x):
-        raise ValueError("y must be an int64 tensor of shape (len(x),)")
+    _check_data(x, y)
     k = int(n_classes) if n_classes is not None else int(y.max()) + 1
     ctx = DefenseContext(
         spec=spec, n_classes=k, seed=int(seed), device=models.resolve_device(device),
@@ -110,6 +109,15 @@ def defend(
     )
     eps_v = merged.pop("eps")
     return spec_d.fn(ctx, x, y, eps=eps_v, **merged)
+
+
+def _check_data(x: torch.Tensor, y: torch.Tensor) -> None:
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {type(x).__name__}")
+    if len(x) == 0 or not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise ValueError("x must be a non-empty tensor of finite values in [0, 1]")
+    if not torch.is_tensor(y) or y.dtype != torch.int64 or y.dim() != 1 or len(y) != len(x):
+        raise ValueError(f"y must be an int64 tensor of shape ({len(x)},)")
 
 
 __all__ = ["DefenseContext", "DefenseResult", "DefenseSpec", "defend", "get", "names",

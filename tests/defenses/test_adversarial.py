@@ -118,6 +118,10 @@ def test_bad_arguments_raise_with_valid_choices(digits_train):
         defend("fgsm_rs", "svm", x, y, eps=EPS)
     with pytest.raises(ValueError, match="eps must be"):
         defend("pgd", "linear", x, y, eps=0.0)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        defend("pgd", "linear", x * 2, y, eps=EPS)
+    with pytest.raises(ValueError, match="int64"):
+        defend("pgd", "linear", x, y.float(), eps=EPS)
     with pytest.raises(ValueError, match="unknown defense"):
         get("nope")
     assert {"fgsm_rs", "pgd", "universal", "retrain"} <= set(names())

@@ -100,7 +100,7 @@ class DaskExecutor:
 
         futures = {self.client.submit(fn, *a, pure=False): i for i, a in enumerate(args)}
         try:
-            for fut in as_completed(futures):
+            for fut in as_completed(futures, loop=self.client.loop):
                 yield futures[fut], fut.result()
         finally:
             self.client.cancel([f for f in futures if not f.done()])

@@ -53,12 +53,47 @@ def load_run(out_dir: str | Path) -> RunData:
     out = Path(out_dir)
     if not out.is_dir():
         raise ValueError(f"out_dir={str(out)!r} is not a directory; pass a sweep output folder")
-    csv = out / "results.csv"
-    df = read_results(csv) if csv.exists() else read_results(None)
+    path = out / "results.csv"
+    run = _read_json(out / "run.json")
+    df = spec_order(read_results(path if path.exists() else None), parsed_specs(run))
     status = df["status"].fillna("ok").str.lower()
     failed = (status != "ok") | (df["error"].fillna("").str.len() > 0)
-    return RunData(out, df[~failed].reset_index(drop=True), df[failed].reset_index(drop=True),
-                   _read_json(out / "run.json"))
+    return RunData(out, df[~failed].reset_index(drop=True), df[failed].reset_index(drop=True), run)
+
+
+def parsed_specs(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The TOML specs saved in ``run.json`` (``specs[*].text``), parsed; unreadable ones skipped."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: no order from the spec, CSV order instead
+        return []
+    out = []
+    specs = run.get("specs")
+    for spec in specs if isinstance(specs, list) else []:
+        try:
+            out.append(tomllib.loads(spec["text"]))
+        except (KeyError, TypeError, tomllib.TOMLDecodeError):
+            continue
+    return out
+
+
+def spec_order(df: pd.DataFrame, specs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows sorted (stably) as the specs list datasets, models, defenses and attacks, then
+    by eps and seed: the CSV is in completion order, which depends on the executor."""
+    if df.empty:
+        return df
+    keys = []
+    for col, table in (("dataset", "datasets"), ("model", "models"), ("defense", "defenses"),
+                       ("attack", "attacks")):
+        names = ordered_unique(str(e.get("name", "")) for spec in specs
+                               for e in spec.get(table, []) if isinstance(e, dict))
+        rank = {n: i for i, n in enumerate(names)}
+        # Unknown names (not in any spec) keep their CSV order after the known ones.
+        first = {n: len(rank) + i for i, n in enumerate(ordered_unique(df[col]))}
+        df = df.assign(**{f"_{col}_rank": [rank.get(v, first.get(v, 0)) for v in df[col]]})
+        keys.append(f"_{col}_rank")
+    df = df.sort_values([*keys, "eps", "seed"], kind="stable", na_position="last")
+    return df.drop(columns=keys).reset_index(drop=True)
 
 
 def read_results(source: str | Path | io.StringIO | None) -> pd.DataFrame:

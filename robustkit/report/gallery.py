@@ -159,10 +159,15 @@ def deepfool_gallery(arts: list[Artifact], order: list[str]) -> str:
         for i in range(min(MAX_DEEPFOOL_INPUTS, *(len(a.arrays["x"]) for a in mine))):
             same = all(np.allclose(a.arrays["x"][i], x0[i]) for a in mine)
             note = "" if same else " <span class='badge warn'>inputs differ between models</span>"
-            cells = [_deepfool_input(mine[0], i)] + [_deepfool_cell(a, i) for a in mine]
+            plain = [_deepfool_cell(a, i) for a in mine if a.meta["defense"] == "none"]
+            defended = [_deepfool_cell(a, i) for a in mine if a.meta["defense"] != "none"]
+            # Defended models on a line of their own: the lecture's comparison stays in view.
+            second = (f'<div class="tiles defended"><div class="df-label">defended</div>'
+                      f'{"".join(defended)}</div>' if defended else "")
             out.append(f'<div class="df-row"><p class="muted">input {i + 1}'
                        f'{escape(", " + dataset) if dataset else ""}{note}</p>'
-                       f'<div class="tiles">{"".join(cells)}</div></div>')
+                       f'<div class="tiles">{_deepfool_input(mine[0], i)}{"".join(plain)}</div>'
+                       f"{second}</div>")
     return "".join(out)
 
 

@@ -87,6 +87,8 @@ figure.pert img{outline:2px solid #dbe4ff;outline-offset:1px}
 .df-col{display:flex;flex-direction:column;gap:6px;padding:6px 2px;flex:none;
 border-radius:8px;background:#fafbfc;border:1px solid var(--line)}
 .df-col.orig{background:#eef2ff}
+.tiles.defended{margin-top:8px;flex-wrap:wrap}.df-label{flex:none;width:92px;align-self:center;text-align:center;
+font-size:12px;font-weight:600;color:var(--muted);text-transform:uppercase;letter-spacing:.06em}
 pre{background:#0f172a;color:#e2e8f0;border-radius:8px;padding:12px 14px;overflow:auto;font-size:12.5px;
 max-height:420px}
 .legend{font-size:13px;color:var(--muted)}

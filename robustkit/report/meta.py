@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from robustkit.report.data import RunData, fmt_seconds, ordered_unique
+from robustkit.report.data import RunData, fmt_seconds, ordered_unique, parsed_specs
 
 _SPEC_KEYS = ("spec", "specs", "spec_text")
 _TABLE_KEYS = ("versions", "durations", "timings", "cells")
@@ -92,19 +92,9 @@ def title(data: RunData) -> str:
 
 
 def description(data: RunData) -> str:
-    """The ``[sweep].description`` of the run's specs (parsed from their saved text), if any."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        return ""
-    specs = data.run.get("specs")
-    found = []
-    for spec in specs if isinstance(specs, list) else []:
-        try:
-            found.append(str(tomllib.loads(spec["text"])["sweep"]["description"]))
-        except (KeyError, TypeError, tomllib.TOMLDecodeError):
-            continue
-    return " ".join(ordered_unique(found))
+    """The ``[sweep].description`` of the run's specs (from their saved text), if any."""
+    found = [spec.get("sweep", {}).get("description") for spec in parsed_specs(data.run)]
+    return " ".join(ordered_unique(str(d) for d in found if d))
 
 
 def header_facts(data: RunData) -> list[tuple[str, str]]:

@@ -166,3 +166,19 @@ def test_failures_are_grouped_per_cell_and_error() -> None:
     assert html.count("<tr>") == 3  # header + two lines
     assert "<td>pgd</td><td>0.1, 0.3</td>" in html and "<td>pgd (adaptive)</td><td>0.1</td>" in html
     assert "3 result row(s) failed" in html
+
+
+def test_rows_follow_the_spec_order_not_completion_order() -> None:
+    from robustkit.report.data import spec_order
+
+    spec = ('[[models]]\nname = "zeta"\nfamily = "mlp"\n[[models]]\nname = "alpha"\nfamily = "cnn"\n'
+            '[[attacks]]\nname = "pgd"\n[[attacks]]\nname = "fgsm"\n')
+    text = ("dataset,model,defense,attack,eps,seed,status,robust_accuracy\n"
+            "d,alpha,none,fgsm,0.3,0,ok,0.1\nd,alpha,none,pgd,0.1,0,ok,0.2\n"
+            "d,zeta,none,fgsm,0.1,0,ok,0.3\nd,other,none,fgsm,0.1,0,ok,0.3\n")
+    import tomllib
+
+    df = spec_order(read_results(io.StringIO(text)), [tomllib.loads(spec)])
+    assert list(zip(df["model"], df["attack"])) == [
+        ("zeta", "fgsm"), ("alpha", "pgd"), ("alpha", "fgsm"), ("other", "fgsm")]
+    assert list(tables.summary_frame(df).index) == ["zeta", "alpha", "other"]

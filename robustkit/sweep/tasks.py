@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import sys
 import time
 import traceback
 import uuid
@@ -37,8 +38,18 @@ class Context:
 
 
 def init_worker(threads: int) -> None:
-    """Process-pool initializer: share the cores between worker processes."""
+    """Process-pool initializer: set the thread count; on Linux, die with the parent (a
+    sweep killed with SIGKILL must not leave its workers running)."""
     torch.set_num_threads(max(1, threads))
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # not glibc-like: workers exit on their own
+            return
 
 
 def use_threads(ctx: Context) -> None:

@@ -1,4 +1,5 @@
-"""kill -9 in the middle of a sweep loses at most the cells in flight; a rerun completes it."""
+"""kill -9 in the middle of a sweep (2 worker processes) loses at most the cells in flight,
+leaves no worker behind, and a rerun completes it."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from robustkit.sweep import expand, load_spec, read_rows, run_sweep
 from robustkit.sweep.results import eps_key
@@ -32,11 +35,12 @@ eps = [0.5, 1.0]
 
 
 def test_sigkill_mid_sweep_then_rerun_completes_without_duplicates(tmp_path, tiny_spec):
+    psutil = pytest.importorskip("psutil")
     path = tiny_spec(MORE_ATTACKS)
     out = tmp_path / "out"
     csv = out / "results.csv"
     cmd = [sys.executable, "-c", "from robustkit.cli import main; main()", "sweep", str(path),
-           "--out", str(out), "--workers", "0", "--no-report"]
+           "--out", str(out), "--workers", "2", "--no-report"]
     log = tmp_path / "stderr.txt"
     with open(log, "wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
@@ -47,8 +51,12 @@ def test_sigkill_mid_sweep_then_rerun_completes_without_duplicates(tmp_path, tin
         if n_rows >= 2:
             break
         time.sleep(0.01)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert len(workers) >= 2, "the sweep should be running its worker processes"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, f"worker processes outlived the killed sweep: {alive}"
     assert proc.returncode == -signal.SIGKILL, log.read_text()[-2000:]
     spec = load_spec(path)
     expected = {(c.cell_id, eps_key(e)) for c in expand([spec]) for e in c.eps}

@@ -12,7 +12,8 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, final
 
@@ -151,6 +152,28 @@ class ResultsWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def exclusive(out_dir: str | Path) -> Iterator[None]:
+    """Hold ``<out_dir>/.lock`` for the block: a second sweep on the same folder is refused
+    (two writers would both run the unfinished cells). POSIX only; elsewhere a no-op."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    path = Path(out_dir) / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another sweep is writing to {Path(out_dir)} (it holds "
+                               f"{path}); wait for it or use another --out") from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def rewrite_without(path: str | Path, drop: set[tuple[str, str]]) -> int:

@@ -98,11 +98,29 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
     ctx = Context(str(Path(models_dir).resolve() if models_dir else out_dir / "models"),
                   str(data_root) if data_root else None, str(resolve_device(device)), threads)
     Path(ctx.models_dir).mkdir(parents=True, exist_ok=True)
+    with results.exclusive(out_dir):
+        summary, run_info = _execute(specs, out_dir, ctx, workers=workers, dask=dask,
+                                     retry_errors=retry_errors, progress=progress,
+                                     command=command, t0=t0)
+    summary.seconds = time.perf_counter() - t0
+    artifacts.finish_run(out_dir, run_info, summary)
+    if report:
+        t4 = time.perf_counter()
+        _report(out_dir, summary)
+        summary.phases["report"] = time.perf_counter() - t4
+        artifacts.finish_run(out_dir, run_info, summary)
+    return summary
+
+
+def _execute(specs: Sequence[Spec], out_dir: Path, ctx: Context, *, workers: int, dask: Any,
+             retry_errors: bool, progress: bool, command: Sequence[str], t0: float
+             ) -> tuple[SweepSummary, dict[str, Any]]:
+    """Find the unfinished rows, then train, draw galleries and run cells (under the lock)."""
     csv_path = out_dir / "results.csv"
     results.repair(csv_path)
     if retry_errors:
-        rows = results.read_rows(csv_path)
-        results.rewrite_without(csv_path, {(r["cell_id"], r["eps"]) for r in rows
+        results.rewrite_without(csv_path, {(r["cell_id"], r["eps"])
+                                           for r in results.read_rows(csv_path)
                                            if r.get("status") == "error"})
     existing = results.read_rows(csv_path)
     done = results.done_keys(existing)
@@ -114,19 +132,19 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
                            "serial")
     bar = _bar(len(todo), progress)
     labels: list[str] = []  # what each task of the current phase is, for the bar
-    ex = make_executor(workers=workers, dask=dask, threads=threads,
+    ex = make_executor(workers=workers, dask=dask, threads=ctx.threads,
                        before=lambda i: _name(bar, labels[i]) if i < len(labels) else None)
     threads_before = torch.get_num_threads()
     summary.executor = ex.name
     try:
         with ResultsWriter(csv_path) as writer:
             t1 = time.perf_counter()
-            failed = _train_models(ex, [c for c, _ in todo], cells, ctx, summary, labels, bar)
+            failed = _train_models(ex, [c for c, _ in todo], ctx, summary, labels, bar)
             t2 = time.perf_counter()
             _galleries(ex, cells, ctx, out_dir, labels)
             t3 = time.perf_counter()
-            evidence = Evidence(existing)
-            _run_cells(ex, todo, failed, ctx, writer, out_dir, summary, labels, bar, evidence)
+            _run_cells(ex, todo, failed, ctx, writer, out_dir, summary, labels, bar,
+                       Evidence(existing))
             summary.phases = {"setup": t1 - t0, "train": t2 - t1, "galleries": t3 - t2,
                               "cells": time.perf_counter() - t3}
     finally:
@@ -134,18 +152,11 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
         torch.set_num_threads(threads_before)  # serial tasks ran in this process
         if bar is not None:
             bar.close()
-    summary.seconds = time.perf_counter() - t0
-    artifacts.finish_run(out_dir, run_info, summary)
-    if report:
-        t4 = time.perf_counter()
-        _report(out_dir, summary)
-        summary.phases["report"] = time.perf_counter() - t4
-        artifacts.finish_run(out_dir, run_info, summary)
-    return summary
+    return summary, run_info
 
 
-def _train_models(ex: Any, todo: list[Cell], cells: list[Cell], ctx: Context,
-                  summary: SweepSummary, labels: list[str], bar: Any) -> dict[str, str]:
+def _train_models(ex: Any, todo: list[Cell], ctx: Context, summary: SweepSummary,
+                  labels: list[str], bar: Any) -> dict[str, str]:
     """Train what ``todo`` needs, bases first; return {model_key: error} of failures."""
     from robustkit import defenses
 

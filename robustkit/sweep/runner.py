@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from robustkit.sweep import artifacts, results
-from robustkit.sweep.cells import Cell, ModelJob, expand, model_jobs, model_key
+from robustkit.sweep.cells import Cell, ModelJob, expand, is_wrapper, model_jobs, model_key
 from robustkit.sweep.checks import Evidence, is_checked
 from robustkit.sweep.executors import make_executor
 from robustkit.sweep.results import ResultsWriter, eps_key
@@ -157,50 +157,43 @@ def _execute(specs: Sequence[Spec], out_dir: Path, ctx: Context, *, workers: int
 
 def _train_models(ex: Any, todo: list[Cell], ctx: Context, summary: SweepSummary,
                   labels: list[str], bar: Any) -> dict[str, str]:
-    """Train what ``todo`` needs, bases first; return {model_key: error} of failures."""
-    from robustkit import defenses
-
-    jobs = [j for j in model_jobs(todo) if not is_trained(ctx, j.key)]
-    bases: dict[str, str | None] = {}
-    first: list[ModelJob] = []
-    second: list[ModelJob] = []
-    for j in jobs:
-        wrapper = j.defense.defense != NO_DEFENSE and \
-            defenses.get(j.defense.defense).kind == "wrapper"
-        if wrapper:
-            base = ModelJob(model_key(j.dataset, j.model, DefenseEntry(NO_DEFENSE, NO_DEFENSE),
-                                      j.seed), j.dataset, j.model,
-                            DefenseEntry(NO_DEFENSE, NO_DEFENSE), j.seed, j.gallery)
-            bases[j.key] = base.key
-            if not is_trained(ctx, base.key) and base.key not in {b.key for b in first}:
-                first.append(base)
-            second.append(j)
-        else:
-            bases[j.key] = None
-            first.append(j)
+    """Train what ``todo`` needs, each key once: undefended and training defenses first,
+    then the defenses that wrap an undefended model. Return {model_key: error}."""
+    none = DefenseEntry(NO_DEFENSE, NO_DEFENSE)
+    first: dict[str, ModelJob] = {}
+    second: dict[str, tuple[ModelJob, str]] = {}  # wrapper key -> (job, base key)
+    for j in model_jobs(todo):
+        if not is_wrapper(j.defense):
+            first.setdefault(j.key, j)
+            continue
+        base = ModelJob(model_key(j.dataset, j.model, none, j.seed), j.dataset, j.model, none,
+                        j.seed, j.gallery)
+        first.setdefault(base.key, base)
+        second[j.key] = (j, base.key)
     errors: dict[str, str] = {}
-    for phase in (first, second):
-        phase = [j for j in phase if bases.get(j.key) not in errors]
-        labels[:] = [f"train {j.label}" for j in phase]
-        args = [(j, bases.get(j.key), ctx) for j in phase]
+    phases = ([(j, None) for j in first.values()], list(second.values()))
+    for phase in phases:
+        for j, base_key in phase:
+            if base_key is not None and base_key in errors:
+                errors[j.key] = f"base model failed: {errors[base_key]}"
+        args = [(j, b, ctx) for j, b in phase
+                if not is_trained(ctx, j.key) and j.key not in errors]
+        labels[:] = [f"train {a[0].label}" for a in args]
         for i, res in ex.imap(train_task, args):
             _name(bar, labels[i])
             if res["status"] == "ok":
                 summary.models_trained += 1
             else:
                 errors[res["key"]] = res["error"]
-        for j in second:
-            base_key = bases[j.key]
-            if base_key is not None and base_key in errors:
-                errors[j.key] = f"base model failed: {errors[base_key]}"
     summary.model_errors = dict(errors)
     return errors
 
 
 def _galleries(ex: Any, cells: list[Cell], ctx: Context, out_dir: Path,
                labels: list[str]) -> None:
-    jobs = [j for j in model_jobs(cells) if j.gallery > 0 and is_trained(ctx, j.key)
-            and not artifacts.deepfool_path(out_dir, j).exists()]
+    # A detector's classifier is the undefended model: its gallery would be a duplicate.
+    jobs = [j for j in model_jobs(cells) if j.gallery > 0 and not is_wrapper(j.defense)
+            and is_trained(ctx, j.key) and not artifacts.deepfool_path(out_dir, j).exists()]
     labels[:] = [f"gallery {j.label}" for j in jobs]
     for i, res in ex.imap(gallery_task, [(j, ctx) for j in jobs]):
         if res["status"] == "ok":

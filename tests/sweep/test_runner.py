@@ -84,6 +84,18 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_spec):
     assert len(comparable(tmp_path / "out" / "results.csv")) == 12
 
 
+def test_failing_training_marks_its_cells_and_the_rest_runs(tmp_path, tiny_spec):
+    spec = load_spec(tiny_spec('\n[[models]]\nname = "bad"\nfamily = "mlp"\n'
+                               'params = { epochs = 1, lr = -1.0 }\n'))
+    summary = run_sweep([spec], tmp_path / "out", threads=1, report=False)
+    rows = read_rows(tmp_path / "out" / "results.csv")
+    bad = [r for r in rows if r["model"] == "bad"]
+    assert len(bad) == 4 and all(r["status"] == "error" for r in bad)
+    assert bad[0]["error"].startswith("training failed: ValueError: Invalid learning rate")
+    assert len(summary.model_errors) == 1 and summary.errors == 2
+    assert sum(r["status"] == "ok" for r in rows) == 8
+
+
 def test_artifacts_and_report(tmp_path, tiny_spec):
     from robustkit import attacks
 

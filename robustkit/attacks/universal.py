@@ -118,6 +118,7 @@ def uap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, xi: float, norm: 
     """
     check_universal(model, x, y, xi=xi, norm=norm, delta=delta, batch_size=batch_size,
                     x_val=x_val)
+    _check_count("deepfool_iter", deepfool_iter, 1)
     check_params(norm="l2", overshoot=overshoot, max_iter=deepfool_iter, candidates=candidates)
     _check_count("max_passes", max_passes, 0)
     _check_count("probe_size", probe_size, 1)

@@ -76,3 +76,21 @@ def test_usage_and_runtime_errors(defended, workdir):
     missing = run(main, ["score", "--model", "ghost", "--eps", "0.1", "--workdir",
                          str(workdir)])
     assert missing.exit_code == 1 and "lin-fgsmrs" in missing.output
+
+
+def test_defend_reuses_a_stored_plain_model(workdir):
+    run = CliRunner().invoke
+    trained = run(main, ["train", "--model", "linear", "--param", "epochs=2", "--name",
+                         "lin-plain", "--workdir", str(workdir), "--device", "cpu", "--json"])
+    assert trained.exit_code == 0, trained.output
+    seconds = json.loads(trained.output)["seconds"]
+    result = run(main, ["defend", "--model", "linear", "--defense", "pgd", "--eps", "0.1",
+                        "--epochs", "2", "--param", "steps=2", "--plain", "lin-plain",
+                        "--name", "lin-pgd", "--workdir", str(workdir), "--no-score",
+                        "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["plain_seconds"] == pytest.approx(seconds) and "score" not in out
+    wrong = run(main, ["defend", "--model", "mlp", "--defense", "pgd", "--eps", "0.1",
+                       "--plain", "lin-plain", "--workdir", str(workdir), "--no-score"])
+    assert wrong.exit_code == 1 and "is a 'linear' model" in wrong.output

@@ -96,6 +96,10 @@ def sweep(specs: tuple[str, ...], out: str | None, workers: int | None,
         click.echo(f"{summary.run} cells run ({summary.errors} with errors), "
                    f"{summary.skipped} already done, {summary.models_trained} models trained, "
                    f"{summary.seconds:.1f} s -> {Path(summary.out_dir) / 'results.csv'}")
+        if summary.stale:
+            click.echo(f"note: {summary.stale} rows of {summary.out_dir}/results.csv belong to "
+                       f"cells no longer in these specs (and appear in the report); use a "
+                       f"new --out for a clean run")
         if summary.report:
             click.echo(f"report: {summary.report}")
     if summary.report_error:

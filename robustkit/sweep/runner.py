@@ -47,6 +47,7 @@ class SweepSummary:
     report_error: str | None = None
     model_errors: dict[str, str] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    stale: int = 0  # rows in results.csv of cells no longer in the specs
 
 
 def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0,
@@ -130,6 +131,8 @@ def _execute(specs: Sequence[Spec], out_dir: Path, ctx: Context, *, workers: int
     run_info = artifacts.start_run(out_dir, specs, ctx, command, workers, dask)
     summary = SweepSummary(str(out_dir), len(cells), len(cells) - len(todo), 0, 0, 0, 0, 0.0,
                            "serial")
+    ids = {c.cell_id for c in cells}
+    summary.stale = sum(r["cell_id"] not in ids for r in existing)
     bar = _bar(len(todo), progress)
     labels: list[str] = []  # what each task of the current phase is, for the bar
     ex = make_executor(workers=workers, dask=dask, threads=ctx.threads,

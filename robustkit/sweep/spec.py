@@ -22,11 +22,20 @@ A spec names a grid ``datasets x models x defenses x attacks x eps x seeds``::
     attack = "pgd"
     params = { steps = 10 }
 
-    [[defenses]]                # optional; without it only the undefended models run
+    [[defenses]]                # optional; default: one entry, defense = "none"
     name = "mlp-detector"
     defense = "detector"
     params = { eps = 0.3 }      # the budget the defense trains against
     models = ["mlp"]            # default: every model of a family the defense takes
+
+Keys: ``[sweep]`` name, description, seeds, eps, gallery; ``[[datasets]]`` name,
+train_limit (training subset), test_limit (attacked subset), fit_limit (training samples
+universal perturbations are fitted on); ``[[models]]`` name, family, params, datasets (the
+dataset names it runs on); ``[[defenses]]`` name, defense (``"none"`` or a registry name),
+params (with ``eps``), models; ``[[attacks]]`` name, attack, params, eps (overrides the
+sweep's grid; the radius xi for universal attacks, an L2 budget for L2 attacks), models,
+defenses (names it runs on), adaptive. Once ``[[defenses]]`` are given, list ``defense =
+"none"`` among them to keep the undefended models.
 
 An attack with ``adaptive = true`` knows the defense: it runs only against defenses that
 wrap a model (detector, prn), as the adaptive attacks of ``robustkit.defenses.adaptive``;

@@ -62,10 +62,12 @@ def test_rerun_skips_finished_cells_and_trains_nothing(tmp_path, tiny_spec):
     # one more eps: only the new rows run, on the stored models
     bigger = load_spec(tiny_spec('\n[[attacks]]\nattack = "noise"\n', name="more.toml"))
     third = run_sweep([bigger], tmp_path / "out", threads=1, report=False)
-    assert (third.run, third.models_trained) == (2, 0)
+    assert (third.run, third.models_trained, third.stale) == (2, 0, 0)
+    fewer = run_sweep([spec], tmp_path / "out", threads=1, report=False)
+    assert (fewer.run, fewer.stale) == (0, 4)  # the noise rows are not in this spec
     assert len(comparable(tmp_path / "out" / "results.csv")) == 12
     run = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert len(run["runs"]) == 3 and run["cells"]["run"] == 2
+    assert len(run["runs"]) == 4 and run["runs"][2]["cells"]["run"] == 2
     assert run["specs"][0]["text"].startswith("\n[sweep]") and "torch" in run["versions"]
 
 

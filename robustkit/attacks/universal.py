@@ -184,10 +184,12 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 4096) -> tor
 
 def fooling_rate(model: nn.Module, x: torch.Tensor, v: torch.Tensor, clean: torch.Tensor
                  ) -> float:
-    """Fraction of x whose prediction on clamp(x + v, 0, 1) differs from ``clean``."""
+    """Fraction of x whose prediction on clamp(x + v, 0, 1) differs from ``clean``, the
+    clean predictions (N,) (the UAP paper's fooling rate; labels play no part)."""
     if len(x) == 0:
         return 0.0
-    return float((predict(model, (x + v).clamp(0, 1)) != clean).float().mean())
+    with eval_mode(model):
+        return float((predict(model, (x + v).clamp(0, 1)) != clean).float().mean())
 
 
 def pass_record(model: nn.Module, n: int, rate: float, v: torch.Tensor,

@@ -83,7 +83,8 @@ def uap_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, xi: float,
     history: list[dict[str, Any]] = []
     with eval_mode(model):
         clean = predict(model, x)
-        n_classes = int(model(x[:1]).shape[1])
+        with torch.no_grad():
+            n_classes = int(model(x[:1]).shape[1])
         if target is not None and (isinstance(target, bool) or not isinstance(target, int)
                                    or not 0 <= target < n_classes):
             raise ValueError(f"target must be None or a class in [0, {n_classes}), "

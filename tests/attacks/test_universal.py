@@ -87,7 +87,7 @@ def test_sgd_with_normalized_gradient_steps(model, digits_train):
     x, y = digits_train.x[:256], digits_train.y[:256]
     res = uap_sgd(model, x, y, xi=2.0, norm="l2", sign=False, lr=0.2, epochs=4, batch_size=32)
     assert float(res.v.norm()) <= 2.0 + 1e-5 and res.fooling_rate > 0.3
-    assert [h["l2"] for h in res.history][0] <= 0.2 * 8 + 1e-5  # 8 steps of length 0.2
+    assert res.history[0]["l2"] <= 0.2 * 8 + 1e-5  # 8 steps of length 0.2
 
 
 @pytest.mark.parametrize("family", ["mlp"])

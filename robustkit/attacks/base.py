@@ -92,7 +92,7 @@ def make_result(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch
         success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     else:
         success = pred == target if target is not None else pred != y
-    flat = delta.reshape(len(x), -1)
+    flat = delta.flatten(1)
     if isinstance(iterations, int):  # the common case, in one op (FGSM's cost is counted)
         iters = torch.full((len(x),), iterations, dtype=torch.long, device=x.device)
     else:
@@ -169,7 +169,7 @@ def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     if norm == "linf":
         return delta.clamp(-eps, eps)
     if norm == "l2":
-        n = delta.reshape(len(delta), -1).norm(dim=1).clamp_min(1e-12)
+        n = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
         factor = (eps / n).clamp(max=1.0)
         return delta * factor.view(-1, *([1] * (delta.dim() - 1)))
     raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,8 @@ class DefendedSystem:
                                        threshold=self.threshold).cpu())
         return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
-    def _eval(self) -> Any:
-        from contextlib import ExitStack
-
+    def _eval(self) -> ExitStack:
+        """A context keeping model, detector and rectifier in eval mode (restored after)."""
         stack = ExitStack()
         for m in (self.model, self.detector, self.rectifier):
             if m is not None:

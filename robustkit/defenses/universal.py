@@ -5,6 +5,8 @@ all inputs. Each mini-batch trains the weights on clamp(x + v, 0, 1); the same b
 pass also gives the gradient of the batch loss with respect to v, and v then takes one
 ascent step: v <- clip_eps(v + step * sign(grad_v)) (or a plain gradient step). So the
 weights descend and v ascends at the same point, for about the cost of plain training.
+The gradient reaching v passes the clamp to [0, 1] straight through (as in the
+``uap_sgd`` attack), so pixels that are clamped in one batch still steer v.
 
 With ``clip`` set, v ascends the clipped loss min(CE, clip) of Shafahi et al.'s SGD
 attack instead: samples whose loss already exceeds ``clip`` (mostly: already fooled) stop
@@ -106,7 +108,10 @@ def universal(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: flo
             gen = torch.Generator().manual_seed(step_seed(ctx.seed, step_i))
             keep = (torch.rand(len(xb), generator=gen) < mix).to(xb.device, xb.dtype)
             vv = vv * keep.view(-1, *([1] * (xb.dim() - 1)))
-        return (xb + vv).clamp(0, 1)
+        xa = xb + vv
+        # Forward: clamp to [0, 1]. Backward: straight through (as the uap_sgd attack
+        # does), so coordinates clamped in this batch still tell v where to go.
+        return xa + (xa.clamp(0, 1) - xa).detach()
 
     def watch(epoch: int, m: nn.Module, st: dict) -> tuple[bool, dict[str, Any]]:
         ascend()  # so that the checkpoint holds v after this epoch's last step

@@ -25,7 +25,7 @@ def test_universal_training_cuts_recomputed_uap_fooling(digits_train, digits_tes
                  model_params=MLP, **UAT)
     fool_plain, clean_plain = fooling(plain, digits_train, digits_test)
     fool_uat, clean_uat = fooling(res.model, digits_train, digits_test)
-    assert fool_uat < 0.7 * fool_plain, (fool_plain, fool_uat)
+    assert fool_uat < 0.6 * fool_plain, (fool_plain, fool_uat)
     assert clean_uat > clean_plain - 0.03, (clean_plain, clean_uat)
     v = res.info["v"]
     assert v.shape == digits_train.x.shape[1:] and float(v.abs().max()) <= XI + 1e-6

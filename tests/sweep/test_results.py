@@ -69,8 +69,8 @@ def test_rewrite_without_drops_rows_atomically(tmp_path):
 def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path):
     from robustkit.sweep.results import exclusive
 
-    with exclusive(tmp_path), pytest.raises(RuntimeError, match="another sweep is writing"):
-        with exclusive(tmp_path):
-            pass
+    with exclusive(tmp_path), pytest.raises(RuntimeError, match="another sweep is writing"), \
+            exclusive(tmp_path):
+        pass
     with exclusive(tmp_path):  # released when the first one ends
         pass

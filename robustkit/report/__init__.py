@@ -149,8 +149,9 @@ def _defense_body(ok: pd.DataFrame, arts: artifacts.Artifacts) -> str:
                                        "accuracy in % under attack (system accuracy for detectors).",
                                        row_header="model + defense", norms=attack_norms(ok)))
     detection = tables.detection_html(ok)
-    roc = _plots(plots.roc_plots(arts.of("roc")), "Detection ROC curves (dotted: adaptive attack; "
+    roc = _plots(plots.roc_plots(arts.of("roc")), "Detection ROC curves per detector and "
+                 "attack, one curve per radius (darker: larger &epsilon;; dotted: adaptive attack; "
                  "dashed diagonal: chance).")
     if detection or roc:
-        parts.append(f'<h3>Detection</h3><div class="side">{detection}{roc}</div>')
+        parts.append(f"<h3>Detection</h3>{detection}{roc}")
     return "".join(parts)

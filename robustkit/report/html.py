@@ -56,9 +56,6 @@ td.best{font-weight:700;outline:2px solid var(--good);outline-offset:-2px;positi
 td.best::after{content:"\\2605";color:var(--good);position:absolute;top:0;right:2px;font-size:8px}
 td.na{color:#98a2b3;text-align:center}
 table.records td{text-align:left;white-space:normal;max-width:520px}
-table.records tr.hl td{background:#fff4e6}
-.side{display:flex;flex-wrap:wrap;gap:8px 28px;align-items:flex-start}.side caption{max-width:620px}
-.side figure.plot{flex:0 1 auto;max-width:460px}
 table.kv{margin:0 0 12px}table.kv th{text-align:left;background:#fafbfc}table.kv td{text-align:left;
 white-space:normal;word-break:break-word}
 table.kv caption{font-weight:600;color:var(--ink)}

@@ -26,10 +26,11 @@ def to_data_uri(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _grid(n: int, *, width: float = 3.6, height: float = 2.9) -> tuple[Figure, list]:
+def _grid(n: int, *, width: float = 3.6, height: float = 2.9, ncols: int = 3
+          ) -> tuple[Figure, list]:
     from matplotlib.figure import Figure as MplFigure
 
-    ncols = min(n, 3)
+    ncols = min(n, ncols)
     nrows = -(-n // ncols)
     fig = MplFigure(figsize=(width * ncols, height * nrows + 0.6), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
@@ -117,18 +118,22 @@ def _auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
 
 
 def roc_plots(rocs: list[Artifact]) -> list[tuple[str, str]]:
-    """Detection ROC curves, one panel per defended model, one curve per attack and radius."""
+    """Detection ROC curves, one panel per detector and attack, one curve per radius
+    (darker = larger eps; dotted = the adaptive attack). eps = 0 (clean vs clean) is left out."""
+    from matplotlib import colormaps
+
     figures = []
     for dataset in ordered_unique(a.meta.get("dataset", "") for a in rocs) or [""]:
-        mine = [a for a in rocs if a.meta.get("dataset", "") == dataset]
-        if not mine:
+        mine = [a for a in rocs if a.meta.get("dataset", "") == dataset and eps_of(a) != 0]
+        panels = ordered_unique(_roc_panel(a) for a in mine)
+        if not panels:
             continue
-        panels = ordered_unique(model_label(a.meta["model"], a.meta["defense"]) for a in mine)
-        fig, axes = _grid(len(panels), width=3.4, height=3.2)
+        radii = sorted({eps_of(a) for a in mine})
+        shade = {e: colormaps["viridis"](0.85 - 0.75 * i / max(1, len(radii) - 1))
+                 for i, e in enumerate(radii)}
+        fig, axes = _grid(len(panels), width=2.9, height=2.9, ncols=4)
         for ax, panel in zip(axes, panels):
-            for art in mine:
-                if model_label(art.meta["model"], art.meta["defense"]) != panel:
-                    continue
+            for art in sorted((a for a in mine if _roc_panel(a) == panel), key=eps_of):
                 fpr, tpr = np.asarray(art.arrays["fpr"], float), np.asarray(art.arrays["tpr"], float)
                 order = np.argsort(fpr, kind="stable")
                 try:  # the sweep's own AUC (from all scores) beats one from saved points
@@ -136,14 +141,18 @@ def roc_plots(rocs: list[Artifact]) -> list[tuple[str, str]]:
                 except (KeyError, ValueError):
                     auc = _auc(fpr[order], tpr[order])
                 adaptive = art.meta.get("adaptive", "").lower() in ("true", "1", "yes")
-                name = f"{art.meta.get('attack', '')} eps={eps_of(art):.3g}"
-                ax.plot(fpr[order], tpr[order], lw=1.6, ls=":" if adaptive else "-",
-                        label=f"{name}{' adaptive' if adaptive else ''} (AUC {auc:.3f})")
+                ax.plot(fpr[order], tpr[order], lw=1.5, ls=":" if adaptive else "-",
+                        color=shade[eps_of(art)],
+                        label=f"{eps_of(art):.3g}{' adaptive' if adaptive else ''}: {auc:.2f}")
             ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
             ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false positive rate",
                    ylabel="true positive rate", aspect="equal")
-            ax.set_title(panel, fontsize=10, fontweight="bold")
+            ax.set_title(panel, fontsize=9, fontweight="bold")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=6.5, loc="lower right", title="eps: AUC", title_fontsize=6.5)
         figures.append((dataset, to_data_uri(fig)))
     return figures
+
+
+def _roc_panel(art: Artifact) -> str:
+    return f"{model_label(art.meta['model'], art.meta['defense'])} · {art.meta.get('attack', '')}"

@@ -11,11 +11,11 @@ from typing import Any
 
 import pandas as pd
 
-from robustkit.report.data import fmt_num, fmt_pct, fmt_seconds, ordered_unique
+from robustkit.report.data import fmt_num, fmt_seconds, ordered_unique
 
 CLEAN = ("clean", "")
 # Columns that are not scores: no "best" mark (lower train time is better, flags are text).
-NO_BEST = ("flags", "train time", "train ratio", "AUC (adaptive)")
+NO_BEST = ("flags", "train time", "train ratio", "mean AUC (adaptive)")
 
 
 def summary_frame(ok: pd.DataFrame) -> pd.DataFrame:
@@ -68,8 +68,8 @@ def defense_frame(ok: pd.DataFrame) -> pd.DataFrame:
 
     Columns: clean accuracy, then one per (attack, eps) (``"<attack> (adaptive)"`` for
     adaptive attacks) holding ``system_accuracy`` where the row has one (detectors) and
-    ``robust_accuracy`` otherwise; then detection AUC, TPR at 5% FPR, training seconds,
-    training-time ratio and gradient-masking flags.
+    ``robust_accuracy`` otherwise; then detection AUC and TPR at 5% FPR (means over the
+    attacks and eps > 0), training seconds, training-time ratio and gradient-masking flags.
     """
     rows = _defense_rows(ok)
     if rows.empty:
@@ -77,13 +77,14 @@ def defense_frame(ok: pd.DataFrame) -> pd.DataFrame:
     labels = [lbl for d in (True, False) for lbl in ordered_unique(
         rows.loc[rows["undefended"] == d, "label"])]
     table = _pivot(rows, "score").reindex(labels)
+    perturbed = rows["eps"] > 0  # at eps = 0 a detector can only be at chance
     for col, name, adaptive in (
-            ("detection_auc", "detection AUC", False), ("detection_auc", "AUC (adaptive)", True),
-            ("tpr_at_5fpr", "TPR @ 5% FPR", False), ("train_seconds", "train time", None),
+            ("detection_auc", "mean AUC", False), ("detection_auc", "mean AUC (adaptive)", True),
+            ("tpr_at_5fpr", "mean TPR @ 5% FPR", False), ("train_seconds", "train time", None),
             ("train_ratio", "train ratio", None)):
         if col not in rows.columns:
             continue
-        sel = rows if adaptive is None else rows[rows["adaptive"] == adaptive]
+        sel = rows if adaptive is None else rows[(rows["adaptive"] == adaptive) & perturbed]
         values = pd.to_numeric(sel[col], errors="coerce")
         if values.notna().any():
             table[(name, "")] = values.groupby(sel["label"]).mean()
@@ -166,21 +167,22 @@ def _cell(col: tuple, value: object, best: bool) -> str:
         return f"<td>{fmt_seconds(value)}</td>"
     if name == "train ratio":
         return f"<td>{float(value):.2g}&times;</td>"  # type: ignore[arg-type]
-    if "AUC" in name:
-        return f"<td{cls}>{float(value):.3f}</td>"  # type: ignore[arg-type]
+    if "AUC" in name:  # 0.5 is chance: shade from there
+        auc = float(value)  # type: ignore[arg-type]
+        return f'<td{cls} style="{_heat(2 * auc - 1)}">{auc:.3f}</td>'
     style = f' style="{_heat(float(value))}"'  # type: ignore[arg-type]
     # Percent without the sign: the caption says "%", and 25 columns must fit a screen.
     return f"<td{cls}{style}>{100 * float(value):.1f}</td>"  # type: ignore[arg-type]
 
 
 def frame_html(frame: pd.DataFrame, *, caption: str, row_header: str = "model",
-               max_columns: int = 24, norms: dict[str, str] | None = None) -> str:
+               max_width: int = 1150, norms: dict[str, str] | None = None) -> str:
     """Render a pivot frame with a two-level header (attack, eps) and best cells marked.
 
-    Wide frames are cut between attacks into tables of at most ``max_columns`` columns
-    (one attack wider than that keeps its own table), each repeating the model column,
-    so that the page needs no sideways scrolling. ``norms`` (attack -> "L2") labels the
-    attack headers with the norm their eps is measured in.
+    Wide frames are cut between attacks into tables about ``max_width`` pixels wide (an
+    estimate from the text lengths; one attack wider than that keeps its own table), each
+    repeating the model column, so that the page needs no sideways scrolling. ``norms``
+    (attack -> "L2") labels the attack headers with the norm their eps is measured in.
     """
     if frame.empty:
         return ""
@@ -192,14 +194,27 @@ def frame_html(frame: pd.DataFrame, *, caption: str, row_header: str = "model",
         else:
             blocks.append([col])
     chunks: list[list[tuple]] = [[]]
+    width = base = 24 + 8 * max([len(str(i)) for i in frame.index] + [len(row_header)])
     for block in blocks:
-        if chunks[-1] and len(chunks[-1]) + len(block) > max_columns:
+        w = _block_width(block, norms or {})
+        if chunks[-1] and width + w > max_width:
             chunks.append([])
+            width = base
         chunks[-1].extend(block)
+        width += w
     return "".join(
         _grid_table(frame, mask, cols, caption if i == 0 else "(continued)", row_header,
                     norms or {})
         for i, cols in enumerate(chunks))
+
+
+def _block_width(block: list[tuple], norms: dict[str, str]) -> int:
+    """Rough rendered width in pixels of one column group (13px tabular digits)."""
+    name = str(block[0][0])
+    if block[0][1] == "":  # a single column: its header wraps
+        return 200 if name == "flags" else 90
+    head = 8 * len(name) + (30 if norms.get(name.removesuffix(" (adaptive)")) else 0) + 16
+    return max(46 * len(block), head)
 
 
 def _grid_table(frame: pd.DataFrame, mask: pd.DataFrame, cols: list[tuple], caption: str,
@@ -234,16 +249,13 @@ def _single(cols: list[tuple], group: object) -> bool:
 Column = tuple[str, str, Callable[[Any], str]]
 
 
-def records_html(rows: pd.DataFrame, columns: list[Column], *, caption: str,
-                 highlight: str | None = None) -> str:
-    """A plain table of records: ``columns`` = (column, header, formatter) triples; rows
-    where the boolean column ``highlight`` is true are shaded."""
+def records_html(rows: pd.DataFrame, columns: list[Column], *, caption: str) -> str:
+    """A plain table of records: ``columns`` = (column, header, formatter) triples."""
     if rows.empty:
         return ""
     head = "".join(f"<th>{escape(h)}</th>" for _, h, _ in columns)
     body = "".join(
-        ("<tr class='hl'>" if highlight and bool(r.get(highlight)) else "<tr>")
-        + "".join(f"<td>{escape(fmt(r.get(c)))}</td>" for c, _, fmt in columns) + "</tr>"
+        "<tr>" + "".join(f"<td>{escape(fmt(r.get(c)))}</td>" for c, _, fmt in columns) + "</tr>"
         for r in rows.to_dict("records"))
     return (f'<div class="table-wrap"><table class="records"><caption>{caption}</caption>'
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
@@ -268,25 +280,32 @@ def failures_html(failed: pd.DataFrame) -> str:
                         "went on without them.")
 
 
-def detection_html(ok: pd.DataFrame) -> str:
-    """Detector scores per (model, defense, attack, eps): AUC, TPR at 5% FPR, system accuracy."""
+def detection_frame(ok: pd.DataFrame) -> pd.DataFrame:
+    """ROC AUC and TPR at 5% FPR per detector and attack (rows) and eps (columns), mean over
+    seeds; rows of adaptive attacks are named ``"<attack> (adaptive)"``."""
     if "detection_auc" not in ok.columns:
-        return ""
-    rows = ok[pd.to_numeric(ok["detection_auc"], errors="coerce").notna()]
-    keys = ["dataset", "label", "attack", "eps", "adaptive"]
-    values = [c for c in ("detection_auc", "tpr_at_5fpr", "rejection_rate", "system_accuracy")
-              if c in rows.columns]
-    # Mean over seeds, one row per detector, attack and radius.
-    rows = rows[keys + values].assign(**{c: pd.to_numeric(rows[c], errors="coerce") for c in values}
-                                      ).groupby(keys, sort=False).mean().reset_index()
-    dataset: list[Column] = [("dataset", "dataset", _text)] if rows["dataset"].nunique() > 1 else []
-    cols: list[Column] = dataset + [
-            ("label", "model + defense", _text), ("attack", "attack", _text), ("eps", "eps", fmt_num),
-            ("adaptive", "adaptive", lambda v: "yes" if v else "no"),
-            ("detection_auc", "AUC", lambda v: "–" if pd.isna(v) else f"{float(v):.3f}"),
-            ("tpr_at_5fpr", "TPR @ 5% FPR", fmt_pct), ("rejection_rate", "rejected", fmt_pct),
-            ("system_accuracy", "system accuracy", fmt_pct)]
-    return records_html(rows, [c for c in cols if c[0] in rows.columns], highlight="adaptive",
-                        caption="Detection scores per attack and radius; shaded rows are adaptive "
-                        "attacks, which know the detector. A detector that only stops "
-                        "non-adaptive attacks shows it here.")
+        return pd.DataFrame()
+    rows = ok[pd.to_numeric(ok["detection_auc"], errors="coerce").notna()].copy()
+    if rows.empty:
+        return pd.DataFrame()
+    many = rows["dataset"].nunique() > 1
+    rows["row"] = [f"{d + ': ' if many else ''}{lbl} · {a}{' (adaptive)' if ad else ''}"
+                   for d, lbl, a, ad in zip(rows["dataset"], rows["label"], rows["attack"],
+                                            rows["adaptive"])]
+    parts = []
+    for col, name in (("detection_auc", "ROC AUC"), ("tpr_at_5fpr", "TPR @ 5% FPR")):
+        if col in rows.columns:
+            part = rows.assign(v=pd.to_numeric(rows[col], errors="coerce")).pivot_table(
+                index="row", columns="eps", values="v", aggfunc="mean")
+            part.columns = pd.MultiIndex.from_tuples([(name, e) for e in part.columns])
+            parts.append(part)
+    return pd.concat(parts, axis=1).reindex(ordered_unique(rows["row"]))
+
+
+def detection_html(ok: pd.DataFrame) -> str:
+    """The detection grid (see ``detection_frame``) rendered with the best detector marked."""
+    return frame_html(detection_frame(ok), row_header="detector · attack",
+                      caption="Detection of perturbed inputs per attack and radius: ROC AUC "
+                      "(0.5 = chance) and true-positive rate at 5% false positives. An adaptive "
+                      "attack knows the detector; a detector that only stops non-adaptive "
+                      "attacks shows it here.")

@@ -83,8 +83,8 @@ def test_defense_frame_baseline_adaptive_and_system_accuracy() -> None:
     assert frame.at["cnn + det", ("pgd", 0.1)] == pytest.approx(0.90)  # system accuracy
     assert frame.at["cnn + adv", ("pgd", 0.1)] == pytest.approx(0.80)  # robust accuracy
     assert frame.at["cnn + det", ("pgd (adaptive)", 0.1)] == pytest.approx(0.30)
-    assert frame.at["cnn + det", ("detection AUC", "")] == pytest.approx(0.99)
-    assert frame.at["cnn + det", ("AUC (adaptive)", "")] == pytest.approx(0.60)
+    assert frame.at["cnn + det", ("mean AUC", "")] == pytest.approx(0.99)
+    assert frame.at["cnn + det", ("mean AUC (adaptive)", "")] == pytest.approx(0.60)
     assert frame.at["cnn + adv", ("train ratio", "")] == pytest.approx(3.0)
     assert frame.at["cnn + adv", ("flags", "")] == "eps=0.1: iterative_not_weaker: a; eps=0.1: noise: b"
     assert frame.at["cnn + det", ("clean", "")] == pytest.approx(0.95)  # clean system accuracy
@@ -124,7 +124,7 @@ def test_wide_tables_are_cut_between_attacks() -> None:
              "seed": 0, "status": "ok", "clean_accuracy": 0.9, "robust_accuracy": 0.5}
             for m in ("a", "b") for a in ("fgsm", "pgd", "noise") for e in range(10)]
     df = read_results(io.StringIO(pd.DataFrame(rows).to_csv(index=False)))
-    html = tables.frame_html(tables.summary_frame(df), caption="wide", max_columns=24)
+    html = tables.frame_html(tables.summary_frame(df), caption="wide", max_width=1100)
     assert html.count("<table") == 2 and "(continued)" in html
     first, second = html.split("(continued)")
     assert ">pgd</th>" in first and ">noise</th>" not in first and ">noise</th>" in second
@@ -182,3 +182,11 @@ def test_rows_follow_the_spec_order_not_completion_order() -> None:
     assert list(zip(df["model"], df["attack"])) == [
         ("zeta", "fgsm"), ("alpha", "pgd"), ("alpha", "fgsm"), ("other", "fgsm")]
     assert list(tables.summary_frame(df).index) == ["zeta", "alpha", "other"]
+
+
+def test_detection_frame_auc_and_tpr_per_eps_with_adaptive_rows() -> None:
+    frame = tables.detection_frame(_ok(DEFENSE_CSV))
+    assert list(frame.index) == ["cnn + det · pgd", "cnn + det · pgd (adaptive)"]
+    assert frame.at["cnn + det · pgd", ("ROC AUC", 0.1)] == pytest.approx(0.99)
+    assert frame.at["cnn + det · pgd (adaptive)", ("ROC AUC", 0.1)] == pytest.approx(0.60)
+    assert tables.detection_frame(_ok(CSV)).empty

@@ -125,3 +125,23 @@ def test_bad_arguments_raise_with_valid_choices(digits_train):
     with pytest.raises(ValueError, match="unknown defense"):
         get("nope")
     assert {"fgsm_rs", "pgd", "universal", "retrain"} <= set(names())
+
+
+def test_eps_warmup_ramps_the_training_budget(digits_train, monkeypatch):
+    import robustkit.defenses.adversarial as adv
+
+    seen = []
+    real = adv.pgd_attack
+
+    def spy(model, x, y, *, eps, **kw):
+        seen.append(eps)
+        return real(model, x, y, eps=eps, **kw)
+
+    monkeypatch.setattr(adv, "pgd_attack", spy)
+    x, y = digits_train.x[:128], digits_train.y[:128]
+    defend("pgd", "linear", x, y, eps=0.2, steps=1, eps_warmup=0.5, watch_size=0,
+           model_params={"epochs": 2, "batch_size": 32})
+    # 8 steps in all, eps reaches 0.2 after the first 4 and stays there.
+    assert seen == pytest.approx([0.05, 0.1, 0.15, 0.2, 0.2, 0.2, 0.2, 0.2])
+    with pytest.raises(ValueError, match="eps_warmup"):
+        defend("pgd", "linear", x, y, eps=0.2, eps_warmup=2)

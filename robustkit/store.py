@@ -53,6 +53,7 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make files others cannot read
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

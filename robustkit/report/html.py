@@ -6,8 +6,6 @@ artifact metadata is escaped by the section builders before it reaches ``page``.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -130,17 +128,8 @@ def page(title: str, subtitle: str, facts: list[tuple[str, str]], sections: list
 
 
 def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and ``os.replace``."""
+    from robustkit.store import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make a report others cannot read
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, text.encode("utf-8"))

@@ -21,7 +21,7 @@ from attacks_common import FAMILIES, Data, art_classifier, median_times, peer, t
 from robustkit.attacks.fgsm import fgsm
 
 EPS = {"digits": 0.1, "mnist": 0.3}
-REPEATS = {"digits": 100, "mnist": 20}
+REPEATS = {"digits": 200, "mnist": 40}
 
 
 def run(data: Data, device: torch.device, base: dict[str, Any]) -> list[dict[str, Any]]:

@@ -46,7 +46,8 @@ def universal(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: flo
         ctx: model family, seed, device, checkpoint folder (see ``DefenseContext``).
         x: (N, ...) training inputs in [0, 1]; y: (N,) int64 labels.
         eps: Linf radius xi of the universal perturbation.
-        step: ascent step of v per mini-batch; default eps / 10.
+        step: ascent step of v per mini-batch; default eps (the FGSM-style step of the
+            paper: v moves to the sign of each batch's gradient, then is clipped).
         update: ``"sign"`` (FGSM-like step, the paper's choice) or ``"grad"`` (the batch
             gradient scaled to Linf norm ``step``).
         clip: v ascends min(CE, clip) per sample (None: plain CE, the paper's UAT).
@@ -72,7 +73,7 @@ def universal(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: flo
     training", AAAI 2020 (arXiv:1811.11304). Hardens against universal perturbations
     only; per-sample attacks (FGSM, PGD) are not defended.
     """
-    size = eps / 10 if step is None else float(step)
+    size = eps if step is None else float(step)
     _check(size, update, clip, mix)
     ctx = with_training(ctx, train)
     params = {"eps": eps, "step": size, "update": update, "clip": clip, "mix": float(mix),

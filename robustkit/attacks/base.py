@@ -6,9 +6,10 @@ over x in [0, 1]; it never changes the model (parameters, their .grad, train/eva
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from functools import cached_property
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,29 +19,50 @@ from robustkit.registry import Registry
 NORMS = ("linf", "l2")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AttackResult:
     """Per-sample outcome of an attack.
 
     Attributes:
         x_adv: adversarial inputs, same shape/device/dtype as x, in [0, 1].
-        delta: x_adv - x.
         success: bool (N,): prediction on x_adv != y (untargeted) or == target (targeted).
-        l2, linf: float (N,) norms of delta per sample.
-        iterations: int (N,) iterations used per sample (1 for single-step attacks).
         info: attack-specific extras (e.g. DeepFool's rho_adv, a UAP's v and history).
         pred: int64 (N,) predicted labels on x_adv, or None when the attack was asked not
             to predict (``predict=False``: then ``success`` is all False, not measured).
+        delta: x_adv - x.
+        steps: iterations as given by the attack (an int for all samples, or per sample).
+        l2, linf: float (N,) norms of delta per sample.
+        iterations: int64 (N,) iterations used per sample (1 for single-step attacks).
+
+    ``l2``, ``linf`` and ``iterations`` are computed on first access (then kept): a
+    single-step attack costs one forward and one backward pass, and four more passes
+    over the batch would show on small batches when nobody reads them.
     """
 
     x_adv: torch.Tensor
     delta: torch.Tensor
     success: torch.Tensor
-    l2: torch.Tensor
-    linf: torch.Tensor
-    iterations: torch.Tensor
     info: Mapping[str, Any] = field(default_factory=dict)
     pred: torch.Tensor | None = None
+    steps: Any = field(default=1, repr=False)
+
+    @cached_property
+    def l2(self) -> torch.Tensor:
+        return torch.linalg.vector_norm(self.delta.flatten(1), dim=1)
+
+    @cached_property
+    def linf(self) -> torch.Tensor:
+        # max(amax, -amin) rather than vector_norm(ord=inf) (~20x slower on CPU).
+        flat = self.delta.flatten(1)
+        return torch.maximum(flat.amax(dim=1), flat.amin(dim=1).neg_())
+
+    @cached_property
+    def iterations(self) -> torch.Tensor:
+        n, dev = len(self.x_adv), self.x_adv.device
+        if isinstance(self.steps, int):
+            return torch.full((n,), self.steps, dtype=torch.long, device=dev)
+        iters = torch.as_tensor(self.steps, device=dev)
+        return iters.expand(n).clone() if iters.dim() == 0 else iters
 
 
 @dataclass(frozen=True)
@@ -84,7 +106,6 @@ def make_result(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch
     fast path for callers that predict on x_adv themselves.
     """
     x_adv = x_adv.detach()
-    delta = x_adv - x
     if pred is None and predict:
         with torch.no_grad(), eval_mode(model):
             pred = model(x_adv).argmax(1)
@@ -92,18 +113,8 @@ def make_result(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch
         success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     else:
         success = pred == target if target is not None else pred != y
-    flat = delta.flatten(1)
-    if isinstance(iterations, int):  # the common case, in one op (FGSM's cost is counted)
-        iters = torch.full((len(x),), iterations, dtype=torch.long, device=x.device)
-    else:
-        iters = torch.as_tensor(iterations, device=x.device)
-        if iters.dim() == 0:
-            iters = iters.expand(len(x)).clone()
-    # max(amax, -amin) rather than vector_norm(ord=inf) (~20x slower on CPU) or
-    # abs().amax() (allocates another input-sized tensor).
-    linf = torch.maximum(flat.amax(dim=1), flat.amin(dim=1).neg_())
-    return AttackResult(x_adv, delta, success, torch.linalg.vector_norm(flat, dim=1), linf,
-                        iters, dict(info or {}), pred)
+    return AttackResult(x_adv, x_adv - x, success, dict(info) if info else {}, pred,
+                        iterations)
 
 
 def generator(seed: int, device: torch.device | str) -> torch.Generator:
@@ -115,19 +126,34 @@ def generator(seed: int, device: torch.device | str) -> torch.Generator:
     return gen
 
 
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put the model in eval mode for the block and restore its previous mode after."""
-    modes = [m.training for m in model.modules()]
-    if not any(modes):  # already in eval mode: nothing to set or restore
-        yield
-        return
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in zip(model.modules(), modes):
-            m.training = mode
+class eval_mode:
+    """Context manager: the model in eval mode for the block, its previous (per-module)
+    modes restored after.
+
+    A class rather than a generator (it runs on every attack call), walking ``_modules``
+    directly: ``model.modules()`` builds a name for every submodule.
+    """
+
+    __slots__ = ("_model", "_modes", "_mods")
+
+    def __init__(self, model: nn.Module) -> None:
+        self._model = model
+        mods, stack = [], [model]
+        while stack:
+            m = stack.pop()
+            mods.append(m)
+            stack.extend(c for c in m._modules.values() if c is not None)
+        self._mods = mods
+        self._modes = [m.training for m in mods]
+
+    def __enter__(self) -> None:
+        if any(self._modes):
+            self._model.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        if any(self._modes):
+            for m, mode in zip(self._mods, self._modes):
+                m.training = mode
 
 
 def input_grad(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor]
@@ -158,7 +184,7 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             raise ValueError("x contains NaN or inf")
         if lo < 0 or hi > 1:
             raise ValueError(f"x must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
-    if eps is not None and (not isinstance(eps, (int, float)) or eps != eps or eps < 0):
+    if eps is not None and (not isinstance(eps, (int, float)) or math.isnan(eps) or eps < 0):
         raise ValueError(f"eps must be a number >= 0, got {eps!r}")
     if target is not None and (target.shape != y.shape or target.dtype != torch.int64):
         raise ValueError(f"target must be an int64 tensor of shape {tuple(y.shape)}")

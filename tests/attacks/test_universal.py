@@ -44,7 +44,8 @@ def test_batch_size_one_is_algorithm_1(model, digits_train):
         for i in torch.randperm(len(x), generator=gen).tolist():
             start = (x[i:i + 1] + v).clamp(0, 1)
             if _pred(model, start) == clean[i]:
-                step = deepfool(model, start, clean[i:i + 1], max_iter=10, refine=0)
+                step = deepfool(model, start, clean[i:i + 1], max_iter=10, refine=0,
+                                box="mask")
                 if step.success.all():
                     v = project(v[None] + step.delta, xi, "linf")[0]
     assert torch.allclose(res.v, v, atol=1e-6)

@@ -76,6 +76,21 @@ def test_median_l2_no_larger_than_foolbox(model, digits_test):
     assert float(ours.l2.median()) <= float(theirs.median())
 
 
+@pytest.mark.parametrize("family", ["cnn"])
+def test_clip_mode_is_foolbox_and_both_is_never_larger_per_sample(model, digits_test):
+    fb = pytest.importorskip("foolbox")
+    x, y = digits_test.x[:64], digits_test.y[:64]
+    _, theirs, _ = fb.attacks.L2DeepFoolAttack()(fb.PyTorchModel(model, bounds=(0, 1)), x, y,
+                                                 epsilons=None)
+    clip = deepfool(model, x, y, box="clip", refine=0)
+    assert torch.allclose(clip.x_adv, theirs, atol=1e-5)  # the paper's algorithm, as foolbox
+    mask, both = deepfool(model, x, y, box="mask"), deepfool(model, x, y)
+    assert both.success.all() and both.info["box"] == "both"
+    for single in (deepfool(model, x, y, box="clip"), mask):
+        assert (both.l2[single.success] <= single.l2[single.success] + 1e-6).all()
+    assert not torch.equal(mask.x_adv, both.x_adv)  # the clipped run won somewhere
+
+
 def test_flips_every_sample_on_every_family(model, digits_test):
     x, y = digits_test.x[:32], digits_test.y[:32]
     for fn in (deepfool, deepfool_linf):
@@ -126,6 +141,6 @@ def test_bad_parameters_raise_naming_them():
     model, x, y, _ = _binary()
     for kw, word in (({"norm": "l1"}, "norm"), ({"overshoot": -0.1}, "overshoot"),
                      ({"max_iter": 0}, "max_iter"), ({"candidates": 1}, "candidates"),
-                     ({"refine": -1}, "refine")):
+                     ({"refine": -1}, "refine"), ({"box": "wrap"}, "box")):
         with pytest.raises(ValueError, match=word):
             deepfool(model, x, y, **kw)

@@ -61,13 +61,8 @@ def _attach(modules: list[str]) -> None:
     import importlib
 
     for name in modules:
-        try:
-            mod = importlib.import_module(f"robustkit.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"robustkit.cli.{name}":
-                continue  # command module not written yet
-            raise
-        register: Callable[[click.Group], None] = mod.register
+        register: Callable[[click.Group], None] = importlib.import_module(
+            f"robustkit.cli.{name}").register
         register(main)
 
 

@@ -34,6 +34,7 @@ from torch import nn
 
 from robustkit.models.preprocess import PCA
 from robustkit.models.registry import Family, register
+from robustkit.models.training import per_class
 
 COVARIANCES = ("full", "diag", "spherical")
 DEFAULTS: dict[str, Any] = {
@@ -193,7 +194,7 @@ def fit_mixtures(z: np.ndarray, y: np.ndarray, *, n_classes: int, n_components: 
     # overhead there and oversubscribe the CPU badly when fits run side by side (sweeps),
     # so they run single-threaded, as scikit-learn's own KMeans limits its BLAS.
     with threadpool_limits(limits=1):
-        for k in _bar(list(range(n_classes)), progress):
+        for k in per_class(list(range(n_classes)), progress, "gmm"):
             gm = GaussianMixture(n_components, covariance_type=covariance, reg_covar=reg,
                                  max_iter=max_iter, n_init=n_init, random_state=seed)
             mixtures.append(gm.fit(z[y == k]))
@@ -213,14 +214,6 @@ def _check(params: dict, n: int, dim: int) -> None:
                             or not 1 <= pca <= min(n, dim)):
         raise ValueError(f"gmm: pca={pca!r} is not valid; expected None or an integer "
                          f"in [1, {min(n, dim)}]")
-
-
-def _bar(items: list[int], progress: bool) -> Any:
-    if not progress:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc="gmm", unit="class", leave=False, disable=None)
 
 
 def _fit(x: torch.Tensor, y: torch.Tensor, *, n_classes: int, params: dict, seed: int,

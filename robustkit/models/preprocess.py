@@ -19,7 +19,7 @@ class Standardize(nn.Module):
         self.register_buffer("scale", torch.ones(dim))
 
     @torch.no_grad()
-    def fit(self, x: torch.Tensor) -> "Standardize":
+    def fit(self, x: torch.Tensor) -> Standardize:
         flat = x.reshape(len(x), -1).double()
         self.mean.copy_(flat.mean(0))
         self.scale.copy_(flat.std(0, unbiased=False).clamp_min(self.min_scale))
@@ -38,7 +38,7 @@ class PCA(nn.Module):
         self.register_buffer("components", torch.zeros(k, dim))
 
     @torch.no_grad()
-    def fit(self, x: torch.Tensor) -> "PCA":
+    def fit(self, x: torch.Tensor) -> PCA:
         flat = x.reshape(len(x), -1).double()
         mean = flat.mean(0)
         _, _, vt = torch.linalg.svd(flat - mean, full_matrices=False)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from robustkit.models.registry import Family, register
+from robustkit.models.training import per_class
 
 KERNELS = ("linear", "poly", "rbf")
 GAMMAS = ("scale", "auto")
@@ -180,7 +181,7 @@ def fit_svcs(x: np.ndarray, y: np.ndarray, *, n_classes: int, kernel: str = "rbf
                          f"class counts are {counts.tolist()}")
     classes = [1] if n_classes == 2 else list(range(n_classes))
     svcs = []
-    for k in _bar(classes, progress):
+    for k in per_class(classes, progress, "svm"):
         svc = SVC(kernel=kernel, C=C, gamma=gamma, degree=degree, coef0=coef0, cache_size=500)
         svcs.append(svc.fit(x, (y == k).astype(np.int64)))
     return svcs
@@ -229,14 +230,6 @@ def _subsample(x: torch.Tensor, y: torch.Tensor, n: int | None,
                                random_state=seed)
     keep = torch.from_numpy(np.sort(keep))
     return x[keep], y[keep]
-
-
-def _bar(items: list[int], progress: bool) -> Any:
-    if not progress:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc="svm", unit="class", leave=False, disable=None)
 
 
 def _fit(x: torch.Tensor, y: torch.Tensor, *, n_classes: int, params: dict, seed: int,

@@ -6,7 +6,7 @@ replaces each batch's inputs before the step, ``on_epoch`` sees every finished e
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -154,3 +154,13 @@ def _bar(total: int, progress: bool, desc: str):
 
     # disable=None: silent when stderr is not a terminal.
     return tqdm(total=total, desc=desc, unit="epoch", leave=False, disable=None)
+
+
+def per_class(classes: list[int], progress: bool, desc: str) -> Iterable[int]:
+    """Iterate over ``classes``, with a progress bar when ``progress`` (and stderr is a
+    terminal): the one-model-per-class fits of svm and gmm."""
+    if not progress:
+        return classes
+    from tqdm.auto import tqdm
+
+    return tqdm(classes, desc=desc, unit="class", leave=False, disable=None)

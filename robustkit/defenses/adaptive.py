@@ -198,8 +198,11 @@ def adaptive_uap(system: DefendedSystem, x: torch.Tensor, y: torch.Tensor, *, xi
 def _sgd_uap(system: DefendedSystem, x: torch.Tensor, y: torch.Tensor, obj: Objective, *,
              xi: float, norm: str, epochs: int, batch_size: int, size: float, kappa: float,
              seed: int) -> torch.Tensor:
+    # Sign-SGD with a fixed step oscillates: keep the epoch's v that leaves the system
+    # the lowest accuracy on x (the last one on ties), as uap_sgd keeps its best epoch.
     gen = generator(seed, "cpu")
     v = torch.zeros((1, *x.shape[1:]), device=x.device, dtype=x.dtype)
+    best, best_acc = v, float("inf")
     with system._eval():
         for _ in range(epochs):
             order = torch.randperm(len(x), generator=gen).to(x.device)
@@ -209,4 +212,51 @@ def _sgd_uap(system: DefendedSystem, x: torch.Tensor, y: torch.Tensor, obj: Obje
                 value, _, _ = _loss(system, (x[idx] + v).clamp(0, 1), y[idx], obj, kappa)
                 (grad,) = torch.autograd.grad(value.mean(), v)
                 v = project(v.detach() + size * ascent_direction(grad, norm), xi, norm)
-    return v[0]
+            acc = system_accuracy(system.decide((x + v).clamp(0, 1)), y, adversarial=True)
+            if acc <= best_acc:
+                best, best_acc = v, acc
+    return best[0]
+
+
+def attack_system(system: DefendedSystem, attack: str, eps: float, x: torch.Tensor,
+                  y: torch.Tensor, *, adaptive: bool, fit_x: torch.Tensor, fit_y: torch.Tensor,
+                  norm: str = "linf", steps: int = 50,
+                  lambdas: Sequence[float] = (0.1, 1.0, 10.0),
+                  uap_params: Mapping[str, Any] | None = None,
+                  seed: int = 0) -> tuple[torch.Tensor, str]:
+    """Perturb x with ``attack`` at ``eps``: against the bare classifier, or adaptively.
+
+    Non-adaptive: ``fgsm`` (``fgm`` for L2), ``pgd``, ``uap`` (``uap_sgd`` on fit_x),
+    ``noise``. Adaptive: ``uap`` -> :func:`adaptive_uap` on fit_x, any other ->
+    :func:`adaptive_pgd`. Returns ``(x_adv, method)``, method naming what ran.
+
+    Example:
+        >>> x_adv, method = attack_system(system, "uap", 0.3, x, y, adaptive=True,
+        ...                               fit_x=x_fit, fit_y=y_fit)  # doctest: +SKIP
+    """
+    from robustkit.attacks.fgsm import fgm, fgsm
+    from robustkit.attacks.noise import noise
+    from robustkit.attacks.pgd import pgd
+    from robustkit.attacks.universal import uap_sgd
+
+    model, kw = system.model, dict(uap_params or {})
+    if attack == "uap":
+        if adaptive:
+            res = adaptive_uap(system, fit_x, fit_y, xi=eps, norm=norm, lambdas=lambdas,
+                               epochs=int(kw.get("epochs", 10)), uap_params=kw, seed=seed)
+            v, method = res.v, f"adaptive_uap[{res.method}]"
+        else:
+            v = uap_sgd(model, fit_x, fit_y, xi=eps, norm=norm, seed=seed, **kw).v
+            method = "uap_sgd"
+        return (x + v.to(x).reshape(x.shape[1:])).clamp(0, 1), method
+    if adaptive:
+        r = adaptive_pgd(system, x, y, eps=eps, norm=norm, steps=steps, lambdas=lambdas,
+                         seed=seed)
+        return r.x_adv, f"adaptive_pgd[{steps} steps, lambdas={list(lambdas)}]"
+    if attack == "fgsm":
+        return (fgsm if norm == "linf" else fgm)(model, x, y, eps=eps).x_adv, "fgsm"
+    if attack == "pgd":
+        return pgd(model, x, y, eps=eps, norm=norm, steps=steps, seed=seed).x_adv, "pgd"
+    if attack == "noise":
+        return noise(model, x, y, eps=eps, norm=norm, seed=seed).x_adv, "noise"
+    raise ValueError(f"attack must be 'fgsm', 'pgd', 'uap' or 'noise', got {attack!r}")

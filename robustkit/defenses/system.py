@@ -20,6 +20,7 @@ from torch import nn
 from robustkit.attacks.base import eval_mode
 from robustkit.defenses.detector import Detector, build_detector
 from robustkit.defenses.rectifier import Rectifier, build_rectifier
+from robustkit.models.registry import accuracy
 
 REJECT = -1
 
@@ -168,7 +169,10 @@ def detection_scores(model: nn.Module, defense: Detector | DefendedSystem, x: to
     Returns:
         One dict per (attack, eps, adaptive): ``attack, eps, norm, adaptive, method, n,
         auc, tpr_at_5fpr`` (best TPR at FPR <= 5% on this data), ``tpr_at_threshold,
-        fpr_at_threshold`` (the detector's own threshold), ``system_accuracy`` (rejected
+        fpr_at_threshold`` (shares of attacked / clean inputs the detector flags at its
+        own threshold), ``rejection_rate, clean_rejection_rate`` (shares the system
+        rejects: the flagged ones without a rectifier, none with one, since flagged
+        inputs are then rectified and classified), ``system_accuracy`` (rejected
         = defended), ``clean_system_accuracy`` (rejected = error),
         ``classifier_robust_accuracy, classifier_clean_accuracy, seconds`` and
         ``fpr, tpr`` (ROC on a 101-point FPR grid, for plotting).
@@ -186,60 +190,33 @@ def detection_scores(model: nn.Module, defense: Detector | DefendedSystem, x: to
     bad = [a for a in attacks if a not in SCORE_ATTACKS]
     if bad:
         raise ValueError(f"attacks must lie in {SCORE_ATTACKS}, got {bad}")
+    from robustkit.defenses.adaptive import attack_system
+
     fx, fy = (x, y) if fit_x is None else (fit_x, fit_y if fit_y is not None else y)
     clean_dec = system.decide(x)
     base = {"n": len(x), "norm": norm,
             "clean_system_accuracy": system_accuracy(clean_dec, y, adversarial=False),
-            "classifier_clean_accuracy": _accuracy(model, x, y)}
+            "clean_rejection_rate": _rejected(clean_dec),
+            "classifier_clean_accuracy": accuracy(model, x, y)}
     clean_scores = system.score(x) if system.detector is not None else None
     rows = []
     for attack in attacks:
         for e in eps:
             for adapt in (m for m in modes if not (m and attack == "noise")):
                 t0 = time.perf_counter()
-                x_adv, method = _attack(system, attack, float(e), adapt, x, y, fx, fy, norm=norm,
-                                        steps=steps, lambdas=lambdas, uap_params=uap_params,
-                                        seed=seed)
+                x_adv, method = attack_system(system, attack, float(e), x, y, adaptive=adapt,
+                                              fit_x=fx, fit_y=fy, norm=norm, steps=steps,
+                                              lambdas=lambdas, uap_params=uap_params,
+                                              seed=seed)
+                dec = system.decide(x_adv)
                 row = {"attack": attack, "eps": float(e), "adaptive": adapt, "method": method,
                        **base, **_detection(system, clean_scores, x_adv),
-                       "system_accuracy": system_accuracy(system.decide(x_adv), y,
-                                                          adversarial=True),
-                       "classifier_robust_accuracy": _accuracy(model, x_adv, y),
+                       "rejection_rate": _rejected(dec),
+                       "system_accuracy": system_accuracy(dec, y, adversarial=True),
+                       "classifier_robust_accuracy": accuracy(model, x_adv, y),
                        "seconds": time.perf_counter() - t0}
                 rows.append(row)
     return rows
-
-
-def _attack(system: DefendedSystem, attack: str, eps: float, adaptive: bool, x: torch.Tensor,
-            y: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, *, norm: str, steps: int,
-            lambdas: tuple[float, ...], uap_params: dict[str, Any] | None,
-            seed: int) -> tuple[torch.Tensor, str]:
-    from robustkit.attacks.fgsm import fgm, fgsm
-    from robustkit.attacks.noise import noise
-    from robustkit.attacks.pgd import pgd
-    from robustkit.attacks.universal import uap_sgd
-    from robustkit.defenses.adaptive import adaptive_pgd, adaptive_uap
-
-    model = system.model
-    if attack == "uap":
-        if adaptive:
-            res = adaptive_uap(system, fx, fy, xi=eps, norm=norm, lambdas=lambdas,
-                               epochs=int((uap_params or {}).get("epochs", 10)),
-                               uap_params=uap_params, seed=seed)
-            v, method = res.v, f"adaptive_uap[{res.method}]"
-        else:
-            v = uap_sgd(model, fx, fy, xi=eps, norm=norm, seed=seed, **(uap_params or {})).v
-            method = "uap_sgd"
-        return (x + v.to(x).reshape(x.shape[1:])).clamp(0, 1), method
-    if adaptive:
-        r = adaptive_pgd(system, x, y, eps=eps, norm=norm, steps=steps, lambdas=lambdas,
-                         seed=seed)
-        return r.x_adv, f"adaptive_pgd[{steps} steps, lambdas={list(lambdas)}]"
-    if attack == "fgsm":
-        return (fgsm if norm == "linf" else fgm)(model, x, y, eps=eps).x_adv, "fgsm"
-    if attack == "pgd":
-        return pgd(model, x, y, eps=eps, norm=norm, steps=steps, seed=seed).x_adv, "pgd"
-    return noise(model, x, y, eps=eps, norm=norm, seed=seed).x_adv, "noise"
 
 
 def _detection(system: DefendedSystem, clean: torch.Tensor | None,
@@ -263,62 +240,5 @@ def _detection(system: DefendedSystem, clean: torch.Tensor | None,
             "fpr": grid.round(4).tolist(), "tpr": np.interp(grid, fpr, tpr).round(4).tolist()}
 
 
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    from robustkit.models.registry import accuracy
-
-    return accuracy(model, x, y)
-
-
-def benchmark_detector(dataset: str = "digits", *, model: str = "cnn",
-                       model_params: dict[str, Any] | None = None, defense: str = "detector",
-                       xi: float = 0.3, eps: tuple[float, ...] | None = None,
-                       attacks: tuple[str, ...] = ("uap", "fgsm", "noise"),
-                       limit: int | None = None, n_test: int | None = 1000,
-                       n_fit: int = 2000, root: str | None = None, seed: int = 0,
-                       base: nn.Module | None = None,
-                       defense_params: dict[str, Any] | None = None,
-                       score_params: dict[str, Any] | None = None) -> list[dict]:
-    """Train a model (unless ``base`` is given), put a ``"detector"`` or ``"prn"`` defense
-    trained at radius ``xi`` in front of it, and score it with :func:`detection_scores`.
-
-    Args:
-        dataset: a dataset name (``"digits"``, ``"mnist"`` with ``root``...).
-        model, model_params: the classifier family and its parameters.
-        defense: ``"detector"`` (reject flagged inputs) or ``"prn"`` (rectify them).
-        xi: the radius the defense trains at; eps: radii scored (default ``(xi,)``).
-        limit: train on a stratified subset of this size; n_test: test samples scored.
-        n_fit: training samples the scoring UAPs are fitted on.
-        defense_params, score_params: passed to the defense / to detection_scores.
-
-    Returns:
-        The rows of :func:`detection_scores` with ``dataset, model, defense, xi,
-        defense_seconds, model_seconds`` added (without the ROC lists' plotting use
-        changing: ``fpr``/``tpr`` stay in the rows).
-
-    Example:
-        >>> rows = benchmark_detector("digits", xi=0.3)  # doctest: +SKIP
-    """
-    from robustkit import defenses, models
-    from robustkit.datasets import load_dataset, subset
-
-    if defense not in ("detector", "prn"):
-        raise ValueError(f"defense must be 'detector' or 'prn', got {defense!r}")
-    tr = load_dataset(dataset, "train", root=root, seed=seed, limit=limit)
-    te = load_dataset(dataset, "test", root=root, seed=seed, limit=n_test)
-    t0 = time.perf_counter()
-    if base is None:
-        base = models.create(model, **(model_params or {})).fit(
-            tr.x, tr.y, n_classes=tr.info.n_classes, seed=seed)
-    model_seconds = time.perf_counter() - t0
-    res = defenses.defend(defense, model, tr.x, tr.y, eps=xi, base=base, seed=seed,
-                          **(defense_params or {}))
-    fit = subset(tr, n_fit, seed=seed) if n_fit < len(tr.y) else tr
-    det = res.extras["detector"]
-    if not isinstance(det, Detector):
-        raise TypeError(f"defense {defense!r} returned no Detector")
-    rows = detection_scores(base, DefendedSystem(base, det), te.x, te.y,
-                            attacks=attacks, eps=eps or (xi,), fit_x=fit.x, fit_y=fit.y,
-                            seed=seed, **(score_params or {}))
-    extra = {"dataset": tr.info.name, "model": model, "defense": defense, "xi": xi,
-             "defense_seconds": res.seconds, "model_seconds": model_seconds}
-    return [{**extra, **row} for row in rows]
+def _rejected(decisions: torch.Tensor) -> float:
+    return float((decisions == REJECT).float().mean()) if len(decisions) else float("nan")

@@ -124,9 +124,12 @@ def evaluate_system(cell: Cell, eps: tuple[float, ...], ctx: Context, model: tor
             "system_accuracy": r["system_accuracy"],
             "clean_system_accuracy": r["clean_system_accuracy"],
             "detection_auc": r["auc"], "tpr_at_5fpr": r["tpr_at_5fpr"],
-            "rejection_rate": r["tpr_at_threshold"], "seconds": seconds,
+            # What the system does, not what the detector flags: a prn rectifies and
+            # classifies its flagged inputs, so it rejects none of them.
+            "rejection_rate": r["rejection_rate"], "seconds": seconds,
             "samples_per_second": r["n"] / seconds if seconds > 0 else None,
             "device": str(dev), "method": r["method"],
+            "flagged_rate": r["tpr_at_threshold"],
             "fpr_at_threshold": r["fpr_at_threshold"]})
         if r.get("fpr"):
             arts.append({"kind": "roc", "eps": float(r["eps"]), "data": {

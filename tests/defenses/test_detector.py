@@ -15,6 +15,7 @@ from robustkit.attacks.universal import uap_sgd
 from robustkit.defenses.detector import Detector, fit_detector
 from robustkit.defenses.system import (
     DefendedSystem,
+    detection_scores,
     load_system,
     save_system,
     system_accuracy,
@@ -114,13 +115,18 @@ class _Fixed(torch.nn.Module):
         return torch.nn.functional.one_hot(x[:, 1].round().long(), 3).float()
 
 
-def test_decision_and_scoring_rules_by_hand():
+def _flag_x0_detector() -> Detector:
     det = Detector([2], features="raw", hidden=())
     with torch.no_grad():  # logit = 10 * (x0 - 0.5): flagged iff x0 > 0.5
         det.standardize.mean.zero_()
         det.standardize.scale.fill_(1.0)
         det.head[0].weight.copy_(torch.tensor([[10.0, 0.0]]))
         det.head[0].bias.fill_(-5.0)
+    return det
+
+
+def test_decision_and_scoring_rules_by_hand():
+    det = _flag_x0_detector()
     system = DefendedSystem(_Fixed(), det)
     x = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 2.0], [1.0, 2.0]])
     y = torch.tensor([0, 1, 1, 2])
@@ -132,3 +138,29 @@ def test_decision_and_scoring_rules_by_hand():
     # with a rectifier, flagged inputs are classified after rectification instead
     rect = torch.nn.Identity()
     assert DefendedSystem(_Fixed(), det, rect).decide(x).tolist() == [0, 1, 2, 2]  # type: ignore[arg-type]
+
+
+def test_rejection_rate_counts_rejections_not_flags():
+    # class 1 iff x0 + x1 > 0.5: FGSM at 0.1 moves (0.45, 0) to (0.55, 0.1), which fools
+    # the classifier and is flagged by the detector
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+        model.bias.copy_(torch.tensor([0.5, -0.5]))
+    x, y = torch.tensor([[0.45, 0.0]] * 4), torch.zeros(4, dtype=torch.long)
+    det = _flag_x0_detector()
+
+    def row(rectifier):
+        system = DefendedSystem(model, det, rectifier)
+        (r,) = detection_scores(model, system, x, y, attacks=("fgsm",), eps=(0.1,),
+                                adaptive=False)
+        return r
+
+    rejecting, rectifying = row(None), row(torch.nn.Identity())
+    for r in (rejecting, rectifying):
+        assert r["tpr_at_threshold"] == 1.0 and r["fpr_at_threshold"] == 0.0
+        assert r["classifier_robust_accuracy"] == 0.0 and r["clean_rejection_rate"] == 0.0
+    # a detector alone rejects what it flags: every attacked input, all defended
+    assert rejecting["rejection_rate"] == 1.0 and rejecting["system_accuracy"] == 1.0
+    # with a rectifier flagged inputs are rectified and classified (here: wrongly)
+    assert rectifying["rejection_rate"] == 0.0 and rectifying["system_accuracy"] == 0.0

@@ -94,3 +94,49 @@ def test_defend_reuses_a_stored_plain_model(workdir):
     wrong = run(main, ["defend", "--model", "mlp", "--defense", "pgd", "--eps", "0.1",
                        "--plain", "lin-plain", "--workdir", str(workdir), "--no-score"])
     assert wrong.exit_code == 1 and "is a 'linear' model" in wrong.output
+
+
+# Tiny detector-like defenses: one real UAP, few epochs (the numbers are not the point).
+TINY_UAPS = ["--param", "n_uaps=1", "--param", "n_synthetic=1", "--param", "uap_epochs=1"]
+
+
+# The adaptive UAP through a PRN is the slow part: the prn case scores fgsm only.
+@pytest.mark.parametrize("defense, extra, attacks", [
+    ("detector", ["--param", "epochs=2"], ("uap", "fgsm")),
+    ("prn", ["--param", "epochs=1", "--param", "detector_epochs=2", "--param", "width=4",
+             "--param", "blocks=1"], ("fgsm",)),
+])
+def test_defend_with_a_detector_then_score_it_as_a_system(defense, extra, attacks, workdir):
+    run = CliRunner().invoke
+    name = f"mlp-{defense}"
+    result = run(main, ["defend", "--model", "mlp", "--defense", defense, "--eps", "0.3",
+                        "--epochs", "3", "--limit", "300", "--name", name, "--workdir",
+                        str(workdir), "--no-score", "--json", "--device", "cpu",
+                        *TINY_UAPS, *extra])
+    assert result.exit_code == 0, result.output
+    assert (workdir / name / "detector.json").is_file()
+    # no --eps: a defended model is scored at the eps it was trained at
+    chosen = [arg for a in attacks for arg in ("--attack", a)]
+    scored = run(main, ["score", "--model", name, *chosen, "--workdir", str(workdir),
+                        "--json", *FAST, "--fit-limit", "100"])
+    assert scored.exit_code == 0, scored.output
+    rows = json.loads(scored.output)["score"]["rows"]
+    assert {r["eps"] for r in rows} == {0.3}
+    system = {r["attack"]: r for r in rows if r["attack"].startswith("system:")}
+    assert {f"system:{a}{s}" for a in attacks for s in ("", "+adaptive")} <= set(system)
+    for r in system.values():
+        assert 0 <= r["detection_auc"] <= 1 and 0 <= r["robust_accuracy"] <= 1
+    bare = run(main, ["score", "--model", name, "--no-detector", "--attack", "fgsm",
+                      "--workdir", str(workdir), "--json", *FAST])
+    assert bare.exit_code == 0, bare.output
+    assert not any(r["attack"].startswith("system:")
+                   for r in json.loads(bare.output)["score"]["rows"])
+
+
+def test_score_needs_eps_for_a_model_without_a_training_eps(workdir):
+    run = CliRunner().invoke
+    trained = run(main, ["train", "--model", "linear", "--param", "epochs=1", "--name",
+                         "lin-noeps", "--workdir", str(workdir), "--device", "cpu"])
+    assert trained.exit_code == 0, trained.output
+    result = run(main, ["score", "--model", "lin-noeps", "--workdir", str(workdir)])
+    assert result.exit_code == 2 and "--eps is required" in result.output

@@ -132,8 +132,9 @@ def defend_cmd(family: str, defense: str, eps: float, dataset: str, name: str | 
 
 @click.command("score")
 @click.option("--model", "name", required=True, help="A stored model name in --workdir.")
-@click.option("--eps", type=click.FloatRange(0, 1), multiple=True, required=True,
-              help="Budget, repeatable (the radius xi for universal attacks).")
+@click.option("--eps", type=click.FloatRange(0, 1), multiple=True,
+              help="Budget, repeatable (the radius xi for universal attacks) [default: the "
+                   "eps a defended model was trained at; required for other models].")
 @click.option("--dataset", default=None, help="Dataset [default: the model's].")
 @click.option("--no-detector", is_flag=True, help="Score the bare model even if a "
               "detector is stored beside it.")
@@ -141,6 +142,11 @@ def defend_cmd(family: str, defense: str, eps: float, dataset: str, name: str | 
 def score_cmd(name: str, eps: tuple[float, ...], dataset: str | None, no_detector: bool,
               **opts: Any) -> None:
     """Score a stored model (or model + detector) with the sanity checks.
+
+    A model stored with a detector (``defend --defense detector`` or ``prn``) is scored
+    both bare and as a system: the ``system:*`` rows hold the system's accuracy (a
+    rejected attacked input counts as defended, a rejected clean one as an error) and the
+    detection AUC, against attacks on the bare classifier and adaptive ones (``+adaptive``).
 
     \b
     Example:
@@ -151,6 +157,11 @@ def score_cmd(name: str, eps: tuple[float, ...], dataset: str | None, no_detecto
         known = ", ".join(e.name for e in store.list_models(opts["workdir"])) or "none"
         raise FileNotFoundError(f"no model {name!r} in {opts['workdir']}; available: {known}")
     model, meta = store.load(target)
+    trained_eps = (meta.extra.get("defense_params") or {}).get("eps")
+    if not eps:
+        if trained_eps is None:
+            raise click.UsageError(f"--eps is required: model {name!r} stores no training eps")
+        eps = (float(trained_eps),)
     ds = dataset or meta.dataset or "digits"
     tr = datasets.load_dataset(ds, "train", root=opts["data_root"], seed=opts["seed"])
     te = datasets.load_dataset(ds, "test", root=opts["data_root"], seed=opts["seed"])

@@ -64,10 +64,14 @@ PLAN: dict[str, dict[str, list[tuple[str, dict, float, dict, tuple[str, ...]]]]]
     "universal": {
         "mnist": [("cnn", WONG, 0.3, cfg, ("fgsm", "pgd", "uap", "uap_sgd"))
                   for cfg in ({"step": 0.3}, {"step": 0.3, "clip": 3.0, "mix": 0.5})],
+        # Digits: the paper's setting at the model's own epochs underfits (CNN: 0.86 train
+        # accuracy); with ~3x the epochs (`more`) both settings fit, the tuned one at no
+        # clean cost (seeds 0-2 measured, see robustkit/defenses/universal.py).
         "digits": [(fam, mp, 0.2, cfg, ("fgsm", "pgd", "uap", "uap_sgd"))
-                   for fam, mp in (("mlp", {"hidden": (256,), "epochs": 60}),
-                                   ("cnn", {"epochs": 30}))
-                   for cfg in ({"step": 0.2}, {"step": 0.2, "clip": 3.0, "mix": 0.5})],
+                   for fam, mp, more in (("mlp", {"hidden": (256,), "epochs": 60}, 180),
+                                         ("cnn", {"epochs": 30}, 100))
+                   for cfg in ({"step": 0.2}, {"step": 0.2, "epochs": more},
+                               {"step": 0.2, "clip": 3.0, "mix": 0.5, "epochs": more})],
     },
     "retrain": {
         "digits": [(fam, params, eps, {"rounds": 4}, ("fgsm", "pgd", "uap"))

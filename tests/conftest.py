@@ -1,9 +1,6 @@
 """Shared fixtures: digits splits and small, quickly trained models of every family.
 
-Plain helpers live in tests/_fixtures.py (`# Many tiny tensor ops: one intra-op thread avoids thread thrash on the 2-core CI machine.
-torch.set_num_threads(1)
-
-from _fixtures import fitted_model, FAMILIES`).
+Plain helpers live in tests/_fixtures.py (`from _fixtures import fitted_model, FAMILIES`).
 """
 from __future__ import annotations
 
@@ -13,6 +10,9 @@ import pytest
 import torch
 
 from _fixtures import FAMILIES, FAST_PARAMS, SHARED_MNIST, digits, fitted_model  # noqa: F401
+
+# Many tiny tensor ops: one intra-op thread avoids thread thrash on the 2-core CI machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

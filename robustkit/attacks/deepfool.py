@@ -88,12 +88,17 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
         raise ValueError(f"box must be one of {BOX_MODES}, got {box!r}")
     kw = {"norm": norm, "overshoot": overshoot, "max_iter": max_iter,
           "candidates": candidates, "refine": refine}
+    n = len(x)
     with eval_mode(model):
-        x_adv, iters, pred, started = deepfool_from(model, x, y, mask=box != "clip", **kw)
-        if box == "both":
-            x_adv, iters, pred = _smaller(
-                (x_adv, iters, pred), deepfool_from(model, x, y, mask=False, **kw)[:3],
-                x, y, norm)
+        if box == "both":  # one batched run over [x, x]: masked steps, then clipped ones
+            flags = torch.arange(2 * n, device=x.device) < n
+            out = deepfool_from(model, torch.cat([x, x]), torch.cat([y, y]), mask=flags, **kw)
+            x_adv, iters, pred = _smaller(tuple(t[:n] for t in out[:3]),
+                                          tuple(t[n:] for t in out[:3]), x, y, norm)
+            started = out[3][:n]
+        else:
+            x_adv, iters, pred, started = deepfool_from(
+                model, x, y, mask=torch.full((n,), box == "mask", device=x.device), **kw)
     ok = (pred != y) & started
     ratio = _flat(x_adv - x).norm(dim=1) / _flat(x).norm(dim=1).clamp_min(1e-12)
     rho = ratio[ok].mean().item() if ok.any() else math.nan
@@ -121,12 +126,13 @@ def deepfool_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
 def deepfool_from(model: nn.Module, x: torch.Tensor, label: torch.Tensor, *, norm: str,
                   overshoot: float, max_iter: int, candidates: int, refine: int = 0,
-                  mask: bool = True
+                  mask: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run batched DeepFool from x away from ``label``, the model already in eval mode.
 
     The engine of :func:`deepfool` and of the universal perturbation's inner step;
-    ``mask``: drop step components that push pixels at 0 or 1 further out (``box="mask"``).
+    ``mask`` (N,) bool, default all True: for these samples, drop the step components that
+    push pixels at 0 or 1 further out (``box="mask"``); the others step as in the paper.
 
     Returns:
         ``(x_adv, iterations, pred, started)``: x_adv (N, ...) in [0, 1] (x itself where x
@@ -142,6 +148,8 @@ def deepfool_from(model: nn.Module, x: torch.Tensor, label: torch.Tensor, *, nor
     k = min(candidates, logits.shape[1]) - 1
     # The k strongest other classes at the clean point stay the candidates throughout.
     others = logits.scatter(1, label[:, None], -math.inf).topk(k, dim=1).indices
+    if mask is None:
+        mask = torch.ones(n, dtype=torch.bool, device=x.device)
     x_adv, r_tot = x.detach().clone(), torch.zeros_like(x)
     started = logits.argmax(1) == label
     active = started.clone()
@@ -155,7 +163,7 @@ def deepfool_from(model: nn.Module, x: torch.Tensor, label: torch.Tensor, *, nor
         if not still.any():
             break
         idx, f, w = idx[still], f[still], w[still]
-        r_tot[idx] += _step(f, w, _flat(x_adv[idx]), norm, mask).view_as(r_tot[idx])
+        r_tot[idx] += _step(f, w, _flat(x_adv[idx]), norm, mask[idx]).view_as(r_tot[idx])
         x_adv[idx] = (x[idx] + (1 + overshoot) * r_tot[idx]).clamp(0, 1)
         iters[idx] += 1
     with torch.no_grad():
@@ -188,15 +196,15 @@ def _differences(model: nn.Module, x: torch.Tensor, label: torch.Tensor, others:
     return diff, g.reshape(k, n, -1).transpose(0, 1), out.argmax(1)
 
 
-def _step(f: torch.Tensor, w: torch.Tensor, x: torch.Tensor, norm: str, mask: bool
+def _step(f: torch.Tensor, w: torch.Tensor, x: torch.Tensor, norm: str, mask: torch.Tensor
           ) -> torch.Tensor:
     """DeepFool's step (n, D) from x (n, D) to the closest linearized boundary
-    ``f_j + w_j . r = 0`` among the k candidates (f (n, k) < 0, w (n, k, D)); with
-    ``mask``, moving only the coordinates that can move: a pixel at 0 (1) is not pushed
-    further down (up)."""
-    if mask:
+    ``f_j + w_j . r = 0`` among the k candidates (f (n, k) < 0, w (n, k, D)); for the
+    samples where ``mask`` (n,) is True, moving only the coordinates that can move: a
+    pixel at 0 (1) is not pushed further down (up)."""
+    if bool(mask.any()):
         blocked = ((x[:, None] <= 0) & (w < 0)) | ((x[:, None] >= 1) & (w > 0))
-        w = w.masked_fill(blocked, 0.0)
+        w = w.masked_fill(blocked & mask[:, None, None], 0.0)
     # Divide by the largest entry first: tiny gradients would underflow when squared.
     top = w.abs().amax(2, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
     u = w / top
@@ -211,15 +219,15 @@ def _step(f: torch.Tensor, w: torch.Tensor, x: torch.Tensor, norm: str, mask: bo
 
 
 def _refine(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, pred: torch.Tensor,
-            label: torch.Tensor, *, rounds: int, norm: str, overshoot: float, mask: bool
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+            label: torch.Tensor, *, rounds: int, norm: str, overshoot: float,
+            mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Tighten the flipped perturbations: bisect back to the boundary, then up to
     ``rounds - 1`` times project x onto the boundary's tangent plane at the current point
     (``f + w . (z - x_b) = 0``) and keep the bisected projection where it is smaller."""
     idx = (pred != label).nonzero().squeeze(1)
     if idx.numel() == 0:
         return x_adv, pred
-    x0, lab = x[idx], label[idx]
+    x0, lab, mask = x[idx], label[idx], mask[idx]
     cur = _bisect(model, x0, x_adv[idx], lab)
     size = _size(cur - x0, norm)
     for _ in range(rounds - 1):
@@ -227,7 +235,8 @@ def _refine(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, pred: torch.
             other = model(cur).argmax(1)
         f, w, _ = _differences(model, cur, lab, other[:, None])
         f0 = f + (w[:, 0] * _flat(x0 - cur)).sum(1, keepdim=True)  # linearized f at x0
-        z = (x0 + (1 + overshoot) * _step(f0, w, _flat(x0), norm, mask).view_as(x0)).clamp(0, 1)
+        step = _step(f0, w, _flat(x0), norm, mask).view_as(x0)
+        z = (x0 + (1 + overshoot) * step).clamp(0, 1)
         with torch.no_grad():
             hit = (model(z).argmax(1) != lab).nonzero().squeeze(1)
         if hit.numel() == 0:

@@ -157,10 +157,10 @@ def _trained(folder: Path, piece: str, family: str, mparams: dict, eps: float, d
 def summarize(rows: list[dict[str, Any]]) -> list[str]:
     """One line per run: the numbers the targets are about."""
     lines = []
-    cols = ("piece", "dataset", "model", "train_eps", "defense_params")
+    cols = ("piece", "dataset", "model", "train_eps", "defense_params", "model_params")
     keys = sorted({tuple(str(r[c]) for c in cols) for r in rows})
     for key in keys:
-        piece, ds, fam, eps, dparams = key
+        piece, ds, fam, eps, dparams, mparams = key
         sel = [r for r in rows if tuple(str(r[c]) for c in cols) == key]
 
         def get(variant: str, attack: str, col: str, sel: list = sel) -> float:
@@ -169,7 +169,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[str]:
 
         clean_p, clean_d = get("plain", "fgsm", "clean_accuracy"), get(
             "defended", "fgsm", "clean_accuracy")
-        line = (f"{piece:9} {ds:6} {fam:4} eps={eps:<4} {_short(dparams)}: clean "
+        epochs = json.loads(mparams).get("epochs", "default")
+        line = (f"{piece:9} {ds:6} {fam:4} eps={eps:<4} {_short(dparams)},epochs={epochs}: clean "
                 f"{clean_p:.4f} -> {clean_d:.4f}"
                 f", PGD {get('plain', 'pgd', 'robust_accuracy'):.4f} -> "
                 f"{get('defended', 'pgd', 'robust_accuracy'):.4f}, FGSM "

@@ -6,8 +6,8 @@ and by attacks that know them (``robustkit.defenses.system.detection_scores``).
 Run in pieces (MNIST on a 2-core CPU takes a while):
     .venv/bin/python benchmarks/defenses_detector.py --dataset digits --threads 1
     .venv/bin/python benchmarks/defenses_detector.py --dataset mnist --defense detector
-Rows go to benchmarks/results/defenses_detector.csv (rows of the same dataset and defense
-are replaced, the others kept), one per (defense, attack, eps, adaptive), with the device;
+Rows go to benchmarks/results/defenses_detector.csv, one per (dataset, defense, attack,
+eps, adaptive) with the device and timings (a rerun replaces the rows it produces);
 benchmarks/results/defenses_detector.md is the README table, rebuilt from the whole CSV.
 Trained classifiers and defenses are cached in runs/bench-detector/ (git-ignored).
 
@@ -157,14 +157,21 @@ def _defended(dataset: str, defense: str, family: str, mparams: dict[str, Any],
     return system, res.seconds, info
 
 
+def _key(r: dict[str, Any]) -> tuple[str, ...]:
+    return (r["dataset"], r["defense"], r["attack"], f"{float(r['eps']):g}", str(r["adaptive"]))
+
+
 def merge(new: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
-    """Rows of other (dataset, defense) runs already in ``path`` plus the new rows."""
-    done = {(r["dataset"], r["defense"]) for r in new}
-    old = []
+    """The rows already in ``path``, each replaced by a new row of the same (dataset,
+    defense, attack, eps, adaptive) if there is one, then the other new rows; sorted."""
+    fresh = {_key(r): r for r in new}
+    rows = []
     if path.is_file():
         with open(path, newline="") as fh:
-            old = [r for r in csv.DictReader(fh) if (r["dataset"], r["defense"]) not in done]
-    return old + new
+            rows = [fresh.pop(_key(r), r) for r in csv.DictReader(fh)]
+    order = {a: i for i, a in enumerate(ATTACKS)}
+    return sorted(rows + list(fresh.values()), key=lambda r: (
+        r["dataset"], r["defense"], str(r["adaptive"]), order.get(r["attack"], 99)))
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -29,22 +29,28 @@ class AttackResult:
         info: attack-specific extras (e.g. DeepFool's rho_adv, a UAP's v and history).
         pred: int64 (N,) predicted labels on x_adv, or None when the attack was asked not
             to predict (``predict=False``: then ``success`` is all False, not measured).
+        x: the clean inputs the attack started from (not copied: the caller's tensor).
         delta: x_adv - x.
         steps: iterations as given by the attack (an int for all samples, or per sample).
         l2, linf: float (N,) norms of delta per sample.
         iterations: int64 (N,) iterations used per sample (1 for single-step attacks).
 
-    ``l2``, ``linf`` and ``iterations`` are computed on first access (then kept): a
-    single-step attack costs one forward and one backward pass, and four more passes
-    over the batch would show on small batches when nobody reads them.
+    ``delta``, ``l2``, ``linf`` and ``iterations`` are computed on first access (then
+    kept): a single-step attack costs one forward and one backward pass, and five more
+    passes over the batch would show on small batches when nobody reads them. Modifying
+    ``x`` in place before reading ``delta`` changes it.
     """
 
     x_adv: torch.Tensor
-    delta: torch.Tensor
+    x: torch.Tensor = field(repr=False)
     success: torch.Tensor
     info: Mapping[str, Any] = field(default_factory=dict)
     pred: torch.Tensor | None = None
     steps: Any = field(default=1, repr=False)
+
+    @cached_property
+    def delta(self) -> torch.Tensor:
+        return self.x_adv - self.x
 
     @cached_property
     def l2(self) -> torch.Tensor:
@@ -113,8 +119,7 @@ def make_result(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch
         success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     else:
         success = pred == target if target is not None else pred != y
-    return AttackResult(x_adv, x_adv - x, success, dict(info) if info else {}, pred,
-                        iterations)
+    return AttackResult(x_adv, x, success, dict(info) if info else {}, pred, iterations)
 
 
 def generator(seed: int, device: torch.device | str) -> torch.Generator:

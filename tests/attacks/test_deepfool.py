@@ -77,18 +77,18 @@ def test_median_l2_no_larger_than_foolbox(model, digits_test):
 
 
 @pytest.mark.parametrize("family", ["cnn"])
-def test_clip_mode_is_foolbox_and_both_is_never_larger_per_sample(model, digits_test):
+def test_clip_mode_is_foolbox_and_both_is_never_larger_than_either_run(model, digits_test):
     fb = pytest.importorskip("foolbox")
     x, y = digits_test.x[:64], digits_test.y[:64]
     _, theirs, _ = fb.attacks.L2DeepFoolAttack()(fb.PyTorchModel(model, bounds=(0, 1)), x, y,
                                                  epsilons=None)
     clip = deepfool(model, x, y, box="clip", refine=0)
     assert torch.allclose(clip.x_adv, theirs, atol=1e-5)  # the paper's algorithm, as foolbox
-    mask, both = deepfool(model, x, y, box="mask"), deepfool(model, x, y)
+    mask, both = deepfool(model, x, y, box="mask", refine=0), deepfool(model, x, y)
     assert both.success.all() and both.info["box"] == "both"
-    for single in (deepfool(model, x, y, box="clip"), mask):
+    for single in (clip, mask):  # the unrefined runs "both" picks from, then refines
         assert (both.l2[single.success] <= single.l2[single.success] + 1e-6).all()
-    assert not torch.equal(mask.x_adv, both.x_adv)  # the clipped run won somewhere
+    assert (both.l2 < mask.l2 - 1e-4).any()  # refinement and the clipped run both count
 
 
 def test_flips_every_sample_on_every_family(model, digits_test):

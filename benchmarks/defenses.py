@@ -205,7 +205,8 @@ def merge(new: list[dict[str, Any]], path: Path, *, by_entry: bool = False
           ) -> list[dict[str, Any]]:
     """Existing rows of other (piece, dataset, quick) runs plus the new rows; with
     ``by_entry`` only the rows of the same PLAN entries (model and defense params) go."""
-    cols = ("piece", "dataset", "quick") + (("model_params", "train_eps") if by_entry else ())
+    cols = ("piece", "dataset", "quick") + (("model_params", "train_eps", "seed")
+                                             if by_entry else ())
     done = {tuple(str(r[c]) for c in cols) + ((_entry_key(r),) if by_entry else ())
             for r in new}
     old = []

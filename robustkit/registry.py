@@ -1,7 +1,8 @@
 """A tiny name -> object registry, one instance per kind (models, attacks, defenses)."""
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

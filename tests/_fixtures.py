@@ -22,13 +22,13 @@ FAMILIES = sorted(FAST_PARAMS)
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def digits(split: str):
     """The digits split (seed 0), cached."""
     return load_dataset("digits", split, seed=0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fitted_model(name: str) -> torch.nn.Module:
     """A family's model trained on the digits train split (cached for the session).
     Do not modify it in place: it is shared by every test."""

@@ -8,7 +8,6 @@ import os
 
 import pytest
 import torch
-
 from _fixtures import FAMILIES, FAST_PARAMS, SHARED_MNIST, digits, fitted_model  # noqa: F401
 
 # Many tiny tensor ops: one intra-op thread avoids thread thrash on the 2-core CI machine.

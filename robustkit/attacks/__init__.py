@@ -11,7 +11,11 @@ from robustkit.attacks.base import ATTACKS, AttackResult, AttackSpec, project, r
 def _load() -> None:
     # Importing the attack modules registers them at their definition sites.
     from robustkit.attacks import (  # noqa: F401
-        deepfool, fgsm, noise, pgd, universal,
+        deepfool,
+        fgsm,
+        noise,
+        pgd,
+        universal,
     )
 
 

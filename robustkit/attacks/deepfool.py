@@ -7,6 +7,7 @@ differences of all active samples; a sample leaves as soon as its label flips.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -87,7 +88,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
         raise ValueError(f"refine must be an int >= 0, got {refine!r}")
     if box not in BOX_MODES:
         raise ValueError(f"box must be one of {BOX_MODES}, got {box!r}")
-    kw = {"norm": norm, "overshoot": overshoot, "max_iter": max_iter,
+    kw: dict[str, Any] = {"norm": norm, "overshoot": overshoot, "max_iter": max_iter,
           "candidates": candidates, "refine": refine}
     n = len(x)
     with eval_mode(model):

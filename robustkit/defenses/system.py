@@ -153,7 +153,8 @@ def detection_scores(model: nn.Module, defense: Detector | DefendedSystem, x: to
     (``steps`` steps), ``uap`` (``uap_sgd`` fitted on ``fit_x``, radius eps, seed
     ``seed``; a detector trained with the same ``seed`` used UAPs of seeds seed + 1...),
     ``noise``. Adaptive ones know the system: ``fgsm``/``pgd`` -> :func:`adaptive_pgd`
-    at the same eps, ``uap`` -> :func:`adaptive_uap` fitted on ``fit_x``; noise has no
+    at the same eps (one adaptive row for the pair when both are asked for, under
+    ``pgd``), ``uap`` -> :func:`adaptive_uap` fitted on ``fit_x``; noise has no
     adaptive row. AUC and ROC compare the detector logits of x and of the perturbed x
     (every perturbed input is a positive, fooling or not).
 
@@ -202,7 +203,9 @@ def detection_scores(model: nn.Module, defense: Detector | DefendedSystem, x: to
     rows = []
     for attack in attacks:
         for e in eps:
-            for adapt in (m for m in modes if not (m and attack == "noise")):
+            # noise has no adaptive version; adaptive fgsm is adaptive_pgd, run once for pgd
+            skip = attack == "noise" or (attack == "fgsm" and "pgd" in attacks)
+            for adapt in (m for m in modes if not (m and skip)):
                 t0 = time.perf_counter()
                 x_adv, method = attack_system(system, attack, float(e), x, y, adaptive=adapt,
                                               fit_x=fx, fit_y=fy, norm=norm, steps=steps,

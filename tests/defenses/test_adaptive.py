@@ -88,3 +88,14 @@ def test_adaptive_attacks_leave_the_system_unchanged(digits_train):
     assert all(p.grad is None for p in system.detector.parameters())
     assert float(res.v.abs().max()) <= 0.2 + 1e-6
     assert res.system_accuracy == min(res.candidates.values())
+
+
+def test_adaptive_fgsm_is_not_run_again_beside_pgd():
+    system = _system()
+    te = load_dataset("digits", "test", seed=0)
+    rows = detection_scores(system.model, system, te.x[:40], te.y[:40], attacks=("fgsm", "pgd"),
+                            eps=(0.3,), adaptive="only", steps=5)
+    assert [(r["attack"], r["adaptive"]) for r in rows] == [("pgd", True)]
+    alone = detection_scores(system.model, system, te.x[:40], te.y[:40], attacks=("fgsm",),
+                             eps=(0.3,), adaptive="only", steps=5)
+    assert [(r["attack"], r["adaptive"]) for r in alone] == [("fgsm", True)]

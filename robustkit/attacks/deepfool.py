@@ -88,16 +88,13 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
         raise ValueError(f"refine must be an int >= 0, got {refine!r}")
     if box not in BOX_MODES:
         raise ValueError(f"box must be one of {BOX_MODES}, got {box!r}")
+    # "both": two unrefined runs, then each sample's smaller result refined in its mode
     kw: dict[str, Any] = {"norm": norm, "overshoot": overshoot, "max_iter": max_iter,
-          "candidates": candidates, "refine": refine}
-    n = len(x)
+                          "candidates": candidates, "refine": 0 if box == "both" else refine}
+    flags = torch.full((len(x),), box != "clip", device=x.device)
     with eval_mode(model):
-        flags = torch.full((n,), box != "clip", device=x.device)
-        if box != "both":
-            x_adv, iters, pred, started = deepfool_from(model, x, y, mask=flags, **kw)
-        else:  # both runs unrefined, then the smaller one per sample refined with its mode
-            kw["refine"] = 0
-            x_adv, iters, pred, started = deepfool_from(model, x, y, mask=flags, **kw)
+        x_adv, iters, pred, started = deepfool_from(model, x, y, mask=flags, **kw)
+        if box == "both":
             clipped = deepfool_from(model, x, y, mask=~flags, **kw)
             x_adv, iters, pred, took = _smaller((x_adv, iters, pred), clipped[:3], x, y, norm)
             if refine:

@@ -139,7 +139,7 @@ class eval_mode:
     directly: ``model.modules()`` builds a name for every submodule.
     """
 
-    __slots__ = ("_model", "_modes", "_mods")
+    __slots__ = ("_model", "_modes", "_mods", "_switch")
 
     def __init__(self, model: nn.Module) -> None:
         self._model = model
@@ -150,13 +150,14 @@ class eval_mode:
             stack.extend(c for c in m._modules.values() if c is not None)
         self._mods = mods
         self._modes = [m.training for m in mods]
+        self._switch = any(self._modes)  # all in eval mode already: nothing to do
 
     def __enter__(self) -> None:
-        if any(self._modes):
+        if self._switch:
             self._model.eval()
 
     def __exit__(self, *exc: object) -> None:
-        if any(self._modes):
+        if self._switch:
             for m, mode in zip(self._mods, self._modes):
                 m.training = mode
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from robustkit.attacks.base import AttackResult, AttackSpec, check_inputs, eval_mode, make_result
+from robustkit.models.training import GLOBAL_RNG_LOCK
 
 _P_TO_NORM = {float("inf"): "linf", 2.0: "l2", 1.0: "l1", 0.0: "l0"}
 _PREFIX_TO_NORM = (("Linf", "linf"), ("L2", "l2"), ("L1", "l1"), ("L0", "l0"))
@@ -155,7 +156,8 @@ def _forked_rng(seed: int, device: torch.device) -> Iterator[None]:
         raise TypeError(f"seed must be an int, got {seed!r}")
     cuda = [device.index if device.index is not None else torch.cuda.current_device()
             ] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
+    # the lock keeps threads of one process (Dask) from drawing from the same global RNG
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=cuda):
         torch.default_generator.manual_seed(seed)
         if cuda:
             with torch.cuda.device(device):

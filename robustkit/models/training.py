@@ -6,6 +6,7 @@ replaces each batch's inputs before the step, ``on_epoch`` sees every finished e
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,10 +23,17 @@ Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
 OnEpoch = Callable[[int, nn.Module, dict], "bool | None"]
 
 
+GLOBAL_RNG_LOCK = threading.RLock()
+"""Held by every block that seeds torch's process-wide RNG: tasks running in threads of one
+process (a Dask worker with several threads) would otherwise interleave their draws and
+build different initial weights from the same seed."""
+
+
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Run a block with torch's global RNG seeded, restoring the caller's RNG state after."""
-    with torch.random.fork_rng(devices=[]):
+    """Run a block with torch's global RNG seeded, restoring the caller's RNG state after.
+    Thread-safe: one seeded block at a time per process (keep the blocks short)."""
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
 

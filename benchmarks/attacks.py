@@ -102,6 +102,15 @@ def tables(rows: list[dict[str, Any]]) -> str:
         out += ["### FGSM time / forward+backward time of the same batch", "",
                 markdown_table(_pivot_fgsm(fg), ["dataset", "model", "n", "floor ms",
                                                  *FGSM_METHODS]), ""]
+        pair = [{"dataset": r["dataset"], "model": r["model"], "peer": r["method"],
+                 "median robustkit/peer": r["robustkit_over_this"],
+                 "95% interval": f"[{r['ci_low']}, {r['ci_high']}]",
+                 "rounds robustkit faster": r["robustkit_faster_share"]}
+                for r in fg if str(r.get("robustkit_over_this", "")) not in ("", "None")]
+        if pair:
+            out += ["#### FGSM, robustkit vs each peer round by round (ratio < 1: robustkit "
+                    "faster; faster for sure when the interval ends below 1)", "",
+                    markdown_table(pair, list(pair[0])), ""]
     titles = {"uap": "Universal perturbations, Linf xi = 0.3 (fooling rate vs clean prediction)",
               "deepfool": "DeepFool L2 (success and median L2 on clean-correct samples)",
               "svm_grad": "RBF-SVM input gradients vs ART ScikitlearnSVC.class_gradient"}

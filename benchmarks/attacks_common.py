@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import statistics
 import sys
 import time
@@ -78,9 +79,17 @@ def _clock() -> float:
 
 def median_times(fns: dict[str, Callable[[], Any]], *, repeats: int = 100,
                  warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each function, the calls interleaved (A B C A B C ...)
-    so that load from other processes hits every method alike. Seconds are per-thread CPU
-    time when ``cpu_clock()`` (wall time otherwise, after a CUDA synchronize)."""
+    """Median seconds per call of each function (see ``sample_times``)."""
+    return {name: statistics.median(s)
+            for name, s in sample_times(fns, repeats=repeats, warmup=warmup).items()}
+
+
+def sample_times(fns: dict[str, Callable[[], Any]], *, repeats: int = 100,
+                 warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds of every call of each function, ``repeats`` rounds, the calls interleaved
+    (A B C A B C ...) so that load from other processes hits every method alike: entry r
+    of every list comes from round r (see ``paired``). Seconds are per-thread CPU time when
+    ``cpu_clock()`` (wall time otherwise, after a CUDA synchronize)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -100,7 +109,20 @@ def median_times(fns: dict[str, Callable[[], Any]], *, repeats: int = 100,
     finally:
         if gc_was:
             gc.enable()
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return samples
+
+
+def paired(a: list[float], b: list[float]) -> dict[str, float]:
+    """Paired comparison of two methods timed in the same rounds: the median of the
+    per-round ratios a/b, its distribution-free 95% interval (order statistics of the
+    sign test) and the share of rounds in which a was faster. "a is faster than b" holds
+    when the interval's upper end is below 1."""
+    ratios = sorted(x / y for x, y in zip(a, b, strict=True))
+    n = len(ratios)
+    half = 0.98 * n ** 0.5  # 1.96 * sqrt(n) / 2
+    lo, hi = max(0, int(n / 2 - half)), min(n - 1, int(math.ceil(n / 2 + half)))
+    return {"median": statistics.median(ratios), "low": ratios[lo], "high": ratios[hi],
+            "faster_share": sum(r < 1 for r in ratios) / n}
 
 
 def _sync() -> None:

@@ -185,7 +185,10 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         # One pass over x (this runs on every attack call): NaN propagates through
         # aminmax, and an inf shows up as the min or max.
         lo_t, hi_t = torch.aminmax(x)
-        lo, hi = lo_t.item(), hi_t.item()
+        if x.device.type == "cpu":
+            lo, hi = lo_t.item(), hi_t.item()
+        else:  # one device-to-host copy (one synchronization) instead of two
+            lo, hi = torch.stack((lo_t, hi_t)).tolist()
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError("x contains NaN or inf")
         if lo < 0 or hi > 1:

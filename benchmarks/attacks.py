@@ -108,8 +108,8 @@ def tables(rows: list[dict[str, Any]]) -> str:
                  "rounds robustkit faster": r["robustkit_faster_share"]}
                 for r in fg if str(r.get("robustkit_over_this", "")) not in ("", "None")]
         if pair:
-            out += ["#### FGSM, robustkit vs each peer round by round (ratio < 1: robustkit "
-                    "faster; faster for sure when the interval ends below 1)", "",
+            out += [("#### FGSM, robustkit vs each peer round by round (ratio < 1: robustkit "
+                     "faster; faster for sure when the interval ends below 1)"), "",
                     markdown_table(pair, list(pair[0])), ""]
     titles = {"uap": "Universal perturbations, Linf xi = 0.3 (fooling rate vs clean prediction)",
               "deepfool": "DeepFool L2 (success and median L2 on clean-correct samples)",

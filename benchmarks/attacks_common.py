@@ -120,7 +120,7 @@ def paired(a: list[float], b: list[float]) -> dict[str, float]:
     ratios = sorted(x / y for x, y in zip(a, b, strict=True))
     n = len(ratios)
     half = 0.98 * n ** 0.5  # 1.96 * sqrt(n) / 2
-    lo, hi = max(0, int(n / 2 - half)), min(n - 1, int(math.ceil(n / 2 + half)))
+    lo, hi = max(0, int(n / 2 - half)), min(n - 1, math.ceil(n / 2 + half))
     return {"median": statistics.median(ratios), "low": ratios[lo], "high": ratios[hi],
             "faster_share": sum(r < 1 for r in ratios) / n}
 

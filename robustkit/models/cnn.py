@@ -64,6 +64,9 @@ class ResNet18(nn.Module):
     """torchvision's ResNet-18 with a CIFAR stem (3x3 conv, stride 1, no max-pool) and the
     per-channel normalization inside, for 32x32 inputs."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, input_shape: list[int], n_classes: int) -> None:
         super().__init__()
         from torchvision.models import resnet18

@@ -21,12 +21,13 @@ class MLP(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+        widths = [int(h) for h in hidden]
         self.arch = {"input_shape": list(input_shape), "n_classes": int(n_classes),
-                     "hidden": [int(h) for h in hidden], "activation": activation}
+                     "hidden": widths, "activation": activation}
         dim = math.prod(input_shape)
         self.standardize = Standardize(dim)
         layers: list[nn.Module] = []
-        for h in self.arch["hidden"]:
+        for h in widths:
             layers += [nn.Linear(dim, h), ACTIVATIONS[activation]()]
             dim = h
         layers.append(nn.Linear(dim, n_classes))

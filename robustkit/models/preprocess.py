@@ -12,6 +12,9 @@ class Standardize(nn.Module):
     (almost) constant in training would otherwise get enormous weights after scaling.
     """
 
+    mean: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, dim: int, *, min_scale: float = 0.1) -> None:
         super().__init__()
         self.min_scale = min_scale
@@ -31,6 +34,9 @@ class Standardize(nn.Module):
 
 class PCA(nn.Module):
     """Flatten to (N, D) and project onto ``k`` principal axes: (x - mean) @ components.T."""
+
+    mean: torch.Tensor
+    components: torch.Tensor
 
     def __init__(self, dim: int, k: int) -> None:
         super().__init__()

@@ -198,8 +198,8 @@ def model_device(model: nn.Module) -> torch.device:
     """The device of a module's first parameter or buffer (CPU for an empty module)."""
     for t in model.parameters():
         return t.device
-    for t in model.buffers():
-        return t.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 

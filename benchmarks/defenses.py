@@ -221,10 +221,12 @@ def _entry_key(row: dict[str, Any]) -> str:
     """The defense parameters a PLAN entry sets (alpha, steps, clip, eps_warmup, ...)."""
     d = json.loads(row["defense_params"]) if isinstance(row["defense_params"], str) \
         else row["defense_params"]
-    return json.dumps({k: d.get(k) for k in _KEYS}, sort_keys=True)
+    return json.dumps({k: d.get(k, _KEY_DEFAULTS.get(k)) for k in _KEYS}, sort_keys=True)
 
 
-_KEYS = ("alpha", "steps", "step_size", "step", "clip", "mix", "rounds", "eps_warmup")
+_KEYS = ("alpha", "steps", "step_size", "step", "clip", "mix", "rounds", "eps_warmup", "noise",
+         "project")
+_KEY_DEFAULTS = {"noise": 1.0, "project": True}  # rows written before these existed
 
 
 def main() -> None:

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from robustkit.attacks.base import eval_mode, generator, input_grad, project
+from robustkit.attacks.base import eval_mode, generator, input_grad
+from robustkit.attacks.base import project as project_onto
 from robustkit.attacks.fgsm import ascent_direction
 from robustkit.attacks.pgd import pgd as pgd_attack
 from robustkit.defenses.base import (
@@ -33,10 +34,11 @@ _WATCH = {"watch_size": 256, "watch_steps": 10, "collapse_drop": 0.2, "eps_warmu
 
 
 @register("fgsm_rs", families=GRADIENT_FAMILIES, defaults={
-    "alpha": None, **_WATCH, **_TRAIN, "schedule": "cyclic"})
+    "alpha": None, "noise": 1.0, "project": True, **_WATCH, **_TRAIN, "schedule": "cyclic"})
 def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-            alpha: float | None, watch_size: int, watch_steps: int, collapse_drop: float,
-            eps_warmup: float, **train: Any) -> DefenseResult:
+            alpha: float | None, noise: float, project: bool, watch_size: int,
+            watch_steps: int, collapse_drop: float, eps_warmup: float,
+            **train: Any) -> DefenseResult:
     """Train on RS-FGSM examples: uniform start in the eps box, one sign step of ``alpha``.
 
     Every epoch, PGD (``watch_steps`` steps) on a held-out batch of ``watch_size`` training
@@ -49,6 +51,11 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
         x: (N, ...) training inputs in [0, 1]; y: (N,) int64 labels.
         eps: Linf budget.
         alpha: step size, default 1.25 * eps (Wong et al.).
+        noise: radius of the uniform random start in units of eps (1: Wong et al.).
+        project: project the step back onto the eps box (Wong et al.). ``noise=2,
+            alpha=eps, project=False`` is N-FGSM (de Jorge et al., NeurIPS 2022,
+            arXiv:2202.01181): the same cost, trained perturbations up to 3 eps, proposed
+            against catastrophic overfitting.
         watch_size: held-out samples for the overfitting watch (0: no watch; at most N/10).
         watch_steps: PGD steps of the watch.
         collapse_drop: accuracy drop (absolute) counted as a collapse.
@@ -75,13 +82,19 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
     step_size = 1.25 * eps if alpha is None else float(alpha)
     if not step_size > 0:
         raise ValueError(f"alpha must be a number > 0, got {alpha!r}")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
+        raise ValueError(f"noise must be a number >= 0, got {noise!r}")
+    if not isinstance(project, bool):
+        raise ValueError(f"project must be true or false, got {project!r}")
 
     def perturb(m: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, step: int,
                 e: float) -> torch.Tensor:
         return rs_fgsm_step(m, xb, yb, eps=e, alpha=step_size * e / eps,
-                            gen=generator(step_seed(ctx.seed, step), xb.device))
+                            gen=generator(step_seed(ctx.seed, step), xb.device),
+                            noise=noise, project=project)
 
-    params = {"eps": eps, "alpha": step_size, "watch_size": watch_size,
+    params = {"eps": eps, "alpha": step_size, "noise": float(noise), "project": project,
+              "watch_size": watch_size,
               "watch_steps": watch_steps, "collapse_drop": collapse_drop,
               "eps_warmup": eps_warmup, **train}
     return _adversarial("fgsm_rs", ctx, x, y, params, perturb, eps=eps,
@@ -144,19 +157,25 @@ def pgd(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float, st
 
 
 def rs_fgsm_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-                 alpha: float, gen: torch.Generator) -> torch.Tensor:
+                 alpha: float, gen: torch.Generator, noise: float = 1.0,
+                 project: bool = True) -> torch.Tensor:
     """Wong et al.'s training step: delta0 ~ U(-eps, eps), one sign step of ``alpha`` at
-    x + delta0, projection onto the eps box, then onto [0, 1].
+    x + delta0, projection onto the eps box, then onto [0, 1]. ``noise`` scales the
+    start's radius (delta0 ~ U(-noise eps, noise eps)); ``project=False`` skips the
+    projection onto the eps box (N-FGSM), not the one onto [0, 1].
 
     Unlike the ``fgsm`` attack's random start, delta0 is *not* cut to the data range
     before the gradient step (as in Wong et al.'s code). On MNIST most pixels are 0; cut
     there, delta0 >= 0 and every step lands exactly on {0, eps}, i.e. the randomness the
     method relies on against catastrophic overfitting disappears on the background.
     """
-    delta = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+    delta = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1) \
+        * (eps * noise)
     with eval_mode(model):
         grad, _ = input_grad(model, x + delta, lambda z: F.cross_entropy(z, y, reduction="sum"))
-    delta = project(delta + alpha * ascent_direction(grad, "linf"), eps, "linf")
+    delta = delta + alpha * ascent_direction(grad, "linf")
+    if project:
+        delta = project_onto(delta, eps, "linf")
     return (x + delta).clamp(0, 1).detach()
 
 

@@ -145,3 +145,35 @@ def test_eps_warmup_ramps_the_training_budget(digits_train, monkeypatch):
     assert seen == pytest.approx([0.05, 0.1, 0.15, 0.2, 0.2, 0.2, 0.2, 0.2])
     with pytest.raises(ValueError, match="eps_warmup"):
         defend("pgd", "linear", x, y, eps=0.2, eps_warmup=2)
+
+
+def test_rs_fgsm_step_noise_and_projection():
+    """noise scales the random start; project=False lets the step leave the eps box (N-FGSM),
+    never the data range."""
+    from robustkit.defenses.adversarial import rs_fgsm_step
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x, y = torch.rand(64, 1, 4, 4) * 0.5 + 0.25, torch.randint(0, 3, (64,))
+    eps = 0.1
+
+    def step(**kw):
+        return rs_fgsm_step(model, x, y, eps=eps, alpha=eps,
+                            gen=torch.Generator().manual_seed(1), **kw)
+
+    inside = (step() - x).abs().amax()
+    assert inside <= eps + 1e-6
+    outside = (step(noise=2.0, project=False) - x).abs()
+    assert outside.amax() > eps + 1e-3 and outside.amax() <= 3 * eps + 1e-6
+    clipped = step(noise=2.0, project=False)
+    assert clipped.min() >= 0 and clipped.max() <= 1
+    # noise=0, no projection: plain FGSM of size alpha
+    plain = step(noise=0.0, project=False) - x
+    assert torch.allclose(plain.abs(), torch.full_like(plain, eps))
+
+
+@pytest.mark.parametrize("bad", [{"noise": -1.0}, {"noise": "2"}, {"project": "no"}])
+def test_fgsm_rs_rejects_bad_noise_and_project(bad):
+    x, y = torch.rand(40, 1, 8, 8), torch.randint(0, 3, (40,))
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        defend("fgsm_rs", "linear", x, y, eps=0.1, model_params={"epochs": 1}, **bad)

@@ -48,11 +48,18 @@ PLAN: dict[str, dict[str, list[tuple[str, dict, float, dict, tuple[str, ...]]]]]
         # Entries 1, 2, 4, 5 were trained (--train-only) but not scored: their final watch
         # accuracies (PGD-10 on 256 held-out training images) 0.82, 0.81, 0.85 and 0.73 were
         # below entry 0's 0.895 and entry 3's 0.914; entry 3 was picked on that, not on test.
+        # Entry 6 trains at eps 0.35 (alpha 1.25 x 0.35) and is scored at 0.3 like the
+        # others: picked by a held-out selection (train on 55,000 images, PGD-40 at 0.3 on
+        # the other 5,000), where it reached 0.939 against entry 3's 0.919; 20 and 30
+        # epochs, eps 0.33 and N-FGSM (noise 2, alpha eps, no projection) were worse or
+        # overfit catastrophically (see the README).
         "mnist": [("cnn", mp, 0.3, {"alpha": 0.375, **dp}, ("fgsm", "pgd", "uap"))
                   for mp, dp in ((WONG, {}), (WONG0, {}), ({**WONG, "epochs": 15}, {}),
                                  (WONG, {"eps_warmup": 0.2}),
                                  ({**WONG, "epochs": 15}, {"eps_warmup": 0.2}),
-                                 (WONG, {"eps_warmup": 0.3, "alpha": 0.3}))],
+                                 (WONG, {"eps_warmup": 0.3, "alpha": 0.3}),
+                                 (WONG, {"eps_warmup": 0.2, "alpha": 0.4375,
+                                         "train_eps": 0.35}))],
         "digits": [("cnn", {"epochs": 20}, 0.1, {"lr": 5e-3}, ("fgsm", "pgd", "uap"))],
     },
     "pgd": {
@@ -99,12 +106,15 @@ def run_one(piece: str, dataset: str, family: str, mparams: dict, eps: float, dp
         te = subset(te, score_limit, seed=seed)
     steps, restarts = (20, 2) if quick else (50, 10)
     tag = hashlib.sha256(json.dumps([mparams, dparams], sort_keys=True).encode()).hexdigest()
-    folder = CACHE / (f"{piece}-{dataset}-{family}-{eps:g}{'-quick' if quick else ''}"
+    # eps is the scoring budget; an entry may train at another one ("train_eps")
+    dparams = dict(dparams)
+    train_eps = float(dparams.pop("train_eps", eps))
+    folder = CACHE / (f"{piece}-{dataset}-{family}-{train_eps:g}{'-quick' if quick else ''}"
                       f"-s{seed}-{tag[:8]}")
-    plain, res_model, timing, info = _trained(folder, piece, family, mparams, eps, dparams, tr,
-                                              seed=seed, device=device)
+    plain, res_model, timing, info = _trained(folder, piece, family, mparams, train_eps,
+                                              dparams, tr, seed=seed, device=device)
     base = {"piece": piece, "dataset": dataset, "model": family, "defense": piece,
-            "train_eps": eps, "quick": quick, "seed": seed, "device": device_name(device),
+            "train_eps": train_eps, "quick": quick, "seed": seed, "device": device_name(device),
             "threads": torch.get_num_threads(), "n_train": len(tr.y),
             "model_params": json.dumps(mparams), "defense_params": json.dumps(info["params"]),
             "catastrophic_overfitting": info.get("catastrophic_overfitting"), **timing}

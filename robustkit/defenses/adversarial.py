@@ -34,17 +34,21 @@ _WATCH = {"watch_size": 256, "watch_steps": 10, "collapse_drop": 0.2, "eps_warmu
 
 
 @register("fgsm_rs", families=GRADIENT_FAMILIES, defaults={
-    "alpha": None, "noise": 1.0, "project": True, **_WATCH, **_TRAIN, "schedule": "cyclic"})
+    "alpha": None, "noise": 1.0, "project": True, "recover": 0, "recover_factor": 0.8,
+    **_WATCH, **_TRAIN, "schedule": "cyclic"})
 def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-            alpha: float | None, noise: float, project: bool, watch_size: int,
-            watch_steps: int, collapse_drop: float, eps_warmup: float,
-            **train: Any) -> DefenseResult:
+            alpha: float | None, noise: float, project: bool, recover: int,
+            recover_factor: float, watch_size: int, watch_steps: int, collapse_drop: float,
+            eps_warmup: float, **train: Any) -> DefenseResult:
     """Train on RS-FGSM examples: uniform start in the eps box, one sign step of ``alpha``.
 
     Every epoch, PGD (``watch_steps`` steps) on a held-out batch of ``watch_size`` training
     samples checks for catastrophic overfitting: when its accuracy falls more than
     ``collapse_drop`` below the best epoch's, training stops and the best epoch's weights
-    are restored (``info["catastrophic_overfitting"]`` is then True).
+    are restored (``info["catastrophic_overfitting"]`` is then True). With ``recover=R``
+    the first R collapses do not stop training: the best epoch's weights are restored, the
+    step ``alpha`` is multiplied by ``recover_factor`` and training goes on with the next
+    epoch (``info["recoveries"]`` counts them; the final weights are the last epoch's).
 
     Args:
         ctx: model family, seed, device, checkpoint folder (see ``DefenseContext``).
@@ -52,6 +56,9 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
         eps: Linf budget.
         alpha: step size, default 1.25 * eps (Wong et al.).
         noise: radius of the uniform random start in units of eps (1: Wong et al.).
+        recover: collapses answered by restore-and-continue with a smaller step (0: the
+            first collapse stops training, as above).
+        recover_factor: alpha's factor at each recovery, in (0, 1].
         project: project the step back onto the eps box (Wong et al.). ``noise=2,
             alpha=eps, project=False`` is N-FGSM (de Jorge et al., NeurIPS 2022,
             arXiv:2202.01181): the same cost, trained perturbations up to 3 eps, proposed
@@ -85,21 +92,30 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
         raise ValueError(f"noise must be a number >= 0, got {noise!r}")
     if not isinstance(project, bool):
-        raise ValueError(f"project must be true or false, got {project!r}")
+        raise ValueError(f"project must be true or false, got {project!r}")  # noqa: TRY004
+    if isinstance(recover, bool) or not isinstance(recover, int) or recover < 0:
+        raise ValueError(f"recover must be an integer >= 0, got {recover!r}")
+    if isinstance(recover_factor, bool) or not isinstance(recover_factor, (int, float)) \
+            or not 0 < recover_factor <= 1:
+        raise ValueError(f"recover_factor must be a number in (0, 1], got {recover_factor!r}")
+    state: dict[str, torch.Tensor] = {}
 
     def perturb(m: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, step: int,
                 e: float) -> torch.Tensor:
-        return rs_fgsm_step(m, xb, yb, eps=e, alpha=step_size * e / eps,
+        scale = float(state["alpha_scale"]) if "alpha_scale" in state else 1.0
+        return rs_fgsm_step(m, xb, yb, eps=e, alpha=scale * step_size * e / eps,
                             gen=generator(step_seed(ctx.seed, step), xb.device),
                             noise=noise, project=project)
 
     params = {"eps": eps, "alpha": step_size, "noise": float(noise), "project": project,
+              "recover": recover, "recover_factor": float(recover_factor),
               "watch_size": watch_size,
               "watch_steps": watch_steps, "collapse_drop": collapse_drop,
               "eps_warmup": eps_warmup, **train}
     return _adversarial("fgsm_rs", ctx, x, y, params, perturb, eps=eps,
                         watch_size=watch_size, watch_steps=watch_steps,
-                        collapse_drop=collapse_drop, eps_warmup=eps_warmup, train=train)
+                        collapse_drop=collapse_drop, eps_warmup=eps_warmup, train=train,
+                        state=state, recover=recover, recover_factor=float(recover_factor))
 
 
 @register("pgd", families=GRADIENT_FAMILIES, defaults={
@@ -182,7 +198,8 @@ def rs_fgsm_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, ep
 def _adversarial(name: str, ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor,
                  params: dict[str, Any], perturb: Any, *, eps: float, watch_size: int,
                  watch_steps: int, collapse_drop: float | None, eps_warmup: float,
-                 train: dict[str, Any]) -> DefenseResult:
+                 train: dict[str, Any], state: dict[str, torch.Tensor] | None = None,
+                 recover: int = 0, recover_factor: float = 1.0) -> DefenseResult:
     if isinstance(eps_warmup, bool) or not isinstance(eps_warmup, (int, float)) \
             or not 0 <= eps_warmup <= 1:
         raise ValueError(f"eps_warmup must be a number in [0, 1], got {eps_warmup!r}")
@@ -201,10 +218,11 @@ def _adversarial(name: str, ctx: DefenseContext, x: torch.Tensor, y: torch.Tenso
     watch = None
     if x_w is not None:
         watch = _collapse_watch(x_w.to(ctx.device), y_w.to(ctx.device), eps=eps,
-                                steps=watch_steps, drop=collapse_drop, seed=ctx.seed)
+                                steps=watch_steps, drop=collapse_drop, seed=ctx.seed,
+                                recover=recover, factor=recover_factor)
     module, history, state = fit_resumable(
         ctx, x_fit, y_fit, fingerprint=fingerprint(ctx, name, x, y, params),
-        perturb=ramped, watch=watch, desc=name)
+        perturb=ramped, watch=watch, desc=name, state=state)
     collapsed = bool(history and history[-1].get("collapsed", False))
     if collapsed:
         module.load_state_dict({k[5:]: v.cpu() for k, v in state.items()
@@ -212,6 +230,7 @@ def _adversarial(name: str, ctx: DefenseContext, x: torch.Tensor, y: torch.Tenso
     info = {"catastrophic_overfitting": collapsed,
             "best_epoch": int(state["best_epoch"]) if "best_epoch" in state else None,
             "stopped_epoch": history[-1]["epoch"] if history else None,
+            "recoveries": int(state["recoveries"]) if "recoveries" in state else 0,
             "n_fit": len(y_fit)}
     return DefenseResult(module, name, params, sum(h["seconds"] for h in history),
                          tuple(history), info)
@@ -229,7 +248,12 @@ def _hold_out(x: torch.Tensor, y: torch.Tensor, size: int, seed: int):
 
 
 def _collapse_watch(x_w: torch.Tensor, y_w: torch.Tensor, *, eps: float, steps: int,
-                    drop: float | None, seed: int):
+                    drop: float | None, seed: int, recover: int = 0, factor: float = 1.0):
+    """Per-epoch PGD accuracy on the held-out batch; keeps the best epoch's weights in the
+    state. A drop of more than ``drop`` below the best is a collapse: stop (the caller
+    restores the best weights), or, for the first ``recover`` collapses, restore them now,
+    scale the state's ``alpha_scale`` by ``factor`` and go on."""
+
     def watch(epoch: int, m: torch.nn.Module, state: dict) -> tuple[bool, dict[str, Any]]:
         r = pgd_attack(m, x_w, y_w, eps=eps, steps=steps, seed=seed)
         acc = float((r.pred == y_w).float().mean()) if r.pred is not None else math.nan
@@ -240,6 +264,16 @@ def _collapse_watch(x_w: torch.Tensor, y_w: torch.Tensor, *, eps: float, steps: 
             for k, v in m.state_dict().items():
                 state[f"best.{k}"] = v.detach().clone()
         collapsed = drop is not None and acc < max(best, acc) - drop
+        done = int(state["recoveries"]) if "recoveries" in state else 0
+        if collapsed and done < recover:
+            with torch.no_grad():
+                for k, v in m.state_dict().items():
+                    v.copy_(state[f"best.{k}"])
+            state["recoveries"] = torch.tensor(done + 1)
+            scale = float(state["alpha_scale"]) if "alpha_scale" in state else 1.0
+            state["alpha_scale"] = torch.tensor(scale * factor)
+            return False, {"watch_pgd_accuracy": acc, "collapsed": False,
+                           "recovered": True, "alpha_scale": scale * factor}
         return collapsed, {"watch_pgd_accuracy": acc, "collapsed": collapsed}
 
     return watch

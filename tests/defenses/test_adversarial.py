@@ -177,3 +177,30 @@ def test_fgsm_rs_rejects_bad_noise_and_project(bad):
     x, y = torch.rand(40, 1, 8, 8), torch.randint(0, 3, (40,))
     with pytest.raises(ValueError, match=next(iter(bad))):
         defend("fgsm_rs", "linear", x, y, eps=0.1, model_params={"epochs": 1}, **bad)
+
+
+def test_collapse_watch_recovers_then_stops():
+    """recover=1: the first collapse restores the best weights and shrinks alpha; the
+    second one stops training."""
+    x = torch.cat([torch.full((20, 2), 0.9), torch.full((20, 2), 0.1)])
+    y = torch.cat([torch.zeros(20, dtype=torch.long), torch.ones(20, dtype=torch.long)])
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[5.0, 5.0], [-5.0, -5.0]]))
+        model.bias.copy_(torch.tensor([-5.0, 5.0]))
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    watch = _collapse_watch(x, y, eps=0.01, steps=2, drop=0.2, seed=0, recover=1, factor=0.5)
+    state: dict = {}
+    stop, rec = watch(0, model, state)
+    assert not stop and rec["watch_pgd_accuracy"] == 1.0
+    with torch.no_grad():
+        model.weight.neg_()  # now every sample is misclassified
+        model.bias.neg_()
+    stop, rec = watch(1, model, state)
+    assert not stop and rec["recovered"] and float(state["alpha_scale"]) == 0.5
+    assert all(torch.equal(v, good[k]) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        model.weight.neg_()
+        model.bias.neg_()
+    stop, rec = watch(2, model, state)
+    assert stop and rec["collapsed"] and int(state["recoveries"]) == 1

@@ -59,7 +59,10 @@ PLAN: dict[str, dict[str, list[tuple[str, dict, float, dict, tuple[str, ...]]]]]
                                  ({**WONG, "epochs": 15}, {"eps_warmup": 0.2}),
                                  (WONG, {"eps_warmup": 0.3, "alpha": 0.3}),
                                  (WONG, {"eps_warmup": 0.2, "alpha": 0.4375,
-                                         "train_eps": 0.35}))],
+                                         "train_eps": 0.35}),
+                                 (WONG, {"eps_warmup": 0.2, "alpha": 0.4375,
+                                         "train_eps": 0.35, "recover": 2,
+                                         "recover_factor": 0.5}))],
         "digits": [("cnn", {"epochs": 20}, 0.1, {"lr": 5e-3}, ("fgsm", "pgd", "uap"))],
     },
     "pgd": {
@@ -235,8 +238,9 @@ def _entry_key(row: dict[str, Any]) -> str:
 
 
 _KEYS = ("alpha", "steps", "step_size", "step", "clip", "mix", "rounds", "eps_warmup", "noise",
-         "project")
-_KEY_DEFAULTS = {"noise": 1.0, "project": True}  # rows written before these existed
+         "project", "recover", "recover_factor")
+# the defaults of keys added later, for the rows written before them
+_KEY_DEFAULTS = {"noise": 1.0, "project": True, "recover": 0, "recover_factor": 0.8}
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ from typing import Any
 from common import RESULTS
 
 KEY = ("piece", "dataset", "model", "train_eps", "model_params", "defense_params", "seed")
-SETTINGS = ("alpha", "noise", "recover", "steps", "step_size", "step", "clip", "mix", "rounds",
-            "eps_warmup")
-DEFAULTS: dict[str, Any] = {"noise": 1.0, "recover": 0}
+SETTINGS = ("alpha", "noise", "recover", "recover_factor", "steps", "step_size", "step",
+            "clip", "mix", "rounds", "eps_warmup")
+DEFAULTS: dict[str, Any] = {"noise": 1.0, "recover": 0, "recover_factor": 0.8}
 
 
 def table(rows: list[dict[str, str]]) -> list[str]:

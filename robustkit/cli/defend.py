@@ -265,9 +265,13 @@ def _print(out: dict[str, Any], as_json: bool) -> None:
                    f"clean accuracy {out['clean_accuracy']:.4f} (plain "
                    f"{out['plain_clean_accuracy']:.4f}), trained in {t:.1f} s"
                    + (f" = {r:.2f}x plain" if r else "") + f" -> {out['path']}")
-        if out["info"].get("catastrophic_overfitting"):
-            click.echo(f"catastrophic overfitting at epoch {out['info']['stopped_epoch']}: "
-                       f"restored epoch {out['info']['best_epoch']}")
+        info = out["info"]
+        if info.get("recoveries"):
+            click.echo(f"catastrophic overfitting, recovered {info['recoveries']} time(s): "
+                       "best epoch restored, alpha reduced, training went on")
+        if info.get("stopped_on_collapse", info.get("catastrophic_overfitting")):
+            click.echo(f"catastrophic overfitting at epoch {info['stopped_epoch']}: "
+                       f"restored epoch {info['best_epoch']}")
     if "score" in out:
         click.echo(out["score"]["table"])
 

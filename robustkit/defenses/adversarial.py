@@ -45,10 +45,11 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
     Every epoch, PGD (``watch_steps`` steps) on a held-out batch of ``watch_size`` training
     samples checks for catastrophic overfitting: when its accuracy falls more than
     ``collapse_drop`` below the best epoch's, training stops and the best epoch's weights
-    are restored (``info["catastrophic_overfitting"]`` is then True). With ``recover=R``
-    the first R collapses do not stop training: the best epoch's weights are restored, the
-    step ``alpha`` is multiplied by ``recover_factor`` and training goes on with the next
-    epoch (``info["recoveries"]`` counts them; the final weights are the last epoch's).
+    are restored (``info["stopped_on_collapse"]``). With ``recover=R`` the first R
+    collapses do not stop training: the best epoch's weights are restored, the step
+    ``alpha`` is multiplied by ``recover_factor`` and training goes on with the next epoch
+    (``info["recoveries"]`` counts them; the final weights are the last epoch's).
+    ``info["catastrophic_overfitting"]`` is True when any collapse was seen.
 
     Args:
         ctx: model family, seed, device, checkpoint folder (see ``DefenseContext``).
@@ -227,11 +228,12 @@ def _adversarial(name: str, ctx: DefenseContext, x: torch.Tensor, y: torch.Tenso
     if collapsed:
         module.load_state_dict({k[5:]: v.cpu() for k, v in state.items()
                                 if k.startswith("best.")})
-    info = {"catastrophic_overfitting": collapsed,
+    recoveries = int(state["recoveries"]) if "recoveries" in state else 0
+    info = {"catastrophic_overfitting": collapsed or recoveries > 0,  # seen at all
+            "stopped_on_collapse": collapsed,
             "best_epoch": int(state["best_epoch"]) if "best_epoch" in state else None,
             "stopped_epoch": history[-1]["epoch"] if history else None,
-            "recoveries": int(state["recoveries"]) if "recoveries" in state else 0,
-            "n_fit": len(y_fit)}
+            "recoveries": recoveries, "n_fit": len(y_fit)}
     return DefenseResult(module, name, params, sum(h["seconds"] for h in history),
                          tuple(history), info)
 

@@ -3,6 +3,7 @@ overfitting, checkpoints every epoch and resumes to the same weights."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -204,3 +205,23 @@ def test_collapse_watch_recovers_then_stops():
         model.bias.neg_()
     stop, rec = watch(2, model, state)
     assert stop and rec["collapsed"] and int(state["recoveries"]) == 1
+
+
+def test_fgsm_rs_reports_recovered_collapses(monkeypatch):
+    """A collapse answered by recover= still counts as catastrophic overfitting in info,
+    with stopped_on_collapse False when training went on to the end."""
+    import robustkit.defenses.adversarial as adv
+
+    accs = iter([0.9, 0.1, 0.85])  # epoch 1 collapses, then training goes on
+
+    def fake_pgd(m, x, y, **kw):  # the watch's PGD, with the accuracies above
+        k = round(next(accs) * len(y))
+        return SimpleNamespace(pred=torch.cat([y[:k], (y[k:] + 1) % 3]))
+
+    monkeypatch.setattr(adv, "pgd_attack", fake_pgd)
+    x, y = torch.rand(300, 1, 8, 8), torch.randint(0, 3, (300,))
+    res = defend("fgsm_rs", "linear", x, y, eps=0.1, model_params={"epochs": 3},
+                 recover=1, watch_size=30)
+    assert res.info["recoveries"] == 1
+    assert res.info["catastrophic_overfitting"] is True
+    assert res.info["stopped_on_collapse"] is False and res.info["stopped_epoch"] == 2

@@ -35,11 +35,11 @@ _WATCH = {"watch_size": 256, "watch_steps": 10, "collapse_drop": 0.2, "eps_warmu
 
 @register("fgsm_rs", families=GRADIENT_FAMILIES, defaults={
     "alpha": None, "noise": 1.0, "project": True, "recover": 0, "recover_factor": 0.8,
-    "watch_every": 0, **_WATCH, **_TRAIN, "schedule": "cyclic"})
+    **_WATCH, **_TRAIN, "schedule": "cyclic"})
 def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float,
             alpha: float | None, noise: float, project: bool, recover: int,
-            recover_factor: float, watch_every: int, watch_size: int, watch_steps: int,
-            collapse_drop: float, eps_warmup: float, **train: Any) -> DefenseResult:
+            recover_factor: float, watch_size: int, watch_steps: int, collapse_drop: float,
+            eps_warmup: float, **train: Any) -> DefenseResult:
     """Train on RS-FGSM examples: uniform start in the eps box, one sign step of ``alpha``.
 
     Every epoch, PGD (``watch_steps`` steps) on a held-out batch of ``watch_size`` training
@@ -60,8 +60,6 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
         recover: collapses answered by restore-and-continue with a smaller step (0: the
             first collapse stops training, as above).
         recover_factor: alpha's factor at each recovery, in (0, 1].
-        watch_every: also run the watch every this many training steps (0: at epoch ends
-            only); a collapse found there is recovered at once (within ``recover``).
         project: project the step back onto the eps box (Wong et al.). ``noise=2,
             alpha=eps, project=False`` is N-FGSM (de Jorge et al., NeurIPS 2022,
             arXiv:2202.01181): the same cost, trained perturbations up to 3 eps, proposed
@@ -101,8 +99,6 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
     if isinstance(recover_factor, bool) or not isinstance(recover_factor, (int, float)) \
             or not 0 < recover_factor <= 1:
         raise ValueError(f"recover_factor must be a number in (0, 1], got {recover_factor!r}")
-    if isinstance(watch_every, bool) or not isinstance(watch_every, int) or watch_every < 0:
-        raise ValueError(f"watch_every must be an integer >= 0, got {watch_every!r}")
     state: dict[str, torch.Tensor] = {}
 
     def perturb(m: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, step: int,
@@ -114,15 +110,13 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
 
     params = {"eps": eps, "alpha": step_size, "noise": float(noise), "project": project,
               "recover": recover, "recover_factor": float(recover_factor),
-              "watch_every": watch_every,
               "watch_size": watch_size,
               "watch_steps": watch_steps, "collapse_drop": collapse_drop,
               "eps_warmup": eps_warmup, **train}
     return _adversarial("fgsm_rs", ctx, x, y, params, perturb, eps=eps,
                         watch_size=watch_size, watch_steps=watch_steps,
                         collapse_drop=collapse_drop, eps_warmup=eps_warmup, train=train,
-                        state=state, recover=recover, recover_factor=float(recover_factor),
-                        watch_every=watch_every)
+                        state=state, recover=recover, recover_factor=float(recover_factor))
 
 
 @register("pgd", families=GRADIENT_FAMILIES, defaults={
@@ -206,8 +200,7 @@ def _adversarial(name: str, ctx: DefenseContext, x: torch.Tensor, y: torch.Tenso
                  params: dict[str, Any], perturb: Any, *, eps: float, watch_size: int,
                  watch_steps: int, collapse_drop: float | None, eps_warmup: float,
                  train: dict[str, Any], state: dict[str, torch.Tensor] | None = None,
-                 recover: int = 0, recover_factor: float = 1.0,
-                 watch_every: int = 0) -> DefenseResult:
+                 recover: int = 0, recover_factor: float = 1.0) -> DefenseResult:
     if isinstance(eps_warmup, bool) or not isinstance(eps_warmup, (int, float)) \
             or not 0 <= eps_warmup <= 1:
         raise ValueError(f"eps_warmup must be a number in [0, 1], got {eps_warmup!r}")
@@ -217,24 +210,17 @@ def _adversarial(name: str, ctx: DefenseContext, x: torch.Tensor, y: torch.Tenso
     total = int(ctx.spec.params["epochs"]) * math.ceil(len(x_fit) / int(
         ctx.spec.params["batch_size"]))
 
-    state = {} if state is None else state
-    per_epoch = math.ceil(len(x_fit) / int(ctx.spec.params["batch_size"]))
+    def ramped(m: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, step: int
+               ) -> torch.Tensor:
+        # eps grows linearly over the first eps_warmup of all steps (0: full eps at once).
+        frac = 1.0 if eps_warmup == 0 else min(1.0, (step + 1) / (eps_warmup * total))
+        return perturb(m, xb, yb, step, eps * frac)
+
     watch = None
     if x_w is not None:
         watch = _collapse_watch(x_w.to(ctx.device), y_w.to(ctx.device), eps=eps,
                                 steps=watch_steps, drop=collapse_drop, seed=ctx.seed,
                                 recover=recover, factor=recover_factor)
-
-    def ramped(m: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, step: int
-               ) -> torch.Tensor:
-        if watch is not None and watch_every and step % per_epoch and step % watch_every == 0:
-            # mid-epoch check: recovers (restores weights, shrinks alpha) when it may; a
-            # stop is left to the epoch-end check
-            watch(step // per_epoch, m, state)
-        # eps grows linearly over the first eps_warmup of all steps (0: full eps at once).
-        frac = 1.0 if eps_warmup == 0 else min(1.0, (step + 1) / (eps_warmup * total))
-        return perturb(m, xb, yb, step, eps * frac)
-
     module, history, state = fit_resumable(
         ctx, x_fit, y_fit, fingerprint=fingerprint(ctx, name, x, y, params),
         perturb=ramped, watch=watch, desc=name, state=state)

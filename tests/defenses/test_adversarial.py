@@ -225,28 +225,3 @@ def test_fgsm_rs_reports_recovered_collapses(monkeypatch):
     assert res.info["recoveries"] == 1
     assert res.info["catastrophic_overfitting"] is True
     assert res.info["stopped_on_collapse"] is False and res.info["stopped_epoch"] == 2
-
-
-def test_fgsm_rs_watch_every_checks_mid_epoch(monkeypatch):
-    """watch_every=2 adds a watch run every 2 training steps that are not epoch ends."""
-    import robustkit.defenses.adversarial as adv
-
-    calls = []
-
-    def fake_pgd(m, x, y, **kw):
-        calls.append(len(y))
-        return SimpleNamespace(pred=y.clone())
-
-    monkeypatch.setattr(adv, "pgd_attack", fake_pgd)
-    x, y = torch.rand(300, 1, 8, 8), torch.randint(0, 3, (300,))
-    # 270 training samples in batches of 54: 5 steps per epoch, 15 steps in all
-    defend("fgsm_rs", "linear", x, y, eps=0.1, watch_size=30, watch_every=2,
-           model_params={"epochs": 3, "batch_size": 54})
-    # epoch ends: 3; mid-epoch: steps 2, 4, 6, 8, 12, 14 (10 is an epoch start)
-    assert len(calls) == 9
-
-
-def test_fgsm_rs_rejects_bad_watch_every():
-    x, y = torch.rand(40, 1, 8, 8), torch.randint(0, 3, (40,))
-    with pytest.raises(ValueError, match="watch_every"):
-        defend("fgsm_rs", "linear", x, y, eps=0.1, watch_every=-1)

@@ -105,7 +105,10 @@ def tables(rows: list[dict[str, Any]]) -> str:
         pair = [{"dataset": r["dataset"], "model": r["model"], "peer": r["method"],
                  "median robustkit/peer": r["robustkit_over_this"],
                  "95% interval": f"[{r['ci_low']}, {r['ci_high']}]",
-                 "rounds robustkit faster": r["robustkit_faster_share"]}
+                 "rounds robustkit faster": r["robustkit_faster_share"],
+                 "two-method loop: median": r.get("alone_robustkit_over_this", ""),
+                 "two-method loop: 95% interval": f"[{r.get('alone_ci_low', '')}, "
+                                                  f"{r.get('alone_ci_high', '')}]"}
                 for r in fg if str(r.get("robustkit_over_this", "")) not in ("", "None")]
         if pair:
             out += [("#### FGSM, robustkit vs each peer round by round (ratio < 1: robustkit "

@@ -5,7 +5,9 @@ what any FGSM has to compute (robustkit's loss; "mean" measured the same cost). 
 method's median time per call is divided by the floor's median measured in the same loop.
 Every peer row also compares robustkit with that peer round by round
 (``attacks_common.paired``): the median of the per-round ratios robustkit / peer with its
-95% interval, and the share of rounds robustkit won. robustkit runs with ``predict=False``
+95% interval, and the share of rounds robustkit won, once in the loop of all methods and
+once in a loop of robustkit and that peer alone (``alone_*`` columns): at the 1-2% level
+the result depends on what else runs between the calls. robustkit runs with ``predict=False``
 (no forward pass on x_adv, the ratio the target is about) and with ``predict=True`` (an
 extra forward for ``success``; foolbox always does this one, to return its success flags).
 """
@@ -48,9 +50,14 @@ def run(data: Data, device: torch.device, base: dict[str, Any]) -> list[dict[str
                    "agree": None if out is None else _agree(out, ours)}
             if name in PEERS:
                 p = paired(samples["robustkit"], samples[name])
+                alone = sample_times({"robustkit": fns["robustkit"], name: fn},
+                                     repeats=REPEATS[data.name])
+                q = paired(alone["robustkit"], alone[name])
                 row |= {"robustkit_over_this": round(p["median"], 3),
                         "ci_low": round(p["low"], 3), "ci_high": round(p["high"], 3),
-                        "robustkit_faster_share": round(p["faster_share"], 3)}
+                        "robustkit_faster_share": round(p["faster_share"], 3),
+                        "alone_robustkit_over_this": round(q["median"], 3),
+                        "alone_ci_low": round(q["low"], 3), "alone_ci_high": round(q["high"], 3)}
             rows.append(row)
             print(rows[-1], flush=True)
     return rows

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from robustkit.attacks.base import AttackResult, AttackSpec, check_inputs, eval_mode, make_result
-from robustkit.models.training import GLOBAL_RNG_LOCK
+from robustkit.models.training import seeded
 
 _P_TO_NORM = {float("inf"): "linf", 2.0: "l2", 1.0: "l1", 0.0: "l0"}
 _PREFIX_TO_NORM = (("Linf", "linf"), ("L2", "l2"), ("L1", "l1"), ("L0", "l0"))
@@ -154,12 +154,5 @@ def _forked_rng(seed: int, device: torch.device) -> Iterator[None]:
     """foolbox draws random starts from torch's global RNG: seed it for the block only."""
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {seed!r}")
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()
-            ] if device.type == "cuda" else []
-    # the lock keeps threads of one process (Dask) from drawing from the same global RNG
-    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=cuda):
-        torch.default_generator.manual_seed(seed)
-        if cuda:
-            with torch.cuda.device(device):
-                torch.cuda.manual_seed(seed)
+    with seeded(seed, device):
         yield

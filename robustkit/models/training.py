@@ -30,11 +30,18 @@ build different initial weights from the same seed."""
 
 
 @contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run a block with torch's global RNG seeded, restoring the caller's RNG state after.
+def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run a block with torch's global RNG seeded (the CPU generator, and ``device``'s when
+    it is a GPU), restoring the caller's RNG states after; other GPUs are not touched.
     Thread-safe: one seeded block at a time per process (keep the blocks short)."""
-    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    device = torch.device(device)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()
+            ] if device.type == "cuda" else []
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
         yield
 
 

@@ -103,7 +103,7 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
 
     def perturb(m: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, step: int,
                 e: float) -> torch.Tensor:
-        scale = float(state["alpha_scale"]) if "alpha_scale" in state else 1.0
+        scale = _number(state, "alpha_scale", 1.0)
         return rs_fgsm_step(m, xb, yb, eps=e, alpha=scale * step_size * e / eps,
                             gen=generator(step_seed(ctx.seed, step), xb.device),
                             noise=noise, project=project)
@@ -226,9 +226,8 @@ def _adversarial(name: str, ctx: DefenseContext, x: torch.Tensor, y: torch.Tenso
         perturb=ramped, watch=watch, desc=name, state=state)
     collapsed = bool(history and history[-1].get("collapsed", False))
     if collapsed:
-        module.load_state_dict({k[5:]: v.cpu() for k, v in state.items()
-                                if k.startswith("best.")})
-    recoveries = int(state["recoveries"]) if "recoveries" in state else 0
+        _restore_best(module, state)
+    recoveries = int(_number(state, "recoveries", 0))
     info = {"catastrophic_overfitting": collapsed or recoveries > 0,  # seen at all
             "stopped_on_collapse": collapsed,
             "best_epoch": int(state["best_epoch"]) if "best_epoch" in state else None,
@@ -266,16 +265,26 @@ def _collapse_watch(x_w: torch.Tensor, y_w: torch.Tensor, *, eps: float, steps: 
             for k, v in m.state_dict().items():
                 state[f"best.{k}"] = v.detach().clone()
         collapsed = drop is not None and acc < max(best, acc) - drop
-        done = int(state["recoveries"]) if "recoveries" in state else 0
+        done = int(_number(state, "recoveries", 0))
         if collapsed and done < recover:
-            with torch.no_grad():
-                for k, v in m.state_dict().items():
-                    v.copy_(state[f"best.{k}"])
+            _restore_best(m, state)
             state["recoveries"] = torch.tensor(done + 1)
-            scale = float(state["alpha_scale"]) if "alpha_scale" in state else 1.0
+            scale = _number(state, "alpha_scale", 1.0)
             state["alpha_scale"] = torch.tensor(scale * factor)
             return False, {"watch_pgd_accuracy": acc, "collapsed": False,
                            "recovered": True, "alpha_scale": scale * factor}
         return collapsed, {"watch_pgd_accuracy": acc, "collapsed": collapsed}
 
     return watch
+
+
+def _number(state: dict[str, torch.Tensor], key: str, default: float) -> float:
+    """A scalar the defense keeps in its (checkpointed) state, or ``default``."""
+    return float(state[key]) if key in state else default
+
+
+def _restore_best(m: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load the best epoch's weights, kept by the watch as ``best.<name>``, into m."""
+    with torch.no_grad():
+        for k, v in m.state_dict().items():
+            v.copy_(state[f"best.{k}"])

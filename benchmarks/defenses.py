@@ -213,7 +213,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[str]:
 
 def _short(dparams: str) -> str:
     """The main defense parameters, for the summary."""
-    keep = _KEYS
+    keep = SETTING_KEYS
     d = json.loads(dparams)
     return ",".join(f"{k}={d[k]}" for k in keep if d.get(k) is not None)
 
@@ -238,13 +238,15 @@ def _entry_key(row: dict[str, Any]) -> str:
     """The defense parameters a PLAN entry sets (alpha, steps, clip, eps_warmup, ...)."""
     d = json.loads(row["defense_params"]) if isinstance(row["defense_params"], str) \
         else row["defense_params"]
-    return json.dumps({k: d.get(k, _KEY_DEFAULTS.get(k)) for k in _KEYS}, sort_keys=True)
+    return json.dumps({k: d.get(k, SETTING_DEFAULTS.get(k)) for k in SETTING_KEYS},
+                      sort_keys=True)
 
 
-_KEYS = ("alpha", "steps", "step_size", "step", "clip", "mix", "rounds", "eps_warmup", "noise",
-         "project", "recover", "recover_factor")
-# the defaults of keys added later, for the rows written before them
-_KEY_DEFAULTS = {"noise": 1.0, "project": True, "recover": 0, "recover_factor": 0.8}
+# The defense settings that tell PLAN entries apart (and the README table shows) ...
+SETTING_KEYS = ("alpha", "steps", "step_size", "step", "clip", "mix", "rounds", "eps_warmup",
+                "noise", "project", "recover", "recover_factor")
+# ... and the defaults of those added later, for the rows written before them
+SETTING_DEFAULTS = {"noise": 1.0, "project": True, "recover": 0, "recover_factor": 0.8}
 
 
 def main() -> None:

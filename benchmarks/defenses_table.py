@@ -9,14 +9,12 @@ import csv
 import json
 import math
 import sys
-from typing import Any
 
 from common import RESULTS
 
+from defenses import SETTING_DEFAULTS, SETTING_KEYS
+
 KEY = ("piece", "dataset", "model", "train_eps", "model_params", "defense_params", "seed")
-SETTINGS = ("alpha", "noise", "recover", "recover_factor", "steps", "step_size", "step",
-            "clip", "mix", "rounds", "eps_warmup")
-DEFAULTS: dict[str, Any] = {"noise": 1.0, "recover": 0, "recover_factor": 0.8}
 
 
 def table(rows: list[dict[str, str]]) -> list[str]:
@@ -42,10 +40,8 @@ def table(rows: list[dict[str, str]]) -> list[str]:
             sett.append("wd 0")
         if float(train_eps) != float(eps):
             sett.append(f"trained at eps {train_eps}")
-        sett += [f"{s} {dp[s]}" for s in SETTINGS
-                 if dp.get(s) not in (None, 0, 0.0, DEFAULTS.get(s))]
-        if dp.get("project") is False:
-            sett.append("no projection")
+        sett += [f"{s} {dp[s]}" for s in SETTING_KEYS
+                 if dp.get(s) not in (None, 0, 0.0, SETTING_DEFAULTS.get(s))]
         if seed != "0":
             sett.append(f"seed {seed}")
         restarts = next((r["pgd_restarts"] for r in sel if r["variant"] == "defended"), "")

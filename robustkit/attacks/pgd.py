@@ -14,7 +14,7 @@ from robustkit.attacks.base import (
     project,
     register,
 )
-from robustkit.attacks.fgsm import ascent_direction, ascent_loss, random_delta
+from robustkit.attacks.fgsm import ascent_direction, ascent_loss, ce_input_grad, random_delta
 
 LOSSES = ("ce", "margin")
 
@@ -34,10 +34,11 @@ def pgd_step(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, y: torch.Te
              target: torch.Tensor | None = None) -> torch.Tensor:
     """One PGD iteration: ascend the loss at x + delta, project onto the eps ball and onto
     [0, 1]. Returns the new delta (the model must already be in eval mode)."""
-    xd = (x + delta).detach().requires_grad_(True)
-    logits = model(xd)
-    value = ascent_loss(logits, y, target) if loss == "ce" else margin_loss(logits, y, target)
-    (grad,) = torch.autograd.grad(value.sum(), xd)
+    if loss == "ce":
+        grad, _ = ce_input_grad(model, x + delta, y, target)
+    else:
+        xd = (x + delta).detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(margin_loss(model(xd), y, target).sum(), xd)
     delta = project(delta + step_size * ascent_direction(grad, norm), eps, norm)
     return (x + delta).clamp(0, 1) - x
 

@@ -34,10 +34,10 @@ _WATCH = {"watch_size": 256, "watch_steps": 10, "collapse_drop": 0.2, "eps_warmu
 
 
 @register("fgsm_rs", families=GRADIENT_FAMILIES, defaults={
-    "alpha": None, "noise": 1.0, "project": True, "recover": 0, "recover_factor": 0.8,
-    **_WATCH, **_TRAIN, "schedule": "cyclic"})
+    "alpha": None, "noise": 1.0, "project": True, "align": 0.0, "recover": 0,
+    "recover_factor": 0.8, **_WATCH, **_TRAIN, "schedule": "cyclic"})
 def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-            alpha: float | None, noise: float, project: bool, recover: int,
+            alpha: float | None, noise: float, project: bool, align: float, recover: int,
             recover_factor: float, watch_size: int, watch_steps: int, collapse_drop: float,
             eps_warmup: float, **train: Any) -> DefenseResult:
     """Train on RS-FGSM examples: uniform start in the eps box, one sign step of ``alpha``.
@@ -64,6 +64,11 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
             alpha=eps, project=False`` is N-FGSM (de Jorge et al., NeurIPS 2022,
             arXiv:2202.01181): the same cost, trained perturbations up to 3 eps, proposed
             against catastrophic overfitting.
+        align: weight lambda of the GradAlign regularizer (Andriushchenko & Flammarion,
+            NeurIPS 2020, arXiv:2007.02617), 0 for none: lambda * mean(1 - cos(grad at x,
+            grad at x + eta)), eta uniform in the eps box, differentiated through the
+            second gradient (a double backward: about 3x the cost of a plain FGSM step),
+            proposed against catastrophic overfitting.
         watch_size: held-out samples for the overfitting watch (0: no watch; at most N/10).
         watch_steps: PGD steps of the watch.
         collapse_drop: accuracy drop (absolute) counted as a collapse.
@@ -99,6 +104,8 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
     if isinstance(recover_factor, bool) or not isinstance(recover_factor, (int, float)) \
             or not 0 < recover_factor <= 1:
         raise ValueError(f"recover_factor must be a number in (0, 1], got {recover_factor!r}")
+    if isinstance(align, bool) or not isinstance(align, (int, float)) or not align >= 0:
+        raise ValueError(f"align must be a number >= 0, got {align!r}")
     state: dict[str, torch.Tensor] = {}
 
     def perturb(m: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, step: int,
@@ -108,13 +115,19 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
                             gen=generator(step_seed(ctx.seed, step), xb.device),
                             noise=noise, project=project)
 
+    def penalty(m: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, step: int,
+                e: float) -> torch.Tensor:
+        # its own stream: step_seed of a step index the perturbation never uses
+        gen = generator(step_seed(ctx.seed, -1 - step), xb.device)
+        return align * grad_misalignment(m, xb, yb, eps=e, gen=gen)
+
     params = {"eps": eps, "alpha": step_size, "noise": float(noise), "project": project,
-              "recover": recover, "recover_factor": float(recover_factor),
+              **({"align": float(align)} if align else {}), "recover": recover, "recover_factor": float(recover_factor),
               "watch_size": watch_size,
               "watch_steps": watch_steps, "collapse_drop": collapse_drop,
               "eps_warmup": eps_warmup, **train}
     return _adversarial("fgsm_rs", ctx, x, y, params, perturb, eps=eps,
-                        watch_size=watch_size, watch_steps=watch_steps,
+                        penalty=penalty if align else None, watch_size=watch_size, watch_steps=watch_steps,
                         collapse_drop=collapse_drop, eps_warmup=eps_warmup, train=train,
                         state=state, recover=recover, recover_factor=float(recover_factor))
 
@@ -196,11 +209,28 @@ def rs_fgsm_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, ep
     return (x + delta).clamp(0, 1).detach()
 
 
+def grad_misalignment(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                      eps: float, gen: torch.Generator) -> torch.Tensor:
+    """GradAlign's term without its weight: mean over the batch of 1 - cos(g(x), g(x +
+    eta)), g the input gradient of the cross-entropy and eta uniform in the Linf box of
+    radius eps; differentiable in the model's parameters through g(x + eta) (double
+    backward), g(x) taken as a constant, as in the paper's code. A sample with a zero
+    gradient counts cos = 0."""
+    g_clean, _ = input_grad(model, x, lambda z: F.cross_entropy(z, y, reduction="sum"))
+    eta = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+    xr = (x + eta).requires_grad_(True)
+    (g_noisy,) = torch.autograd.grad(F.cross_entropy(model(xr), y, reduction="sum"), xr,
+                                     create_graph=True)
+    cos = F.cosine_similarity(g_clean.flatten(1), g_noisy.flatten(1), dim=1, eps=1e-12)
+    return (1 - cos).mean()
+
+
 def _adversarial(name: str, ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor,
                  params: dict[str, Any], perturb: Any, *, eps: float, watch_size: int,
                  watch_steps: int, collapse_drop: float | None, eps_warmup: float,
                  train: dict[str, Any], state: dict[str, torch.Tensor] | None = None,
-                 recover: int = 0, recover_factor: float = 1.0) -> DefenseResult:
+                 recover: int = 0, recover_factor: float = 1.0,
+                 penalty: Any = None) -> DefenseResult:
     if isinstance(eps_warmup, bool) or not isinstance(eps_warmup, (int, float)) \
             or not 0 <= eps_warmup <= 1:
         raise ValueError(f"eps_warmup must be a number in [0, 1], got {eps_warmup!r}")
@@ -210,11 +240,17 @@ def _adversarial(name: str, ctx: DefenseContext, x: torch.Tensor, y: torch.Tenso
     total = int(ctx.spec.params["epochs"]) * math.ceil(len(x_fit) / int(
         ctx.spec.params["batch_size"]))
 
+    def eps_at(step: int) -> float:
+        # eps grows linearly over the first eps_warmup of all steps (0: full eps at once).
+        return eps * (1.0 if eps_warmup == 0 else min(1.0, (step + 1) / (eps_warmup * total)))
+
     def ramped(m: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, step: int
                ) -> torch.Tensor:
-        # eps grows linearly over the first eps_warmup of all steps (0: full eps at once).
-        frac = 1.0 if eps_warmup == 0 else min(1.0, (step + 1) / (eps_warmup * total))
-        return perturb(m, xb, yb, step, eps * frac)
+        return perturb(m, xb, yb, step, eps_at(step))
+
+    def ramped_penalty(m: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, step: int
+                       ) -> torch.Tensor:
+        return penalty(m, xb, yb, step, eps_at(step))
 
     watch = None
     if x_w is not None:
@@ -223,7 +259,8 @@ def _adversarial(name: str, ctx: DefenseContext, x: torch.Tensor, y: torch.Tenso
                                 recover=recover, factor=recover_factor)
     module, history, state = fit_resumable(
         ctx, x_fit, y_fit, fingerprint=fingerprint(ctx, name, x, y, params),
-        perturb=ramped, watch=watch, desc=name, state=state)
+        perturb=ramped, penalty=None if penalty is None else ramped_penalty, watch=watch,
+        desc=name, state=state)
     collapsed = bool(history and history[-1].get("collapsed", False))
     if collapsed:
         _restore_best(module, state)

@@ -23,7 +23,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from robustkit.defenses.base import DefenseContext
-from robustkit.models.training import FitConfig, Perturb, fit_torch, make_optimizer
+from robustkit.models.training import (
+    FitConfig,
+    Penalty,
+    Perturb,
+    fit_torch,
+    make_optimizer,
+)
 
 # watch(epoch, module, state) -> (stop, record): an epoch-end check (e.g. catastrophic
 # overfitting); ``state`` is the defense's tensor state, saved with every checkpoint.
@@ -104,7 +110,8 @@ def load_checkpoint(folder: Path, *, fingerprint: Mapping[str, Any], module: nn.
 
 def fit_resumable(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *,
                   fingerprint: Mapping[str, Any], perturb: Perturb | None = None,
-                  watch: Watch | None = None, state: dict[str, torch.Tensor] | None = None,
+                  penalty: Penalty | None = None, watch: Watch | None = None,
+                  state: dict[str, torch.Tensor] | None = None,
                   desc: str = "train") -> tuple[nn.Module, list[dict[str, Any]], dict]:
     """Train a model of ``ctx.spec`` with ``fit_torch``'s hooks, checkpointing every epoch.
 
@@ -158,7 +165,8 @@ def fit_resumable(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *,
         return stop or bool(user_stop)
 
     fit_torch(module, x, y, cfg, seed=ctx.seed, device=ctx.device, progress=ctx.progress,
-              perturb=perturb, on_epoch=on_epoch, start_epoch=start, desc=desc, optimizer=opt)
+              perturb=perturb, penalty=penalty, on_epoch=on_epoch, start_epoch=start,
+              desc=desc, optimizer=opt)
     return module.cpu().eval(), history, state
 
 

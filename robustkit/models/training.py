@@ -20,6 +20,8 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cyclic", "cosine")
 
 Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
+# penalty(module, clean xb, yb, step) -> a scalar added to the batch's training loss
+Penalty = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
 OnEpoch = Callable[[int, nn.Module, dict], "bool | None"]
 
 
@@ -98,6 +100,7 @@ def fit_torch(
     device: torch.device | str = "cpu",
     progress: bool = False,
     perturb: Perturb | None = None,
+    penalty: Penalty | None = None,
     on_epoch: OnEpoch | None = None,
     start_epoch: int = 0,
     desc: str = "train",
@@ -109,6 +112,8 @@ def fit_torch(
         x: (N, ...) float in [0, 1]; y: (N,) int64.
         cfg: epochs, learning rate, batch size, optimizer, schedule and loss.
         perturb: optional ``perturb(module, xb, yb, step) -> xb_adv`` applied to every batch.
+        penalty: optional ``penalty(module, xb, yb, step) -> scalar`` (xb the clean batch)
+            added to the loss that is minimized; the reported ``loss`` leaves it out.
         on_epoch: optional ``on_epoch(epoch, module, stats)``; returning True stops training.
         start_epoch: resume point (epochs before it are skipped, the RNG stream is the same).
         optimizer: an optimizer over ``module``'s parameters to use instead of a fresh
@@ -138,6 +143,7 @@ def fit_torch(
         for i in range(0, n, cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
             xb, yb = x[idx].to(dev), y[idx].to(dev)
+            clean = xb
             if perturb is not None:
                 xb = perturb(module, xb, yb, step)
                 module.train()
@@ -146,7 +152,7 @@ def fit_torch(
             logits = module(xb)
             loss = loss_fn(cfg.loss, logits, yb)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if penalty is None else loss + penalty(module, clean, yb, step)).backward()
             opt.step()
             step += 1
             loss_sum += float(loss.detach()) * len(idx)

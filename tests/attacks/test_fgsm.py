@@ -121,3 +121,28 @@ def test_bad_arguments_name_the_parameter(kw, match):
         fgsm(model, x, y, **kw)
     with pytest.raises(ValueError, match="x must lie in"):
         fgsm(model, x + 2, y, eps=0.1)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_closed_form_logit_gradient_equals_autograd_through_cross_entropy(targeted):
+    from robustkit.attacks.fgsm import ascent_loss, ce_input_grad, ce_logit_grad
+
+    gen = torch.Generator().manual_seed(3)
+    # large logits too: saturated softmaxes are where a closed form could lose precision
+    logits = (torch.randn(64, 10, generator=gen) * torch.tensor([1.0, 30.0]).repeat(32)[:, None]
+              ).requires_grad_(True)
+    y = torch.randint(0, 10, (64,), generator=gen)
+    target = torch.randint(0, 10, (64,), generator=gen) if targeted else None
+    (expected,) = torch.autograd.grad(ascent_loss(logits, y, target).sum(), logits)
+    got = ce_logit_grad(logits, y, target)
+    assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+    assert got.dtype == logits.dtype and not got.requires_grad
+
+    model = _linear(d=6, k=10)
+    x = torch.rand(64, 6, generator=gen)
+    xg = x.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(ascent_loss(model(xg), y, target).sum(), xg)
+    grad, out = ce_input_grad(model, x, y, target)
+    assert torch.allclose(grad, gx, atol=1e-6, rtol=1e-5)
+    assert torch.equal(out, model(x).detach())
+    assert all(p.grad is None for p in model.parameters())

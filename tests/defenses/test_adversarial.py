@@ -225,3 +225,40 @@ def test_fgsm_rs_reports_recovered_collapses(monkeypatch):
     assert res.info["recoveries"] == 1
     assert res.info["catastrophic_overfitting"] is True
     assert res.info["stopped_on_collapse"] is False and res.info["stopped_epoch"] == 2
+
+
+def test_grad_misalignment_is_zero_without_noise_and_trains_the_weights():
+    from robustkit.defenses.adversarial import grad_misalignment
+
+    gen = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 12), torch.nn.Tanh(),
+                                torch.nn.Linear(12, 3))
+    x, y = torch.rand(30, 1, 4, 4, generator=gen), torch.randint(0, 3, (30,), generator=gen)
+    zero = grad_misalignment(model, x, y, eps=0.0, gen=gen).detach()
+    assert float(zero) == pytest.approx(0, abs=1e-6)
+    value = grad_misalignment(model, x, y, eps=0.5, gen=gen)
+    assert 0 < float(value.detach()) <= 2
+    grads = torch.autograd.grad(value, list(model.parameters()), allow_unused=True)
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)  # double backward reached
+
+
+def test_grad_align_aligns_the_input_gradients(digits_train, digits_test):
+    from robustkit.defenses.adversarial import grad_misalignment
+
+    def misalignment(align):
+        res = defend("fgsm_rs", "mlp", digits_train.x, digits_train.y, eps=0.2, align=align,
+                     model_params=FAST_PARAMS["mlp"])
+        assert res.params.get("align", 0.0) == align
+        gen = torch.Generator().manual_seed(5)
+        return float(grad_misalignment(res.model, digits_test.x, digits_test.y, eps=0.2,
+                                       gen=gen).detach())
+
+    plain, aligned = misalignment(0.0), misalignment(5.0)
+    assert aligned < 0.7 * plain, (plain, aligned)  # measured 0.19 -> 0.089
+
+
+@pytest.mark.parametrize("bad", [-0.1, "1", True])
+def test_fgsm_rs_rejects_bad_align(bad):
+    x, y = torch.rand(40, 1, 8, 8), torch.randint(0, 3, (40,))
+    with pytest.raises(ValueError, match="align"):
+        defend("fgsm_rs", "linear", x, y, eps=0.1, model_params={"epochs": 1}, align=bad)

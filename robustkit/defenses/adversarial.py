@@ -121,13 +121,15 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
         gen = generator(step_seed(ctx.seed, -1 - step), xb.device)
         return align * grad_misalignment(m, xb, yb, eps=e, gen=gen)
 
+    # "align" is recorded only when used: runs without it keep their earlier fingerprints
     params = {"eps": eps, "alpha": step_size, "noise": float(noise), "project": project,
-              **({"align": float(align)} if align else {}), "recover": recover, "recover_factor": float(recover_factor),
-              "watch_size": watch_size,
+              **({"align": float(align)} if align else {}), "recover": recover,
+              "recover_factor": float(recover_factor), "watch_size": watch_size,
               "watch_steps": watch_steps, "collapse_drop": collapse_drop,
               "eps_warmup": eps_warmup, **train}
     return _adversarial("fgsm_rs", ctx, x, y, params, perturb, eps=eps,
-                        penalty=penalty if align else None, watch_size=watch_size, watch_steps=watch_steps,
+                        penalty=penalty if align else None, watch_size=watch_size,
+                        watch_steps=watch_steps,
                         collapse_drop=collapse_drop, eps_warmup=eps_warmup, train=train,
                         state=state, recover=recover, recover_factor=float(recover_factor))
 

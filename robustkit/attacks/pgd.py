@@ -14,7 +14,12 @@ from robustkit.attacks.base import (
     project,
     register,
 )
-from robustkit.attacks.fgsm import ascent_direction, ascent_loss, ce_input_grad, random_delta
+from robustkit.attacks.fgsm import (
+    ascent_direction,
+    ascent_loss,
+    ce_input_direction,
+    random_delta,
+)
 
 LOSSES = ("ce", "margin")
 
@@ -35,7 +40,7 @@ def pgd_step(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, y: torch.Te
     """One PGD iteration: ascend the loss at x + delta, project onto the eps ball and onto
     [0, 1]. Returns the new delta (the model must already be in eval mode)."""
     if loss == "ce":
-        grad, _ = ce_input_grad(model, x + delta, y, target)
+        grad, _ = ce_input_direction(model, x + delta, y, target)
     else:
         xd = (x + delta).detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(margin_loss(model(xd), y, target).sum(), xd)

@@ -124,25 +124,62 @@ def test_bad_arguments_name_the_parameter(kw, match):
 
 
 @pytest.mark.parametrize("targeted", [False, True])
-def test_closed_form_logit_gradient_equals_autograd_through_cross_entropy(targeted):
-    from robustkit.attacks.fgsm import ascent_loss, ce_input_grad, ce_logit_grad
+def test_logit_direction_is_the_float64_gradient_up_to_a_positive_factor(targeted):
+    from robustkit.attacks.fgsm import ascent_loss, ce_input_direction, ce_logit_direction
 
     gen = torch.Generator().manual_seed(3)
-    # large logits too: saturated softmaxes are where a closed form could lose precision
-    logits = (torch.randn(64, 10, generator=gen) * torch.tensor([1.0, 30.0]).repeat(32)[:, None]
-              ).requires_grad_(True)
+    # every other row saturated: logit margins of ~100, where float32 rounds p_y to 1
+    scale = torch.tensor([1.0, 40.0]).repeat(32)[:, None]
+    logits = torch.randn(64, 10, generator=gen) * scale
     y = torch.randint(0, 10, (64,), generator=gen)
     target = torch.randint(0, 10, (64,), generator=gen) if targeted else None
-    (expected,) = torch.autograd.grad(ascent_loss(logits, y, target).sum(), logits)
-    got = ce_logit_grad(logits, y, target)
-    assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+    # The exact gradient in float64: p - onehot(c) with p_c - 1 written as -sum_{j != c} p_j
+    # (autograd's p_c - 1 cancels to 0 once p_c rounds to 1, in float64 too).
+    c = y if target is None else target
+    p = logits.double().softmax(1)
+    exact = p.scatter(1, c[:, None], 0.0)
+    exact = exact.scatter(1, c[:, None], -exact.sum(1, keepdim=True))
+    exact = exact if target is None else -exact
+    got = ce_logit_direction(logits, y, target)
     assert got.dtype == logits.dtype and not got.requires_grad
+    # got = exact / S per row, S = the row's sum over the classes other than c
+    factor = 1 / p.scatter(1, c[:, None], 0.0).sum(1, keepdim=True)
+    ref = exact * factor
+    big = ref.abs() > 1e-30  # smaller entries underflow in float32 (ours: 0 or denormal)
+    assert torch.allclose(got.double()[big], ref[big], rtol=1e-4, atol=0)
+    assert (got.double()[~big].abs() < 1e-30).all()
+    # where float32 autograd is exact (unsaturated rows), the same direction up to rounding
+    z32 = logits.clone().requires_grad_(True)
+    (g32,) = torch.autograd.grad(ascent_loss(z32, y, target).sum(), z32)
+    unsat = scale.squeeze(1) == 1
+    assert torch.allclose(got[unsat] * (1 / factor[unsat]).float(), g32[unsat], atol=1e-6)
 
     model = _linear(d=6, k=10)
     x = torch.rand(64, 6, generator=gen)
     xg = x.clone().requires_grad_(True)
     (gx,) = torch.autograd.grad(ascent_loss(model(xg), y, target).sum(), xg)
-    grad, out = ce_input_grad(model, x, y, target)
-    assert torch.allclose(grad, gx, atol=1e-6, rtol=1e-5)
+    direction, out = ce_input_direction(model, x, y, target)
+    assert torch.equal(direction.sign(), gx.sign())  # unsaturated: autograd's signs
     assert torch.equal(out, model(x).detach())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_fgsm_follows_the_exact_gradient_where_float32_cross_entropy_saturates():
+    model = _linear(d=6, k=4)
+    with torch.no_grad():
+        model.weight.mul_(300)  # margins of hundreds: p_y == 1 in float32
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(200, 6, generator=gen)
+    y = model(x).argmax(1).detach()  # correctly classified, confidently
+    assert (model(x).softmax(1).max(1).values == 1).float().mean() > 0.5
+    # exact float64 gradient: p_y - 1 written as -sum_{j != y} p_j (no cancellation)
+    w, b = model.weight.detach().double(), model.bias.detach().double()
+    p = torch.softmax(x.double() @ w.T + b, dim=1).scatter(1, y[:, None], 0.0)
+    exact = (p.scatter(1, y[:, None], -p.sum(1, keepdim=True)) @ w).sign()
+    ours = fgsm(model, x, y, eps=0.05).x_adv
+    assert torch.allclose(ours, (x.double() + 0.05 * exact).clamp(0, 1).float(), atol=1e-6)
+    # autograd through float32 cross-entropy gets other signs on the saturated samples
+    xg = x.clone().requires_grad_(True)
+    (g32,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xg), y,
+                                                                    reduction="sum"), xg)
+    assert (g32.sign() != exact.float()).any(1).float().mean() > 0.3

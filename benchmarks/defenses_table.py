@@ -12,8 +12,9 @@ import sys
 
 from common import RESULTS
 
-from defenses import SETTING_DEFAULTS, SETTING_KEYS
+from defenses import SETTING_DEFAULTS, SETTING_KEYS, WONG
 
+WONG_LR = float(WONG["lr"])  # MNIST rows name their lr only when it is not this
 KEY = ("piece", "dataset", "model", "train_eps", "model_params", "defense_params", "seed")
 
 
@@ -38,6 +39,8 @@ def table(rows: list[dict[str, str]]) -> list[str]:
             if (dp.get("epochs") or mp.get("epochs")) else []
         if mp.get("weight_decay") == 0.0:
             sett.append("wd 0")
+        if "lr" in mp and float(mp["lr"]) != WONG_LR:
+            sett.append(f"lr {float(mp['lr']):g}")
         if float(train_eps) != float(eps):
             sett.append(f"trained at eps {train_eps}")
         sett += [f"{s} {dp[s]}" for s in SETTING_KEYS

@@ -35,11 +35,11 @@ _WATCH = {"watch_size": 256, "watch_steps": 10, "collapse_drop": 0.2, "eps_warmu
 
 @register("fgsm_rs", families=GRADIENT_FAMILIES, defaults={
     "alpha": None, "noise": 1.0, "project": True, "align": 0.0, "recover": 0,
-    "recover_factor": 0.8, **_WATCH, **_TRAIN, "schedule": "cyclic"})
+    "recover_factor": 0.8, "recover_reset": False, **_WATCH, **_TRAIN, "schedule": "cyclic"})
 def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float,
             alpha: float | None, noise: float, project: bool, align: float, recover: int,
-            recover_factor: float, watch_size: int, watch_steps: int, collapse_drop: float,
-            eps_warmup: float, **train: Any) -> DefenseResult:
+            recover_factor: float, recover_reset: bool, watch_size: int, watch_steps: int,
+            collapse_drop: float, eps_warmup: float, **train: Any) -> DefenseResult:
     """Train on RS-FGSM examples: uniform start in the eps box, one sign step of ``alpha``.
 
     Every epoch, PGD (``watch_steps`` steps) on a held-out batch of ``watch_size`` training
@@ -60,6 +60,8 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
         recover: collapses answered by restore-and-continue with a smaller step (0: the
             first collapse stops training, as above).
         recover_factor: alpha's factor at each recovery, in (0, 1].
+        recover_reset: at each recovery also clear the optimizer's state (Adam's moment
+            estimates, built on the collapsed trajectory).
         project: project the step back onto the eps box (Wong et al.). ``noise=2,
             alpha=eps, project=False`` is N-FGSM (de Jorge et al., NeurIPS 2022,
             arXiv:2202.01181): the same cost, trained perturbations up to 3 eps, proposed
@@ -104,6 +106,9 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
     if isinstance(recover_factor, bool) or not isinstance(recover_factor, (int, float)) \
             or not 0 < recover_factor <= 1:
         raise ValueError(f"recover_factor must be a number in (0, 1], got {recover_factor!r}")
+    if not isinstance(recover_reset, bool):
+        raise ValueError(  # noqa: TRY004
+            f"recover_reset must be true or false, got {recover_reset!r}")
     if isinstance(align, bool) or not isinstance(align, (int, float)) or not align >= 0:
         raise ValueError(f"align must be a number >= 0, got {align!r}")
     state: dict[str, torch.Tensor] = {}
@@ -123,7 +128,8 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
 
     # "align" is recorded only when used: runs without it keep their earlier fingerprints
     params = {"eps": eps, "alpha": step_size, "noise": float(noise), "project": project,
-              **({"align": float(align)} if align else {}), "recover": recover,
+              **({"align": float(align)} if align else {}),
+              **({"recover_reset": True} if recover_reset else {}), "recover": recover,
               "recover_factor": float(recover_factor), "watch_size": watch_size,
               "watch_steps": watch_steps, "collapse_drop": collapse_drop,
               "eps_warmup": eps_warmup, **train}
@@ -131,7 +137,8 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
                         penalty=penalty if align else None, watch_size=watch_size,
                         watch_steps=watch_steps,
                         collapse_drop=collapse_drop, eps_warmup=eps_warmup, train=train,
-                        state=state, recover=recover, recover_factor=float(recover_factor))
+                        state=state, recover=recover, recover_factor=float(recover_factor),
+                        recover_reset=recover_reset)
 
 
 @register("pgd", families=GRADIENT_FAMILIES, defaults={
@@ -232,7 +239,7 @@ def _adversarial(name: str, ctx: DefenseContext, x: torch.Tensor, y: torch.Tenso
                  watch_steps: int, collapse_drop: float | None, eps_warmup: float,
                  train: dict[str, Any], state: dict[str, torch.Tensor] | None = None,
                  recover: int = 0, recover_factor: float = 1.0,
-                 penalty: Any = None) -> DefenseResult:
+                 recover_reset: bool = False, penalty: Any = None) -> DefenseResult:
     if isinstance(eps_warmup, bool) or not isinstance(eps_warmup, (int, float)) \
             or not 0 <= eps_warmup <= 1:
         raise ValueError(f"eps_warmup must be a number in [0, 1], got {eps_warmup!r}")
@@ -258,7 +265,8 @@ def _adversarial(name: str, ctx: DefenseContext, x: torch.Tensor, y: torch.Tenso
     if x_w is not None:
         watch = _collapse_watch(x_w.to(ctx.device), y_w.to(ctx.device), eps=eps,
                                 steps=watch_steps, drop=collapse_drop, seed=ctx.seed,
-                                recover=recover, factor=recover_factor)
+                                recover=recover, factor=recover_factor,
+                                reset=recover_reset)
     module, history, state = fit_resumable(
         ctx, x_fit, y_fit, fingerprint=fingerprint(ctx, name, x, y, params),
         perturb=ramped, penalty=None if penalty is None else ramped_penalty, watch=watch,
@@ -288,11 +296,13 @@ def _hold_out(x: torch.Tensor, y: torch.Tensor, size: int, seed: int):
 
 
 def _collapse_watch(x_w: torch.Tensor, y_w: torch.Tensor, *, eps: float, steps: int,
-                    drop: float | None, seed: int, recover: int = 0, factor: float = 1.0):
+                    drop: float | None, seed: int, recover: int = 0, factor: float = 1.0,
+                    reset: bool = False):
     """Per-epoch PGD accuracy on the held-out batch; keeps the best epoch's weights in the
     state. A drop of more than ``drop`` below the best is a collapse: stop (the caller
     restores the best weights), or, for the first ``recover`` collapses, restore them now,
-    scale the state's ``alpha_scale`` by ``factor`` and go on."""
+    scale the state's ``alpha_scale`` by ``factor`` and go on (with ``reset``, the record
+    asks the training loop to clear the optimizer's state too)."""
 
     def watch(epoch: int, m: torch.nn.Module, state: dict) -> tuple[bool, dict[str, Any]]:
         r = pgd_attack(m, x_w, y_w, eps=eps, steps=steps, seed=seed)
@@ -311,7 +321,8 @@ def _collapse_watch(x_w: torch.Tensor, y_w: torch.Tensor, *, eps: float, steps: 
             scale = _number(state, "alpha_scale", 1.0)
             state["alpha_scale"] = torch.tensor(scale * factor)
             return False, {"watch_pgd_accuracy": acc, "collapsed": False,
-                           "recovered": True, "alpha_scale": scale * factor}
+                           "recovered": True, "alpha_scale": scale * factor,
+                           **({"reset_optimizer": True} if reset else {})}
         return collapsed, {"watch_pgd_accuracy": acc, "collapsed": collapsed}
 
     return watch

@@ -154,6 +154,8 @@ def fit_resumable(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *,
         if watch is not None:
             stop, extra = watch(epoch, m, state)
             rec.update(extra)
+            if extra.get("reset_optimizer"):  # the watch restored other weights
+                opt.state.clear()
         rec["seconds"] = time.perf_counter() - clock[0]
         history.append(rec)
         if ctx.checkpoint is not None:

@@ -173,7 +173,8 @@ def test_rs_fgsm_step_noise_and_projection():
     assert torch.allclose(plain.abs(), torch.full_like(plain, eps))
 
 
-@pytest.mark.parametrize("bad", [{"noise": -1.0}, {"noise": "2"}, {"project": "no"}])
+@pytest.mark.parametrize("bad", [{"noise": -1.0}, {"noise": "2"}, {"project": "no"},
+                                 {"recover_reset": "yes"}])
 def test_fgsm_rs_rejects_bad_noise_and_project(bad):
     x, y = torch.rand(40, 1, 8, 8), torch.randint(0, 3, (40,))
     with pytest.raises(ValueError, match=next(iter(bad))):
@@ -262,3 +263,28 @@ def test_fgsm_rs_rejects_bad_align(bad):
     x, y = torch.rand(40, 1, 8, 8), torch.randint(0, 3, (40,))
     with pytest.raises(ValueError, match="align"):
         defend("fgsm_rs", "linear", x, y, eps=0.1, model_params={"epochs": 1}, align=bad)
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_recover_reset_clears_the_optimizer_state(monkeypatch, tmp_path, reset):
+    """recover_reset=True: the recovery also clears Adam's moments (seen in the checkpoint
+    written right after the recovering epoch, the last one here)."""
+    from safetensors.torch import load_file
+
+    import robustkit.defenses.adversarial as adv
+
+    accs = iter([0.9, 0.1])  # the last epoch collapses and is recovered
+
+    def fake_pgd(m, x, y, **kw):
+        k = round(next(accs) * len(y))
+        return SimpleNamespace(pred=torch.cat([y[:k], (y[k:] + 1) % 3]))
+
+    monkeypatch.setattr(adv, "pgd_attack", fake_pgd)
+    x, y = torch.rand(300, 1, 8, 8), torch.randint(0, 3, (300,))
+    res = defend("fgsm_rs", "linear", x, y, eps=0.1, model_params={"epochs": 2}, recover=1,
+                 recover_reset=reset, watch_size=30, checkpoint=tmp_path / "ck")
+    assert res.history[-1]["recovered"] and res.history[-1].get("reset_optimizer", False) is reset
+    optim = [k for k in load_file(tmp_path / "ck" / "checkpoint.safetensors")
+             if k.startswith("optim.")]
+    assert (optim == []) is reset
+    assert res.params.get("recover_reset", False) is reset

@@ -35,11 +35,13 @@ _WATCH = {"watch_size": 256, "watch_steps": 10, "collapse_drop": 0.2, "eps_warmu
 
 @register("fgsm_rs", families=GRADIENT_FAMILIES, defaults={
     "alpha": None, "noise": 1.0, "project": True, "align": 0.0, "recover": 0,
-    "recover_factor": 0.8, "recover_reset": False, **_WATCH, **_TRAIN, "schedule": "cyclic"})
+    "recover_factor": 0.8, "recover_reset": False, "collapse_ratio": None, **_WATCH,
+    **_TRAIN, "schedule": "cyclic"})
 def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float,
             alpha: float | None, noise: float, project: bool, align: float, recover: int,
-            recover_factor: float, recover_reset: bool, watch_size: int, watch_steps: int,
-            collapse_drop: float, eps_warmup: float, **train: Any) -> DefenseResult:
+            recover_factor: float, recover_reset: bool, collapse_ratio: float | None,
+            watch_size: int, watch_steps: int, collapse_drop: float, eps_warmup: float,
+            **train: Any) -> DefenseResult:
     """Train on RS-FGSM examples: uniform start in the eps box, one sign step of ``alpha``.
 
     Every epoch, PGD (``watch_steps`` steps) on a held-out batch of ``watch_size`` training
@@ -74,6 +76,10 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
         watch_size: held-out samples for the overfitting watch (0: no watch; at most N/10).
         watch_steps: PGD steps of the watch.
         collapse_drop: accuracy drop (absolute) counted as a collapse.
+        collapse_ratio: also count a fall below this fraction of the best accuracy (and by
+            at least 0.05) as a collapse (None: only ``collapse_drop``): catches a collapse
+            that comes before the watch accuracy has risen above ``collapse_drop``, e.g.
+            during the eps warm-up.
         eps_warmup: fraction of training over which eps (and alpha) ramp up linearly
             from 0 (0: full eps from the first step, as in the paper).
         **train: ``epochs``, ``lr``, ``schedule`` (default ``"cyclic"``), ``batch_size``
@@ -106,6 +112,10 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
     if isinstance(recover_factor, bool) or not isinstance(recover_factor, (int, float)) \
             or not 0 < recover_factor <= 1:
         raise ValueError(f"recover_factor must be a number in (0, 1], got {recover_factor!r}")
+    if collapse_ratio is not None and (isinstance(collapse_ratio, bool) or not isinstance(
+            collapse_ratio, (int, float)) or not 0 < collapse_ratio < 1):
+        raise ValueError(f"collapse_ratio must be a number in (0, 1) or null, "
+                         f"got {collapse_ratio!r}")
     if not isinstance(recover_reset, bool):
         raise ValueError(  # noqa: TRY004
             f"recover_reset must be true or false, got {recover_reset!r}")
@@ -129,7 +139,9 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
     # "align" is recorded only when used: runs without it keep their earlier fingerprints
     params = {"eps": eps, "alpha": step_size, "noise": float(noise), "project": project,
               **({"align": float(align)} if align else {}),
-              **({"recover_reset": True} if recover_reset else {}), "recover": recover,
+              **({"recover_reset": True} if recover_reset else {}),
+              **({"collapse_ratio": float(collapse_ratio)} if collapse_ratio else {}),
+              "recover": recover,
               "recover_factor": float(recover_factor), "watch_size": watch_size,
               "watch_steps": watch_steps, "collapse_drop": collapse_drop,
               "eps_warmup": eps_warmup, **train}
@@ -138,7 +150,7 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
                         watch_steps=watch_steps,
                         collapse_drop=collapse_drop, eps_warmup=eps_warmup, train=train,
                         state=state, recover=recover, recover_factor=float(recover_factor),
-                        recover_reset=recover_reset)
+                        recover_reset=recover_reset, collapse_ratio=collapse_ratio)
 
 
 @register("pgd", families=GRADIENT_FAMILIES, defaults={
@@ -239,7 +251,8 @@ def _adversarial(name: str, ctx: DefenseContext, x: torch.Tensor, y: torch.Tenso
                  watch_steps: int, collapse_drop: float | None, eps_warmup: float,
                  train: dict[str, Any], state: dict[str, torch.Tensor] | None = None,
                  recover: int = 0, recover_factor: float = 1.0,
-                 recover_reset: bool = False, penalty: Any = None) -> DefenseResult:
+                 recover_reset: bool = False, collapse_ratio: float | None = None,
+                 penalty: Any = None) -> DefenseResult:
     if isinstance(eps_warmup, bool) or not isinstance(eps_warmup, (int, float)) \
             or not 0 <= eps_warmup <= 1:
         raise ValueError(f"eps_warmup must be a number in [0, 1], got {eps_warmup!r}")
@@ -266,7 +279,7 @@ def _adversarial(name: str, ctx: DefenseContext, x: torch.Tensor, y: torch.Tenso
         watch = _collapse_watch(x_w.to(ctx.device), y_w.to(ctx.device), eps=eps,
                                 steps=watch_steps, drop=collapse_drop, seed=ctx.seed,
                                 recover=recover, factor=recover_factor,
-                                reset=recover_reset)
+                                reset=recover_reset, ratio=collapse_ratio)
     module, history, state = fit_resumable(
         ctx, x_fit, y_fit, fingerprint=fingerprint(ctx, name, x, y, params),
         perturb=ramped, penalty=None if penalty is None else ramped_penalty, watch=watch,
@@ -297,9 +310,10 @@ def _hold_out(x: torch.Tensor, y: torch.Tensor, size: int, seed: int):
 
 def _collapse_watch(x_w: torch.Tensor, y_w: torch.Tensor, *, eps: float, steps: int,
                     drop: float | None, seed: int, recover: int = 0, factor: float = 1.0,
-                    reset: bool = False):
+                    reset: bool = False, ratio: float | None = None):
     """Per-epoch PGD accuracy on the held-out batch; keeps the best epoch's weights in the
-    state. A drop of more than ``drop`` below the best is a collapse: stop (the caller
+    state. A drop of more than ``drop`` below the best (or, with ``ratio``, below ``ratio``
+    times the best and by at least 0.05) is a collapse: stop (the caller
     restores the best weights), or, for the first ``recover`` collapses, restore them now,
     scale the state's ``alpha_scale`` by ``factor`` and go on (with ``reset``, the record
     asks the training loop to clear the optimizer's state too)."""
@@ -313,7 +327,9 @@ def _collapse_watch(x_w: torch.Tensor, y_w: torch.Tensor, *, eps: float, steps: 
             state["best_epoch"] = torch.tensor(epoch)
             for k, v in m.state_dict().items():
                 state[f"best.{k}"] = v.detach().clone()
-        collapsed = drop is not None and acc < max(best, acc) - drop
+        top = max(best, acc)
+        collapsed = (drop is not None and acc < top - drop) or (
+            ratio is not None and acc < ratio * top and acc < top - 0.05)
         done = int(_number(state, "recoveries", 0))
         if collapsed and done < recover:
             _restore_best(m, state)

@@ -174,7 +174,7 @@ def test_rs_fgsm_step_noise_and_projection():
 
 
 @pytest.mark.parametrize("bad", [{"noise": -1.0}, {"noise": "2"}, {"project": "no"},
-                                 {"recover_reset": "yes"}])
+                                 {"recover_reset": "yes"}, {"collapse_ratio": 1.5}])
 def test_fgsm_rs_rejects_bad_noise_and_project(bad):
     x, y = torch.rand(40, 1, 8, 8), torch.randint(0, 3, (40,))
     with pytest.raises(ValueError, match=next(iter(bad))):
@@ -288,3 +288,22 @@ def test_recover_reset_clears_the_optimizer_state(monkeypatch, tmp_path, reset):
              if k.startswith("optim.")]
     assert (optim == []) is reset
     assert res.params.get("recover_reset", False) is reset
+
+
+def test_collapse_ratio_catches_a_collapse_below_the_absolute_drop():
+    """A watch accuracy that falls from 0.15 to 0 is a collapse the 0.2 drop cannot see
+    (selection, seed 3: 0.105 -> 0.004 in the eps warm-up, then PGD accuracy 0.0)."""
+    x = torch.cat([torch.full((20, 2), 0.9), torch.full((20, 2), 0.1)])
+    y = torch.cat([torch.zeros(20, dtype=torch.long), torch.ones(20, dtype=torch.long)])
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():  # every sample misclassified: watch accuracy 0
+        model.weight.copy_(torch.tensor([[-5.0, -5.0], [5.0, 5.0]]))
+        model.bias.copy_(torch.tensor([5.0, -5.0]))
+    for ratio, expect in ((None, False), (0.5, True)):
+        watch = _collapse_watch(x, y, eps=0.01, steps=2, drop=0.2, seed=0, ratio=ratio)
+        stop, rec = watch(3, model, {"best_acc": torch.tensor(0.15)})
+        assert rec["watch_pgd_accuracy"] == 0.0 and stop is expect
+    # a fall by less than 0.05 is noise on a small watch batch, whatever the ratio
+    stop, _ = _collapse_watch(x, y, eps=0.01, steps=2, drop=0.2, seed=0, ratio=0.5)(
+        3, model, {"best_acc": torch.tensor(0.04)})
+    assert not stop

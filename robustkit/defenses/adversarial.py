@@ -136,7 +136,8 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
         gen = generator(step_seed(ctx.seed, -1 - step), xb.device)
         return align * grad_misalignment(m, xb, yb, eps=e, gen=gen)
 
-    # "align" is recorded only when used: runs without it keep their earlier fingerprints
+    # align, recover_reset and collapse_ratio are recorded only when used: runs without
+    # them keep their earlier fingerprints (and cached models)
     params = {"eps": eps, "alpha": step_size, "noise": float(noise), "project": project,
               **({"align": float(align)} if align else {}),
               **({"recover_reset": True} if recover_reset else {}),

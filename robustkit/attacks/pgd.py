@@ -10,6 +10,7 @@ from robustkit.attacks.base import (
     check_inputs,
     eval_mode,
     generator,
+    input_grad,
     make_result,
     project,
     register,
@@ -42,8 +43,7 @@ def pgd_step(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, y: torch.Te
     if loss == "ce":
         grad, _ = ce_input_direction(model, x + delta, y, target)
     else:
-        xd = (x + delta).detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(margin_loss(model(xd), y, target).sum(), xd)
+        grad, _ = input_grad(model, x + delta, lambda z: margin_loss(z, y, target))
     delta = project(delta + step_size * ascent_direction(grad, norm), eps, norm)
     return (x + delta).clamp(0, 1) - x
 

@@ -44,7 +44,8 @@ TABLES: dict[str, list[str]] = {
     "svm_grad": ["dataset", "model", "method", "classes", "n_sv", "ms_per_sample", "speedup",
                  "max_abs_diff_art", "max_abs_diff_fd"],
 }
-FGSM_METHODS = ("floor (model only)", "robustkit", "robustkit (predict=True)", "torchattacks", "foolbox", "art")
+FGSM_METHODS = ("floor (model only)", "robustkit", "robustkit (predict=True)", "torchattacks",
+                "foolbox", "art")
 
 
 def main() -> int:

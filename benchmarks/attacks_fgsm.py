@@ -11,9 +11,10 @@ the result depends on what else runs between the calls. robustkit runs with ``pr
 (no forward pass on x_adv, the ratio the target is about) and with ``predict=True`` (an
 extra forward for ``success``; foolbox always does this one, to return its success flags).
 
-robustkit's FGSM back-propagates the cross-entropy's gradient from the logits in closed form
-(``ce_logit_grad``) instead of through torch's log_softmax, which on CPU is a slow per-row
-path for 10 classes: it can go below the floor. The ``floor (model only)`` row is the part
+robustkit's FGSM back-propagates its logit direction in closed form (``ce_logit_direction``:
+the exact gradient's direction where float32 cross-entropy saturates, see
+attacks_saturation.py) instead of going through torch's log_softmax, which on CPU is a slow
+per-row path for 10 classes: it can go below the floor. The ``floor (model only)`` row is the part
 no FGSM can avoid: forward, then backward from a given logit gradient, no loss at all.
 """
 from __future__ import annotations
@@ -89,10 +90,7 @@ def methods(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
         "robustkit": lambda: fgsm(model, x, y, eps=eps, predict=False).x_adv,
         "robustkit (predict=True)": lambda: fgsm(model, x, y, eps=eps).x_adv,
     }
-    if (ta := peer("torchattacks")) is not None:
-        with contextlib.redirect_stdout(io.StringIO()):  # "Failed to set device" for
-            atk = ta.FGSM(model, eps=eps)                # buffer-only modules: set below
-        atk.set_device(x.device)
+    if (atk := torchattacks_fgsm(model, eps, x.device)) is not None:
         fns["torchattacks"] = lambda: atk(x, y)
     if (fb := peer("foolbox")) is not None:
         fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
@@ -106,6 +104,16 @@ def methods(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
         xn, yn = x.cpu().numpy(), y.cpu().numpy()
         fns["art"] = lambda: art_atk.generate(xn, y=yn)
     return fns
+
+
+def torchattacks_fgsm(model: torch.nn.Module, eps: float, device: torch.device) -> Any | None:
+    """torchattacks' FGSM on ``model`` (None when torchattacks is not installed)."""
+    if (ta := peer("torchattacks")) is None:
+        return None
+    with contextlib.redirect_stdout(io.StringIO()):  # "Failed to set device" for
+        atk = ta.FGSM(model, eps=eps)                # buffer-only modules: set below
+    atk.set_device(device)
+    return atk
 
 
 def _agree(out: Any, ours: torch.Tensor) -> float:

@@ -12,18 +12,16 @@ classified inputs for each.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import sys
 
 import torch
 import torch.nn.functional as F
-from attacks_common import FAMILIES, code_version, load, peer, trained
+from attacks_common import FAMILIES, code_version, load, trained
+from attacks_fgsm import EPS, torchattacks_fgsm
 from common import RESULTS, device_name, markdown_table, write_csv
 
 from robustkit.attacks.fgsm import fgsm
 
-EPS = {"digits": 0.1, "mnist": 0.3}
 OUT = RESULTS / "attacks_saturation.csv"
 
 
@@ -40,16 +38,13 @@ def rows_for(dataset: str, device: torch.device) -> list[dict]:
     if data is None:
         return []
     x, y, eps = data.test.x.to(device), data.test.y.to(device), EPS[dataset]
-    ta, out = peer("torchattacks"), []
+    out = []
     for family in FAMILIES:
         model = trained(data, family).to(device).eval()
         ours = fgsm(model, x, y, eps=eps, predict=False).x_adv
         auto = autograd_fgsm(model, x, y, eps)
         advs = {"robustkit": ours, "float32 autograd": auto}
-        if ta is not None:
-            with contextlib.redirect_stdout(io.StringIO()):
-                atk = ta.FGSM(model, eps=eps)
-            atk.set_device(x.device)
+        if (atk := torchattacks_fgsm(model, eps, x.device)) is not None:
             advs["torchattacks"] = atk(x, y)
         with torch.no_grad():
             logits = model(x)

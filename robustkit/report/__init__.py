@@ -6,17 +6,24 @@ gets a report, with the sections it has data for.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from html import escape
 from pathlib import Path
 
 import pandas as pd
 
-from robustkit.report import artifacts, gallery, html, meta, plots, tables
-from robustkit.report.data import RunData, attack_norms, load_run, ordered_unique
+from robustkit.report import artifacts, gallery, html, meta, plots, ranking, tables
+from robustkit.report.data import RunData, attack_norms, load_run, ordered_unique, parsed_specs
 
 __all__ = ["build", "load_run"]
 
+_RANKING_LEAD = (
+    "Every model, defended or not, ranked by its accuracy under the strongest attack the sweep "
+    "ran on it: for each model and radius &epsilon; the <b>lowest</b> accuracy over the "
+    "per-sample attacks run (preference on ties: {prefs}), the attack named under the number. "
+    "Defended systems count attacks that know the defense (<i>adaptive</i>); detectors are "
+    "scored as systems, where a rejected clean input is an error. Ranked by the mean over "
+    "&epsilon;; <b>&#9733;</b> marks the best in each column.")
 _SUMMARY_LEAD = (
     "Share of test inputs still classified correctly under each attack and radius &epsilon; "
     "(higher is more robust); <i>clean</i> is accuracy without attack. "
@@ -94,18 +101,24 @@ def _sections(data: RunData, arts: artifacts.Artifacts) -> list[html.Section]:
             return ""
 
     sections = []
+    ranked = part("ranking", lambda: _ranking_body(data))
+    if ranked:
+        lead = _RANKING_LEAD.format(prefs=" &gt; ".join(ranking.HEADLINE_ATTACKS))
+        sections.append(S("ranking", "Ranking", lead, ranked))
     summary = part("summary table", lambda: _summary_body(data))
     if summary:
-        sections.append(S("summary", "Robust accuracy", _SUMMARY_LEAD, summary))
+        sections.append(S("summary", "Robust accuracy per attack", _SUMMARY_LEAD, summary))
     curves = part("accuracy plot", lambda: _plots(plots.robust_accuracy_plots(ok), _CURVES_CAPTION))
     if curves:
         sections.append(S("curves", "Accuracy vs radius", "", curves))
     fooling = part("fooling-rate plot", lambda: _plots(plots.fooling_rate_plots(ok), _UAP_CAPTION))
-    uaps = part("UAP gallery", lambda: gallery.uap_gallery(arts.of("uap"), order, ok))
+    shown = _gallery_count(data)
+    uaps = part("UAP gallery", lambda: gallery.uap_gallery(arts.of("uap"), order, ok, shown))
     if fooling or uaps:
         body = fooling + (f"<h3>Gallery</h3><p class='muted'>{_GALLERY_LEAD}</p>{uaps}" if uaps else "")
         sections.append(S("universal", "Universal perturbations", _UAP_LEAD, body))
-    deepfool = part("DeepFool gallery", lambda: gallery.deepfool_gallery(arts.of("deepfool"), order))
+    deepfool = part("DeepFool gallery", lambda: gallery.deepfool_gallery(arts.of("deepfool"), order,
+                                                                        shown))
     if deepfool:
         sections.append(S("deepfool", "Minimal perturbations", _DEEPFOOL_LEAD, deepfool))
     defense = part("defense tables", lambda: _defense_body(ok, arts))
@@ -122,11 +135,33 @@ def _sections(data: RunData, arts: artifacts.Artifacts) -> list[html.Section]:
     return sections + [S("meta", "Run metadata", "", meta.meta_section(data))]
 
 
+def _gallery_count(data: RunData) -> int | None:
+    """The specs' ``[sweep].gallery`` (the largest, when several specs say), else None."""
+    counts = [spec.get("sweep", {}).get("gallery") for spec in parsed_specs(data.run)]
+    counts = [c for c in counts if isinstance(c, int) and not isinstance(c, bool)]
+    return max(counts) if counts else None
+
+
+def _ranking_body(data: RunData) -> str:
+    datasets = ordered_unique(data.ok["dataset"])
+    parts = []
+    for ds in datasets:
+        r = ranking.ranking(data.ok[data.ok["dataset"] == ds])
+        if r is None:
+            continue
+        caption = (f"Accuracy in %{escape(' on ' + ds) if ds else ''} under the strongest "
+                   f"attack run, per radius &epsilon;.{_seeds_note(data)}")
+        parts.append((f"<h3>{escape(ds)}</h3>" if len(datasets) > 1 else "")
+                     + ranking.ranking_html(r, caption=caption))
+    return "".join(parts)
+
+
 def _summary_body(data: RunData) -> str:
     datasets = ordered_unique(data.ok["dataset"])
     return "".join(
         (f"<h3>{escape(ds)}</h3>" if len(datasets) > 1 else "")
-        + tables.frame_html(tables.summary_frame(data.ok[data.ok["dataset"] == ds]),
+        + tables.frame_html(tables.summary_frame(data.ok[data.ok["dataset"] == ds],
+                                                 data.failed[data.failed["dataset"] == ds]),
                             caption=f"Robust accuracy in %{escape(' on ' + ds) if ds else ''}, "
                             f"per attack and radius &epsilon; (in the attack's norm)."
                             f"{_seeds_note(data)}", norms=attack_norms(data.ok))
@@ -134,11 +169,12 @@ def _summary_body(data: RunData) -> str:
         for ds in datasets)
 
 
-def _plots(figures: list[tuple[str, str]], caption: str) -> str:
+def _plots(figures: Sequence[tuple[str, ...]], caption: str) -> str:
     return "".join(
-        f'<figure class="plot"><img src="{uri}" alt="plot {escape(ds)}">'
-        f"<figcaption>{caption}{escape(' Dataset: ' + ds + '.') if ds else ''}</figcaption></figure>"
-        for ds, uri in figures)
+        f'<figure class="plot"><img src="{fig[1]}" alt="plot {escape(fig[0])}">{"".join(fig[2:])}'
+        f"<figcaption>{caption}{escape(' Dataset: ' + fig[0] + '.') if fig[0] else ''}"
+        "</figcaption></figure>"
+        for fig in figures)
 
 
 def _defense_body(ok: pd.DataFrame, arts: artifacts.Artifacts) -> str:

@@ -234,3 +234,26 @@ def _registry_norm(method: str) -> str:
         return attacks.get(method).norm
     except Exception:  # noqa: BLE001 - unknown or unimportable attack: no norm label
         return ""
+
+
+def run_axis(ok: pd.DataFrame, failed: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``ok`` without the (attack, eps) cells that only some of the attack's models ran.
+
+    A spec may run PGD at eps = 1 for a few models only (a masking check): as a table
+    column or a plot's x range that cell would be a hole ("–") for every other model. A
+    cell is kept when every model (label) that ran the attack (an ok or failed row, any
+    eps) ran it at that eps; failed cells stay, as failures.
+    """
+    if ok.empty:
+        return ok
+    both = pd.concat([ok, failed]) if failed is not None and not failed.empty else ok
+    both = both[both["eps"].notna()]
+    keys = ["dataset", "attack", "adaptive"]
+    ran = both.groupby(keys, dropna=False)["label"].nunique()
+    per_eps = both.groupby([*keys, "eps"], dropna=False)["label"].nunique()
+    full = {k for k, n in per_eps.items() if n == ran[k[:3]]}
+    # An attack no radius of which every model ran has no common axis to cut down to.
+    ragged = {k for k in ran.index if not any(f[:3] == k for f in full)}
+    keep = [(d, a, ad, e) in full or (d, a, ad) in ragged or pd.isna(e)
+            for d, a, ad, e in zip(ok["dataset"], ok["attack"], ok["adaptive"], ok["eps"])]
+    return ok[keep]

@@ -17,9 +17,6 @@ import pandas as pd
 from robustkit.report.artifacts import Artifact, class_names, eps_of
 from robustkit.report.data import fmt_num, fmt_pct, model_label, ordered_unique
 
-MAX_EXAMPLES = 6
-MAX_DEEPFOOL_INPUTS = 3
-
 
 def as_image(a: np.ndarray) -> np.ndarray | None:
     """(C,H,W), (H,W) or flat (D,) with D a square (or 3 squares) -> (H,W) or (H,W,3); else None."""
@@ -96,56 +93,104 @@ def _fooling(ok: pd.DataFrame | None, art: Artifact) -> float | None:
 
 
 def pick_uaps(uaps: list[Artifact], order: list[str], ok: pd.DataFrame | None) -> list[Artifact]:
-    """One UAP per (dataset, model + defense), lowest seed: the smallest xi fooling at least
-    half the inputs (the largest xi when none does), in spec order of the models."""
-    groups: dict[tuple[str, str], list[Artifact]] = {}
-    for art in uaps:
-        key = (art.meta["dataset"], model_label(art.meta["model"], art.meta["defense"]))
-        groups.setdefault(key, []).append(art)
-    chosen = []
-    for arts in groups.values():
-        seed = min(_seed(a) for a in arts)
-        arts = sorted((a for a in arts if _seed(a) == seed),
-                      key=lambda a: -1.0 if math.isnan(eps_of(a)) else eps_of(a))
-        chosen.append(next((a for a in arts if (_fooling(ok, a) or 0.0) >= 0.5), arts[-1]))
+    """One UAP per (dataset, model + defense), all of one attack and one xi per dataset so
+    that rows compare: the (attack, xi) most models have, at the smallest xi where the
+    median model is fooled on at least half the inputs (else the largest); lowest seed;
+    undefended models first, then spec order."""
+    chosen: list[Artifact] = []
+    for dataset in ordered_unique(a.meta["dataset"] for a in uaps):
+        mine = [a for a in uaps if a.meta["dataset"] == dataset and not math.isnan(eps_of(a))]
+        cover: dict[tuple[str, float], set[str]] = {}
+        for art in mine:
+            cover.setdefault((art.meta.get("attack", "uap"), eps_of(art)), set()).add(_label(art))
+        if not cover:
+            continue
+        most = max(len(v) for v in cover.values())
+        attack = next(k[0] for k, v in cover.items() if len(v) == most)
+        radii = sorted(e for (a, e), v in cover.items() if a == attack and len(v) == most)
+
+        def at(e: float, attack: str = attack, mine: list[Artifact] = mine) -> list[Artifact]:
+            return [a for a in mine if a.meta.get("attack", "uap") == attack and eps_of(a) == e]
+
+        xi = next((e for e in radii
+                   if np.median([_fooling(ok, a) or 0.0 for a in at(e)]) >= 0.5), radii[-1])
+        per_model: dict[str, Artifact] = {}
+        for art in sorted(at(xi), key=_seed):
+            per_model.setdefault(_label(art), art)
+        chosen += per_model.values()
     pos = {m: i for i, m in enumerate(order)}
     return sorted(chosen, key=lambda a: (a.meta["dataset"], a.meta["defense"] != "none",
                                          pos.get(a.meta["model"], len(pos))))
 
 
-def uap_gallery(uaps: list[Artifact], order: list[str], ok: pd.DataFrame | None = None) -> str:
-    """One row per model: its universal perturbation v, then inputs + v with their labels.
+def _label(art: Artifact) -> str:
+    return model_label(art.meta["model"], art.meta["defense"])
+
+
+def uap_gallery(uaps: list[Artifact], order: list[str], ok: pd.DataFrame | None = None,
+                limit: int | None = None) -> str:
+    """Per dataset: the clean inputs once, then one row per model with its universal
+    perturbation v and the same inputs + v, all rows of one attack and one xi.
+
+    ``limit`` caps the inputs shown (the spec's ``gallery``); None shows all saved.
 
     Example:
         >>> uap_gallery([], [])
         ''
     """
-    return "".join(_uap_row(art, ok) for art in pick_uaps(uaps, order, ok))
+    picked = pick_uaps(uaps, order, ok)
+    out = []
+    for dataset in ordered_unique(a.meta["dataset"] for a in picked):
+        arts = [a for a in picked if a.meta["dataset"] == dataset]
+        first = arts[0]
+        xs = [a.get("x") for a in arts]
+        n = min([0 if x is None else len(x) for x in xs] + ([limit] if limit is not None else []))
+        same = all(x is not None and np.allclose(x[:n], xs[0][:n]) for x in xs)  # type: ignore[index]
+        note = "" if same else " <span class='badge warn'>inputs differ between models</span>"
+        where = f" on {dataset}" if dataset else ""
+        out.append(f"<p class='muted'>{escape(first.meta.get('attack', 'uap') + where)}, "
+                   f"every row at &xi; = {fmt_num(eps_of(first))}{note}</p>")
+        out.append(_clean_row(first, n))
+        out.extend(_uap_row(a, ok, n) for a in arts)
+    return "".join(out)
 
 
-def _uap_row(art: Artifact, ok: pd.DataFrame | None) -> str:
+def _clean_row(art: Artifact, n: int) -> str:
+    x, y = art.get("x"), art.get("y")
+    y = art.get("y_clean") if y is None else y
+    blank = ('<figure class="tile pert"><div class="noimg">&nbsp;</div>'
+             "<figcaption>&nbsp;</figcaption></figure>")  # under v: keeps the columns aligned
+    tiles = [blank]
+    for i in range(n):
+        lab = f"label {_name(art, y[i])}" if y is not None else "clean"  # type: ignore[index]
+        tiles.append(_figure(image_uri(x[i]), lab, alt=f"clean input {i + 1}"))  # type: ignore[index]
+    return (f'<div class="gallery-row clean"><div class="row-head"><h4>clean inputs</h4>'
+            f"<p class='muted'>without v</p></div><div class=\"tiles\">{''.join(tiles)}</div></div>")
+
+
+def _uap_row(art: Artifact, ok: pd.DataFrame | None, n: int) -> str:
     v = art.arrays["v"]
     x, x_adv = art.get("x"), art.get("x_adv")
     y0, y1 = art.get("y_clean"), art.get("y_adv")
     tiles = [_figure(image_uri(v, signed=True),
                      f"v &nbsp;&#8214;v&#8214;<sub>&infin;</sub>={fmt_num(np.abs(v).max(), 2)}",
                      alt="universal perturbation v", cls="pert")]
-    for i in range(min(MAX_EXAMPLES, 0 if x is None else len(x))):
+    for i in range(min(n, 0 if x is None else len(x))):
         xa = x_adv[i] if x_adv is not None else np.clip(x[i] + v.reshape(x[i].shape), 0, 1)  # type: ignore[index]
         cap = _arrow(art, y0[i], y1[i]) if y0 is not None and y1 is not None else "x + v"
         tiles.append(_figure(image_uri(xa), cap, alt=f"example {i + 1} plus v"))
     fooling = _fooling(ok, art)
-    where = f", {art.meta['dataset']}" if art.meta.get("dataset") else ""
-    head = (f"<h4>{escape(model_label(art.meta['model'], art.meta['defense']))}</h4>"
-            f"<p class='muted'>{escape(art.meta.get('attack', 'uap') + where)}, &xi; = "
-            f"{fmt_num(eps_of(art))}"
-            + (f", fooling rate {fmt_pct(fooling)}" if fooling is not None else "") + "</p>")
+    head = (f"<h4>{escape(_label(art))}</h4>"
+            + (f"<p class='muted'>fooling rate {fmt_pct(fooling)}</p>" if fooling is not None
+               else ""))
     return (f'<div class="gallery-row"><div class="row-head">{head}</div>'
             f'<div class="tiles">{"".join(tiles)}</div></div>')
 
 
-def deepfool_gallery(arts: list[Artifact], order: list[str]) -> str:
+def deepfool_gallery(arts: list[Artifact], order: list[str], limit: int | None = None) -> str:
     """Per dataset and input: the input, then each model's minimal adversarial input and r.
+
+    ``limit`` caps the inputs shown (the spec's ``gallery``); None shows all saved.
 
     Example:
         >>> deepfool_gallery([], [])
@@ -156,7 +201,8 @@ def deepfool_gallery(arts: list[Artifact], order: list[str]) -> str:
     for dataset in ordered_unique(a.meta["dataset"] for a in arts):
         mine = _one_per_model([a for a in arts if a.meta["dataset"] == dataset], pos)
         x0 = mine[0].arrays["x"]
-        for i in range(min(MAX_DEEPFOOL_INPUTS, *(len(a.arrays["x"]) for a in mine))):
+        cap = [limit] if limit is not None else []
+        for i in range(min([*cap, *(len(a.arrays["x"]) for a in mine)])):
             same = all(np.allclose(a.arrays["x"][i], x0[i]) for a in mine)
             note = "" if same else " <span class='badge warn'>inputs differ between models</span>"
             plain = [_deepfool_cell(a, i) for a in mine if a.meta["defense"] == "none"]

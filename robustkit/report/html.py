@@ -53,6 +53,11 @@ font-style:italic;color:var(--muted)}
 td.best{font-weight:700;outline:2px solid var(--good);outline-offset:-2px;position:relative}
 td.best::after{content:"\\2605";color:var(--good);position:absolute;top:0;right:2px;font-size:8px}
 td.na{color:#98a2b3;text-align:center}
+td.outranked{color:#98a2b3;text-decoration:line-through;text-decoration-color:#d0d5dd}
+table.ranking td{line-height:1.2;min-width:64px}table.ranking .by{font-size:10.5px;color:var(--muted);
+font-weight:400}td.rank{color:var(--muted);text-align:center}
+.badge.def{background:#eef2ff;color:#364fc7;border:1px solid #dbe4ff;font-size:10.5px;padding:0 5px;
+margin-left:4px}
 table.records td{text-align:left;white-space:normal;max-width:520px}
 table.kv{margin:0 0 12px}table.kv th{text-align:left;background:#fafbfc}table.kv td{text-align:left;
 white-space:normal;word-break:break-word}
@@ -67,13 +72,13 @@ thead th[rowspan]{white-space:normal;min-width:56px;max-width:96px}td.ok-flag{co
 figure.plot{margin:8px 0 22px}figure.plot img{max-width:100%;height:auto;border:1px solid var(--line);
 border-radius:8px}
 figure.plot figcaption,figcaption{font-size:13px;color:var(--muted)}
-.gallery-row{display:grid;grid-template-columns:190px minmax(0,1fr);gap:14px;align-items:center;
+.gallery-row{display:grid;grid-template-columns:140px minmax(0,1fr);gap:14px;align-items:center;
 padding:10px 0;border-top:1px solid var(--line)}
-.tiles{display:flex;flex-wrap:wrap;gap:10px}
-figure.tile{margin:0;text-align:center;width:88px}
-figure.tile img,.noimg{width:76px;height:76px;image-rendering:pixelated;border-radius:4px;
+.tiles{display:flex;flex-wrap:wrap;gap:8px}
+figure.tile{margin:0;text-align:center;width:74px}
+figure.tile img,.noimg{width:66px;height:66px;image-rendering:pixelated;border-radius:4px;
 border:1px solid var(--line);display:block;margin:0 auto 3px;background:#000}
-.noimg{background:#f2f4f7;color:#98a2b3;font-size:11px;line-height:76px}
+.noimg{background:#f2f4f7;color:#98a2b3;font-size:11px;line-height:66px}
 figcaption{line-height:1.3}
 figure.pert img{outline:2px solid #dbe4ff;outline-offset:1px}
 .lbl{font-weight:700;color:var(--ink)}.lbl.bad{color:var(--bad)}.lbl.good{color:var(--good)}
@@ -86,7 +91,8 @@ border-radius:8px;background:#fafbfc;border:1px solid var(--line)}
 font-size:12px;font-weight:600;color:var(--muted);text-transform:uppercase;letter-spacing:.06em}
 pre{background:#0f172a;color:#e2e8f0;border-radius:8px;padding:12px 14px;overflow:auto;font-size:12.5px;
 max-height:420px}
-.legend{font-size:13px;color:var(--muted)}
+ul.legend{display:flex;flex-wrap:wrap;gap:4px 16px;list-style:none;margin:6px 0 4px;padding:0;
+font-size:13px;max-width:100%}ul.legend li{display:flex;align-items:center;gap:5px;white-space:nowrap}
 footer{color:var(--muted);font-size:12px;text-align:center;padding:10px}
 @media (max-width:900px){main{padding:14px}nav.toc{padding:6px 14px;position:static}
 .gallery-row{grid-template-columns:1fr}header.top{padding:22px 18px}}

@@ -18,10 +18,12 @@ _TABLE_KEYS = ("versions", "durations", "timings", "cells")
 _HIDDEN_KEYS = ("runs",)  # the history of earlier runs of the folder: summarized as a count
 
 
-def _value(key: str, v: Any) -> str:
+def _value(key: str, v: Any, *, seconds: bool = False) -> str:
     if isinstance(v, (int, float)) and not isinstance(v, bool) and (
-            key.endswith(("seconds", "_s")) or key in ("duration", "elapsed")):
+            seconds or key.endswith(("seconds", "_s")) or key in ("duration", "elapsed")):
         return fmt_seconds(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"  # never 0.010358485000324436
     if isinstance(v, list) and all(isinstance(e, (str, int, float)) for e in v):
         return " ".join(str(e) for e in v) if key == "command" else ", ".join(str(e) for e in v)
     if isinstance(v, (dict, list)):
@@ -29,11 +31,13 @@ def _value(key: str, v: Any) -> str:
     return str(v)
 
 
-def kv_table(items: dict[str, Any], *, caption: str = "") -> str:
-    """A two-column key/value table, every key and value escaped."""
+def kv_table(items: dict[str, Any], *, caption: str = "", seconds: bool = False) -> str:
+    """A two-column key/value table, every key and value escaped; ``seconds``: numbers are
+    durations in seconds (shown as ``"3.2 s"``, ``"2 min 5 s"``)."""
     if not items:
         return ""
-    body = "".join(f"<tr><th scope='row'>{escape(str(k))}</th><td>{escape(_value(str(k), v))}</td></tr>"
+    body = "".join(f"<tr><th scope='row'>{escape(str(k))}</th>"
+                   f"<td>{escape(_value(str(k), v, seconds=seconds))}</td></tr>"
                    for k, v in items.items())
     cap = f"<caption>{escape(caption)}</caption>" if caption else ""
     return f'<table class="kv">{cap}<tbody>{body}</tbody></table>'
@@ -59,7 +63,8 @@ def meta_section(data: RunData) -> str:
     parts = ['<div class="kv-grid">', kv_table(facts, caption="Run")]
     for key in _TABLE_KEYS:
         if isinstance(run.get(key), dict):
-            parts.append(kv_table(run[key], caption=key.capitalize()))
+            parts.append(kv_table(run[key], caption=key.capitalize(),
+                                  seconds=key in ("durations", "timings")))
     parts.append("</div>")
     for key in _SPEC_KEYS:
         if key in run:
@@ -102,7 +107,7 @@ def header_facts(data: RunData) -> list[tuple[str, str]]:
     ok, run = data.ok, data.run
     allrows = pd.concat([ok, data.failed])
     facts = [("datasets", ", ".join(ordered_unique(allrows["dataset"])) or "–"),
-             ("models", str(len(ordered_unique(allrows["model"])))),
+             ("models", _model_count(allrows)),
              ("attacks", ", ".join(a for a in ordered_unique(allrows["attack"]) if a) or "–"),
              ("results", f"{len(ok)} ok" + (f", {len(data.failed)} failed" if len(data.failed) else ""))]
     defenses = ordered_unique(allrows.loc[~allrows["undefended"].astype(bool), "defense"])
@@ -120,3 +125,12 @@ def header_facts(data: RunData) -> list[tuple[str, str]]:
     if total is not None:
         facts.append(("duration", fmt_seconds(total)))
     return facts
+
+
+def _model_count(rows: pd.DataFrame) -> str:
+    """How many rows of models the report shows: ``"8 + 11 defended"``."""
+    if rows.empty:
+        return "0"
+    plain = ordered_unique(rows.loc[rows["undefended"].astype(bool), "label"])
+    defended = ordered_unique(rows.loc[~rows["undefended"].astype(bool), "label"])
+    return f"{len(plain)}" + (f" + {len(defended)} defended" if defended else "")

@@ -1,8 +1,10 @@
 """Plots of the report, drawn with matplotlib's object API (no pyplot state) as PNG data URIs.
 
 matplotlib is imported inside the functions so that ``import robustkit.report`` stays light.
-Each function returns a list of ``(title, data_uri)`` figures, one per dataset, and an
-empty list when the run has nothing to plot.
+Each function returns a list of ``(title, data_uri)`` figures (curve plots: ``(title,
+data_uri, legend_html)``), one per dataset, and an empty list when the run has nothing to
+plot. The curves' legend is HTML beside the image, not drawn into it: however many models,
+it wraps to the page's width and is never cut off.
 """
 from __future__ import annotations
 
@@ -14,15 +16,16 @@ import numpy as np
 import pandas as pd
 
 from robustkit.report.artifacts import Artifact, eps_of
-from robustkit.report.data import attack_norms, model_label, ordered_unique
+from robustkit.report.data import attack_norms, model_label, ordered_unique, run_axis
 
 Figure = Any  # matplotlib.figure.Figure, imported lazily
 
 
 def to_data_uri(fig: Figure) -> str:
-    """Encode a figure as a ``data:image/png;base64,...`` URI."""
+    """Encode a figure as a ``data:image/png;base64,...`` URI (everything drawn kept)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, facecolor="white")
+    fig.savefig(buf, format="png", dpi=110, facecolor="white", bbox_inches="tight",
+                pad_inches=0.08)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -70,7 +73,7 @@ def _pct_axis(ax: Any, ylabel: str) -> None:
 
 
 def _curves(ok: pd.DataFrame, attacks: list[str], value: str, ylabel: str,
-            xlabel: str) -> list[tuple[str, str]]:
+            xlabel: str) -> list[tuple[str, str, str]]:
     figures = []
     for dataset in ordered_unique(ok["dataset"]) or [""]:
         rows = ok[(ok["dataset"] == dataset) & ok["attack"].isin(attacks) & ok["eps"].notna()]
@@ -89,23 +92,47 @@ def _curves(ok: pd.DataFrame, attacks: list[str], value: str, ylabel: str,
             ax.set_title(attack, fontsize=10, fontweight="bold")
             ax.set_xlabel(f"{xlabel} ({norms[attack]})" if norms.get(attack) else xlabel)
             _pct_axis(ax, ylabel)
-        seen = {lbl: h for ax in axes for h, lbl in zip(*ax.get_legend_handles_labels())}
-        fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center",
-                   ncols=min(len(seen), 6), fontsize=8, frameon=False)
-        figures.append((dataset, to_data_uri(fig)))
+        figures.append((dataset, to_data_uri(fig), legend_html(
+            [(lbl, styles[lbl]) for lbl in ordered_unique(rows["label"])])))
     return figures
 
 
-def robust_accuracy_plots(ok: pd.DataFrame) -> list[tuple[str, str]]:
+_SVG_DASH = {"-": "", "--": "6,3", ":": "1.5,2.5", "-.": "6,2,1.5,2"}
+_SVG_MARK = {"o": "<circle cx='14' cy='6' r='3'/>", "s": "<rect x='11' y='3' width='6' height='6'/>",
+             "^": "<polygon points='14,2.5 17.5,9 10.5,9'/>", "D": "<polygon points='14,2 18,6 14,10 10,6'/>",
+             "v": "<polygon points='14,9.5 17.5,3 10.5,3'/>",
+             "P": "<polygon points='12.5,2 15.5,2 15.5,4.5 18,4.5 18,7.5 15.5,7.5 15.5,10 12.5,10 "
+                  "12.5,7.5 10,7.5 10,4.5 12.5,4.5'/>"}
+
+
+def legend_html(entries: list[tuple[str, dict[str, Any]]]) -> str:
+    """An HTML legend (inline SVG line samples) for the plot styles of ``_styles``."""
+    from html import escape
+
+    from matplotlib.colors import to_hex
+
+    items = []
+    for label, st in entries:
+        ls = st["ls"]
+        dash = _SVG_DASH.get(ls, "") if isinstance(ls, str) else ",".join(map(str, ls[1]))
+        color = to_hex(st["color"])
+        items.append(
+            f"<li><svg width='28' height='12' aria-hidden='true'><line x1='0' y1='6' x2='28' "
+            f"y2='6' stroke='{color}' stroke-width='2' stroke-dasharray='{dash}'/>"
+            f"<g fill='{color}'>{_SVG_MARK.get(st['marker'], '')}</g></svg>{escape(label)}</li>")
+    return f"<ul class='legend'>{''.join(items)}</ul>"
+
+
+def robust_accuracy_plots(ok: pd.DataFrame) -> list[tuple[str, str, str]]:
     """Robust accuracy vs eps, one panel per attack, one line per model (defended: dashed)."""
     plain = ok[~ok["adaptive"]]
     undefended = plain[plain["undefended"]]
-    rows = undefended if not undefended.empty else plain
+    rows = run_axis(undefended if not undefended.empty else plain)
     attacks = [a for a in ordered_unique(rows["attack"]) if a]
     return _curves(rows, attacks, "robust_accuracy", "robust accuracy", "eps")
 
 
-def fooling_rate_plots(ok: pd.DataFrame) -> list[tuple[str, str]]:
+def fooling_rate_plots(ok: pd.DataFrame) -> list[tuple[str, str, str]]:
     """Fooling rate of universal perturbations vs their radius xi, one line per model."""
     rows = ok[ok["universal"] & ~ok["adaptive"]]
     attacks = ordered_unique(rows["attack"])

@@ -11,26 +11,31 @@ from typing import Any
 
 import pandas as pd
 
-from robustkit.report.data import fmt_num, fmt_seconds, ordered_unique
+from robustkit.report.data import fmt_num, fmt_seconds, ordered_unique, run_axis
+from robustkit.report.ranking import clean_scores, scores
 
 CLEAN = ("clean", "")
 # Columns that are not scores: no "best" mark (lower train time is better, flags are text).
 NO_BEST = ("flags", "train time", "train ratio", "mean AUC (adaptive)")
 
 
-def summary_frame(ok: pd.DataFrame) -> pd.DataFrame:
+def summary_frame(ok: pd.DataFrame, failed: pd.DataFrame | None = None) -> pd.DataFrame:
     """Pivot robust accuracy: one row per model, columns (attack, eps), mean over seeds.
 
     The first column, ``("clean", "")``, is the clean accuracy. Models and attacks keep the
     order of the CSV; eps is ascending. Undefended models only (defended ones and adaptive
-    attacks are the defense table's), unless the run has no undefended model.
+    attacks are the defense table's), unless the run has no undefended model. A radius only
+    some of an attack's models ran (``failed`` rows count as run) is not a column.
 
     Example:
         >>> summary_frame(load_run("reports/demo").ok)  # doctest: +SKIP
     """
     rows = ok[~ok["adaptive"] & (ok["attack"] != "")]
     plain = rows[rows["undefended"]]
-    return _pivot(plain if not plain.empty else rows, "robust_accuracy")
+    rows = plain if not plain.empty else rows
+    if failed is not None and not failed.empty:
+        failed = failed[failed["label"].isin(set(rows["label"])) & ~failed["adaptive"]]
+    return _pivot(run_axis(rows, failed), "robust_accuracy")
 
 
 def _pivot(rows: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -77,6 +82,7 @@ def defense_frame(ok: pd.DataFrame) -> pd.DataFrame:
     labels = [lbl for d in (True, False) for lbl in ordered_unique(
         rows.loc[rows["undefended"] == d, "label"])]
     table = _pivot(rows, "score").reindex(labels)
+    table.attrs["no_best"] = _outranked(rows)
     perturbed = rows["eps"] > 0  # at eps = 0 a detector can only be at chance
     for col, name, adaptive in (
             ("detection_auc", "mean AUC", False), ("detection_auc", "mean AUC (adaptive)", True),
@@ -105,18 +111,24 @@ def _defense_rows(ok: pd.DataFrame) -> pd.DataFrame:
         return defended
     scored = set(zip(defended["attack"], defended["eps"]))
     in_scored = pd.Series([p in scored for p in zip(ok["attack"], ok["eps"])], index=ok.index)
-    rows = ok[ok["model"].isin(set(defended["model"])) & (ok["attack"] != "")
-              & (~ok["undefended"] | in_scored)].copy()
-    score = pd.to_numeric(rows.get("robust_accuracy", pd.Series(float("nan"), rows.index)),
-                          errors="coerce")
-    if "system_accuracy" in rows.columns:
-        score = pd.to_numeric(rows["system_accuracy"], errors="coerce").fillna(score)
-    rows["score"] = score
-    if "clean_system_accuracy" in rows.columns:  # detectors: a rejected clean input is an error
-        rows["clean_accuracy"] = pd.to_numeric(rows["clean_system_accuracy"], errors="coerce"
-                                               ).fillna(rows["clean_accuracy"])
+    rows = run_axis(ok[ok["model"].isin(set(defended["model"])) & (ok["attack"] != "")
+                       & (~ok["undefended"] | in_scored)]).copy()
+    rows["score"] = scores(rows)  # detectors: a rejected clean input is an error
+    rows["clean_accuracy"] = clean_scores(rows)
     rows["attack"] = [f"{a} (adaptive)" if ad else a for a, ad in zip(rows["attack"], rows["adaptive"])]
     return rows
+
+
+def _outranked(rows: pd.DataFrame) -> set[tuple[str, tuple]]:
+    """(label, column) cells of non-adaptive attacks where the same label has an adaptive
+    score for the same attack and eps: the adaptive number is the one that counts, so the
+    non-adaptive one is never marked best."""
+    adaptive = rows[rows["adaptive"]]
+    have = set(zip(adaptive["label"], adaptive["attack"].str.removesuffix(" (adaptive)"),
+                   adaptive["eps"]))
+    plain = rows[~rows["adaptive"]]
+    return {(lbl, (a, e)) for lbl, a, e in zip(plain["label"], plain["attack"], plain["eps"])
+            if (lbl, a, e) in have}
 
 
 def flag_list(rows: pd.DataFrame) -> list[str]:
@@ -152,9 +164,12 @@ def _heat(v: float) -> str:
     return f"background:hsl({int(120 * max(0.0, min(1.0, v)))},70%,90%)"
 
 
-def _cell(col: tuple, value: object, best: bool) -> str:
+def _cell(col: tuple, value: object, best: bool, outranked: bool = False) -> str:
     name = str(col[0])
     cls = ' class="best" title="best in column"' if best else ""
+    if outranked and not pd.isna(value):
+        return ('<td class="outranked" title="not adaptive: the adaptive column is the score">'
+                f"{100 * float(value):.1f}</td>")  # type: ignore[arg-type]
     if name == "flags":
         if value is None or pd.isna(value):
             return '<td class="na">–</td>'
@@ -186,7 +201,14 @@ def frame_html(frame: pd.DataFrame, *, caption: str, row_header: str = "model",
     """
     if frame.empty:
         return ""
-    mask = best_mask(frame)
+    no_best = frame.attrs.get("no_best", set())
+    # An outranked (non-adaptive) number neither wins a column nor sets its best.
+    masked = frame.copy()
+    for label, col in no_best:
+        if label in masked.index and col in masked.columns:
+            masked.at[label, col] = float("nan")
+    mask = best_mask(masked)
+    mask.attrs["no_best"] = no_best
     blocks: list[list[tuple]] = []
     for col in frame.columns:
         if blocks and blocks[-1][0][0] == col[0] and col[1] != "":
@@ -228,7 +250,9 @@ def _grid_table(frame: pd.DataFrame, mask: pd.DataFrame, cols: list[tuple], capt
     sub = "".join(f"<th>{fmt_num(c[1])}</th>" for c in cols if c[1] != "")
     body = "".join(
         f"<tr><th scope=\"row\">{escape(str(label))}</th>"
-        + "".join(_cell(c, frame.at[label, c], bool(mask.at[label, c]) and c[0] not in NO_BEST)
+        + "".join(_cell(c, frame.at[label, c], bool(mask.at[label, c]) and c[0] not in NO_BEST,
+                        (label, c) in mask.attrs.get("no_best", ())).replace(
+                            "<td", f'<td data-col="{escape(str(c[0]))}|{escape(str(c[1]))}"', 1)
                   for c in cols) + "</tr>"
         for label in frame.index)
     return (f'<div class="table-wrap"><table class="grid"><caption>{caption}</caption>'

@@ -24,7 +24,7 @@ MODELS = [  # (display name, family, clean accuracy, fragility)
     ("gmm", "gmm", 0.94, 5.0), ("mlp", "mlp", 0.97, 6.5), ("cnn", "cnn", 0.98, 5.0),
 ]
 ATTACKS = {"fgsm": 1.0, "pgd": 1.4, "deepfool": 1.2, "uap": 0.45, "uap_sgd": 0.55, "noise": 0.08}
-EPS = [0.05, 0.1, 0.2, 0.3]
+EPS = [0.0, 0.05, 0.1, 0.2, 0.3]
 CLASSES = [str(k) for k in range(10)]
 
 
@@ -60,7 +60,7 @@ def defense_rows() -> list[dict]:
              ("cnn", "cnn", "detector", 0.98, 0.4, 1.3)]
     for model, family, defense, clean, frag, ratio in plans:
         for attack in ("fgsm", "pgd", "uap"):
-            for eps in (0.1, 0.3):
+            for eps in ((0.0, 0.1, 0.3) if attack == "pgd" else (0.1, 0.3)):
                 robust = clean * math.exp(-frag * ATTACKS[attack] * eps)
                 extra: dict = {"train_seconds": 12.0 * ratio, "train_ratio": ratio, "masking_flags": ""}
                 if defense == "detector":

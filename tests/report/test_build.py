@@ -46,7 +46,7 @@ def test_full_report_is_self_contained(built_report: Path) -> None:
     refs = [a[k] for _, a in page.tags for k in ("src", "href") if k in a]
     assert all(r.startswith(("data:image/png;base64,", "#")) for r in refs)
     assert sum(1 for t, _ in page.tags if t == "img") >= 3 + 8 * 7 + 3 * 17
-    assert page.ids("section") == ["summary", "curves", "universal", "deepfool", "defenses",
+    assert page.ids("section") == ["ranking", "summary", "curves", "universal", "deepfool", "defenses",
                                    "failures", "meta"]
     assert not list(built_report.parent.glob(".index.html.*"))  # atomic: no temp file left
     text = built_report.read_text(encoding="utf-8")
@@ -67,7 +67,7 @@ def test_text_from_csv_spec_and_artifacts_is_escaped(tmp_path: Path) -> None:
 def test_attack_only_run_without_metadata_or_artifacts(tmp_path: Path) -> None:
     (tmp_path / "results.csv").write_text(SMALL_CSV)
     page = parse(report.build(tmp_path))
-    assert page.ids("section") == ["summary", "curves", "failures", "meta"]
+    assert page.ids("section") == ["ranking", "summary", "curves", "failures", "meta"]
     text = (tmp_path / "index.html").read_text(encoding="utf-8")
     assert "ValueError: eps must be &gt;= 0" in text and "No <code>run.json</code>" in text
 

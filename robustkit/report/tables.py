@@ -120,15 +120,13 @@ def _defense_rows(ok: pd.DataFrame) -> pd.DataFrame:
 
 
 def _outranked(rows: pd.DataFrame) -> set[tuple[str, tuple]]:
-    """(label, column) cells of non-adaptive attacks where the same label has an adaptive
-    score for the same attack and eps: the adaptive number is the one that counts, so the
-    non-adaptive one is never marked best."""
-    adaptive = rows[rows["adaptive"]]
-    have = set(zip(adaptive["label"], adaptive["attack"].str.removesuffix(" (adaptive)"),
-                   adaptive["eps"]))
-    plain = rows[~rows["adaptive"]]
-    return {(lbl, (a, e)) for lbl, a, e in zip(plain["label"], plain["attack"], plain["eps"])
-            if (lbl, a, e) in have}
+    """(label, column) cells of non-adaptive attacks (eps > 0) of systems that were also
+    scored by adaptive attacks: a non-adaptive attack on a detector attacks the bare
+    classifier, so its number says how well the detector caught it, not how robust the
+    system is. The adaptive numbers count; these are never marked best."""
+    scored = set(rows.loc[rows["adaptive"], "label"])
+    plain = rows[~rows["adaptive"] & rows["label"].isin(scored) & (rows["eps"] > 0)]
+    return set(zip(plain["label"], zip(plain["attack"], plain["eps"])))
 
 
 def flag_list(rows: pd.DataFrame) -> list[str]:
@@ -168,7 +166,7 @@ def _cell(col: tuple, value: object, best: bool, outranked: bool = False) -> str
     name = str(col[0])
     cls = ' class="best" title="best in column"' if best else ""
     if outranked and not pd.isna(value):
-        return ('<td class="outranked" title="not adaptive: the adaptive column is the score">'
+        return ('<td class="outranked" title="not adaptive: the adaptive columns are the score">'
                 f"{100 * float(value):.1f}</td>")  # type: ignore[arg-type]
     if name == "flags":
         if value is None or pd.isna(value):
@@ -191,7 +189,7 @@ def _cell(col: tuple, value: object, best: bool, outranked: bool = False) -> str
 
 
 def frame_html(frame: pd.DataFrame, *, caption: str, row_header: str = "model",
-               max_width: int = 1150, norms: dict[str, str] | None = None) -> str:
+               max_width: int = 900, norms: dict[str, str] | None = None) -> str:
     """Render a pivot frame with a two-level header (attack, eps) and best cells marked.
 
     Wide frames are cut between attacks into tables about ``max_width`` pixels wide (an

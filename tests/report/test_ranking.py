@@ -76,6 +76,7 @@ DEFENDED = [
     _row("cnn", "pgd", 0.3, 0.0, clean=0.98, defense="detector", system="0.99", clean_system="0.93"),
     _row("cnn", "pgd", 0.3, 0.0, clean=0.98, defense="detector", adaptive=True, system="0.12",
          clean_system="0.93"),
+    _row("cnn", "fgsm", 0.3, 0.0, clean=0.98, defense="detector", system="0.97", clean_system="0.93"),
     _row("cnn", "pgd", 0.0, 0.97, clean=0.97, defense="pgd-at"),
     _row("cnn", "pgd", 0.3, 0.70, clean=0.97, defense="pgd-at"),
 ]
@@ -96,7 +97,8 @@ def test_defense_table_eps0_equals_clean_and_non_adaptive_never_starred() -> Non
     det = "cnn + detector"
     assert frame.at[det, ("pgd", 0.0)] == pytest.approx(frame.at[det, ("clean", "")])
     assert frame.at[det, ("clean", "")] == pytest.approx(0.93)
-    assert frame.attrs["no_best"] == {(det, ("pgd", 0.3))}
+    # Every non-adaptive number of a system with adaptive scores, FGSM too (eps 0 is clean).
+    assert frame.attrs["no_best"] == {(det, ("pgd", 0.3)), (det, ("fgsm", 0.3))}
     html = tables.frame_html(frame, caption="c")
     cell = html.split(f"{det}</th>")[1].split("</tr>")[0]
     assert '<td data-col="pgd|0.3" class="outranked"' in cell

@@ -159,5 +159,5 @@ def _rank_cell(value: object, best: bool, attack: object, col: str) -> str:
     v = float(value)  # type: ignore[arg-type]
     cls = ' class="best" title="best in column"' if best else ""
     style = f"background:hsl({int(120 * max(0.0, min(1.0, v)))},70%,90%)"
-    by = f"<br><span class='by'>{escape(str(attack))}</span>" if isinstance(attack, str) else ""
+    by = f"<br><span class='by'>{escape(attack)}</span>" if isinstance(attack, str) and attack else ""
     return f'<td{cls} data-col="{col}" style="{style}">{100 * v:.1f}{by}</td>'

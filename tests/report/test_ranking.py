@@ -154,3 +154,22 @@ def test_meta_durations_have_units_and_header_counts_the_rows_shown(tmp_path) ->
     ok = _ok(DEFENDED)
     facts = dict(meta.header_facts(RunData(tmp_path, ok, ok.iloc[0:0], {})))
     assert facts["models"] == "1 + 2 defended"
+
+
+def test_autoattack_rows_become_the_headline_of_a_built_report(tmp_path, run_factory) -> None:
+    from robustkit import report
+
+    out = run_factory(tmp_path / "run", artifacts=False)
+    df = pd.read_csv(out / "results.csv")
+    pgd = df[(df["attack"] == "pgd") & (df["defense"] == "none") & (df["status"] == "ok")]
+    auto = pgd.assign(attack="autoattack", attack_method="autoattack",
+                      robust_accuracy=pgd["robust_accuracy"] * 0.9)
+    pd.concat([df, auto]).to_csv(out / "results.csv", index=False)
+    html = report.build(out).read_text(encoding="utf-8")
+    table = html.split('id="ranking-table"')[1].split("</table>")[0]
+    rows = {r.split("</th>")[0].split("<")[0]: r for r in table.split("<th scope='row'>")[1:]}
+    radii = table.count("<th>0.")  # the shared axis: 0.1 and 0.3
+    assert radii == 2
+    assert rows["linear"].count(">autoattack<") == radii and ">pgd<" not in rows["linear"]
+    assert rows["cnn + pgd "].count(">pgd<") == radii  # no autoattack rows for it
+    assert rows["cnn + detector "].count(">pgd (adaptive)<") == radii

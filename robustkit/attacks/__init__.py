@@ -17,6 +17,7 @@ def _load() -> None:
         fgsm,
         noise,
         pgd,
+        square,
         universal,
     )
 

@@ -13,6 +13,7 @@ def _load() -> None:
     from robustkit.attacks import (  # noqa: F401
         apgd,
         apgd_targeted,
+        autoattack,
         deepfool,
         fgsm,
         noise,

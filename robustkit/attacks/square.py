@@ -209,29 +209,33 @@ def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, n
             best = init(xs, eps, gen)
             logits = ask(best)
             q[rows] += 1
-            s = {"idx": rows, "x": xs, "y": ys, "best": best, "m": margin(logits, ys)}
-            s = _leave(s, logits.argmax(1) != ys, x_out)
+            s = {"idx": rows, "x": xs, "y": ys, "best": best, "m": margin(logits, ys),
+                 "pred": logits.argmax(1)}
+            s = _leave(s, s["pred"] != ys, x_out, pred)
             for it in range(queries - 2):
                 if not len(s["idx"]):
                     break
                 cand = candidate(s["x"], s["best"], eps, p_schedule(p_init, it, queries), gen)
                 logits = ask(cand)
                 q[s["idx"]] += 1
-                m, broke = margin(logits, s["y"]), logits.argmax(1) != s["y"]
-                take = (m < s["m"]) | broke
+                m, p = margin(logits, s["y"]), logits.argmax(1)
+                take = (m < s["m"]) | (p != s["y"])
                 s.update(best=torch.where(take.view(-1, 1, 1, 1), cand, s["best"]),
-                         m=torch.where(take, m, s["m"]))
-                s = _leave(s, broke, x_out)
-            x_out[s["idx"]] = s["best"]
-    return make_result(model, x, x_out.reshape(x.shape), y, iterations=q, info={"queries": q})
+                         m=torch.where(take, m, s["m"]), pred=torch.where(take, p, s["pred"]))
+                s = _leave(s, p != s["y"], x_out, pred)
+            x_out[s["idx"]], pred[s["idx"]] = s["best"], s["pred"]
+    # pred is known for every returned point: no extra (uncounted) query
+    return make_result(model, x, x_out.reshape(x.shape), y, iterations=q, pred=pred,
+                       info={"queries": q})
 
 
-def _leave(s: dict[str, torch.Tensor], broke: torch.Tensor, x_out: torch.Tensor
-           ) -> dict[str, torch.Tensor]:
-    """Write the broken rows' points to x_out and drop them from the state."""
+def _leave(s: dict[str, torch.Tensor], broke: torch.Tensor, x_out: torch.Tensor,
+           pred: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Write the broken rows' points (and predictions) out and drop them from the state."""
     if not bool(broke.any()):
         return s
-    x_out[s["idx"][broke]] = s["best"][broke]
+    rows = s["idx"][broke]
+    x_out[rows], pred[rows] = s["best"][broke], s["pred"][broke]
     return {k: v[~broke] for k, v in s.items()}
 
 

@@ -92,8 +92,8 @@ def test_square_breaks_a_gradient_masked_model_apgd_cannot(mlp, data):
     s = square(masked, x, y, eps=0.15, queries=500).success.float().mean()
     a = apgd(masked, x, y, eps=0.15, steps=20).success.float().mean()
     plain = apgd(mlp, x, y, eps=0.15, steps=20).success.float().mean()
-    assert s > a + 0.2  # measured 0.72 vs 0.13
-    assert plain > a + 0.2  # the model itself is not robust: the mask is what stops APGD
+    assert s > a + 0.2  # measured 0.97 vs 0.17 (60 images)
+    assert plain > a + 0.2  # 0.95: the model itself is not robust: the mask is what stops APGD
 
 
 @pytest.mark.parametrize("norm, eps", [("linf", 0.3), ("l2", 0.4)])

@@ -69,7 +69,8 @@ def _windows(n: int, h: int, w: int, sh: int, sw: int, gen: torch.Generator,
 
 
 def _signs(shape: tuple, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    return torch.randint(0, 2, shape, generator=gen, device=like.device).to(like.dtype) * 2 - 1
+    u = torch.rand(shape, generator=gen, device=like.device, dtype=like.dtype)
+    return torch.where(u < 0.5, -1.0, 1.0).to(like.dtype)
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -89,13 +90,14 @@ def _linf_candidate(x: torch.Tensor, best: torch.Tensor, eps: float, p: float,
     n, c, h, w = x.shape
     sh, sw = _side(p, h, w)
     mask, _, _ = _windows(n, h, w, sh, sw, gen, x.device)
-    cand = torch.where(mask, (x + eps * _signs((n, c, 1, 1), gen, x)).clamp(0, 1), best)
-    for _ in range(2):  # redraw the signs where the window would leave the point unchanged
-        same = (cand == best).flatten(1).all(1)
-        if not bool(same.any()):
-            break
-        redo = torch.where(mask, (x + eps * _signs((n, c, 1, 1), gen, x)).clamp(0, 1), best)
-        cand = torch.where(same.view(-1, 1, 1, 1), redo, cand)
+    step = eps * _signs((n, c, 1, 1), gen, x)
+    cand = torch.where(mask, (x + step).clamp(0, 1), best)
+    # Where the draw repeats the current window (likely once windows are a few pixels), take
+    # the opposite signs instead: a query that changes nothing is a wasted query.
+    same = (cand == best).flatten(1).all(1)
+    if bool(same.any()):
+        flipped = torch.where(mask, (x - step).clamp(0, 1), best)
+        cand = torch.where(same.view(-1, 1, 1, 1), flipped, cand)
     return cand
 
 

@@ -89,7 +89,7 @@ def value_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     """
     if not need_grad:
         with torch.no_grad():
-            logits = sum(model(x) for _ in range(eot)) / eot
+            logits = torch.stack([model(x) for _ in range(eot)]).mean(0) if eot > 1 else model(x)
         return loss_value(logits, y, target, loss), None, logits
     if loss == "ce" and eot == 1:
         g, logits = ce_input_direction(model, x, y, target)
@@ -98,12 +98,8 @@ def value_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     fn: Callable[[torch.Tensor], torch.Tensor] = (
         (lambda z: ascent_loss(z, y, target)) if loss == "ce"
         else (lambda z: loss_value(z, y, target, loss)))
-    grads, logits_sum = [], None
-    for _ in range(eot):
-        g, logits = input_grad(model, x, fn)
-        grads.append(g)
-        logits_sum = logits if logits_sum is None else logits_sum + logits
-    logits = logits_sum / eot
+    grads, outs = zip(*(input_grad(model, x, fn) for _ in range(eot)))
+    logits = torch.stack(outs).mean(0)
     return loss_value(logits, y, target, loss), torch.stack(grads).mean(0), logits
 
 
@@ -140,6 +136,7 @@ def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
 
     cur = _start(x, eps, norm, gen)
     f, g, logits = value_grad(model, cur, y, target, loss, eot=eot)
+    assert g is not None  # need_grad=True always returns a gradient (for mypy)
     s: dict[str, torch.Tensor] = {
         "idx": torch.arange(n, device=x.device), "x": x, "y": y, "cur": cur, "prev": cur,
         "g": g, "f": f, "fmax": f, "xmax": cur, "gmax": g,

@@ -55,11 +55,13 @@ def _fab_t(fab: Callable[..., AttackResult], model: nn.Module, x: torch.Tensor,
 def chain(version: str, norm: str, *, steps: int, targets: int, queries: int, eot: int
           ) -> tuple[list[tuple[str, Callable[..., AttackResult]]], list[str]]:
     """The (name, attack) sequence of a version, and the names skipped (FAB when absent)."""
-    ce = ("apgd_ce", partial(apgd, norm=norm, loss="ce", steps=steps))
+    out: list[tuple[str, Callable[..., AttackResult]]]
     if version == "rand":
-        return [("apgd_ce", partial(apgd, norm=norm, loss="ce", steps=steps, eot=eot)),
-                ("apgd_dlr", partial(apgd, norm=norm, loss="dlr", steps=steps, eot=eot))], []
-    out = [ce, ("apgd_t", partial(apgd_t, norm=norm, targets=targets, steps=steps))]
+        out = [("apgd_ce", partial(apgd, norm=norm, loss="ce", steps=steps, eot=eot)),
+               ("apgd_dlr", partial(apgd, norm=norm, loss="dlr", steps=steps, eot=eot))]
+        return out, []
+    out = [("apgd_ce", partial(apgd, norm=norm, loss="ce", steps=steps)),
+           ("apgd_t", partial(apgd_t, norm=norm, targets=targets, steps=steps))]
     if version == "fast":
         return out, []
     skipped = []

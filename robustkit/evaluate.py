@@ -42,7 +42,10 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
              on_result: OnResult | None = None, **params: Any) -> list[dict[str, Any]]:
     """Attack ``model`` on (x, y) at every eps and measure the outcome, one row per eps.
 
-    Fixed-budget attacks run once per eps. Minimal attacks (DeepFool) run once; for each
+    Fixed-budget attacks run once per eps, except those with a grid path (``autoattack``:
+    ``AttackSpec.curve``), which run once over the eps list, each larger eps attacking
+    only the samples that survived the smaller ones (``seconds`` is then the time of the
+    whole grid, repeated on every row). Minimal attacks (DeepFool) run once; for each
     eps a sample keeps its x_adv only if its delta (in the attack's norm) is <= eps, else x.
     Universal attacks fit one v per eps (radius xi = eps) on ``fit_x``/``fit_y`` (default:
     x, y themselves) and apply x_adv = clamp(x + v, 0, 1). Inputs go through the model in
@@ -92,6 +95,8 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
             _check_data(model, fit_x, fit_y, "fit_x", "fit_y", dev, k)
         clean = _batched(lambda s, e: _predict(model, x[s:e].to(dev)), len(x), batch_size)
         run = {"fixed": _fixed, "minimal": _minimal, "universal": _universal}.get(spec.kind)
+        if spec.kind == "fixed" and spec.curve is not None and len(eps_list) > 1:
+            run = _curve
         if run is None:
             raise ValueError(f"attack {spec.name!r} has unknown kind {spec.kind!r}")
         ctx = _Context(dev, batch_size, fit_x, fit_y, seed, on_result, params, clean)
@@ -147,6 +152,29 @@ def _fixed(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         pred, l2, linf = _batched(one, len(x), ctx.batch_size)
         out.append((pred, l2, linf, _clock(dev) - t0))
     return out
+
+
+def _curve(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+           eps_list: list[float], ctx: _Context) -> list[Stats]:
+    """A fixed attack with a grid path (``spec.curve``): one run per batch over all eps;
+    ``seconds`` is the time of the whole grid, repeated on every row."""
+    dev, on_result, k = ctx.dev, ctx.on_result, len(eps_list)
+
+    def one(s: int, t: int) -> tuple[torch.Tensor, ...]:
+        xb, yb = x[s:t].to(dev), y[s:t].to(dev)
+        out: list[torch.Tensor] = []
+        for e, res in zip(eps_list, spec.curve(model, xb, yb, eps=eps_list,  # type: ignore
+                                               seed=ctx.seed + s, **ctx.params)):
+            if on_result is not None:
+                on_result(e, res)
+            pred = res.pred if res.pred is not None else _predict(model, res.x_adv)
+            out += [pred.cpu(), res.l2.cpu(), res.linf.cpu()]
+        return tuple(out)
+
+    t0 = _clock(dev)
+    flat = _batched(one, len(x), ctx.batch_size)
+    seconds = _clock(dev) - t0
+    return [(*flat[3 * i:3 * i + 3], seconds) for i in range(k)]
 
 
 def _minimal(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor,

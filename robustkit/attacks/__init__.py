@@ -11,10 +11,14 @@ from robustkit.attacks.base import ATTACKS, AttackResult, AttackSpec, project, r
 def _load() -> None:
     # Importing the attack modules registers them at their definition sites.
     from robustkit.attacks import (  # noqa: F401
+        apgd,
+        apgd_targeted,
+        autoattack,
         deepfool,
         fgsm,
         noise,
         pgd,
+        square,
         universal,
     )
 

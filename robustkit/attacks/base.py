@@ -78,6 +78,9 @@ class AttackSpec:
     kind: ``"fixed"`` (eps is a budget: fgsm, pgd, noise, patch), ``"minimal"`` (finds
     the smallest perturbation; eps is applied afterwards as a budget: deepfool) or
     ``"universal"`` (one v for all inputs, eps is the radius xi: uap, uap_sgd).
+    ``curve`` (fixed attacks, optional): ``curve(model, x, y, *, eps: list, ...)`` returning
+    one AttackResult per eps from one run over the grid (autoattack: each larger eps attacks
+    only the samples that survived the smaller ones); evaluation uses it for eps lists.
     """
 
     name: str
@@ -85,17 +88,19 @@ class AttackSpec:
     norm: str
     kind: str = "fixed"
     doc: str = ""
+    curve: Callable[..., list[AttackResult]] | None = None
 
 
 ATTACKS: Registry[AttackSpec] = Registry("attack")
 
 
-def register(name: str, *, norm: str, kind: str = "fixed") -> Callable:
-    """Decorator registering an attack function under ``name``."""
+def register(name: str, *, norm: str, kind: str = "fixed",
+             curve: Callable[..., list[AttackResult]] | None = None) -> Callable:
+    """Decorator registering an attack function under ``name`` (``curve``: see AttackSpec)."""
 
     def deco(fn: Callable[..., AttackResult]) -> Callable[..., AttackResult]:
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        ATTACKS.add(name, AttackSpec(name, fn, norm, kind, doc))
+        ATTACKS.add(name, AttackSpec(name, fn, norm, kind, doc, curve))
         return fn
 
     return deco

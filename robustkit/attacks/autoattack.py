@@ -1,0 +1,211 @@
+"""AutoAttack: APGD-CE, APGD-T, FAB-T and Square in sequence, each on the samples the earlier
+ones left robust; per sample the first break wins. ``autoattack_curve`` runs an eps grid in
+one pass: a sample broken at eps e stays broken at every larger eps (its x_adv lies in the
+larger ball), so each larger eps attacks only the survivors.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+from torch import nn
+
+from robustkit.attacks.apgd import apgd
+from robustkit.attacks.apgd_targeted import apgd_t
+from robustkit.attacks.base import (
+    NORMS,
+    AttackResult,
+    check_inputs,
+    eval_mode,
+    make_result,
+    project,
+    register,
+)
+from robustkit.attacks.square import margin, square
+
+VERSIONS = ("standard", "fast", "rand")
+FAB_SLACK = 1e-6  # a FAB point counts when its norm is <= eps + this (then projected)
+
+
+def _fab() -> Callable[..., AttackResult] | None:
+    """The registered ``fab`` attack, or None while it is not part of robustkit."""
+    from robustkit.attacks import get
+
+    try:
+        return get("fab").fn
+    except (KeyError, ValueError):
+        return None
+
+
+def _fab_t(fab: Callable[..., AttackResult], model: nn.Module, x: torch.Tensor,
+           y: torch.Tensor, *, eps: float, norm: str, steps: int, targets: int, seed: int
+           ) -> AttackResult:
+    # FAB is a minimal-norm attack: keep its point only inside the ball (projected, so
+    # that rounding cannot leave it), x elsewhere; the chain re-checks the prediction.
+    res = fab(model, x, y, eps=eps, norm=norm, steps=steps, targets=targets, seed=seed)
+    size = res.linf if norm == "linf" else res.l2
+    inside = (size <= eps + FAB_SLACK).view(-1, *([1] * (x.dim() - 1)))
+    x_adv = torch.where(inside, (x + project(res.x_adv - x, eps, norm)).clamp(0, 1), x)
+    return make_result(model, x, x_adv, y, predict=False)
+
+
+def chain(version: str, norm: str, *, steps: int, targets: int, queries: int, eot: int
+          ) -> tuple[list[tuple[str, Callable[..., AttackResult]]], list[str]]:
+    """The (name, attack) sequence of a version, and the names skipped (FAB when absent)."""
+    out: list[tuple[str, Callable[..., AttackResult]]]
+    if version == "rand":
+        out = [("apgd_ce", partial(apgd, norm=norm, loss="ce", steps=steps, eot=eot)),
+               ("apgd_dlr", partial(apgd, norm=norm, loss="dlr", steps=steps, eot=eot))]
+        return out, []
+    out = [("apgd_ce", partial(apgd, norm=norm, loss="ce", steps=steps)),
+           ("apgd_t", partial(apgd_t, norm=norm, targets=targets, steps=steps))]
+    if version == "fast":
+        return out, []
+    skipped = []
+    fab = _fab()
+    if fab is None:
+        skipped.append("fab_t")
+    else:
+        out.append(("fab_t", partial(_fab_t, fab, norm=norm, steps=steps, targets=targets)))
+    out.append(("square", partial(square, norm=norm, queries=queries)))
+    return out, skipped
+
+
+def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                     eps: Sequence[float], norm: str = "linf", version: str = "standard",
+                     steps: int = 100, targets: int = 9, queries: int = 5000, eot: int = 20,
+                     seed: int = 0) -> list[AttackResult]:
+    """AutoAttack at every eps of a grid, smallest first, each larger eps attacking only the
+    samples still robust at the smaller ones.
+
+    Args:
+        model, x, y, norm, version, steps, targets, queries, eot, seed: as for
+            :func:`autoattack`.
+        eps: budgets (each >= 0), in any order.
+
+    Returns:
+        One AttackResult per eps, in the order given; ``info["evaluated"]`` counts the
+        samples each attack was run on at that eps.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x, y = torch.rand(6, 4), torch.zeros(6, dtype=torch.long)
+        >>> rs = autoattack_curve(model, x, y, eps=[0.05, 0.2], version="fast", steps=5)
+        >>> bool((rs[1].success >= rs[0].success).all())
+        True
+
+    Reference: Croce & Hein, "Reliable evaluation of adversarial robustness with an
+    ensemble of diverse parameter-free attacks", ICML 2020 (arXiv:2003.01690).
+    """
+    grid = [float(e) for e in eps] if not isinstance(eps, (int, float)) else [float(eps)]
+    for e in grid:
+        check_inputs(model, x, y, eps=e)
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if version not in VERSIONS:
+        raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
+    attacks, skipped = chain(version, norm, steps=steps, targets=targets, queries=queries,
+                             eot=eot)
+    x = x.detach()
+    n = len(x)
+    with eval_mode(model), torch.no_grad():
+        pred = model(x).argmax(1)
+    broken = pred != y
+    by = ["clean" if b else "" for b in broken.tolist()]
+    x_adv, out = x.clone(), {}
+    worst = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
+    for e in sorted(set(grid)):
+        counts, evaluated, seconds = {}, {}, {}
+        best = x.clone()  # per-sample worst case at this eps among the attacks that failed
+        worst.fill_(math.inf)
+        for name, attack in attacks:
+            rows = (~broken).nonzero().squeeze(1)
+            evaluated[name], counts[name] = len(rows), 0
+            if not len(rows) or e == 0:
+                continue
+            t0 = time.perf_counter()
+            res = attack(model, x[rows], y[rows], eps=e, seed=seed)
+            with eval_mode(model), torch.no_grad():
+                logits = model(res.x_adv)
+            seconds[name] = time.perf_counter() - t0
+            hit, m = logits.argmax(1) != y[rows], margin(logits, y[rows])
+            closer = m < worst[rows]
+            best[rows[closer]], worst[rows[closer]] = res.x_adv[closer], m[closer]
+            x_adv[rows[hit]], broken[rows[hit]] = res.x_adv[hit], True
+            for i in rows[hit].tolist():
+                by[i] = name
+            counts[name] = int(hit.sum())
+        final = torch.where(broken.view(-1, *([1] * (x.dim() - 1))), x_adv, best)
+        info = {"broken_by": list(by), "counts": counts, "evaluated": evaluated,
+                "seconds": seconds, "skipped": list(skipped), "version": version,
+                "norm": norm}
+        out[e] = make_result(model, x, final, y, info=info, iterations=0)
+    return [out[e] for e in grid]
+
+
+@register("autoattack", norm="linf", curve=autoattack_curve)
+def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+               norm: str = "linf", version: str = "standard", steps: int = 100,
+               targets: int = 9, queries: int = 5000, eot: int = 20, seed: int = 0
+               ) -> AttackResult:
+    """AutoAttack: an ensemble of parameter-free attacks, each on the survivors of the last.
+
+    ``standard``: APGD-CE (``steps``, no restarts), APGD-T (``targets`` runner-up classes x
+    ``steps``), FAB-T (same; skipped with ``info["skipped"] = ["fab_t"]`` while no ``fab``
+    attack is registered) and Square (``queries``). ``fast``: APGD-CE and APGD-T. ``rand``
+    (stochastic models): APGD-CE and APGD-DLR with loss and gradient averaged over ``eot``
+    passes. Samples misclassified on x count as broken by ``"clean"`` (x_adv = x); a
+    FAB point counts only inside the ball (projected onto it) and when misclassified there.
+
+    Args:
+        model: classifier returning logits (N, K); left unchanged.
+        x: inputs (N, ...) in [0, 1].
+        y: int64 (N,) true labels.
+        eps: budget (>= 0) in ``norm``.
+        norm: ``"linf"`` or ``"l2"``.
+        version: ``"standard"``, ``"fast"`` or ``"rand"``.
+        steps: APGD (and FAB) iterations per run.
+        targets: target classes of APGD-T and FAB-T (capped at K - 1).
+        queries: Square's query budget per sample.
+        eot: passes averaged per step in ``rand``.
+        seed: seeds every attack of the chain.
+
+    Returns:
+        AttackResult: x_adv is each sample's first break, else its lowest-margin point over
+        the attacks run; ``info["broken_by"]`` names the attack per sample ("" if none),
+        ``info["counts"]`` the breaks per attack, ``info["seconds"]`` its time.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x, y = torch.rand(5, 4), torch.zeros(5, dtype=torch.long)
+        >>> r = autoattack(model, x, y, eps=0.1, version="fast", steps=5)
+        >>> len(r.info["broken_by"]) == 5
+        True
+
+    Reference: Croce & Hein, "Reliable evaluation of adversarial robustness with an
+    ensemble of diverse parameter-free attacks", ICML 2020 (arXiv:2003.01690).
+    """
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool):
+        raise TypeError(f"eps must be a number (autoattack_curve takes a grid), got {eps!r}")
+    return autoattack_curve(model, x, y, eps=[eps], norm=norm, version=version, steps=steps,
+                            targets=targets, queries=queries, eot=eot, seed=seed)[0]
+
+
+def _l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+        **params: object) -> AttackResult:
+    """AutoAttack in the L2 ball: ``autoattack(..., norm="l2")`` under its own name.
+
+    Reference: Croce & Hein, ICML 2020 (arXiv:2003.01690).
+    """
+    if params.pop("norm", "l2") != "l2":
+        raise ValueError("autoattack_l2 is the L2 attack; use 'autoattack' for norm='linf'")
+    return autoattack(model, x, y, eps=eps, norm="l2", **params)  # type: ignore[arg-type]
+
+
+autoattack_l2 = register("autoattack_l2", norm="l2",
+                         curve=partial(autoattack_curve, norm="l2"))(_l2)

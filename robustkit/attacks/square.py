@@ -1,0 +1,313 @@
+"""Square attack: score-based black-box random search with square-shaped updates, Linf and L2.
+
+Only logits are read (no gradients: everything runs under ``torch.no_grad``), so gradient
+masking does not stop it. Every query lies in the eps ball around x and in [0, 1].
+
+Shapes: images (N, C, H, W) use square windows of side s over (H, W). Flat inputs (N, D)
+are treated as (N, 1, 1, D) and (N, C, L) as (N, C, 1, L): the "square" is then a 1-D
+window of length s covering the same share p of the features (s = p * D rather than
+s * s = p * H * W); reshaping D into a made-up H x W would invent a spatial neighborhood
+that tabular features do not have.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from robustkit.attacks.base import (
+    NORMS,
+    AttackResult,
+    check_inputs,
+    eval_mode,
+    generator,
+    make_result,
+    project,
+    register,
+)
+
+# Iterations (out of 10,000; rescaled to the budget) after which p halves (paper, sec. 3).
+HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def p_schedule(p_init: float, it: int, budget: int) -> float:
+    """Share of features a window covers at iteration ``it`` of ``budget``: p_init halved
+    at each of ``HALVINGS`` (for a 10,000-query budget; rescaled for others)."""
+    i = int(it / budget * 10000)
+    return p_init / 2 ** sum(i > h for h in HALVINGS)
+
+
+def _as_4d(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() == 4:
+        return x
+    if x.dim() == 2:
+        return x[:, None, None, :]
+    if x.dim() == 3:
+        return x[:, :, None, :]
+    raise ValueError(f"x must have shape (N, D), (N, C, L) or (N, C, H, W), got {tuple(x.shape)}")
+
+
+def _side(p: float, h: int, w: int, at_least: int = 1) -> tuple[int, int]:
+    """Window (height, width) covering about a share p of an h x w plane."""
+    if h == 1:
+        return 1, min(max(round(p * w), at_least, 1), max(w - 1, 1))
+    s = min(max(round(math.sqrt(p * h * w)), at_least, 1), max(min(h, w) - 1, 1))
+    return s, s
+
+
+def _windows(n: int, h: int, w: int, sh: int, sw: int, gen: torch.Generator,
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample random window positions: (mask (n, 1, h, w) bool, row offsets, col offsets)
+    of each pixel relative to its sample's window corner."""
+    r0 = torch.randint(0, h - sh + 1, (n, 1, 1, 1), generator=gen, device=device)
+    c0 = torch.randint(0, w - sw + 1, (n, 1, 1, 1), generator=gen, device=device)
+    rows = torch.arange(h, device=device).view(1, 1, h, 1) - r0
+    cols = torch.arange(w, device=device).view(1, 1, 1, w) - c0
+    mask = (rows >= 0) & (rows < sh) & (cols >= 0) & (cols < sw)
+    return mask, rows, cols
+
+
+def _signs(shape: tuple, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    u = torch.rand(shape, generator=gen, device=like.device, dtype=like.dtype)
+    return torch.where(u < 0.5, -1.0, 1.0).to(like.dtype)
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """z_y - max_{j != y} z_j per sample: the objective Square minimizes (< 0: broken)."""
+    own = logits.gather(1, y[:, None]).squeeze(1)
+    return own - logits.scatter(1, y[:, None], float("-inf")).amax(1)
+
+
+def _linf_init(x: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Tensor:
+    # vertical stripes: one random sign per (sample, channel, column)
+    n, c, _, w = x.shape
+    return (x + eps * _signs((n, c, 1, w), gen, x)).clamp(0, 1)
+
+
+def _linf_candidate(x: torch.Tensor, best: torch.Tensor, eps: float, p: float,
+                    gen: torch.Generator) -> torch.Tensor:
+    n, c, h, w = x.shape
+    sh, sw = _side(p, h, w)
+    mask, _, _ = _windows(n, h, w, sh, sw, gen, x.device)
+    step = eps * _signs((n, c, 1, 1), gen, x)
+    cand = torch.where(mask, (x + step).clamp(0, 1), best)
+    # Where the draw repeats the current window (likely once windows are a few pixels), take
+    # the opposite signs instead: a query that changes nothing is a wasted query.
+    same = (cand == best).flatten(1).all(1)
+    if bool(same.any()):
+        flipped = torch.where(mask, (x - step).clamp(0, 1), best)
+        cand = torch.where(same.view(-1, 1, 1, 1), flipped, cand)
+    return cand
+
+
+def pseudo_gaussian(sh: int, sw: int, device: torch.device, dtype: torch.dtype
+                    ) -> torch.Tensor:
+    """A window of unit L2 norm whose entries grow toward its center in concentric
+    (Chebyshev) rings: sum_{k >= ring} 1 / (k + 1)^2 (the paper's eta)."""
+    ch, cw = (sh - 1) / 2, (sw - 1) / 2
+    rr = torch.arange(sh, device=device, dtype=dtype).view(-1, 1)
+    cc = torch.arange(sw, device=device, dtype=dtype).view(1, -1)
+    ring = torch.maximum((rr - ch).abs(), (cc - cw).abs()).floor()
+    top = int(ring.max()) + 1
+    tail = (1.0 / torch.arange(1, top + 1, device=device, dtype=dtype) ** 2).flip(0).cumsum(0)
+    pat = tail.flip(0)[ring.long()]
+    return pat / pat.norm()
+
+
+def meta_pattern(sh: int, sw: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The paper's update shape: two pseudo-Gaussian halves of opposite sign, split along
+    the window's longer side, unit L2 norm."""
+    along_cols = sw > sh or (sw == sh and sw > 1)
+    size = sw if along_cols else sh
+    if size == 1:
+        return torch.ones(sh, sw, device=device, dtype=dtype)
+    a = size // 2
+    if along_cols:
+        pat = torch.cat([pseudo_gaussian(sh, a, device, dtype),
+                         -pseudo_gaussian(sh, sw - a, device, dtype)], dim=1)
+    else:
+        pat = torch.cat([pseudo_gaussian(a, sw, device, dtype),
+                         -pseudo_gaussian(sh - a, sw, device, dtype)], dim=0)
+    return pat / pat.norm()
+
+
+def _place(pat: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+           ) -> torch.Tensor:
+    """The (sh, sw) pattern placed at each sample's window: (n, 1, h, w), 0 outside."""
+    sh, sw = pat.shape
+    idx = rows.clamp(0, sh - 1) * sw + cols.clamp(0, sw - 1)
+    return pat.flatten()[idx] * mask
+
+
+def _l2_scale(delta: torch.Tensor, eps: float) -> torch.Tensor:
+    norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return delta * (eps / norm)
+
+
+def _l2_init(x: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Tensor:
+    # a grid of pseudo-Gaussian blocks with random signs per (sample, channel, block)
+    n, c, h, w = x.shape
+    bh, bw = (1, max(w // 5, 1)) if h == 1 else (max(h // 5, 1), max(w // 5, 1))
+    gh, gw = h // bh, w // bw
+    signs = _signs((n, c, gh, gw), gen, x).repeat_interleave(bh, 2).repeat_interleave(bw, 3)
+    tile = pseudo_gaussian(bh, bw, x.device, x.dtype).repeat(gh, gw)
+    delta = torch.zeros_like(x)
+    delta[:, :, :gh * bh, :gw * bw] = signs * tile
+    return (x + project(_l2_scale(delta, eps), eps, "l2")).clamp(0, 1)
+
+
+def _l2_candidate(x: torch.Tensor, best: torch.Tensor, eps: float, p: float,
+                  gen: torch.Generator) -> torch.Tensor:
+    n, c, h, w = x.shape
+    sh, sw = _side(p, h, w, at_least=3)
+    if sh > 1 and sh % 2 == 0 and sh + 1 < min(h, w):
+        sh = sw = sh + 1
+    delta = best - x
+    m1, r1, c1 = _windows(n, h, w, sh, sw, gen, x.device)
+    m2, _, _ = _windows(n, h, w, sh, sw, gen, x.device)
+    pat = meta_pattern(sh, sw, x.device, x.dtype)
+    new = _place(pat, m1, r1, c1)
+    if sh == sw and sh > 1:  # the split runs either way at random
+        flip = torch.rand(n, 1, 1, 1, generator=gen, device=x.device) < 0.5
+        new = torch.where(flip, _place(pat.T.contiguous(), m1, r1, c1), new)
+    new = new * _signs((n, c, 1, 1), gen, x)
+    old = delta * m1
+    old_norm = old.flatten(2).norm(dim=2).view(n, c, 1, 1)
+    new = new + old / (old_norm + 1e-10)
+    union = (delta * (m1 | m2)).flatten(2).norm(dim=2).view(n, c, 1, 1)
+    total = delta.flatten(1).norm(dim=1).view(n, 1, 1, 1)
+    # the window gets the mass of both windows plus the unused budget, spread over channels
+    room = ((eps ** 2 - total ** 2).clamp_min(0) / c + union ** 2).sqrt()
+    new = new / new.flatten(2).norm(dim=2).view(n, c, 1, 1).clamp_min(1e-12) * room
+    delta = torch.where(m1, new, torch.where(m2, torch.zeros_like(delta), delta))
+    return (x + project(_l2_scale(delta, eps), eps, "l2")).clamp(0, 1)
+
+
+def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
+            queries: int, p_init: float, seed: int) -> AttackResult:
+    check_inputs(model, x, y, eps=eps)
+    if not isinstance(queries, int) or isinstance(queries, bool) or queries < 1:
+        raise ValueError(f"queries must be an integer >= 1, got {queries!r}")
+    if not isinstance(p_init, (int, float)) or not 0 < p_init <= 1:
+        raise ValueError(f"p_init must be a number in (0, 1], got {p_init!r}")
+    n, dev = len(x), x.device
+    q = torch.zeros(n, dtype=torch.long, device=dev)
+    if eps == 0:
+        return make_result(model, x, x.clone(), y, iterations=q, info={"queries": q})
+    x4, gen = _as_4d(x.detach()), generator(seed, dev)
+    init, candidate = (_linf_init, _linf_candidate) if norm == "linf" else (_l2_init,
+                                                                           _l2_candidate)
+    with eval_mode(model), torch.no_grad():
+        def ask(v: torch.Tensor) -> torch.Tensor:
+            return model(v.reshape(len(v), *x.shape[1:]))
+
+        q += 1
+        pred = ask(x4).argmax(1)
+        x_out = x4.clone()
+        rows = (pred == y).nonzero().squeeze(1)
+        if queries > 1 and len(rows):
+            xs, ys = x4[rows], y[rows]
+            best = init(xs, eps, gen)
+            logits = ask(best)
+            q[rows] += 1
+            s = {"idx": rows, "x": xs, "y": ys, "best": best, "m": margin(logits, ys),
+                 "pred": logits.argmax(1)}
+            s = _leave(s, s["pred"] != ys, x_out, pred)
+            for it in range(queries - 2):
+                if not len(s["idx"]):
+                    break
+                cand = candidate(s["x"], s["best"], eps, p_schedule(p_init, it, queries), gen)
+                logits = ask(cand)
+                q[s["idx"]] += 1
+                m, p = margin(logits, s["y"]), logits.argmax(1)
+                take = (m < s["m"]) | (p != s["y"])
+                s.update(best=torch.where(take.view(-1, 1, 1, 1), cand, s["best"]),
+                         m=torch.where(take, m, s["m"]), pred=torch.where(take, p, s["pred"]))
+                s = _leave(s, p != s["y"], x_out, pred)
+            x_out[s["idx"]], pred[s["idx"]] = s["best"], s["pred"]
+    # pred is known for every returned point: no extra (uncounted) query
+    return make_result(model, x, x_out.reshape(x.shape), y, iterations=q, pred=pred,
+                       info={"queries": q})
+
+
+def _leave(s: dict[str, torch.Tensor], broke: torch.Tensor, x_out: torch.Tensor,
+           pred: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Write the broken rows' points (and predictions) out and drop them from the state."""
+    if not bool(broke.any()):
+        return s
+    rows = s["idx"][broke]
+    x_out[rows], pred[rows] = s["best"][broke], s["pred"][broke]
+    return {k: v[~broke] for k, v in s.items()}
+
+
+@register("square", norm="linf")
+def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+           norm: str = "linf", queries: int = 5000, p_init: float | None = None,
+           seed: int = 0) -> AttackResult:
+    """Square attack: random search over square-shaped updates, from the logits alone.
+
+    Linf: start at vertical stripes (x + eps * a random sign per column and channel); each
+    query sets one random s x s window, per channel, to x +- eps and keeps the change if
+    the margin z_y - max_{j != y} z_j drops. L2 (``norm="l2"``): start at a grid of
+    pseudo-Gaussian blocks; each query moves the mass of two windows plus the unused
+    budget into one window shaped as two pseudo-Gaussian halves of opposite sign. The
+    window covers a share p of the features, p_init halved at the paper's iterations
+    (10, 50, 200, ..., 8000 of 10,000, rescaled to ``queries``). A sample stops at its
+    first misclassified point. No gradients are taken.
+
+    Args:
+        model: classifier returning logits (N, K); left unchanged.
+        x: inputs (N, C, H, W), (N, C, L) or (N, D) in [0, 1] (see the module docstring
+            for flat inputs).
+        y: int64 (N,) true labels.
+        eps: budget (>= 0) in ``norm``; ``eps=0`` returns x bitwise.
+        norm: ``"linf"`` or ``"l2"``.
+        queries: model evaluations per sample at most (>= 1), counting the clean one.
+        p_init: initial window share; default 0.8 (Linf), 0.1 (L2), as in the paper.
+        seed: seeds the windows and signs.
+
+    Returns:
+        AttackResult; ``info["queries"]`` (= ``iterations``): int64 (N,) queries per sample.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x, y = torch.rand(5, 4), torch.zeros(5, dtype=torch.long)
+        >>> r = square(model, x, y, eps=0.1, queries=20)
+        >>> float(r.linf.max()) <= 0.1 + 1e-6 and int(r.info["queries"].max()) <= 20
+        True
+
+    Reference: Andriushchenko, Croce, Flammarion & Hein, "Square Attack: a query-efficient
+    black-box adversarial attack via random search", ECCV 2020 (arXiv:1912.00049).
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    p = p_init if p_init is not None else (0.8 if norm == "linf" else 0.1)
+    return _square(model, x, y, eps=eps, norm=norm, queries=queries, p_init=p, seed=seed)
+
+
+@register("square_l2", norm="l2")
+def square_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+              **params: object) -> AttackResult:
+    """Square attack in the L2 ball: ``square(..., norm="l2")`` under its own name.
+
+    Args:
+        model, x, y, eps: as for :func:`square` (eps is an L2 radius).
+        **params: the other keyword arguments of :func:`square`.
+
+    Returns:
+        AttackResult.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x, y = torch.rand(5, 4), torch.zeros(5, dtype=torch.long)
+        >>> float(square_l2(model, x, y, eps=0.5, queries=20).l2.max()) <= 0.5 + 1e-5
+        True
+
+    Reference: Andriushchenko et al., ECCV 2020 (arXiv:1912.00049).
+    """
+    if params.pop("norm", "l2") != "l2":
+        raise ValueError("square_l2 is the L2 attack; use 'square' for norm='linf'")
+    return square(model, x, y, eps=eps, norm="l2", **params)  # type: ignore[arg-type]

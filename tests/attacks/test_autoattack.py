@@ -1,0 +1,174 @@
+"""AutoAttack: the chain runs each attack on the survivors only, records who broke what,
+re-checks FAB's points, and its eps grid attacks fewer samples without losing strength."""
+from __future__ import annotations
+
+import functools
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from robustkit import load_dataset, models
+from robustkit.attacks import autoattack as aa_module
+from robustkit.attacks.apgd import apgd
+from robustkit.attacks.apgd_targeted import apgd_t
+from robustkit.attacks.autoattack import autoattack, autoattack_curve
+from robustkit.attacks.base import make_result
+from robustkit.evaluate import evaluate
+
+ON_MLP = pytest.mark.parametrize("family", ["mlp"])
+QUICK = {"steps": 20, "targets": 3, "queries": 100}
+
+
+@pytest.fixture()
+def mlp(model):
+    return model
+
+
+@pytest.fixture(scope="module")
+def data(digits_test):
+    return digits_test.x[:100], digits_test.y[:100]
+
+
+class Counter(nn.Module):
+    """Counts the rows the wrapped model is evaluated on."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.rows = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += len(x)
+        return self.model(x)
+
+
+@ON_MLP
+def test_chain_records_who_broke_each_sample(mlp, data):
+    x, y = data
+    res = autoattack(mlp, x, y, eps=0.1, **QUICK)
+    by, counts, evaluated = res.info["broken_by"], res.info["counts"], res.info["evaluated"]
+    assert torch.equal(torch.tensor([b != "" for b in by]), res.success)
+    assert torch.equal(res.success, res.pred != y)
+    wrong = mlp(x).argmax(1) != y
+    assert [b == "clean" for b in by] == wrong.tolist()
+    for name, k in counts.items():
+        assert sum(b == name for b in by) == k
+    # each attack runs exactly on the samples the earlier ones left robust
+    names = list(evaluated)
+    assert evaluated[names[0]] == int((~wrong).sum())
+    for a, b in itertools.pairwise(names):
+        assert evaluated[b] == evaluated[a] - counts[a]
+    assert float(res.linf.max()) <= 0.1 + 1e-6
+    assert res.info["skipped"] == (["fab_t"] if aa_module._fab() is None else [])
+
+
+@ON_MLP
+def test_autoattack_at_least_as_strong_as_its_first_attack(mlp, data):
+    x, y = data
+    ce = apgd(mlp, x, y, eps=0.1, steps=20, seed=0)
+    fast = autoattack(mlp, x, y, eps=0.1, version="fast", **QUICK)
+    full = autoattack(mlp, x, y, eps=0.1, **QUICK)
+    assert (fast.success >= ce.success).all() and (full.success >= fast.success).all()
+    assert fast.success.sum() > ce.success.sum()  # APGD-T adds breaks at this eps
+
+
+def _fake_fab(scale: float):
+    """A stand-in for FAB: a stronger APGD-T (9 targets) in the ball of radius scale * eps."""
+
+    def fab(model, x, y, *, eps=None, norm="linf", steps=100, restarts=1, targets=0, seed=0):
+        res = apgd_t(model, x, y, eps=scale * eps, steps=50, targets=9, seed=seed + 1)
+        return make_result(model, x, res.x_adv, y)
+
+    return fab
+
+
+@ON_MLP
+@pytest.mark.parametrize("scale, counted", [(1.0, True), (3.0, False)])
+def test_fab_points_count_only_inside_the_ball(mlp, data, monkeypatch, scale, counted):
+    x, y = data
+    monkeypatch.setattr(aa_module, "_fab", lambda: _fake_fab(scale))
+    res = autoattack(mlp, x, y, eps=0.1, version="standard", steps=20, targets=1, queries=2)
+    assert res.info["skipped"] == []
+    assert float(res.linf.max()) <= 0.1 + 1e-6
+    assert res.info["evaluated"]["fab_t"] > 0
+    # at 3 eps it breaks samples APGD-CE/-T could not, but outside the ball: never counted
+    assert (res.info["counts"]["fab_t"] > 0) == counted
+
+
+@ON_MLP
+def test_grid_keeps_breaks_and_attacks_fewer_samples(mlp, data):
+    x, y = data
+    grid = [0.05, 0.1, 0.15]
+    counter = Counter(mlp)
+    curve = autoattack_curve(counter, x, y, eps=grid[::-1], version="fast", **QUICK)[::-1]
+    grid_rows, counter.rows = counter.rows, 0
+    single = [autoattack(counter, x, y, eps=e, version="fast", **QUICK) for e in grid]
+    assert grid_rows < counter.rows
+    for a, b in itertools.pairwise(curve):
+        assert (b.success >= a.success).all()
+        assert torch.equal(b.x_adv[a.success], a.x_adv[a.success])
+    for e, c, s in zip(grid, curve, single):
+        assert float(c.linf.max()) <= e + 1e-6
+        assert c.success.float().mean() >= s.success.float().mean() - 0.03
+
+
+@ON_MLP
+def test_evaluate_uses_the_grid_path(mlp, data):
+    x, y = data
+    rows = evaluate(mlp, "autoattack", x, y, eps=[0.1, 0.05], version="fast", **QUICK)
+    direct = autoattack_curve(mlp, x, y, eps=[0.1, 0.05], version="fast", seed=0, **QUICK)
+    for row, res in zip(rows, direct):
+        assert row["robust_accuracy"] == pytest.approx(float((res.pred == y).double().mean()))
+    assert rows[0]["seconds"] == rows[1]["seconds"]
+    (one,) = evaluate(mlp, "autoattack", x, y, eps=0.1, version="fast", **QUICK)
+    alone = autoattack(mlp, x, y, eps=0.1, version="fast", **QUICK)
+    assert one["robust_accuracy"] == pytest.approx(float((alone.pred == y).double().mean()))
+
+
+@functools.cache
+def _moons(family: str):
+    tr, te = load_dataset("moons", "train", seed=0), load_dataset("moons", "test", seed=0)
+    model = models.create(family, **({"kernel": "rbf"} if family == "svm" else {}))
+    return model.fit(tr.x, tr.y, n_classes=2, seed=0), te.x[:50], te.y[:50]
+
+
+@pytest.mark.parametrize("family", ["svm", "gmm"])
+def test_binary_tasks_run_every_version(family):
+    model, x, y = _moons(family)
+    for version in ("standard", "fast", "rand"):
+        res = autoattack(model, x, y, eps=0.15, version=version, steps=10, queries=50, eot=2)
+        assert float(res.linf.max()) <= 0.15 + 1e-6
+        assert res.success.any() and len(res.info["broken_by"]) == len(x)
+
+
+def test_rand_version_averages_over_draws():
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+            self.gen = torch.Generator().manual_seed(0)
+
+        def forward(self, x):
+            return self.lin(x + 0.05 * torch.randn(x.shape, generator=self.gen))
+
+    torch.manual_seed(0)
+    model = Noisy()
+    x, y = torch.rand(20, 4), torch.randint(0, 3, (20,))
+    counter = Counter(model)
+    res = autoattack(counter, x, y, eps=0.1, version="rand", steps=3, eot=5)
+    assert list(res.info["counts"]) == ["apgd_ce", "apgd_dlr"]
+    assert counter.rows >= 5 * 3 * int(res.info["evaluated"]["apgd_ce"])
+
+
+def test_bad_arguments():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x, y = torch.rand(2, 4), torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match="version"):
+        autoattack(model, x, y, eps=0.1, version="plus")
+    with pytest.raises(ValueError, match="norm"):
+        autoattack(model, x, y, eps=0.1, norm="l1")
+    with pytest.raises(TypeError, match="eps"):
+        autoattack(model, x, y, eps=[0.1])
+    with pytest.raises(ValueError, match="eps"):
+        autoattack_curve(model, x, y, eps=[0.1, -1.0])

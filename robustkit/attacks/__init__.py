@@ -12,6 +12,7 @@ def _load() -> None:
     # Importing the attack modules registers them at their definition sites.
     from robustkit.attacks import (  # noqa: F401
         deepfool,
+        fab,
         fgsm,
         noise,
         pgd,

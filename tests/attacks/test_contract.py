@@ -19,7 +19,7 @@ FAST = {"pgd": {"steps": 3}, "pgd_l2": {"steps": 3}, "deepfool": {"max_iter": 10
         "deepfool_linf": {"max_iter": 10}, "patch": {"location": "worst", "k": 3},
         "uap": {"max_passes": 1, "deepfool_iter": 5, "candidates": 3},
         "uap_l2": {"max_passes": 1, "deepfool_iter": 5, "candidates": 3}, "uap_sgd": {"epochs": 2},
-        "uap_sgd_l2": {"epochs": 2}}
+        "uap_sgd_l2": {"epochs": 2}, "fab": {"steps": 10}, "fab_l2": {"steps": 10}}
 N = 32
 TOL = 1e-5
 

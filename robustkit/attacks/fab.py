@@ -24,8 +24,12 @@ from robustkit.attacks.base import (
 from robustkit.attacks.deepfool import _differences
 from robustkit.attacks.hyperplane import project_to_hyperplane
 
-# Final line search from x to the best point found: FAB's iterates stop about
-# (eta - 1) * (1 - beta) beyond the boundary; 20 halvings leave a 1e-6 relative gap.
+# Each run ends by tightening its best point: FAB's iterates stop about (eta - 1)(1 - beta)
+# beyond the boundary. POLISH_ROUNDS projections of x onto the boundary linearized at that
+# point, aimed POLISH_MARGIN * |f(x)| past it (so the projection lands adversarial), then a
+# line search of SHRINK_STEPS halvings toward x.
+POLISH_ROUNDS = 2
+POLISH_MARGIN = 1e-4
 SHRINK_STEPS = 20
 
 
@@ -45,8 +49,9 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
     smallest so far and pulled back to ``(1 - beta) x + beta x_i``. Restarts after the first
     start at random points at radius ``min(best, eps) / 2`` (the linearized distance from x
     where neither exists). ``targets=k`` runs FAB-T instead: one run per runner-up class
-    (the k largest clean logits after y's). After all runs a line search on ``x -> x_adv``
-    shrinks each perturbation to the boundary (it only ever shrinks).
+    (the k largest clean logits after y's). Each run ends by tightening its best point:
+    x projected onto the boundary linearized there, then a line search back toward x (both
+    only ever shrink it), which makes FAB exact on linear models, box included.
 
     Args:
         model: classifier returning logits (N, K); left untouched (eval mode in the call).
@@ -116,10 +121,6 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
                 fallback[idx] = torch.minimum(fallback[idx], lin)
                 better = dist < best[idx]
                 best_x[idx[better]], best[idx[better]] = found[better], dist[better]
-        hit = (playing & best.isfinite()).nonzero()[:, 0]
-        if hit.numel():
-            best_x[hit] = _shrink(model, x[hit], best_x[hit], y[hit])
-            best[hit] = _size(best_x[hit] - x[hit], norm)
     return make_result(model, x, best_x, y, iterations=iters,
                        info={"norm": norm, "distance": best, "targets": targets})
 
@@ -182,7 +183,31 @@ def _run(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, goal: torch.Tensor
             adv = model(cur).argmax(1) != y
         _record(cur, adv, x0, found, dist, norm)
         cur = torch.where(adv.view(-1, *[1] * (x0.dim() - 1)), (1 - beta) * x0 + beta * cur, cur)
+    hit = dist.isfinite().nonzero()[:, 0]
+    if hit.numel():
+        found[hit] = _tighten(model, x0[hit], found[hit], y[hit], norm)
+        dist[hit] = _size(found[hit] - x0[hit], norm)
     return found, dist, lin
+
+
+def _tighten(model: nn.Module, x0: torch.Tensor, found: torch.Tensor, y: torch.Tensor,
+             norm: str) -> torch.Tensor:
+    """Smaller adversarial points near ``found`` (all off y): polish, then shrink (above)."""
+    flat0 = x0.flatten(1)
+    for _ in range(POLISH_ROUNDS):
+        with torch.no_grad():
+            other = model(found).argmax(1)
+        f, g, _ = _differences(model, found, y, other[:, None])
+        f, g, flat = f[:, 0], g[:, 0], found.flatten(1)
+        f0 = f + (g * (flat0 - flat)).sum(1)  # the linearization's value at x0
+        b = f - (g * flat).sum(1) - POLISH_MARGIN * f0.abs()
+        step, ok = project_to_hyperplane(flat0, g, b, norm=norm)
+        z = (flat0 + step).view_as(x0)
+        with torch.no_grad():
+            ok &= model(z).argmax(1) != y
+        ok &= _size(z - x0, norm) < _size(found - x0, norm)
+        found = torch.where(ok.view(-1, *[1] * (x0.dim() - 1)), z, found)
+    return _shrink(model, x0, found, y, norm)
 
 
 BOX_CHOICE = True
@@ -224,19 +249,27 @@ def _random_start(x0: torch.Tensor, best: torch.Tensor, fallback: torch.Tensor,
 
 
 @torch.no_grad()
-def _shrink(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor
-            ) -> torch.Tensor:
-    """The smallest ``x + t (x_adv - x)``, t in (0, 1] to 2^-SHRINK_STEPS, still off y
-    (x_adv is); in [0, 1] by convexity."""
+def _shrink(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+            norm: str) -> torch.Tensor:
+    """The smallest ``x + t d`` (L2) or ``x + clamp(d, -t, t)`` (Linf: the box-constrained
+    optimum keeps this form), d = x_adv - x, still off y, to 2^-SHRINK_STEPS of ||d||;
+    x_adv is off y. Both stay in [0, 1]: every coordinate moves toward x."""
     d = x_adv - x
     shape = (-1,) + (1,) * (x.dim() - 1)
+    top = _size(d, norm).view(shape)
     lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
     hi = torch.ones_like(lo)
+
+    def at(t: torch.Tensor) -> torch.Tensor:
+        t = t.view(shape)
+        return x + (t * d if norm == "l2" else torch.maximum(torch.minimum(d, t * top),
+                                                               -t * top))
+
     for _ in range(SHRINK_STEPS):
         mid = (lo + hi) / 2
-        off = model(x + mid.view(shape) * d).argmax(1) != y
+        off = model(at(mid)).argmax(1) != y
         hi, lo = torch.where(off, mid, hi), torch.where(off, lo, mid)
-    return torch.where((hi < 1).view(shape), x + hi.view(shape) * d, x_adv)
+    return torch.where((hi < 1).view(shape), at(hi), x_adv)
 
 
 def _size(d: torch.Tensor, norm: str) -> torch.Tensor:

@@ -75,6 +75,7 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
         ``info["distance"]`` (N,) the ``norm`` of each perturbation (inf where none).
 
     Example:
+        >>> _ = torch.manual_seed(0)
         >>> model = torch.nn.Linear(4, 3)
         >>> x = torch.rand(8, 4)
         >>> y = model(x).argmax(1)
@@ -302,9 +303,9 @@ def _check_params(*, norm: str, steps: int, restarts: int, targets: int, alpha_m
                              ("targets", targets, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    for name, value, ok, allowed in (
+    for name, number, ok, allowed in (
             ("alpha_max", alpha_max, lambda v: 0 <= v <= 1, "in [0, 1]"),
             ("eta", eta, lambda v: v >= 1, ">= 1"),
             ("beta", beta, lambda v: 0 <= v < 1, "in [0, 1)")):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-            raise ValueError(f"{name} must be a number {allowed}, got {value!r}")
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not ok(number):
+            raise ValueError(f"{name} must be a number {allowed}, got {number!r}")

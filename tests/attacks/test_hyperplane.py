@@ -50,12 +50,7 @@ def test_l2_matches_slsqp_and_kkt():
     assert ok.all()
     _assert_on_plane_in_box(x, w, b, delta)
     for i in range(len(x)):
-        xi, wi, bi = x[i].numpy(), w[i].numpy(), float(b[i])
-        res = optimize.minimize(lambda d: d @ d, np.zeros(D), jac=lambda d: 2 * d,
-                                method="SLSQP", bounds=[(-v, 1 - v) for v in xi],
-                                constraints=[{"type": "eq", "fun": lambda d: wi @ (xi + d) + bi,
-                                              "jac": lambda d: wi}],
-                                options={"ftol": 1e-14, "maxiter": 500})
+        res = _slsqp(optimize, x[i].numpy(), w[i].numpy(), float(b[i]))
         assert res.success
         assert abs(float(delta[i].norm()) - np.sqrt(res.fun)) < 1e-6
     # KKT: delta = clip(lam * w, -x, 1 - x) for one scalar lam per row
@@ -109,6 +104,15 @@ def test_batched_over_leading_dimensions_and_bad_input():
         project_to_hyperplane(x, w, b, norm="l1")
     with pytest.raises(ValueError, match="b"):
         project_to_hyperplane(x, w, b[:3], norm="l2")
+
+
+def _slsqp(optimize, x, w, b):
+    """scipy's min ||delta||^2 with w . (x + delta) + b = 0 and x + delta in [0, 1]."""
+    return optimize.minimize(lambda d: d @ d, np.zeros(D), jac=lambda d: 2 * d,
+                             method="SLSQP", bounds=[(-v, 1 - v) for v in x],
+                             constraints=[{"type": "eq", "fun": lambda d: w @ (x + d) + b,
+                                           "jac": lambda d: w}],
+                             options={"ftol": 1e-14, "maxiter": 500})
 
 
 def _assert_on_plane_in_box(x, w, b, delta):

@@ -108,9 +108,10 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
         else:
             chosen = others[None]  # one untargeted pass over all other classes
         fallback = torch.full_like(best, math.inf)
+        limit = -math.inf if eps is None else eps  # samples broken within eps are done
         for goal in chosen:
             for r in range(restarts):
-                idx = (playing & ~(best <= (eps if eps is not None else -1.0))).nonzero()[:, 0]
+                idx = (playing & (best > limit)).nonzero()[:, 0]
                 if idx.numel() == 0:
                     break
                 x0 = x[idx]
@@ -162,7 +163,7 @@ def _run(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, goal: torch.Tensor
     rows = torch.arange(n, device=x0.device)
     with torch.no_grad():
         _record(cur, model(cur).argmax(1) != y, x0, found, dist, norm)
-    lin = dist
+    lin = torch.full_like(dist, math.inf)
     for i in range(steps):
         f, g, _ = _differences(model, cur, y, goal)
         flat = cur.flatten(1)
@@ -176,7 +177,7 @@ def _run(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, goal: torch.Tensor
                                         b.expand(2, -1), norm=norm)
         size = _last(step, norm)
         if i == 0:
-            lin = torch.minimum(dist, size[1])
+            lin = size[1].clone()
         alpha = (size[0] / (size[0] + size[1]).clamp_min(1e-12)).clamp(0, alpha_max)[:, None]
         flat = ((1 - alpha) * (flat + eta * step[0]) + alpha * (flat0 + eta * step[1])).clamp(0, 1)
         cur = flat.view_as(x0)

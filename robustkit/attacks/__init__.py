@@ -15,6 +15,7 @@ def _load() -> None:
         apgd_targeted,
         autoattack,
         deepfool,
+        fab,
         fgsm,
         noise,
         pgd,

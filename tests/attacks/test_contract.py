@@ -23,7 +23,8 @@ FAST = {"pgd": {"steps": 3}, "pgd_l2": {"steps": 3}, "deepfool": {"max_iter": 10
         "apgd_t": {"steps": 3, "targets": 2}, "square": {"queries": 30},
         "square_l2": {"queries": 30},
         "autoattack": {"steps": 3, "targets": 2, "queries": 20},
-        "autoattack_l2": {"steps": 3, "targets": 2, "queries": 20}}
+        "autoattack_l2": {"steps": 3, "targets": 2, "queries": 20},
+        "fab": {"steps": 10}, "fab_l2": {"steps": 10}}
 N = 32
 TOL = 1e-5
 

@@ -17,6 +17,9 @@ from robustkit.attacks.base import (
     project,
     register,
 )
+from robustkit.params import number
+
+FAST_RULES = {"alpha": number(0, none=True)}
 
 
 def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
@@ -123,7 +126,7 @@ def _fast_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     return make_result(model, x, moved.clamp_(0, 1), y, target=target, predict=predict)
 
 
-@register("fgsm", norm="linf")
+@register("fgsm", norm="linf", rules=FAST_RULES)
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
          target: torch.Tensor | None = None, random_start: bool = False,
          alpha: float | None = None, seed: int = 0, predict: bool = True) -> AttackResult:
@@ -161,7 +164,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                           random_start=random_start, alpha=alpha, seed=seed, predict=predict)
 
 
-@register("fgm", norm="l2")
+@register("fgm", norm="l2", rules=FAST_RULES)
 def fgm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         target: torch.Tensor | None = None, random_start: bool = False,
         alpha: float | None = None, seed: int = 0, predict: bool = True) -> AttackResult:

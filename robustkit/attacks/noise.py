@@ -20,13 +20,14 @@ from robustkit.attacks.base import (
     register,
 )
 from robustkit.attacks.fgsm import ascent_direction
+from robustkit.params import choice, integer
 
 LOCATIONS = ("random", "center", "worst")
 MODES = ("local", "diffuse")
 PATTERNS = ("gradient", "random")
 
 
-@register("noise", norm="linf")
+@register("noise", norm="linf", rules={"norm": choice("linf", "l2")})
 def noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
           norm: str = "linf", seed: int = 0) -> AttackResult:
     """Add random noise of norm eps: +-eps signs (Linf) or a Gaussian direction (L2).
@@ -92,7 +93,9 @@ def noise_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     return noise(model, x, y, eps=eps, norm="l2", seed=seed)
 
 
-@register("patch", norm="l2")
+@register("patch", norm="l2", rules={
+    "size": integer(1), "k": integer(1), "location": choice(*LOCATIONS), "mode": choice(*MODES),
+    "pattern": choice(*PATTERNS)})
 def patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, size: int = 4,
           location: str = "random", mode: str = "local", pattern: str = "gradient",
           k: int = 8, seed: int = 0) -> AttackResult:
@@ -197,7 +200,7 @@ def _check_patch(size: int, location: str, mode: str, pattern: str, k: int) -> N
     for name, value in (("size", size), ("k", k)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    for what, choice, allowed in (("location", location, LOCATIONS), ("mode", mode, MODES),
+    for what, picked, allowed in (("location", location, LOCATIONS), ("mode", mode, MODES),
                                   ("pattern", pattern, PATTERNS)):
-        if choice not in allowed:
-            raise ValueError(f"{what} must be one of {allowed}, got {choice!r}")
+        if picked not in allowed:
+            raise ValueError(f"{what} must be one of {allowed}, got {picked!r}")

@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustkit.models._torchfit import TRAIN_CHOICES, TRAIN_DEFAULTS, make_fit
+from robustkit.models._torchfit import TRAIN_CHOICES, TRAIN_DEFAULTS, TRAIN_RULES, make_fit
+from robustkit.models.inputs import check_input
 from robustkit.models.registry import Family, register
+from robustkit.params import integer, integers
 
 
 class CNN(nn.Module):
@@ -31,7 +33,9 @@ class CNN(nn.Module):
         self.head = nn.Sequential(nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        check_input(x, self.arch["input_shape"], "cnn", flat_ok=False)
+        # dtype: the input is cast to the parameters' (float32), gradients flow back in x's
+        return self.head(self.features(x.to(self.head[0].weight.dtype)))
 
 
 def _check_image(x: torch.Tensor, family: str) -> None:
@@ -54,6 +58,7 @@ register(Family(
     defaults={"channels": (16, 32), "hidden": 100, **TRAIN_DEFAULTS, "epochs": 30, "lr": 1e-2,
               "schedule": "cyclic", "weight_decay": 1e-4},
     choices=TRAIN_CHOICES,
+    rules={**TRAIN_RULES, "channels": integers(1, length=2), "hidden": integer(1)},
     fit=make_fit(_build_cnn),
     module=CNN,
     doc="small LeNet-style CNN (2 conv + 2 fc, the MNIST net of Wong et al. 2020)",
@@ -81,6 +86,8 @@ class ResNet18(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.arch["input_shape"], "resnet18", flat_ok=False)
+        x = x.to(self.mean.dtype)
         return self.net((x - self.mean) / self.std)
 
 
@@ -98,6 +105,7 @@ register(Family(
     defaults={**TRAIN_DEFAULTS, "epochs": 15, "lr": 0.1, "optimizer": "sgd",
               "schedule": "cosine", "weight_decay": 5e-4, "batch_size": 128},
     choices=TRAIN_CHOICES,
+    rules=TRAIN_RULES,
     fit=make_fit(_build_resnet),
     module=ResNet18,
     doc="torchvision ResNet-18 (CIFAR stem) for 3-channel 32x32 inputs",

@@ -6,7 +6,8 @@ import math
 import torch
 from torch import nn
 
-from robustkit.models._torchfit import TRAIN_CHOICES, TRAIN_DEFAULTS, make_fit
+from robustkit.models._torchfit import TRAIN_CHOICES, TRAIN_DEFAULTS, TRAIN_RULES, make_fit
+from robustkit.models.inputs import check_input
 from robustkit.models.preprocess import Standardize
 from robustkit.models.registry import Family, register
 
@@ -29,7 +30,9 @@ class LinearModel(nn.Module):
         self.linear = nn.Linear(dim, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.standardize(x))
+        check_input(x, self.arch["input_shape"], "linear")
+        # dtype: the input is cast to the parameters' (float32), gradients flow back in x's
+        return self.linear(self.standardize(x.to(self.linear.weight.dtype)))
 
 
 def _build(x: torch.Tensor, n_classes: int, params: dict) -> LinearModel:
@@ -43,6 +46,7 @@ register(Family(
     defaults={"loss": "logistic", **TRAIN_DEFAULTS, "epochs": 40, "lr": 1e-2,
               "weight_decay": 1e-4},
     choices={"loss": tuple(LOSS_OF), **TRAIN_CHOICES},
+    rules=TRAIN_RULES,
     fit=make_fit(_build, loss=lambda p: LOSS_OF[p["loss"]]),
     module=LinearModel,
     doc="linear classifier: loss logistic (softmax regression), hinge (linear SVM), perceptron",

@@ -6,9 +6,11 @@ import math
 import torch
 from torch import nn
 
-from robustkit.models._torchfit import TRAIN_CHOICES, TRAIN_DEFAULTS, make_fit
+from robustkit.models._torchfit import TRAIN_CHOICES, TRAIN_DEFAULTS, TRAIN_RULES, make_fit
+from robustkit.models.inputs import check_input
 from robustkit.models.preprocess import Standardize
 from robustkit.models.registry import Family, register
+from robustkit.params import either, integer, integers
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -34,7 +36,9 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.standardize(x))
+        check_input(x, self.arch["input_shape"], "mlp")
+        # dtype: the input is cast to the parameters' (float32), gradients flow back in x's
+        return self.net(self.standardize(x.to(self.standardize.mean.dtype)))
 
 
 def _build(x: torch.Tensor, n_classes: int, params: dict) -> MLP:
@@ -49,6 +53,8 @@ register(Family(
     name="mlp",
     defaults={"hidden": (256,), "activation": "relu", **TRAIN_DEFAULTS},
     choices={"activation": tuple(ACTIVATIONS), **TRAIN_CHOICES},
+    # hidden: one width or a list of widths ([] is a linear model on standardized inputs)
+    rules={**TRAIN_RULES, "hidden": either(integer(1), integers(1))},
     fit=make_fit(_build),
     module=MLP,
     doc="multi-layer perceptron (hidden sizes, relu/sigmoid/tanh)",

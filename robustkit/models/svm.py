@@ -30,8 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from robustkit.models.inputs import check_input
 from robustkit.models.registry import Family, register
 from robustkit.models.training import per_class
+from robustkit.params import choice, either, integer, number, positive
 
 KERNELS = ("linear", "poly", "rbf")
 GAMMAS = ("scale", "auto")
@@ -80,7 +82,7 @@ class KernelSVM(nn.Module):
 
     def kernel_matrix(self, x: torch.Tensor) -> torch.Tensor:
         """Kernel values (N, n_sv) between flattened x (N, ...) and the support vectors."""
-        flat = x.reshape(len(x), -1)
+        flat = x.flatten(1)
         sv = self.support_vectors.to(flat.dtype)
         kernel, gamma = self.arch["kernel"], self.arch["gamma"]
         dot = flat @ sv.T
@@ -93,7 +95,8 @@ class KernelSVM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores (N, K) for x (N, ...) in [0, 1]; dtype follows x."""
-        flat = x.reshape(len(x), -1)
+        check_input(x, self.arch["input_shape"], "svm")
+        flat = x.flatten(1)
         dual = self.dual_coef.to(flat.dtype)
         bias = self.intercept.to(flat.dtype)
         if self.arch["kernel"] == "linear":
@@ -249,6 +252,8 @@ register(Family(
     name="svm",
     defaults=DEFAULTS,
     choices={"kernel": KERNELS},
+    rules={"C": positive(), "gamma": either(choice(*GAMMAS), positive()), "degree": integer(1),
+           "coef0": number(), "max_train": integer(1, none=True)},
     fit=_fit,
     module=KernelSVM,
     doc="kernel SVM (linear/poly/rbf; C, gamma, degree, coef0), libsvm one-vs-rest, "

@@ -82,7 +82,9 @@ def optional(rule: Rule) -> Rule:
 
 def positive(*, none: bool = False) -> Rule:
     """A finite number > 0."""
-    return number(0, open_low=True, none=none)
+    rule = number(0, open_low=True, none=none)
+    what = "a positive number" + (" or null" if none else "")
+    return lambda v: None if rule(v) is None else what
 
 
 def choice(*values: Any, none: bool = False) -> Rule:

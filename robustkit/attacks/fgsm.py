@@ -4,6 +4,8 @@ building blocks PGD loops over.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,10 +36,10 @@ def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
         # Scale by the largest entry first: saturated softmaxes give gradients ~1e-30
         # whose squares underflow, so a plain norm would be 0 and the step explode.
         shape = (-1, *([1] * (grad.dim() - 1)))
-        top = grad.reshape(len(grad), -1).abs().amax(dim=1).view(shape)
+        top = grad.flatten(1).abs().amax(dim=1).view(shape)
         g = grad / top.clamp_min(torch.finfo(grad.dtype).tiny)
         g = torch.where(top > 0, g, torch.zeros_like(g))
-        return g / g.reshape(len(g), -1).norm(dim=1).view(shape).clamp_min(1.0)
+        return g / g.flatten(1).norm(dim=1).view(shape).clamp_min(1.0)
     raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
 
 
@@ -47,7 +49,7 @@ def random_delta(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -
     if norm == "linf":
         delta = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1) * eps
     elif norm == "l2":
-        d = x[0].numel()
+        d = math.prod(x.shape[1:])
         u = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
         r = torch.rand(len(x), generator=gen, device=x.device, dtype=x.dtype) ** (1.0 / d)
         delta = ascent_direction(u, "l2") * (eps * r).view(-1, *([1] * (x.dim() - 1)))

@@ -7,6 +7,8 @@ classifiers are "robust to large local disturbances, not to diffuse ones".
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -149,7 +151,7 @@ def patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, siz
                 F.cross_entropy(model(xg), y, reduction="sum"), xg)
     if mode == "diffuse":
         return make_result(model, x, _apply(x, direction, None, eps), y)
-    h, w = (x.shape[2], x.shape[3]) if x.dim() == 4 else (1, x[0].numel())
+    h, w = (x.shape[2], x.shape[3]) if x.dim() == 4 else (1, math.prod(x.shape[1:]))
     sh, sw = min(size, h), min(size, w)
     n_pos = k if location == "worst" else 1
     best_x, best_loss, best_pred = x, None, None
@@ -185,7 +187,7 @@ def _block_mask(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, sh: int,
         r = (rows >= top[:, None]) & (rows < top[:, None] + sh)
         c = (cols >= left[:, None]) & (cols < left[:, None] + sw)
         return (r[:, :, None] & c[:, None, :])[:, None].to(x.dtype)
-    cols = torch.arange(x[0].numel(), device=x.device)
+    cols = torch.arange(math.prod(x.shape[1:]), device=x.device)
     m = (cols >= left[:, None]) & (cols < left[:, None] + sw)
     return m.to(x.dtype).reshape(x.shape)
 

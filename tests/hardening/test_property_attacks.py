@@ -76,7 +76,7 @@ def _names_a_parameter(message: str) -> bool:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_attack_contract_or_a_clear_refusal(case):
-    family, model, x, y, eps, name, k = case
+    _, model, x, y, eps, name, k = case
     spec = attacks.get(name)
     try:
         res = spec.fn(model, x, y, eps=eps, **FAST.get(name, {}))

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from robustkit.models._torchfit import TRAIN_CHOICES, TRAIN_DEFAULTS, TRAIN_RULES, make_fit
-from robustkit.models.inputs import check_input
+from robustkit.models.inputs import SHAPE_RULES, check_arch, check_input
 from robustkit.models.registry import Family, register
 from robustkit.params import integer, integers
 
@@ -21,6 +21,10 @@ class CNN(nn.Module):
     def __init__(self, input_shape: list[int], n_classes: int,
                  channels: list[int] = (16, 32), hidden: int = 100) -> None:  # type: ignore[assignment]
         super().__init__()
+        check_arch("cnn", {"input_shape": input_shape, "n_classes": n_classes,
+                           "channels": channels, "hidden": hidden},
+                   {**SHAPE_RULES, "input_shape": integers(1, length=3),
+                    "channels": integers(1, length=2), "hidden": integer(1)})
         c, h, w = input_shape
         c1, c2 = (int(v) for v in channels)
         self.arch = {"input_shape": list(input_shape), "n_classes": int(n_classes),
@@ -76,6 +80,8 @@ class ResNet18(nn.Module):
         super().__init__()
         from torchvision.models import resnet18
 
+        check_arch("resnet18", {"input_shape": input_shape, "n_classes": n_classes},
+                   {**SHAPE_RULES, "input_shape": integers(1, length=3)})
         c = int(input_shape[0])
         self.arch = {"input_shape": list(input_shape), "n_classes": int(n_classes)}
         self.register_buffer("mean", torch.zeros(c, 1, 1))

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustkit.models.inputs import check_input
+from robustkit.models.inputs import SHAPE_RULES, check_arch, check_input
 from robustkit.models.preprocess import PCA
 from robustkit.models.registry import Family, register
 from robustkit.models.training import per_class
@@ -69,6 +69,9 @@ class GaussianMixtureClassifier(nn.Module):
         if covariance not in COVARIANCES:
             raise ValueError(f"covariance must be one of {list(COVARIANCES)}, "
                              f"got {covariance!r}")
+        check_arch("gmm", {"input_shape": input_shape, "n_classes": n_classes,
+                           "n_components": n_components, "pca": pca},
+                   {**SHAPE_RULES, "n_components": integer(1), "pca": integer(1, none=True)})
         self.arch: dict[str, Any] = {
             "input_shape": [int(s) for s in input_shape], "n_classes": int(n_classes),
             "n_components": int(n_components), "covariance": covariance,

@@ -8,9 +8,12 @@ the same number of features per sample, e.g. (N, 64) for 8x8 images.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
+
+from robustkit.params import Rule, integer, integers, problems
 
 
 def check_input(x: torch.Tensor, input_shape: Sequence[int], family: str, *,
@@ -31,3 +34,16 @@ def check_input(x: torch.Tensor, input_shape: Sequence[int], family: str, *,
     got = f"inputs of shape {shape}" if x.dim() > 1 else f"x of shape {tuple(x.shape)}"
     raise ValueError(f"model {family!r} expects each input of shape {expected}{also}, got "
                      f"{got}")
+
+
+def check_arch(family: str, values: Mapping[str, Any], rules: Mapping[str, Rule]) -> None:
+    """Raise ValueError listing every constructor argument its rule rejects: a module is
+    also rebuilt from the stored ``arch`` of a file, which may have been edited."""
+    found = problems(values, rules, prefix=f"model {family!r}: ")
+    if found:
+        raise ValueError("; ".join(found))
+
+
+# The arguments every family's module takes.
+SHAPE_RULES: dict[str, Rule] = {"input_shape": integers(1, min_length=1),
+                                "n_classes": integer(2)}

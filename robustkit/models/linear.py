@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from robustkit.models._torchfit import TRAIN_CHOICES, TRAIN_DEFAULTS, TRAIN_RULES, make_fit
-from robustkit.models.inputs import check_input
+from robustkit.models.inputs import SHAPE_RULES, check_arch, check_input
 from robustkit.models.preprocess import Standardize
 from robustkit.models.registry import Family, register
 
@@ -24,6 +24,7 @@ class LinearModel(nn.Module):
 
     def __init__(self, input_shape: list[int], n_classes: int) -> None:
         super().__init__()
+        check_arch("linear", {"input_shape": input_shape, "n_classes": n_classes}, SHAPE_RULES)
         self.arch = {"input_shape": list(input_shape), "n_classes": int(n_classes)}
         dim = math.prod(input_shape)
         self.standardize = Standardize(dim)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from robustkit.models._torchfit import TRAIN_CHOICES, TRAIN_DEFAULTS, TRAIN_RULES, make_fit
-from robustkit.models.inputs import check_input
+from robustkit.models.inputs import SHAPE_RULES, check_arch, check_input
 from robustkit.models.preprocess import Standardize
 from robustkit.models.registry import Family, register
 from robustkit.params import either, integer, integers
@@ -21,6 +21,8 @@ class MLP(nn.Module):
     def __init__(self, input_shape: list[int], n_classes: int, hidden: list[int],
                  activation: str = "relu") -> None:
         super().__init__()
+        check_arch("mlp", {"input_shape": input_shape, "n_classes": n_classes, "hidden": hidden},
+                   {**SHAPE_RULES, "hidden": integers(1)})
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
         widths = [int(h) for h in hidden]

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustkit.models.inputs import check_input
+from robustkit.models.inputs import SHAPE_RULES, check_arch, check_input
 from robustkit.models.registry import Family, register
 from robustkit.models.training import per_class
 from robustkit.params import choice, either, integer, number, positive
@@ -71,6 +71,10 @@ class KernelSVM(nn.Module):
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {list(KERNELS)}, got {kernel!r}")
+        check_arch("svm", {"input_shape": input_shape, "n_classes": n_classes, "n_sv": n_sv,
+                           "gamma": gamma, "degree": degree, "coef0": coef0},
+                   {**SHAPE_RULES, "n_sv": integer(0), "gamma": number(), "degree": integer(0),
+                    "coef0": number()})
         self.arch: dict[str, Any] = {
             "input_shape": [int(s) for s in input_shape], "n_classes": int(n_classes),
             "n_sv": int(n_sv), "kernel": kernel, "gamma": float(gamma),

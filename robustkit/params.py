@@ -29,14 +29,19 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _fmt(v: float) -> str:
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
 def _bounds(low: float | None, high: float | None, open_low: bool, open_high: bool = False
             ) -> str:
     if low is not None and high is not None:
-        return f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        return (f"in {'(' if open_low else '['}{_fmt(low)}, {_fmt(high)}"
+                f"{')' if open_high else ']'}")
     if low is not None:
-        return f"{'>' if open_low else '>='} {low:g}"
+        return f"{'>' if open_low else '>='} {_fmt(low)}"
     if high is not None:
-        return f"{'<' if open_high else '<='} {high:g}"
+        return f"{'<' if open_high else '<='} {_fmt(high)}"
     return ""
 
 

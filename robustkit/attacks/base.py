@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -247,7 +248,7 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             raise ValueError("x contains NaN or inf")
         if lo < 0 or hi > 1:
             raise ValueError(f"x must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
-    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float))
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, numbers.Real)
                             or not math.isfinite(eps) or eps < 0):
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     if target is not None and (not torch.is_tensor(target) or target.shape != y.shape

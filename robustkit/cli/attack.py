@@ -49,7 +49,7 @@ def register(main: click.Group) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Evaluate a stratified subset of this many samples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the rows to this CSV file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")

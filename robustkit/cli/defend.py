@@ -44,7 +44,7 @@ def _score_options(fn: Any) -> Any:
         click.option("--fit-limit", type=click.IntRange(min=1), default=2000,
                      show_default=True, help="Training samples a UAP is fitted on."),
         click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text."),
-        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
+        click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                      show_default=True),
         click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),

@@ -68,7 +68,7 @@ def check_params(family: str, params: dict[str, Any]) -> dict[str, Any]:
 @click.option("--dataset", default="digits", show_default=True,
               type=click.Choice(datasets.names()), help="Dataset to train and test on.")
 @click.option("--name", default=None, help="Model name in the workspace [default: MODEL-DATASET].")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
               help="Seed of split and training.")
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train.")

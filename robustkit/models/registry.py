@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustkit.params import Rule, choice, problems, rules_from
+from robustkit.params import Rule, choice, integer, problems, rules_from
 from robustkit.registry import Registry
 
 # fit(x, y, n_classes, params, seed, device, progress) -> fitted module
@@ -81,7 +81,12 @@ class ModelSpec:
     ) -> nn.Module:
         """Fit on x (N, ...) in [0, 1] and y (N,) int64; returns the module in eval mode on CPU."""
         _check_xy(x, y)
+        _check_seed(seed)
         k = int(n_classes if n_classes is not None else int(y.max()) + 1)
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= k:
+            raise ValueError(f"y must hold class indices in [0, {k}) (n_classes={k}), got "
+                             f"values in [{lo}, {hi}]")
         fam = get(self.family)
         module = fam.fit(
             x, y, n_classes=k, params=dict(self.params), seed=seed,
@@ -178,6 +183,7 @@ def train(
     from robustkit.datasets import load_dataset
 
     spec = create(name, **params)
+    _check_seed(seed)
     if isinstance(dataset, str):
         tr = load_dataset(dataset, "train", root=root, seed=seed, limit=limit)
         te = load_dataset(dataset, "test", root=root, seed=seed)
@@ -247,6 +253,15 @@ def _check_xy(x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError("x is empty")
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or inf")
+
+
+SEEDS = integer(0, 2**32 - 1)  # what numpy and scikit-learn take as random_state
+
+
+def _check_seed(seed: Any) -> None:
+    why = SEEDS(seed)
+    if why is not None:
+        raise ValueError(f"seed must be {why}, got {seed!r}")
 
 
 def _load_families() -> None:

@@ -5,11 +5,13 @@ The tests are parametrized over the attack registry, so attacks added later get 
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from _fixtures import FAMILIES, digits, fitted_model
 
-from robustkit import attacks
+from robustkit import attacks, models
+from robustkit.evaluate import evaluate
 
 # Few iterations: these tests are about the boundary, not about attack strength.
 FAST = {"pgd": {"steps": 2}, "pgd_l2": {"steps": 2}, "deepfool": {"max_iter": 3},
@@ -204,3 +206,62 @@ def test_attacks_do_not_change_the_model_mode_when_refusing():
         assert model.training
     finally:
         model.eval()
+
+
+# Found by trying hostile inputs (beyond the issue's list).
+
+def test_numpy_scalars_are_numbers_for_eps():
+    x, y = _data()
+    r = attacks.get("fgsm").fn(fitted_model("linear"), x, y, eps=np.float32(0.1))
+    assert float(r.linf.max()) <= 0.1 + 1e-6
+
+
+def test_a_model_returning_a_tuple_is_refused():
+    inner = fitted_model("linear")
+
+    class Tuple(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return (self.inner(x),)
+
+    x, y = _data()
+    with pytest.raises(ValueError, match="must return floating-point logits.*got tuple"):
+        attacks.get("fgsm").fn(Tuple(), x, y, eps=0.1)
+
+
+def test_evaluate_refuses_unknown_and_bad_attack_parameters_before_any_work():
+    x, y = _data()
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['foo'\] for attack 'fgsm'; "
+                                         r"valid: alpha, predict, random_start, target"):
+        evaluate(fitted_model("linear"), "fgsm", x, y, eps=[0.1], foo=1)
+    with pytest.raises(ValueError, match="steps=-3 is not valid.*restarts=0 is not valid"):
+        evaluate(fitted_model("linear"), "pgd", x, y, eps=[0.1], steps=-3, restarts=0)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True])
+def test_training_seeds_outside_what_numpy_takes_are_refused(seed):
+    # were a raw scikit-learn InvalidParameterError naming train_test_split
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 4294967295\]"):
+        models.train("linear", "digits", seed=seed, epochs=1)
+
+
+def test_fitting_with_labels_beyond_n_classes_is_refused():
+    # was a raw "IndexError: Target 4 is out of bounds"
+    x, y = _data()
+    with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 3\)"):
+        models.create("linear", epochs=1).fit(x, y, n_classes=3)
+
+
+@pytest.mark.parametrize("family, arch", [
+    ("mlp", {"input_shape": [1, 8, 8], "n_classes": 10, "hidden": [False]}),
+    ("mlp", {"input_shape": [1, 8, 8], "n_classes": 1, "hidden": [4]}),
+    ("linear", {"input_shape": [0], "n_classes": 10}),
+    ("cnn", {"input_shape": [1, 8, 8], "n_classes": 10, "channels": [4], "hidden": 8}),
+])
+def test_modules_refuse_bad_constructor_arguments(family, arch):
+    # a stored arch may be edited: MLP(hidden=[False]) built a zero-width layer
+    with pytest.raises(ValueError, match=f"model '{family}': .* is not valid"):
+        models.build(family, arch)

@@ -43,6 +43,6 @@ def wants_json(ctx: click.Context) -> bool:
     return "--json" in ctx.args
 
 
-def emit_error(message: str, kind: str) -> None:
-    """Print one ``{"error": message, "kind": kind}`` document on stdout."""
-    click.echo(json.dumps({"error": message, "kind": kind}, indent=2))
+def emit_error(message: str, kind: str, **extra: Any) -> None:
+    """Print one ``{"error": message, "kind": kind, **extra}`` document on stdout."""
+    click.echo(json.dumps({"error": message, "kind": kind, **extra}, indent=2))

@@ -47,3 +47,16 @@ def test_runtime_errors_are_json_on_stdout_with_exit_1(tmp_path, args, needle):
 def test_without_json_errors_stay_off_stdout(tmp_path):
     res = _cli("models", "show", "nope", "--workdir", str(tmp_path))
     assert res.exit_code == 1 and res.stdout == ""
+
+
+def test_an_invalid_sweep_spec_is_json_with_every_problem(tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text('[[datasets]]\nname = "digits"\n[[models]]\nfamily = "mlp"\n'
+                    'params = { epochs = -1 }\n[[attacks]]\nattack = "pgd"\n'
+                    'params = { steps = -3 }\n')
+    res = _cli("sweep", str(spec), "--json", "--out", str(tmp_path / "out"))
+    assert res.exit_code == 2
+    doc = json.loads(res.stdout)
+    assert doc["kind"] == "usage" and len(doc["problems"]) == 2
+    assert "epochs=-1" in doc["problems"][0] and "steps=-3" in doc["problems"][1]
+    assert not (tmp_path / "out").exists()

@@ -253,6 +253,10 @@ def _check_xy(x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError("x is empty")
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or inf")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"x must lie in [0, 1] (the data contract: attacks and eps assume it), "
+                         f"got range [{lo:.4g}, {hi:.4g}]")
 
 
 SEEDS = integer(0, 2**32 - 1)  # what numpy and scikit-learn take as random_state

@@ -265,3 +265,25 @@ def test_modules_refuse_bad_constructor_arguments(family, arch):
     # a stored arch may be edited: MLP(hidden=[False]) built a zero-width layer
     with pytest.raises(ValueError, match=f"model '{family}': .* is not valid"):
         models.build(family, arch)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, 2**32])
+def test_dataset_seeds_outside_what_numpy_takes_are_refused(seed):
+    from robustkit import load_dataset
+
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 4294967295\]"):
+        load_dataset("digits", "test", seed=seed)
+
+
+def test_fitting_on_inputs_outside_the_unit_box_is_refused():
+    x, y = _data()
+    with pytest.raises(ValueError, match=r"x must lie in \[0, 1\].*got range \[0, 3\]"):
+        models.create("linear", epochs=1).fit(x * 3, y)
+
+
+def test_a_defense_refuses_labels_beyond_n_classes_before_training():
+    from robustkit import defenses
+
+    x, y = _data()
+    with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 10\)"):
+        defenses.defend("pgd", "linear", x, y + 5, eps=0.1, n_classes=10)

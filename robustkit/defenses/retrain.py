@@ -141,4 +141,4 @@ def _fixed_attack(name: Any) -> str | None:
     from robustkit import attacks
 
     fixed = [n for n in attacks.names() if attacks.get(n).kind == "fixed"]
-    return None if name in fixed else f"one of {fixed}"
+    return None if name in fixed else f"a fixed-budget attack, one of {fixed}"

@@ -1,6 +1,8 @@
 """Convolutional networks: a small LeNet-style CNN and torchvision's ResNet-18."""
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import nn
 
@@ -27,8 +29,9 @@ class CNN(nn.Module):
                     "channels": integers(1, length=2), "hidden": integer(1)})
         c, h, w = input_shape
         c1, c2 = (int(v) for v in channels)
-        self.arch = {"input_shape": list(input_shape), "n_classes": int(n_classes),
-                     "channels": [c1, c2], "hidden": int(hidden)}
+        self.arch: dict[str, Any] = {"input_shape": list(input_shape),
+                                     "n_classes": int(n_classes), "channels": [c1, c2],
+                                     "hidden": int(hidden)}
         self.features = nn.Sequential(
             nn.Conv2d(c, c1, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
@@ -36,10 +39,15 @@ class CNN(nn.Module):
         flat = c2 * (h // 4) * (w // 4)
         self.head = nn.Sequential(nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
 
+    @property
+    def _dtype(self) -> torch.dtype:
+        """The parameters' dtype, which inputs are cast to."""
+        return cast(nn.Linear, self.head[0]).weight.dtype
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.arch["input_shape"], "cnn", flat_ok=False)
         # dtype: the input is cast to the parameters' (float32), gradients flow back in x's
-        return self.head(self.features(x.to(self.head[0].weight.dtype)))
+        return self.head(self.features(x.to(self._dtype)))
 
 
 def _check_image(x: torch.Tensor, family: str) -> None:
@@ -83,7 +91,8 @@ class ResNet18(nn.Module):
         check_arch("resnet18", {"input_shape": input_shape, "n_classes": n_classes},
                    {**SHAPE_RULES, "input_shape": integers(1, length=3)})
         c = int(input_shape[0])
-        self.arch = {"input_shape": list(input_shape), "n_classes": int(n_classes)}
+        self.arch: dict[str, Any] = {"input_shape": list(input_shape),
+                                     "n_classes": int(n_classes)}
         self.register_buffer("mean", torch.zeros(c, 1, 1))
         self.register_buffer("std", torch.ones(c, 1, 1))
         net = resnet18(weights=None, num_classes=n_classes)

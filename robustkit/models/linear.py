@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ class LinearModel(nn.Module):
     def __init__(self, input_shape: list[int], n_classes: int) -> None:
         super().__init__()
         check_arch("linear", {"input_shape": input_shape, "n_classes": n_classes}, SHAPE_RULES)
-        self.arch = {"input_shape": list(input_shape), "n_classes": int(n_classes)}
+        self.arch: dict[str, Any] = {"input_shape": list(input_shape), "n_classes": int(n_classes)}
         dim = math.prod(input_shape)
         self.standardize = Standardize(dim)
         self.linear = nn.Linear(dim, n_classes)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,7 +27,7 @@ class MLP(nn.Module):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
         widths = [int(h) for h in hidden]
-        self.arch = {"input_shape": list(input_shape), "n_classes": int(n_classes),
+        self.arch: dict[str, Any] = {"input_shape": list(input_shape), "n_classes": int(n_classes),
                      "hidden": widths, "activation": activation}
         dim = math.prod(input_shape)
         self.standardize = Standardize(dim)

@@ -223,9 +223,10 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     """Validate the data contract before any work; raise ValueError/TypeError naming the
     parameter. Returns the model's class count K (None for an empty batch).
 
-    Besides x, y, eps and target themselves, one forward pass on x's first two rows checks
-    that the model takes x (shape, dtype), returns finite logits (rows, K), and that y (and
-    target) hold classes in [0, K).
+    Besides x, y, eps and target themselves, it checks that y (and target) hold classes in
+    [0, K). K is ``model.arch["n_classes"]`` for robustkit models; for other models one
+    forward pass on x's first two rows finds it, checking that the model takes x (shape,
+    dtype) and returns finite logits (rows, K).
     """
     if not torch.is_tensor(x) or not x.is_floating_point():
         got = f"a {x.dtype} tensor" if torch.is_tensor(x) else type(x).__name__
@@ -256,7 +257,11 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         raise ValueError(f"target must be an int64 tensor of shape {tuple(y.shape)}")
     if len(x) == 0:
         return None
-    k = n_classes(model, x)
+    arch = getattr(model, "arch", None)
+    known = arch.get("n_classes") if isinstance(arch, dict) else None
+    # robustkit models know their class count (and check x's shape in forward); the
+    # attack's own forward passes check their logits (make_result, pgd, deepfool)
+    k = known if isinstance(known, int) and known >= 2 else n_classes(model, x)
     for name, labels in (("y", y), ("target", target)):
         if labels is not None:
             lo_l, hi_l = _range(labels)
@@ -306,7 +311,8 @@ def check_logits(logits: Any, n: int) -> torch.Tensor:
         raise ValueError(f"the model must return logits of shape (N, n_classes) with "
                          f"n_classes >= 2; for {n} input(s) it returned shape "
                          f"{tuple(logits.shape)}")
-    if not bool(torch.isfinite(logits).all()):
+    # one reduction: a NaN or an inf anywhere makes the sum non-finite
+    if not math.isfinite(float(logits.sum())):
         raise ValueError("the model returned NaN or infinite logits")
     return logits
 

@@ -16,6 +16,7 @@ from torch import nn
 from robustkit.attacks.base import (
     AttackResult,
     check_inputs,
+    check_logits,
     eval_mode,
     generator,
     make_result,
@@ -166,7 +167,7 @@ def patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, siz
             x_adv = _apply(x, direction, _block_mask(x, top, left, sh, sw), eps)
             if n_pos == 1:
                 return make_result(model, x, x_adv, y, info={"top": top, "left": left})
-            logits = model(x_adv)
+            logits = check_logits(model(x_adv), len(x_adv))
             loss = F.cross_entropy(logits, y, reduction="none")
             better = torch.ones_like(y, dtype=torch.bool) if best_loss is None else loss > best_loss
             best_x = torch.where(better.view(-1, *([1] * (x.dim() - 1))), x_adv, best_x)

@@ -287,3 +287,15 @@ def test_a_defense_refuses_labels_beyond_n_classes_before_training():
     x, y = _data()
     with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 10\)"):
         defenses.defend("pgd", "linear", x, y + 5, eps=0.1, n_classes=10)
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_a_robustkit_model_with_nan_weights_is_caught(name):
+    # robustkit models skip the probe forward (they know their class count): the attack's
+    # own forward passes check the logits
+    model = models.build("mlp", {"input_shape": [1, 8, 8], "n_classes": 10, "hidden": [8]})
+    with torch.no_grad():
+        model.net[0].weight.fill_(float("nan"))
+    x, y = _data()
+    with pytest.raises(ValueError, match="NaN or infinite logits"):
+        _run(name, model.eval(), x, y)

@@ -133,6 +133,9 @@ def load_dataset(
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                               or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        # the range numpy and scikit-learn take as a random_state
+        raise ValueError(f"seed must be an integer in [0, 4294967295], got {seed!r}")
     ds = _LOADERS.get(name)(split, data_root(root), seed)
     if limit is not None and limit < len(ds.y):
         ds = subset(ds, limit, seed=seed)

@@ -82,6 +82,9 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
     if not isinstance(spec, AttackSpec):
         raise TypeError(f"attack must be a name or an AttackSpec, got {type(attack).__name__}")
     eps_list = _check_eps(eps)
+    found = spec.check(params)  # every bad name or value before any work
+    if found:
+        raise ValueError("; ".join(found))
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     dev = _canonical(resolve_device(device) if device is not None else model_device(model))

@@ -135,7 +135,8 @@ def read_model_meta(directory: str | os.PathLike, name: str = "model") -> ModelM
 
 def _model_meta(doc: dict[str, Any], directory: Path) -> ModelMeta:
     where = directory / f"{doc.get('name')}.json"
-    checks = {"family": str, "params": dict, "arch": dict, "classes": list, "metrics": dict,
+    checks = {"name": str, "family": str, "params": dict, "arch": dict, "classes": list,
+              "metrics": dict,
               "extra": dict}
     for key, typ in checks.items():
         if not isinstance(doc.get(key), typ):

@@ -64,6 +64,8 @@ def test_a_family_name_trains_a_default_model_and_says_so(tmp_path):
     (["--model", "lin", "--attack", "nope", "--eps", "0.1"], "unknown attack 'nope'"),
     (["--model", "lin", "--attack", "fgsm", "--eps", "-0.1"], "--eps"),
     (["--model", "lin", "--attack", "fgsm", "--eps", "0.1", "--param", "steps"], "KEY=VALUE"),
+    # parameter values are checked before any work: a usage error (issue 12)
+    (["--model", "lin", "--attack", "fgsm", "--eps", "0.1", "--param", "alpha=-1"], "alpha=-1"),
 ])
 def test_usage_errors_exit_2(workdir, args, message):
     res = _run(*args, "--workdir", str(workdir))
@@ -73,9 +75,9 @@ def test_usage_errors_exit_2(workdir, args, message):
 
 def test_runtime_errors_exit_1_with_one_line(workdir):
     res = _run("--model", "lin", "--workdir", str(workdir), "--attack", "fgsm", "--eps", "0.1",
-               "--param", "alpha=-1", "--limit", "20")
+               "--dataset", "mnist", "--data-root", str(workdir / "no-data"), "--limit", "20")
     assert res.exit_code == 1
-    assert res.stderr.strip().startswith("error:") and "alpha" in res.stderr
+    assert res.stderr.strip().startswith("error:") and "mnist" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
 

@@ -5,7 +5,9 @@ over x in [0, 1]; it never changes the model (parameters, their .grad, train/eva
 """
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -14,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustkit.params import Rule, problems, rules_from
 from robustkit.registry import Registry
 
 NORMS = ("linf", "l2")
@@ -81,6 +84,9 @@ class AttackSpec:
     ``curve`` (fixed attacks, optional): ``curve(model, x, y, *, eps: list, ...)`` returning
     one AttackResult per eps from one run over the grid (autoattack: each larger eps attacks
     only the samples that survived the smaller ones); evaluation uses it for eps lists.
+    rules: what each hyperparameter allows (``robustkit.params``): the rules declared at
+    registration, plus for every other keyword-only parameter the rule its default's type
+    implies. ``check`` applies them without running anything.
     """
 
     name: str
@@ -88,19 +94,57 @@ class AttackSpec:
     norm: str
     kind: str = "fixed"
     doc: str = ""
+    rules: Mapping[str, Rule] = field(default_factory=dict)
     curve: Callable[..., list[AttackResult]] | None = None
 
+    def parameters(self) -> list[str] | None:
+        """The hyperparameters a caller may set (not model, x, y, eps, seed), or None when
+        the function forwards arbitrary keywords (the foolbox bridge)."""
+        sig = inspect.signature(self.fn).parameters.values()
+        named = [p.name for p in sig if p.kind is p.KEYWORD_ONLY and p.name not in CALLER_ARGS]
+        if any(p.kind is p.VAR_KEYWORD for p in sig):
+            return sorted(set(named) | set(self.rules) - set(CALLER_ARGS)) if self.rules else None
+        return named
+
+    def check(self, params: Mapping[str, Any]) -> list[str]:
+        """Every problem of ``params`` (unknown names, values their rule rejects); empty
+        when they are valid.
+
+        Example:
+            >>> from robustkit.attacks import get
+            >>> get("pgd").check({"steps": -3})
+            ["attack 'pgd': steps=-3 is not valid: expected an integer >= 1"]
+        """
+        valid = self.parameters()
+        unknown = [] if valid is None else sorted(set(params) - set(valid))
+        out = [(f"unknown parameter(s) {unknown} for attack {self.name!r}; valid: "
+                f"{', '.join(sorted(valid or [])) or '(none)'}")] if unknown else []
+        return out + problems(params, self.rules, prefix=f"attack {self.name!r}: ")
+
+
+# Arguments every attack takes from its caller rather than as a hyperparameter.
+CALLER_ARGS = ("eps", "seed", "fit_x", "fit_y")
 
 ATTACKS: Registry[AttackSpec] = Registry("attack")
 
 
 def register(name: str, *, norm: str, kind: str = "fixed",
+             rules: Mapping[str, Rule] | None = None,
              curve: Callable[..., list[AttackResult]] | None = None) -> Callable:
-    """Decorator registering an attack function under ``name`` (``curve``: see AttackSpec)."""
+    """Decorator registering an attack function under ``name``.
+
+    ``rules`` declares what hyperparameters allow (``robustkit.params``: ``integer(1)``,
+    ``choice("ce", "margin")``...); keyword-only parameters without one are checked against
+    their default's type. ``curve``: see AttackSpec.
+    """
 
     def deco(fn: Callable[..., AttackResult]) -> Callable[..., AttackResult]:
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        ATTACKS.add(name, AttackSpec(name, fn, norm, kind, doc, curve))
+        defaults = {p.name: p.default for p in inspect.signature(fn).parameters.values()
+                    if p.kind is p.KEYWORD_ONLY and p.name not in ("eps", "fit_x", "fit_y")
+                    and p.default is not p.empty}
+        ATTACKS.add(name, AttackSpec(name, fn, norm, kind, doc, rules_from(defaults, rules),
+                                     curve))
         return fn
 
     return deco
@@ -119,7 +163,10 @@ def make_result(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch
     x_adv = x_adv.detach()
     if pred is None and predict:
         with torch.no_grad(), eval_mode(model):
-            pred = model(x_adv).argmax(1)
+            pred = check_logits(model(x_adv), len(x_adv)).argmax(1)
+    elif pred is not None and pred.shape != (len(x),):
+        raise ValueError(f"pred must have shape ({len(x)},), got {tuple(pred.shape)} (does "
+                         f"the model return one row of logits per input?)")
     if pred is None:
         success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     else:
@@ -178,30 +225,102 @@ def input_grad(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tenso
 
 
 def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                 eps: float | None = None, target: torch.Tensor | None = None) -> None:
-    """Validate the data contract; raise ValueError/TypeError naming the parameter."""
+                 eps: float | None = None, target: torch.Tensor | None = None) -> int | None:
+    """Validate the data contract before any work; raise ValueError/TypeError naming the
+    parameter. Returns the model's class count K (None for an empty batch).
+
+    Besides x, y, eps and target themselves, it checks that y (and target) hold classes in
+    [0, K). K is ``model.arch["n_classes"]`` for robustkit models; for other models one
+    forward pass on x's first two rows finds it, checking that the model takes x (shape,
+    dtype) and returns finite logits (rows, K).
+    """
     if not torch.is_tensor(x) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {type(x).__name__}")
+        got = f"a {x.dtype} tensor" if torch.is_tensor(x) else type(x).__name__
+        raise TypeError(f"x must be a floating-point tensor, got {got}")
+    if x.dim() < 2:
+        raise ValueError(f"x must be a batch (N, ...) with N the first axis, got shape "
+                         f"{tuple(x.shape)}")
     if not torch.is_tensor(y) or y.dtype != torch.int64:
-        raise TypeError("y must be an int64 tensor")
+        got = f"a {y.dtype} tensor" if torch.is_tensor(y) else type(y).__name__
+        raise TypeError(f"y must be an int64 tensor, got {got}")
     if y.dim() != 1 or len(y) != len(x):
         raise ValueError(f"y must have shape ({len(x)},), got {tuple(y.shape)}")
+    if y.device != x.device:
+        raise ValueError(f"y is on {y.device} but x is on {x.device}; put them on one device")
     if x.numel():
         # One pass over x (this runs on every attack call): NaN propagates through
         # aminmax, and an inf shows up as the min or max.
-        lo_t, hi_t = torch.aminmax(x)
-        if x.device.type == "cpu":
-            lo, hi = lo_t.item(), hi_t.item()
-        else:  # one device-to-host copy (one synchronization) instead of two
-            lo, hi = torch.stack((lo_t, hi_t)).tolist()
+        lo, hi = _range(x)
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError("x contains NaN or inf")
         if lo < 0 or hi > 1:
             raise ValueError(f"x must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
-    if eps is not None and (not isinstance(eps, (int, float)) or math.isnan(eps) or eps < 0):
-        raise ValueError(f"eps must be a number >= 0, got {eps!r}")
-    if target is not None and (target.shape != y.shape or target.dtype != torch.int64):
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, numbers.Real)
+                            or not math.isfinite(eps) or eps < 0):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    if target is not None and (not torch.is_tensor(target) or target.shape != y.shape
+                               or target.dtype != torch.int64):
         raise ValueError(f"target must be an int64 tensor of shape {tuple(y.shape)}")
+    if len(x) == 0:
+        return None
+    arch = getattr(model, "arch", None)
+    known = arch.get("n_classes") if isinstance(arch, dict) else None
+    # robustkit models know their class count (and check x's shape in forward); the
+    # attack's own forward passes check their logits (make_result, pgd, deepfool)
+    k = known if isinstance(known, int) and known >= 2 else n_classes(model, x)
+    for name, labels in (("y", y), ("target", target)):
+        if labels is not None:
+            lo_l, hi_l = _range(labels)
+            if lo_l < 0 or hi_l >= k:
+                raise ValueError(f"{name} must hold class indices in [0, {k}) (the model "
+                                 f"returns {k} logits), got values in [{lo_l}, {hi_l}]")
+    return k
+
+
+def _range(t: torch.Tensor) -> tuple[Any, Any]:
+    lo_t, hi_t = torch.aminmax(t)
+    if t.device.type == "cpu":
+        return lo_t.item(), hi_t.item()
+    # one device-to-host copy (one synchronization) instead of two
+    lo, hi = torch.stack((lo_t, hi_t)).tolist()
+    return lo, hi
+
+
+def n_classes(model: nn.Module, x: torch.Tensor) -> int:
+    """The model's class count K from one forward pass on x's first two rows (eval mode, no
+    gradient), checking that the model takes x and returns finite logits (rows, K): two rows,
+    so that a model returning a fixed number of rows is caught too."""
+    probe = x[:2]
+    with torch.no_grad(), eval_mode(model):
+        try:
+            out = model(probe)
+        except RuntimeError as exc:
+            dtypes = {p.dtype for p in model.parameters()}
+            if dtypes and x.dtype not in dtypes and "dtype" in str(exc).lower():
+                raise TypeError(f"x is {x.dtype} but the model computes in "
+                                f"{', '.join(map(str, dtypes))}: cast x (x.to(...)) or the "
+                                f"model ({exc})") from exc
+            raise ValueError(f"the model cannot take x of shape {tuple(x.shape)} "
+                             f"({type(exc).__name__}: {exc})") from exc
+    check_logits(out, len(probe))
+    return int(out.shape[1])
+
+
+def check_logits(logits: Any, n: int) -> torch.Tensor:
+    """Raise ValueError unless ``logits`` is a finite tensor (n, K), K >= 2: a model that
+    returns another number of rows or NaN would otherwise give silent, wrong successes."""
+    if not torch.is_tensor(logits) or not logits.is_floating_point():
+        got = f"a {logits.dtype} tensor" if torch.is_tensor(logits) else type(logits).__name__
+        raise ValueError(f"the model must return floating-point logits (N, n_classes), "
+                         f"got {got}")
+    if logits.dim() != 2 or logits.shape[0] != n or logits.shape[1] < 2:
+        raise ValueError(f"the model must return logits of shape (N, n_classes) with "
+                         f"n_classes >= 2; for {n} input(s) it returned shape "
+                         f"{tuple(logits.shape)}")
+    # one reduction: a NaN or an inf anywhere makes the sum non-finite
+    if not math.isfinite(float(logits.sum())):
+        raise ValueError("the model returned NaN or infinite logits")
+    return logits
 
 
 def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:

@@ -16,19 +16,23 @@ from robustkit.attacks.base import (
     NORMS,
     AttackResult,
     check_inputs,
+    check_logits,
     eval_mode,
     make_result,
     register,
 )
+from robustkit.params import choice, integer, number
 
 # Added to each linearized distance, as foolbox does: without it a sample whose step
 # is partly clamped away approaches the boundary geometrically and never crosses it.
 MARGIN = 1e-4
 BISECTION_STEPS = 10
 BOX_MODES = ("both", "mask", "clip")
+RULES = {"norm": choice(*NORMS), "overshoot": number(0), "max_iter": integer(1),
+         "candidates": integer(2), "refine": integer(0), "box": choice(*BOX_MODES)}
 
 
-@register("deepfool", norm="l2", kind="minimal")
+@register("deepfool", norm="l2", kind="minimal", rules=RULES)
 def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2",
              overshoot: float = 0.02, max_iter: int = 50, candidates: int = 10,
              refine: int = 2, box: str = "both", seed: int = 0, eps: float | None = None
@@ -109,7 +113,8 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
                        info={"norm": norm, "rho_adv": rho, "box": box})
 
 
-@register("deepfool_linf", norm="linf", kind="minimal")
+@register("deepfool_linf", norm="linf", kind="minimal",
+          rules={k: r for k, r in RULES.items() if k != "norm"})
 def deepfool_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                   overshoot: float = 0.02, max_iter: int = 50, candidates: int = 10,
                   refine: int = 2, box: str = "both", seed: int = 0,
@@ -147,7 +152,7 @@ def deepfool_from(model: nn.Module, x: torch.Tensor, label: torch.Tensor, *, nor
     if n == 0:
         return x.detach().clone(), iters, label.clone(), torch.zeros_like(label, dtype=torch.bool)
     with torch.no_grad():
-        logits = model(x)
+        logits = check_logits(model(x), n)
     k = min(candidates, logits.shape[1]) - 1
     # The k strongest other classes at the clean point stay the candidates throughout.
     others = logits.scatter(1, label[:, None], -math.inf).topk(k, dim=1).indices

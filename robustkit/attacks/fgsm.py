@@ -4,6 +4,8 @@ building blocks PGD loops over.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,6 +19,9 @@ from robustkit.attacks.base import (
     project,
     register,
 )
+from robustkit.params import number
+
+FAST_RULES = {"alpha": number(0, none=True)}
 
 
 def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
@@ -31,10 +36,10 @@ def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
         # Scale by the largest entry first: saturated softmaxes give gradients ~1e-30
         # whose squares underflow, so a plain norm would be 0 and the step explode.
         shape = (-1, *([1] * (grad.dim() - 1)))
-        top = grad.reshape(len(grad), -1).abs().amax(dim=1).view(shape)
+        top = grad.flatten(1).abs().amax(dim=1).view(shape)
         g = grad / top.clamp_min(torch.finfo(grad.dtype).tiny)
         g = torch.where(top > 0, g, torch.zeros_like(g))
-        return g / g.reshape(len(g), -1).norm(dim=1).view(shape).clamp_min(1.0)
+        return g / g.flatten(1).norm(dim=1).view(shape).clamp_min(1.0)
     raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
 
 
@@ -44,7 +49,7 @@ def random_delta(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -
     if norm == "linf":
         delta = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1) * eps
     elif norm == "l2":
-        d = x[0].numel()
+        d = math.prod(x.shape[1:])
         u = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
         r = torch.rand(len(x), generator=gen, device=x.device, dtype=x.dtype) ** (1.0 / d)
         delta = ascent_direction(u, "l2") * (eps * r).view(-1, *([1] * (x.dim() - 1)))
@@ -123,7 +128,7 @@ def _fast_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     return make_result(model, x, moved.clamp_(0, 1), y, target=target, predict=predict)
 
 
-@register("fgsm", norm="linf")
+@register("fgsm", norm="linf", rules=FAST_RULES)
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
          target: torch.Tensor | None = None, random_start: bool = False,
          alpha: float | None = None, seed: int = 0, predict: bool = True) -> AttackResult:
@@ -161,7 +166,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                           random_start=random_start, alpha=alpha, seed=seed, predict=predict)
 
 
-@register("fgm", norm="l2")
+@register("fgm", norm="l2", rules=FAST_RULES)
 def fgm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         target: torch.Tensor | None = None, random_start: bool = False,
         alpha: float | None = None, seed: int = 0, predict: bool = True) -> AttackResult:

@@ -7,6 +7,8 @@ classifiers are "robust to large local disturbances, not to diffuse ones".
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,19 +16,21 @@ from torch import nn
 from robustkit.attacks.base import (
     AttackResult,
     check_inputs,
+    check_logits,
     eval_mode,
     generator,
     make_result,
     register,
 )
 from robustkit.attacks.fgsm import ascent_direction
+from robustkit.params import choice, integer
 
 LOCATIONS = ("random", "center", "worst")
 MODES = ("local", "diffuse")
 PATTERNS = ("gradient", "random")
 
 
-@register("noise", norm="linf")
+@register("noise", norm="linf", rules={"norm": choice("linf", "l2")})
 def noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
           norm: str = "linf", seed: int = 0) -> AttackResult:
     """Add random noise of norm eps: +-eps signs (Linf) or a Gaussian direction (L2).
@@ -92,7 +96,9 @@ def noise_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     return noise(model, x, y, eps=eps, norm="l2", seed=seed)
 
 
-@register("patch", norm="l2")
+@register("patch", norm="l2", rules={
+    "size": integer(1), "k": integer(1), "location": choice(*LOCATIONS), "mode": choice(*MODES),
+    "pattern": choice(*PATTERNS)})
 def patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, size: int = 4,
           location: str = "random", mode: str = "local", pattern: str = "gradient",
           k: int = 8, seed: int = 0) -> AttackResult:
@@ -146,7 +152,7 @@ def patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, siz
                 F.cross_entropy(model(xg), y, reduction="sum"), xg)
     if mode == "diffuse":
         return make_result(model, x, _apply(x, direction, None, eps), y)
-    h, w = (x.shape[2], x.shape[3]) if x.dim() == 4 else (1, x[0].numel())
+    h, w = (x.shape[2], x.shape[3]) if x.dim() == 4 else (1, math.prod(x.shape[1:]))
     sh, sw = min(size, h), min(size, w)
     n_pos = k if location == "worst" else 1
     best_x, best_loss, best_pred = x, None, None
@@ -161,7 +167,7 @@ def patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, siz
             x_adv = _apply(x, direction, _block_mask(x, top, left, sh, sw), eps)
             if n_pos == 1:
                 return make_result(model, x, x_adv, y, info={"top": top, "left": left})
-            logits = model(x_adv)
+            logits = check_logits(model(x_adv), len(x_adv))
             loss = F.cross_entropy(logits, y, reduction="none")
             better = torch.ones_like(y, dtype=torch.bool) if best_loss is None else loss > best_loss
             best_x = torch.where(better.view(-1, *([1] * (x.dim() - 1))), x_adv, best_x)
@@ -182,7 +188,7 @@ def _block_mask(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, sh: int,
         r = (rows >= top[:, None]) & (rows < top[:, None] + sh)
         c = (cols >= left[:, None]) & (cols < left[:, None] + sw)
         return (r[:, :, None] & c[:, None, :])[:, None].to(x.dtype)
-    cols = torch.arange(x[0].numel(), device=x.device)
+    cols = torch.arange(math.prod(x.shape[1:]), device=x.device)
     m = (cols >= left[:, None]) & (cols < left[:, None] + sw)
     return m.to(x.dtype).reshape(x.shape)
 
@@ -197,7 +203,7 @@ def _check_patch(size: int, location: str, mode: str, pattern: str, k: int) -> N
     for name, value in (("size", size), ("k", k)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    for what, choice, allowed in (("location", location, LOCATIONS), ("mode", mode, MODES),
+    for what, picked, allowed in (("location", location, LOCATIONS), ("mode", mode, MODES),
                                   ("pattern", pattern, PATTERNS)):
-        if choice not in allowed:
-            raise ValueError(f"{what} must be one of {allowed}, got {choice!r}")
+        if picked not in allowed:
+            raise ValueError(f"{what} must be one of {allowed}, got {picked!r}")

@@ -6,8 +6,10 @@ import torch
 from torch import nn
 
 from robustkit.attacks.base import (
+    NORMS,
     AttackResult,
     check_inputs,
+    check_logits,
     eval_mode,
     generator,
     input_grad,
@@ -21,8 +23,11 @@ from robustkit.attacks.fgsm import (
     ce_input_direction,
     random_delta,
 )
+from robustkit.params import boolean, choice, integer, positive
 
 LOSSES = ("ce", "margin")
+RULES = {"norm": choice(*NORMS), "steps": integer(1), "restarts": integer(1),
+         "step_size": positive(none=True), "loss": choice(*LOSSES)}
 
 
 def margin_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
@@ -48,7 +53,7 @@ def pgd_step(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, y: torch.Te
     return (x + delta).clamp(0, 1) - x
 
 
-@register("pgd", norm="linf")
+@register("pgd", norm="linf", rules=RULES)
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
         steps: int = 10, step_size: float | None = None, random_start: bool = True,
         restarts: int = 1, loss: str = "ce", target: torch.Tensor | None = None,
@@ -101,7 +106,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm:
                              loss=loss, target=target)
         x_adv = (x + delta).clamp(0, 1)
         with torch.no_grad():
-            logits = model(x_adv)
+            logits = check_logits(model(x_adv), len(x_adv))
         pred = logits.argmax(1)
         succ = pred == target if target is not None else pred != y
         value = ascent_loss(logits, y, target) if loss == "ce" else margin_loss(
@@ -129,7 +134,8 @@ def keep_worst(best: Run, new: Run) -> Run:
             torch.where(better, new[3], best[3]))
 
 
-@register("pgd_l2", norm="l2")
+@register("pgd_l2", norm="l2", rules={**{k: r for k, r in RULES.items() if k != "norm"},
+                                     "random_start": boolean()})
 def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
            **params: object) -> AttackResult:
     """PGD in the L2 ball: ``pgd(..., norm="l2")`` under its own registry name.

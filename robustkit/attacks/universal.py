@@ -11,8 +11,9 @@ Registry names (kind ``"universal"``, eps = the radius xi, ``info["v"]`` = v):
 """
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from robustkit.attacks.base import (
     register,
 )
 from robustkit.attacks.deepfool import check_params, deepfool_from
+from robustkit.params import Rule, integer, number, rules_from
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,7 @@ def check_universal(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, xi: f
             raise ValueError(f"x_val must be a tensor of inputs shaped like x's "
                              f"{tuple(x.shape[1:])}, got "
                              f"{tuple(x_val.shape) if torch.is_tensor(x_val) else x_val!r}")
-        check_inputs(model, x_val, torch.zeros(len(x_val), dtype=torch.long))
+        check_inputs(model, x_val, torch.zeros(len(x_val), dtype=torch.long, device=x_val.device))
 
 
 def _check_count(name: str, value: int, low: int) -> None:
@@ -244,9 +246,11 @@ def _check_count(name: str, value: int, low: int) -> None:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
-def _registered(name: str, fit: Callable[..., UAPResult], norm: str) -> None:
+def _registered(name: str, fit: Callable[..., UAPResult], norm: str,
+                rules: Mapping[str, Rule]) -> None:
     """Register ``fit`` with a fixed norm as a registry attack: v fitted with xi = eps on
-    x (or on ``fit_x``/``fit_y``), applied to x; ``info`` holds ``v`` and the ``UAPResult``."""
+    x (or on ``fit_x``/``fit_y``), applied to x; ``info`` holds ``v`` and the ``UAPResult``.
+    ``rules`` declares what ``fit``'s parameters allow beyond their defaults' types."""
 
     def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                fit_x: torch.Tensor | None = None, fit_y: torch.Tensor | None = None,
@@ -263,11 +267,18 @@ def _registered(name: str, fit: Callable[..., UAPResult], norm: str) -> None:
     attack.__name__ = attack.__qualname__ = name
     attack.__doc__ = (f"Fit a universal {norm} perturbation ({fit.__name__}, xi = eps) and "
                       f"add it to every input.\n\nSee :func:`{fit.__name__}`.")
-    register(name, norm=norm, kind="universal")(attack)
+    defaults = {p.name: p.default for p in inspect.signature(fit).parameters.values()
+                if p.kind is p.KEYWORD_ONLY and p.name not in ("xi", "norm", "seed")}
+    register(name, norm=norm, kind="universal", rules={
+        **rules_from(defaults, rules), "x_val": lambda v: None})(attack)
 
 
-_registered("uap", uap, "linf")
-_registered("uap_l2", uap, "l2")
+# The arguments both universal fits share.
+SHARED_RULES: dict[str, Rule] = {"delta": number(0, 1), "batch_size": integer(1)}
+RULES = {**SHARED_RULES, "max_passes": integer(0), "overshoot": number(0),
+         "deepfool_iter": integer(1), "candidates": integer(2), "probe_size": integer(1)}
+_registered("uap", uap, "linf", RULES)
+_registered("uap_l2", uap, "l2", RULES)
 
 # Imported last: universal_sgd builds on the helpers above and registers its own names.
 from robustkit.attacks.universal_sgd import uap_sgd

@@ -137,6 +137,7 @@ def _direction(g: torch.Tensor, sign: bool) -> torch.Tensor:
 # Imported at the bottom: universal.py imports this module at its own end (to re-export
 # uap_sgd), so either module may be imported first without a circular-import error.
 from robustkit.attacks.universal import (
+    SHARED_RULES,
     _check_count,
     _registered,
     check_universal,
@@ -145,6 +146,9 @@ from robustkit.attacks.universal import (
     predict,
     summarize,
 )
+from robustkit.params import integer, positive
 
-_registered("uap_sgd", uap_sgd, "linf")
-_registered("uap_sgd_l2", uap_sgd, "l2")
+RULES = {**SHARED_RULES, "epochs": integer(0), "lr": positive(none=True),
+         "target": integer(0, none=True), "beta": positive()}
+_registered("uap_sgd", uap_sgd, "linf", RULES)
+_registered("uap_sgd_l2", uap_sgd, "l2", RULES)

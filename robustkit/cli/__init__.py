@@ -17,13 +17,22 @@ class RobustkitGroup(click.Group):
     """Turns runtime errors into one-line messages with exit code 1 (``--debug``: traceback)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from robustkit.cli.usage import emit_error, wants_json
+
+        as_json = wants_json(ctx)
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except click.ClickException as exc:
+            if as_json:
+                emit_error(exc.format_message(), "usage" if exc.exit_code == 2 else "runtime")
             raise
         except Exception as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
+            if as_json:
+                emit_error(str(exc), "runtime")
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
 

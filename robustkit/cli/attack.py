@@ -14,6 +14,9 @@ from typing import Any
 import click
 import torch
 
+from robustkit import datasets
+from robustkit.cli.usage import FiniteFloat, refuse
+
 TABLE = ("eps", "clean_accuracy", "robust_accuracy", "success_rate", "fooling_rate",
          "l2_median", "linf_median", "seconds")
 N_GALLERY = 8
@@ -30,9 +33,10 @@ def register(main: click.Group) -> None:
 @click.option("--attack", "attack_name", required=True,
               help="An attack name (fgsm, fgm, pgd, deepfool, uap, ...; an unknown name "
                    "lists them all) or foolbox:<AttackName>, e.g. foolbox:LinfPGD.")
-@click.option("--eps", "eps", type=click.FloatRange(min=0), multiple=True, required=True,
+@click.option("--eps", "eps", type=FiniteFloat(min=0), multiple=True, required=True,
               help="Budget (repeat for several); for universal attacks the radius xi.")
-@click.option("--dataset", default=None, help="Dataset (default: the model's, else digits).")
+@click.option("--dataset", default=None, type=click.Choice(datasets.names()),
+              help="Dataset (default: the model's, else digits).")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Attack hyperparameter (repeatable), e.g. --param steps=20.")
@@ -45,7 +49,7 @@ def register(main: click.Group) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Evaluate a stratified subset of this many samples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the rows to this CSV file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
@@ -70,6 +74,8 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
         spec = attacks.get(attack_name)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--attack") from None
+    # every --param problem (unknown key, bad value) before any model or data is loaded
+    refuse(spec.check(kw))
     dev = resolve_device(device)
     model, model_label, model_dataset = _model(model_name, workdir, dataset, data_root, seed,
                                                dev)

@@ -20,6 +20,7 @@ import torch
 
 from robustkit import datasets, defenses, models, store
 from robustkit.cli import emit_json, parse_params
+from robustkit.cli.usage import FiniteFloat, refuse
 
 DEFAULT_ATTACKS = ("fgsm", "pgd", "uap")
 
@@ -43,7 +44,7 @@ def _score_options(fn: Any) -> Any:
         click.option("--fit-limit", type=click.IntRange(min=1), default=2000,
                      show_default=True, help="Training samples a UAP is fitted on."),
         click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                      show_default=True),
         click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
@@ -61,7 +62,7 @@ def _score_options(fn: Any) -> Any:
               help="Model family to train.")
 @click.option("--defense", required=True, type=click.Choice(defenses.names()),
               help="Defense to train with.")
-@click.option("--eps", type=click.FloatRange(0, 1, min_open=True), required=True,
+@click.option("--eps", type=FiniteFloat(0, 1, min_open=True), required=True,
               help="Linf budget the defense trains against.")
 @click.option("--dataset", default="digits", show_default=True,
               type=click.Choice(datasets.names()))
@@ -76,7 +77,7 @@ def _score_options(fn: Any) -> Any:
               help="Reuse this stored plain model as baseline instead of training one.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on a stratified subset of this many samples.")
-@click.option("--score-eps", type=click.FloatRange(0, 1), multiple=True,
+@click.option("--score-eps", type=FiniteFloat(0, 1), multiple=True,
               help="Scoring budgets, repeatable [default: --eps].")
 @click.option("--no-score", is_flag=True, help="Train and store only.")
 @click.option("--force", is_flag=True, help="Replace an existing model of that name.")
@@ -96,11 +97,8 @@ def defend_cmd(family: str, defense: str, eps: float, dataset: str, name: str | 
     params, mparams = parse_params(pairs), parse_params(model_pairs)
     if epochs is not None:
         mparams["epochs"] = epochs
-    try:
-        models.create(family, **mparams)
-        defenses.get(defense).check(family, params)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    refuse(models.check_params(family, mparams), "--model-param")
+    refuse(defenses.get(defense).problems(family, params))
     name = name or f"{family}-{defense}-{dataset}"
     target = _target(opts["workdir"], name)
     if (target / "model.json").exists() and not force:
@@ -132,7 +130,7 @@ def defend_cmd(family: str, defense: str, eps: float, dataset: str, name: str | 
 
 @click.command("score")
 @click.option("--model", "name", required=True, help="A stored model name in --workdir.")
-@click.option("--eps", type=click.FloatRange(0, 1), multiple=True,
+@click.option("--eps", type=FiniteFloat(0, 1), multiple=True,
               help="Budget, repeatable (the radius xi for universal attacks) [default: the "
                    "eps a defended model was trained at; required for other models].")
 @click.option("--dataset", default=None, help="Dataset [default: the model's].")

@@ -69,6 +69,10 @@ def sweep(specs: tuple[str, ...], out: str | None, workers: int | None,
         parsed = [load_spec(p) for p in specs]
         validate(parsed, data_root=data_root)
     except SpecError as exc:
+        if as_json:
+            from robustkit.cli.usage import emit_error
+
+            emit_error(str(exc), "usage", problems=exc.problems)
         click.echo(str(exc), err=True)
         sys.exit(2)
     out_dir = Path(out) if out else default_out(parsed)

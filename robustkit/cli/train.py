@@ -12,6 +12,7 @@ import click
 
 from robustkit import datasets, models, store
 from robustkit.cli import emit_json, parse_params
+from robustkit.cli.usage import refuse
 
 DEFAULT_WORKDIR = "runs"
 # The five families of `robustkit demo`, with what differs from their defaults.
@@ -53,21 +54,10 @@ def datasets_cmd(data_root: Path | None, as_json: bool) -> None:
 
 
 def check_params(family: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Validate ``--param`` values for ``family``; a bad one is a usage error (exit 2)."""
-    defaults = models.get(family).defaults
-    for key, value in params.items():
-        default = defaults.get(key)
-        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
-        if (isinstance(default, bool) and not isinstance(value, bool)) or (
-                numeric and not isinstance(value, (int, float))):
-            kind = ("true or false" if isinstance(default, bool) else
-                    "an integer" if isinstance(default, int) else "a number")
-            raise click.BadParameter(f"{key}={value!r}: expected {kind} (default {default!r})",
-                                     param_hint="--param")
-    try:
-        return dict(models.create(family, **params).params)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--param") from None
+    """Validate ``--param`` keys and values for ``family``; any bad one is a usage error
+    (exit 2) listing every problem and the valid keys."""
+    refuse(models.check_params(family, params))
+    return dict(models.create(family, **params).params)
 
 
 @click.command("train")
@@ -78,7 +68,8 @@ def check_params(family: str, params: dict[str, Any]) -> dict[str, Any]:
 @click.option("--dataset", default="digits", show_default=True,
               type=click.Choice(datasets.names()), help="Dataset to train and test on.")
 @click.option("--name", default=None, help="Model name in the workspace [default: MODEL-DATASET].")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of split and training.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
+              help="Seed of split and training.")
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train.")
 @data_root_option

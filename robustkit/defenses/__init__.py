@@ -102,6 +102,9 @@ def defend(
     merged["eps"] = check_eps(eps)
     _check_data(x, y)
     k = int(n_classes) if n_classes is not None else int(y.max()) + 1
+    if int(y.min()) < 0 or int(y.max()) >= k:
+        raise ValueError(f"y must hold class indices in [0, {k}) (n_classes={k}), got values "
+                         f"in [{int(y.min())}, {int(y.max())}]")
     ctx = DefenseContext(
         spec=spec, n_classes=k, seed=int(seed), device=models.resolve_device(device),
         progress=progress, checkpoint=Path(checkpoint) if checkpoint is not None else None,

@@ -27,16 +27,22 @@ from robustkit.defenses.base import (
     with_training,
 )
 from robustkit.defenses.checkpoint import fingerprint, fit_resumable
+from robustkit.params import integer, number, positive
 
 GRADIENT_FAMILIES = ("linear", "mlp", "cnn", "resnet18")
 _TRAIN = {"epochs": None, "lr": None, "schedule": None, "batch_size": None}
 _WATCH = {"watch_size": 256, "watch_steps": 10, "collapse_drop": 0.2, "eps_warmup": 0.0}
+_WATCH_RULES = {"watch_size": integer(0), "watch_steps": integer(1),
+                "collapse_drop": number(0, none=True), "eps_warmup": number(0, 1)}
 
 
 @register("fgsm_rs", families=GRADIENT_FAMILIES, defaults={
     "alpha": None, "noise": 1.0, "project": True, "align": 0.0, "recover": 0,
     "recover_factor": 0.8, "recover_reset": False, "collapse_ratio": None, **_WATCH,
-    **_TRAIN, "schedule": "cyclic"})
+    **_TRAIN, "schedule": "cyclic"}, rules={
+    "alpha": positive(none=True), "noise": number(0), "align": number(0),
+    "recover": integer(0), "recover_factor": number(0, 1, open_low=True),
+    "collapse_ratio": number(0, 1, open_low=True, open_high=True, none=True), **_WATCH_RULES})
 def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float,
             alpha: float | None, noise: float, project: bool, align: float, recover: int,
             recover_factor: float, recover_reset: bool, collapse_ratio: float | None,
@@ -156,7 +162,7 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
 
 @register("pgd", families=GRADIENT_FAMILIES, defaults={
     "steps": 10, "step_size": None, **_WATCH, "watch_size": 0, "collapse_drop": None,
-    **_TRAIN})
+    **_TRAIN}, rules={"steps": integer(1), "step_size": positive(none=True), **_WATCH_RULES})
 def pgd(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int,
         step_size: float | None, watch_size: int, watch_steps: int,
         collapse_drop: float | None, eps_warmup: float, **train: Any) -> DefenseResult:

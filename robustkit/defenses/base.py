@@ -16,8 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustkit.models._torchfit import TRAIN_CHOICES, TRAIN_RULES
 from robustkit.models.registry import ModelSpec
 from robustkit.models.training import OnEpoch
+from robustkit.params import Rule, choice, optional, problems, rules_from
 from robustkit.registry import Registry
 
 KINDS = ("training", "wrapper")
@@ -95,36 +97,58 @@ class DefenseSpec:
     kind: str
     defaults: Mapping[str, Any]
     doc: str = ""
+    rules: Mapping[str, Rule] = field(default_factory=dict)
 
     def check(self, family: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Validate ``params`` for a model ``family``; return them merged with the defaults.
 
         Raises:
-            ValueError: the family is not supported or a parameter is unknown; the message
-                lists what is valid.
+            ValueError: the family is not supported, a parameter is unknown or a value is
+                not allowed; the message lists every problem and what is valid.
         """
-        if self.families is not None and family not in self.families:
-            raise ValueError(f"defense {self.name!r} does not apply to model {family!r}; "
-                             f"valid models: {', '.join(self.families)}")
+        found = self.problems(family, params)
+        if found:
+            raise ValueError("; ".join(found))
+        return {**self.defaults, **params}
+
+    def problems(self, family: str | None, params: Mapping[str, Any]) -> list[str]:
+        """Every problem of ``params`` for a model ``family`` (None: any family), without
+        running anything; empty when all is well."""
+        out = []
+        if family is not None and self.families is not None and family not in self.families:
+            out.append(f"defense {self.name!r} does not apply to model {family!r}; "
+                       f"valid models: {', '.join(self.families)}")
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown} for defense {self.name!r}; "
-                             f"valid: {', '.join(sorted(self.defaults)) or '(none)'}")
-        return {**self.defaults, **params}
+            out.append(f"unknown parameter(s) {unknown} for defense {self.name!r}; "
+                       f"valid: {', '.join(sorted(self.defaults)) or '(none)'}")
+        known = {k: v for k, v in params.items() if k in self.defaults}
+        return out + problems(known, self.rules, prefix=f"defense {self.name!r}: ")
 
 
 DEFENSES: Registry[DefenseSpec] = Registry("defense")
+TRAIN_OVERRIDE_RULES: dict[str, Rule] = {**TRAIN_RULES,
+                                         "schedule": choice(*TRAIN_CHOICES["schedule"])}
 
 
 def register(name: str, *, families: tuple[str, ...] | None = None, kind: str = "training",
-             defaults: Mapping[str, Any] | None = None) -> Callable:
-    """Decorator registering a defense function under ``name`` (duplicates raise)."""
+             defaults: Mapping[str, Any] | None = None,
+             rules: Mapping[str, Rule] | None = None) -> Callable:
+    """Decorator registering a defense function under ``name`` (duplicates raise).
+
+    ``rules`` declares what hyperparameters allow (``robustkit.params``); the others are
+    checked against their default's type, and the training overrides (epochs, lr, schedule,
+    batch_size) against the model families' training rules.
+    """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    defaults = dict(defaults or {})
+    over = {k: optional(r) for k, r in TRAIN_OVERRIDE_RULES.items() if k in defaults}
 
     def deco(fn: Callable[..., DefenseResult]) -> Callable[..., DefenseResult]:
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        DEFENSES.add(name, DefenseSpec(name, fn, families, kind, dict(defaults or {}), doc))
+        DEFENSES.add(name, DefenseSpec(name, fn, families, kind, defaults, doc,
+                                       rules_from(defaults, {**over, **(rules or {})})))
         return fn
 
     return deco

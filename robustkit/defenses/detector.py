@@ -21,6 +21,7 @@ from robustkit.attacks.base import generator
 from robustkit.defenses.base import DefenseContext, DefenseResult, register
 from robustkit.defenses.dct import dct, dct2
 from robustkit.defenses.rectifier import (
+    WRAPPER_RULES,
     Rectifier,
     check_counts,
     check_range,
@@ -270,7 +271,7 @@ def on_device(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor) -> tuple[nn
 @register("detector", kind="wrapper", defaults={
     "features": "dct", "positives": ("uap", "fgsm"), "negatives": ("clean",),
     "eps_low": 1 / 3, "norm": "linf", "n_uaps": 4, "n_synthetic": 8, "epochs": 20,
-    "holdout": 0.2, "fpr": 0.05, "uap_epochs": None})
+    "holdout": 0.2, "fpr": 0.05, "uap_epochs": None}, rules=WRAPPER_RULES)
 def detector_defense(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                      eps_low: float, uap_epochs: int | None, **params: Any) -> DefenseResult:
     """Put a clean-vs-perturbed detector (rejecting flagged inputs) in front of a model.

@@ -17,6 +17,14 @@ from torch import nn
 from robustkit.attacks.base import eval_mode, generator
 from robustkit.defenses.base import DefenseContext, DefenseResult, register
 from robustkit.models.registry import predict
+from robustkit.params import choice, integer, number
+
+# What the detector-like defenses (detector, prn) share.
+WRAPPER_RULES = {"eps_low": number(0, 1, open_low=True), "norm": choice("linf", "l2"),
+                 "n_uaps": integer(1), "n_synthetic": integer(0), "epochs": integer(1),
+                 "holdout": number(0, 1, open_low=True, open_high=True),
+                 "fpr": number(0, 1, open_low=True, open_high=True),
+                 "uap_epochs": integer(0, none=True)}
 
 
 class _ResBlock(nn.Module):
@@ -230,7 +238,9 @@ def check_range(r: Any, name: str, norm: str = "linf") -> tuple[float, float]:
     "features": "dct", "positives": ("uap",), "eps_low": 1 / 3, "norm": "linf",
     "n_uaps": 16, "n_synthetic": 16, "epochs": 10, "width": 32, "blocks": 2, "beta": 1.0,
     "clean_fraction": 0.25,
-    "detector_epochs": 20, "holdout": 0.2, "fpr": 0.05, "uap_epochs": None})
+    "detector_epochs": 20, "holdout": 0.2, "fpr": 0.05, "uap_epochs": None}, rules={
+    **WRAPPER_RULES, "width": integer(1), "blocks": integer(0), "beta": number(0),
+    "clean_fraction": number(0, 1, open_high=True), "detector_epochs": integer(1)})
 def prn_defense(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                 eps_low: float, features: str, positives: Sequence[str], norm: str,
                 n_uaps: int, n_synthetic: int, epochs: int, width: int, blocks: int, beta: float,

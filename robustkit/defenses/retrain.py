@@ -15,10 +15,13 @@ from typing import Any
 import torch
 
 from robustkit.defenses.base import DefenseContext, DefenseResult, register, step_seed
+from robustkit.params import integer, positive
 
 
 @register("retrain", families=None, defaults={
-    "rounds": 2, "attack": "fgsm", "attack_params": {}, "ratio": 1.0, "accumulate": True})
+    "rounds": 2, "attack": "fgsm", "attack_params": {}, "ratio": 1.0, "accumulate": True},
+    rules={"rounds": integer(1), "ratio": positive(), "attack": lambda v: _fixed_attack(v),
+           "attack_params": lambda v: None if isinstance(v, dict) else "a table of parameters"})
 def retrain(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float,
             rounds: int, attack: str, attack_params: Mapping[str, Any], ratio: float,
             accumulate: bool) -> DefenseResult:
@@ -131,3 +134,11 @@ def _check(rounds: Any, ratio: Any) -> None:
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
         raise ValueError(f"ratio must be a number > 0, got {ratio!r}")
+
+
+def _fixed_attack(name: Any) -> str | None:
+    """The ``attack`` rule: the name of a registered fixed-budget attack."""
+    from robustkit import attacks
+
+    fixed = [n for n in attacks.names() if attacks.get(n).kind == "fixed"]
+    return None if name in fixed else f"a fixed-budget attack, one of {fixed}"

@@ -37,13 +37,16 @@ from robustkit.defenses.base import (
     with_training,
 )
 from robustkit.defenses.checkpoint import fingerprint, fit_resumable
+from robustkit.params import choice, number, positive
 
 UPDATES = ("sign", "grad")
 
 
 @register("universal", families=GRADIENT_FAMILIES, defaults={
     "step": None, "update": "sign", "clip": None, "mix": 1.0, "epochs": None, "lr": None,
-    "schedule": None, "batch_size": None})
+    "schedule": None, "batch_size": None}, rules={
+    "step": positive(none=True), "update": choice(*UPDATES), "clip": positive(none=True),
+    "mix": number(0, 1, open_low=True)})
 def universal(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float,
               step: float | None, update: str, clip: float | None, mix: float,
               **train: Any) -> DefenseResult:

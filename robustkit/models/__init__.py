@@ -7,6 +7,7 @@ from robustkit.models.registry import (
     TrainRecord,
     accuracy,
     build,
+    check_params,
     create,
     get,
     model_device,
@@ -18,6 +19,6 @@ from robustkit.models.registry import (
 )
 
 __all__ = [
-    "Family", "ModelSpec", "TrainRecord", "accuracy", "build", "create", "get", "model_device", "names",
+    "Family", "ModelSpec", "TrainRecord", "accuracy", "build", "check_params", "create", "get", "model_device", "names",
     "predict", "register", "resolve_device", "train",
 ]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from robustkit.models.training import FitConfig, fit_torch, seeded
+from robustkit.params import Rule, integer, number, positive
 
 # Training parameters every gradient-trained family accepts.
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -17,6 +18,10 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
     "optimizer": "adam",
     "schedule": "constant",
+}
+TRAIN_RULES: dict[str, Rule] = {
+    "epochs": integer(1), "lr": positive(), "batch_size": integer(1),
+    "weight_decay": number(0),
 }
 TRAIN_CHOICES: dict[str, tuple] = {
     "optimizer": ("adam", "sgd"),

@@ -32,9 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from robustkit.models.inputs import SHAPE_RULES, check_arch, check_input
 from robustkit.models.preprocess import PCA
 from robustkit.models.registry import Family, register
 from robustkit.models.training import per_class
+from robustkit.params import integer, number
 
 COVARIANCES = ("full", "diag", "spherical")
 DEFAULTS: dict[str, Any] = {
@@ -67,6 +69,9 @@ class GaussianMixtureClassifier(nn.Module):
         if covariance not in COVARIANCES:
             raise ValueError(f"covariance must be one of {list(COVARIANCES)}, "
                              f"got {covariance!r}")
+        check_arch("gmm", {"input_shape": input_shape, "n_classes": n_classes,
+                           "n_components": n_components, "pca": pca},
+                   {**SHAPE_RULES, "n_components": integer(1), "pca": integer(1, none=True)})
         self.arch: dict[str, Any] = {
             "input_shape": [int(s) for s in input_shape], "n_classes": int(n_classes),
             "n_components": int(n_components), "covariance": covariance,
@@ -83,7 +88,7 @@ class GaussianMixtureClassifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The mixtures' input z (N, d): flattened x, projected when there is a PCA front end."""
-        flat = x.reshape(len(x), -1)
+        flat = x.flatten(1)
         if self.pca is None:
             return flat
         # PCA.forward needs x in the buffers' dtype; here the dtype follows x instead.
@@ -119,6 +124,7 @@ class GaussianMixtureClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, K) = log prior + log p(z | k) for x (N, ...) in [0, 1]."""
+        check_input(x, self.arch["input_shape"], "gmm")
         return self.log_likelihood(x) + self.log_priors.to(x.dtype)
 
     @classmethod
@@ -241,6 +247,9 @@ register(Family(
     name="gmm",
     defaults=DEFAULTS,
     choices={"covariance": COVARIANCES},
+    # pca's upper bound (min(n, D)) depends on the data: checked again at fit time
+    rules={"n_components": integer(1), "max_iter": integer(1), "n_init": integer(1),
+           "reg": number(0), "pca": integer(1, none=True)},
     fit=_fit,
     module=GaussianMixtureClassifier,
     doc="one Gaussian mixture per class (n_components, full/diag/spherical covariance, "

@@ -29,7 +29,7 @@ class Standardize(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.reshape(len(x), -1) - self.mean) / self.scale
+        return (x.flatten(1) - self.mean) / self.scale
 
 
 class PCA(nn.Module):
@@ -53,4 +53,4 @@ class PCA(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.reshape(len(x), -1) - self.mean) @ self.components.T
+        return (x.flatten(1) - self.mean) @ self.components.T

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustkit.params import Rule, choice, integer, problems, rules_from
 from robustkit.registry import Registry
 
 # fit(x, y, n_classes, params, seed, device, progress) -> fitted module
@@ -31,6 +32,9 @@ class Family:
     module: type[nn.Module]
     doc: str = ""
     choices: Mapping[str, tuple] = field(default_factory=dict)
+    # Value rules (robustkit.params) beyond ``choices``; other parameters get the rule their
+    # default's type implies.
+    rules: Mapping[str, Rule] = field(default_factory=dict)
 
 
 FAMILIES: Registry[Family] = Registry("model")
@@ -77,7 +81,12 @@ class ModelSpec:
     ) -> nn.Module:
         """Fit on x (N, ...) in [0, 1] and y (N,) int64; returns the module in eval mode on CPU."""
         _check_xy(x, y)
+        _check_seed(seed)
         k = int(n_classes if n_classes is not None else int(y.max()) + 1)
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= k:
+            raise ValueError(f"y must hold class indices in [0, {k}) (n_classes={k}), got "
+                             f"values in [{lo}, {hi}]")
         fam = get(self.family)
         module = fam.fit(
             x, y, n_classes=k, params=dict(self.params), seed=seed,
@@ -90,23 +99,33 @@ def create(name: str, **params: Any) -> ModelSpec:
     """Validate ``params`` for family ``name`` and fill in defaults.
 
     Raises:
-        ValueError: unknown family, unknown parameter, or a value outside its choices;
-            the message lists what is valid.
+        ValueError: unknown family, unknown parameters or values outside what each
+            parameter allows; the message lists every problem and what is valid.
+    """
+    found = check_params(name, params)
+    if found:
+        raise ValueError("; ".join(found))
+    return ModelSpec(name, {**get(name).defaults, **params})
+
+
+def check_params(name: str, params: Mapping[str, Any]) -> list[str]:
+    """Every problem of ``params`` for family ``name`` (unknown keys, bad values), without
+    building anything; empty when they are valid.
+
+    Example:
+        >>> check_params("mlp", {"epochs": -1})
+        ["model 'mlp': epochs=-1 is not valid: expected an integer >= 1"]
     """
     fam = get(name)
     unknown = sorted(set(params) - set(fam.defaults))
+    out = []
     if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {unknown} for model {name!r}; "
-            f"valid: {', '.join(sorted(fam.defaults))}"
-        )
-    merged = {**fam.defaults, **params}
-    for key, allowed in fam.choices.items():
-        if merged[key] not in allowed:
-            raise ValueError(
-                f"model {name!r}: {key}={merged[key]!r} is not valid; choose from {list(allowed)}"
-            )
-    return ModelSpec(name, merged)
+        out.append(f"unknown parameter(s) {unknown} for model {name!r}; "
+                   f"valid: {', '.join(sorted(fam.defaults))}")
+    rules = rules_from(fam.defaults, {**{k: choice(*v) for k, v in fam.choices.items()},
+                                      **fam.rules})
+    known = {k: v for k, v in params.items() if k in fam.defaults}
+    return out + problems(known, rules, prefix=f"model {name!r}: ")
 
 
 def build(name: str, arch: Mapping[str, Any]) -> nn.Module:
@@ -164,6 +183,7 @@ def train(
     from robustkit.datasets import load_dataset
 
     spec = create(name, **params)
+    _check_seed(seed)
     if isinstance(dataset, str):
         tr = load_dataset(dataset, "train", root=root, seed=seed, limit=limit)
         te = load_dataset(dataset, "test", root=root, seed=seed)
@@ -233,6 +253,19 @@ def _check_xy(x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError("x is empty")
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or inf")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"x must lie in [0, 1] (the data contract: attacks and eps assume it), "
+                         f"got range [{lo:.4g}, {hi:.4g}]")
+
+
+SEEDS = integer(0, 2**32 - 1)  # what numpy and scikit-learn take as random_state
+
+
+def _check_seed(seed: Any) -> None:
+    why = SEEDS(seed)
+    if why is not None:
+        raise ValueError(f"seed must be {why}, got {seed!r}")
 
 
 def _load_families() -> None:

@@ -30,8 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from robustkit.models.inputs import SHAPE_RULES, check_arch, check_input
 from robustkit.models.registry import Family, register
 from robustkit.models.training import per_class
+from robustkit.params import choice, either, integer, number, positive
 
 KERNELS = ("linear", "poly", "rbf")
 GAMMAS = ("scale", "auto")
@@ -69,6 +71,10 @@ class KernelSVM(nn.Module):
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {list(KERNELS)}, got {kernel!r}")
+        check_arch("svm", {"input_shape": input_shape, "n_classes": n_classes, "n_sv": n_sv,
+                           "gamma": gamma, "degree": degree, "coef0": coef0},
+                   {**SHAPE_RULES, "n_sv": integer(0), "gamma": number(), "degree": integer(0),
+                    "coef0": number()})
         self.arch: dict[str, Any] = {
             "input_shape": [int(s) for s in input_shape], "n_classes": int(n_classes),
             "n_sv": int(n_sv), "kernel": kernel, "gamma": float(gamma),
@@ -80,7 +86,7 @@ class KernelSVM(nn.Module):
 
     def kernel_matrix(self, x: torch.Tensor) -> torch.Tensor:
         """Kernel values (N, n_sv) between flattened x (N, ...) and the support vectors."""
-        flat = x.reshape(len(x), -1)
+        flat = x.flatten(1)
         sv = self.support_vectors.to(flat.dtype)
         kernel, gamma = self.arch["kernel"], self.arch["gamma"]
         dot = flat @ sv.T
@@ -93,7 +99,8 @@ class KernelSVM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores (N, K) for x (N, ...) in [0, 1]; dtype follows x."""
-        flat = x.reshape(len(x), -1)
+        check_input(x, self.arch["input_shape"], "svm")
+        flat = x.flatten(1)
         dual = self.dual_coef.to(flat.dtype)
         bias = self.intercept.to(flat.dtype)
         if self.arch["kernel"] == "linear":
@@ -249,6 +256,8 @@ register(Family(
     name="svm",
     defaults=DEFAULTS,
     choices={"kernel": KERNELS},
+    rules={"C": positive(), "gamma": either(choice(*GAMMAS), positive()), "degree": integer(1),
+           "coef0": number(), "max_train": integer(1, none=True)},
     fit=_fit,
     module=KernelSVM,
     doc="kernel SVM (linear/poly/rbf; C, gamma, degree, coef0), libsvm one-vs-rest, "

@@ -251,6 +251,8 @@ def _check_keys(row: dict[str, Any], allowed: Keys, where: str, problems: list[s
 def _check_unique(kind: str, names: list[str], path: str, problems: list[str]) -> None:
     seen: set[str] = set()
     for i, n in enumerate(names):
+        if not isinstance(n, str):
+            continue  # a name of the wrong type is reported by _check_keys
         if n in seen:
             problems.append(f"{path}: {kind}[{i}].name: duplicate name {n!r}")
         seen.add(n)

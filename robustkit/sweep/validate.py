@@ -5,12 +5,15 @@ Every problem is collected (file, key, what is valid) and raised together as one
 """
 from __future__ import annotations
 
-import inspect
 import os
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
+from robustkit.params import integer, problems
 from robustkit.sweep.spec import NO_DEFENSE, AttackEntry, DefenseEntry, Spec, SpecError
+
+if TYPE_CHECKING:
+    from robustkit.attacks import AttackSpec
 
 # Arguments the runner passes itself; a spec may not set them in ``params``.
 RUNNER_ARGS = ("eps", "seed", "fit_x", "fit_y", "x", "y", "model", "device", "on_result")
@@ -88,10 +91,7 @@ def _models(spec: Spec) -> list[str]:
             out.append(f"{where}.family: unknown model {m.family!r}; valid: "
                        f"{', '.join(models.names())}")
         else:
-            try:
-                models.create(m.family, **m.params)
-            except (TypeError, ValueError) as exc:
-                out.append(f"{where}.params: {exc}")
+            out += [f"{where}.params: {p}" for p in models.check_params(m.family, m.params)]
         out += _filter(where + ".datasets", m.datasets, declared, "datasets")
     return out
 
@@ -136,13 +136,11 @@ def _defense_params(where: str, d: DefenseEntry, entry: Any,
         if d.models is None and entry.families is not None and family not in entry.families:
             continue  # without an explicit list, the defense skips families it cannot take
         checked = True
-        try:
-            entry.check(family, params)
-        except ValueError as exc:
-            out.append(f"{where}: {exc}")
-            if "parameter" in str(exc):
-                break
+        # one line per problem: value problems repeat for every model the defense takes
+        out += [m for m in (f"{where}: {p}" for p in entry.problems(family, params))
+                if m not in out]
     if not checked:
+        out += [f"{where}: {p}" for p in entry.problems(None, params)]
         out.append(f"{where}.defense: {d.defense!r} applies to none of this spec's models; "
                    f"it takes families {', '.join(entry.families or ())}")
     return out
@@ -168,7 +166,7 @@ def _attacks(spec: Spec) -> list[str]:
         except (ImportError, ValueError) as exc:
             out.append(f"{where}.attack: {exc}")
             continue
-        out += _attack_params(where, a, entry.fn)
+        out += _attack_params(where, a, entry)
         out += _system_attack(where, a, spec)
         if entry.norm == "linf":
             bad = [e for e in a.eps if e > 1]
@@ -210,20 +208,23 @@ def _system_attack(where: str, a: AttackEntry, spec: Spec) -> list[str]:
     return out
 
 
-def _attack_params(where: str, a: AttackEntry, fn: Callable[..., Any]) -> list[str]:
-    sig = inspect.signature(fn)
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return []  # e.g. the foolbox bridge forwards its parameters
-    valid = [n for n, p in sig.parameters.items()
-             if p.kind is p.KEYWORD_ONLY and n not in RUNNER_ARGS] + list(EVALUATE_ARGS)
+def _attack_params(where: str, a: AttackEntry, entry: AttackSpec) -> list[str]:
+    named = entry.parameters()
+    valid = None if named is None else [n for n in named if n not in RUNNER_ARGS] + list(
+        EVALUATE_ARGS)
     out = []
     for key in a.params:
         if key in RUNNER_ARGS:
             out.append(f"{where}.params.{key}: set by the sweep (use the attack's eps list "
                        f"and [sweep].seeds), not a parameter")
-        elif key not in valid:
+        elif valid is not None and key not in valid:
             out.append(f"{where}.params.{key}: unknown parameter of attack {a.attack!r}; "
                        f"valid: {', '.join(sorted(valid))}")
+    values = {k: v for k, v in a.params.items() if k not in RUNNER_ARGS and k in entry.rules}
+    out += [f"{where}.params: {p}" for p in entry.check(values)]
+    if "batch_size" in a.params and "batch_size" not in entry.rules:
+        out += [f"{where}.params: {p}" for p in problems(
+            {"batch_size": a.params["batch_size"]}, {"batch_size": integer(1)})]
     return out
 
 

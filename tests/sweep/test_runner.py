@@ -72,14 +72,16 @@ def test_rerun_skips_finished_cells_and_trains_nothing(tmp_path, tiny_spec):
 
 
 def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_spec):
-    path = tiny_spec('\n[[attacks]]\nname = "broken"\nattack = "pgd"\nparams = { steps = -1 }\n')
+    # a value validation cannot see (the model's class count): fails when the cell runs
+    path = tiny_spec('\n[[attacks]]\nname = "broken"\nattack = "uap_sgd"\n'
+                     'params = { target = 50 }\n')
     spec = load_spec(path)
     summary = run_sweep([spec], tmp_path / "out", threads=1, report=False)
     assert summary.errors == 2 and summary.run == 6
     rows = read_rows(tmp_path / "out" / "results.csv")
     bad = [r for r in rows if r["attack"] == "broken"]
     assert len(bad) == 4 and all(r["status"] == "error" for r in bad)
-    assert "steps" in bad[0]["error"] and "ValueError" in bad[0]["error"]
+    assert "target" in bad[0]["error"] and "ValueError" in bad[0]["error"]
     assert all(r["status"] == "ok" for r in rows if r["attack"] != "broken")
     retry = run_sweep([spec], tmp_path / "out", threads=1, report=False, retry_errors=True)
     assert (retry.run, retry.errors) == (2, 2)
@@ -87,13 +89,14 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_spec):
 
 
 def test_failing_training_marks_its_cells_and_the_rest_runs(tmp_path, tiny_spec):
-    spec = load_spec(tiny_spec('\n[[models]]\nname = "bad"\nfamily = "mlp"\n'
-                               'params = { epochs = 1, lr = -1.0 }\n'))
+    # pca beyond the data's 64 features: a problem only the data shows, at training time
+    spec = load_spec(tiny_spec('\n[[models]]\nname = "bad"\nfamily = "gmm"\n'
+                               'params = { pca = 1000 }\n'))
     summary = run_sweep([spec], tmp_path / "out", threads=1, report=False)
     rows = read_rows(tmp_path / "out" / "results.csv")
     bad = [r for r in rows if r["model"] == "bad"]
     assert len(bad) == 4 and all(r["status"] == "error" for r in bad)
-    assert bad[0]["error"].startswith("training failed: ValueError: Invalid learning rate")
+    assert bad[0]["error"].startswith("training failed: ValueError: gmm: pca=1000")
     assert len(summary.model_errors) == 1 and summary.errors == 2
     assert sum(r["status"] == "ok" for r in rows) == 8
 

@@ -20,6 +20,7 @@ import torch
 
 from robustkit import datasets, defenses, models, store
 from robustkit.cli import emit_json, parse_params
+from robustkit.defenses.checkpoint import CheckpointError
 
 DEFAULT_ATTACKS = ("fgsm", "pgd", "uap")
 
@@ -106,14 +107,19 @@ def defend_cmd(family: str, defense: str, eps: float, dataset: str, name: str | 
     if (target / "model.json").exists() and not force:
         raise FileExistsError(f"model {name!r} already exists in {opts['workdir']}; pass "
                               "--force to replace it or choose another --name")
+    if force:  # start over: also the checkpoint an interrupted or other run left
+        shutil.rmtree(target / "checkpoint", ignore_errors=True)
     seed, root, progress = opts["seed"], opts["data_root"], not quiet and sys.stderr.isatty()
     tr = datasets.load_dataset(dataset, "train", root=root, seed=seed, limit=limit)
     te = datasets.load_dataset(dataset, "test", root=root, seed=seed)
     plain, plain_seconds = _plain(family, mparams, tr, te, plain_name, opts, progress)
-    res = defenses.defend(defense, family, tr.x, tr.y, eps=eps, model_params=mparams,
-                          n_classes=tr.info.n_classes, seed=seed, device=opts["device"],
-                          progress=progress, checkpoint=target / "checkpoint", base=plain,
-                          **params)
+    try:
+        res = defenses.defend(defense, family, tr.x, tr.y, eps=eps, model_params=mparams,
+                              n_classes=tr.info.n_classes, seed=seed, device=opts["device"],
+                              progress=progress, checkpoint=target / "checkpoint",
+                              base=plain, **params)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} (or rerun with --force to start over)") from None
     clean = models.accuracy(res.model, te.x, te.y)
     timing = {"train_seconds": res.seconds, "plain_seconds": plain_seconds,
               "time_ratio": res.seconds / plain_seconds if plain_seconds else None}

@@ -19,8 +19,15 @@ def default_out(specs: list) -> Path:
     names = list(dict.fromkeys(s.name for s in specs))
     stems = list(dict.fromkeys(Path(s.path).stem for s in specs))
     if len(names) == 1:
-        return Path("reports") / names[0]
-    return Path("reports") / (stems[0] if len(stems) == 1 else "+".join(names))
+        folder = names[0]
+    else:
+        folder = stems[0] if len(stems) == 1 else "+".join(names)
+    # Spec names are checked at parsing; a file stem such as "..", or a name that only
+    # looks like a path, must still never lead out of reports/.
+    if folder in ("", ".", "..") or folder.startswith(".") or "/" in folder or "\\" in folder:
+        raise click.UsageError(f"cannot derive an output folder under reports/ from "
+                               f"{folder!r}; give one with --out")
+    return Path("reports") / folder
 
 
 @click.command("sweep")
@@ -35,8 +42,9 @@ def default_out(specs: list) -> Path:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Torch threads per task (default 1). Rows are identical across "
                    "executors with the same value.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
-              show_default=True, help="Device for training and attacks.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Device for training and attacks (auto: CUDA when "
+              "available).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
               help="Folder with file-based datasets (default $ROBUSTKIT_DATA).")
 @click.option("--models-dir", type=click.Path(file_okay=False), default=None,

@@ -259,8 +259,7 @@ def _check_state(expected: TensorSpecs, got: TensorSpecs, where: Path) -> None:
     if missing or unexpected or wrong:
         parts = ([f"missing {missing}"] if missing else []) + \
                 ([f"unexpected {unexpected}"] if unexpected else []) + wrong[:5]
-        raise StoreError(f"{where}: tensors do not match the model its JSON describes: "
-                         f"{'; '.join(parts)}")
+        raise StoreError(f"{where}: tensors do not match the model: {'; '.join(parts)}")
 
 
 def model_dir(workdir: str | os.PathLike, name: str) -> Path:

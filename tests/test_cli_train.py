@@ -1,4 +1,4 @@
-"""``robustkit datasets | train | models | demo`` through click's CliRunner."""
+"""``robustkit datasets | train | models`` through click's CliRunner."""
 from __future__ import annotations
 
 import json
@@ -123,15 +123,6 @@ def test_datasets_command(tmp_path):
     assert rows["digits"]["available"] and not rows["mnist"]["available"]
     text = run("datasets", "--data-root", tmp_path).stdout
     assert "built-in" in text and "missing" in text
-
-
-def test_demo_subset(tmp_path):
-    res = run("demo", "--model", "linear", "--json")
-    assert res.exit_code == 0, res.output
-    (row,) = json.loads(res.stdout)
-    assert row["model"] == "linear" and row["test_accuracy"] > 0.9
-    text = run("demo", "--model", "linear", "--quiet")
-    assert text.exit_code == 0 and "TEST_ACCURACY" in text.stdout
 
 
 @pytest.mark.parametrize("cmd", [["datasets"], ["train"], ["models"], ["models", "list"],

@@ -64,6 +64,7 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     from robustkit.cli import emit_json, parse_params
     from robustkit.evaluate import COLUMNS, evaluate
     from robustkit.models import resolve_device
+    from robustkit.progress import bar
 
     kw = parse_params(params)
     try:
@@ -80,13 +81,23 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
         train = load_dataset(ds_name, "train", root=data_root, seed=seed)
         fit = {"fit_x": train.x, "fit_y": train.y}
     vs: dict[float, torch.Tensor] = {}
+    n = len(data.y)
+    ticker = bar(None if spec.kind == "universal" else n * (1 if spec.kind == "minimal"
+                                                                else len(eps)),
+                 f"attack {spec.name}", "samples")
 
     def keep_v(e: float | None, res: Any) -> None:
         if e is not None and "v" in res.info:
             vs[e] = torch.as_tensor(res.info["v"]).detach().cpu()
+        if spec.kind != "universal":
+            ticker.update(len(res.x_adv))
+        ticker.set_postfix_str("minimal perturbations" if e is None else f"eps {e:g}")
 
-    rows = evaluate(model, spec, data.x, data.y, eps=list(eps), batch_size=batch_size,
-                    device=dev, seed=seed, on_result=keep_v, **fit, **kw)
+    try:
+        rows = evaluate(model, spec, data.x, data.y, eps=list(eps), batch_size=batch_size,
+                        device=dev, seed=seed, on_result=keep_v, **fit, **kw)
+    finally:
+        ticker.close()
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
             for r in rows]
     if out:

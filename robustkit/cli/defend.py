@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -109,7 +108,8 @@ def defend_cmd(family: str, defense: str, eps: float, dataset: str, name: str | 
                               "--force to replace it or choose another --name")
     if force:  # start over: also the checkpoint an interrupted or other run left
         shutil.rmtree(target / "checkpoint", ignore_errors=True)
-    seed, root, progress = opts["seed"], opts["data_root"], not quiet and sys.stderr.isatty()
+    # A bar on a terminal, else a status line every few seconds (robustkit.progress).
+    seed, root, progress = opts["seed"], opts["data_root"], not quiet
     tr = datasets.load_dataset(dataset, "train", root=root, seed=seed, limit=limit)
     te = datasets.load_dataset(dataset, "test", root=root, seed=seed)
     plain, plain_seconds = _plain(family, mparams, tr, te, plain_name, opts, progress)
@@ -188,16 +188,27 @@ def _run_score(model: torch.nn.Module, system: Any, tr: datasets.Dataset,
                te: datasets.Dataset, eps: list[float], opts: dict[str, Any],
                info: dict[str, Any], target: Path) -> dict[str, Any]:
     from robustkit.defenses.score import score
+    from robustkit.progress import bar
 
     x, y = te.x, te.y
     if opts["score_limit"] and opts["score_limit"] < len(y):
         x, y, _ = datasets.subset(te, opts["score_limit"], seed=opts["seed"])
     fit = datasets.subset(tr, opts["fit_limit"], seed=opts["seed"]) \
         if opts["fit_limit"] < len(tr.y) else tr
-    res = score(model, x, y, eps=eps, attacks=opts["attacks"] or DEFAULT_ATTACKS,
-                pgd_steps=opts["pgd_steps"], pgd_restarts=opts["pgd_restarts"],
-                fit_x=fit.x, fit_y=fit.y, detector=system, seed=opts["seed"],
-                device=models.resolve_device(opts["device"]), info=info)
+    ticker = bar(None, f"score {info.get('model')}", "attack calls")
+
+    def on_result(attack: str, e: float | None, _: Any) -> None:
+        ticker.update(1)
+        ticker.set_postfix_str(attack if e is None else f"{attack} eps {e:g}")
+
+    try:
+        res = score(model, x, y, eps=eps, attacks=opts["attacks"] or DEFAULT_ATTACKS,
+                    pgd_steps=opts["pgd_steps"], pgd_restarts=opts["pgd_restarts"],
+                    fit_x=fit.x, fit_y=fit.y, detector=system, seed=opts["seed"],
+                    device=models.resolve_device(opts["device"]), info=info,
+                    on_result=on_result)
+    finally:
+        ticker.close()
     out = {"rows": res.rows, "checks": [c.__dict__ for c in res.checks],
            "possible_gradient_masking": res.possible_gradient_masking,
            "flags": res.flags(), "table": res.table()}

@@ -132,15 +132,19 @@ def test_help_everywhere(cmd):
     assert res.exit_code == 0 and "Usage:" in res.stdout and "--" in res.stdout
 
 
-def test_progress_off_when_not_a_tty(tmp_path, monkeypatch):
-    seen = {}
+def test_progress_on_unless_quiet_and_never_on_stdout(tmp_path, monkeypatch):
+    """Off a terminal, progress is status lines on stderr (robustkit.progress), not a bar
+    that stays silent; --quiet turns it off; stdout holds the result line only."""
+    seen = []
     real = models.train
 
     def spy(*args, **kwargs):
-        seen["progress"] = kwargs["progress"]
+        seen.append(kwargs["progress"])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(models, "train", spy)
-    assert run("train", *FAST, "--workdir", tmp_path).exit_code == 0
-    assert seen["progress"] is False
+    res = run("train", *FAST, "--workdir", tmp_path)
+    assert res.exit_code == 0 and len(res.stdout.splitlines()) == 1
+    assert run("train", *FAST, "--workdir", tmp_path, "--force", "--quiet").exit_code == 0
+    assert seen == [True, False]
     assert torch.is_tensor(store.load(tmp_path / "linear-digits")[0].linear.weight)

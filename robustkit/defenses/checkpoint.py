@@ -94,10 +94,10 @@ def read_checkpoint_meta(folder: Path) -> dict[str, Any] | None:
     from safetensors import SafetensorError, safe_open
 
     path = folder / TENSORS
+    if (folder / LEGACY_META).exists():
+        raise CheckpointError(f"{folder} holds a checkpoint of an older robustkit that "
+                              "cannot be resumed; delete the folder to start over")
     if not path.exists():
-        if (folder / LEGACY_META).exists():
-            raise CheckpointError(f"{folder} holds a checkpoint of an older robustkit that "
-                                  "cannot be resumed; delete the folder to start over")
         return None
     try:
         with safe_open(str(path), framework="pt") as fh:

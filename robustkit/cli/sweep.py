@@ -90,7 +90,7 @@ def sweep(specs: tuple[str, ...], out: str | None, workers: int | None,
         return
     summary = run_sweep(parsed, out_dir, workers=workers, dask=dask_address, device=device,
                         data_root=data_root, models_dir=models_dir, retry_errors=retry_errors,
-                        threads=threads, report=not no_report, progress=not as_json, command=sys.argv,
+                        threads=threads, report=not no_report, progress=True, command=sys.argv,
                         validate=False)
     if as_json:
         emit_json(vars(summary))

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-
 DEMO_SPECS = ("attacks/digits.toml", "defenses/digits.toml")
 DEMO_OUT = "reports/demo"
 

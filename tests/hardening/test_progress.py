@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 import robustkit.evaluate
-import robustkit.models.training as training
-import robustkit.progress as progress
+from robustkit import progress
 from robustkit.cli import main
+from robustkit.models import training
 
 # The slow stand-ins below hold work open long enough for several status lines at this
 # cadence; what is asserted is the lines' content, never a duration.
@@ -86,7 +86,7 @@ def test_defend_reports_epochs(tmp_path, monkeypatch):
 
 
 def test_sweep_reports_cells(tiny_sweep, monkeypatch):
-    import robustkit.sweep.runner as runner
+    from robustkit.sweep import runner
 
     monkeypatch.setattr(runner, "cell_task", slowed(runner.cell_task))
     res = CliRunner().invoke(main, ["sweep", str(tiny_sweep), "--out",

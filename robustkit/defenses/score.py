@@ -15,6 +15,7 @@ it applies; any failure sets ``possible_gradient_masking``:
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -134,26 +135,28 @@ def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
     rows: list[dict[str, Any]] = []
     for name in names:
         fit: dict[str, Any] = {"fit_x": fit_x, "fit_y": fit_y} if _is_universal(name) else {}
-        hook = None if on_result is None else \
-            (lambda e, r, name=name: on_result(name, e, r))  # type: ignore[misc]
         rows += evaluate(model, name, x, y, eps=eps_list, seed=seed, device=device,
-                         batch_size=batch_size, on_result=hook, **fit, **extra.get(name, {}))
+                         batch_size=batch_size, on_result=_tagged(on_result, name), **fit,
+                         **extra.get(name, {}))
     if detector is not None:
         rows = _merge_detection(rows, model, detector, x, y, eps_list, names, fit_x, fit_y,
                                 pgd_steps, seed)
     found: list[SanityCheck] = []
     if checks:
-        hook = None if on_result is None else \
-            (lambda e, r: on_result("pgd (large eps check)", e, r))  # type: ignore[misc]
         large = evaluate(model, "pgd", x, y, eps=[large_eps], seed=seed, device=device,
                          batch_size=batch_size, steps=pgd_steps, restarts=1,
-                         on_result=hook)[0]
+                         on_result=_tagged(on_result, "pgd (large eps check)"))[0]
         found = sanity_checks(rows, tolerance=tolerance, large_eps_row=large)
     flag = any(not c.passed for c in found)
     for r in rows:
         r.update(_info_columns(info))
         r["possible_gradient_masking"] = flag
     return ScoreResult(rows, found)
+
+
+def _tagged(on_result: Callable[[str, float | None, Any], None] | None,
+            name: str) -> Callable[[float | None, Any], None] | None:
+    return None if on_result is None else functools.partial(on_result, name)
 
 
 def sanity_checks(rows: Sequence[Mapping[str, Any]], *, tolerance: float = 0.02,

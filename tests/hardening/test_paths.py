@@ -65,3 +65,10 @@ def test_default_out_from_an_odd_file_stem_is_refused(tmp_path):
         default_out([spec])
     ok = parse_spec(body, str(tmp_path / "grid.toml"))
     assert str(default_out([ok])) == "reports/grid"
+
+
+def test_report_refuses_a_folder_that_is_no_sweep_output(tmp_path):
+    """`robustkit report ~` must not drop an index.html into a home directory."""
+    res = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert res.exit_code == 2 and "holds no results.csv" in res.stderr
+    assert list(tmp_path.iterdir()) == []

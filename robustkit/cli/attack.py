@@ -8,6 +8,7 @@ few perturbed test images labelled clean -> adversarial.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,13 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...])
     atomic_write(path, pd.DataFrame(rows, columns=list(columns)).to_csv(index=False).encode())
 
 
+def universal_stem(out: str | None, attack: str, model_name: str, eps: float) -> str:
+    """The file stem of a universal perturbation's files: a safe store name whatever the
+    --out file is called (``my results.csv`` -> ``my_results-uap-...``)."""
+    raw = f"{Path(out).stem + '-' if out else ''}{attack}-{model_name}-eps{eps:g}"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", raw).lstrip("._-")[:128] or "v"
+
+
 def _save_universal(v: torch.Tensor, eps: float, attack: str, model_name: str,
                     model: torch.nn.Module, data: Any, out: str | None, workdir: str,
                     params: dict[str, Any]) -> tuple[str, str]:
@@ -166,7 +174,7 @@ def _save_universal(v: torch.Tensor, eps: float, attack: str, model_name: str,
     from robustkit.store import check_name, save_tensors
 
     folder = Path(out).parent if out else Path(workdir)
-    stem = check_name(f"{Path(out).stem + '-' if out else ''}{attack}-{model_name}-eps{eps:g}")
+    stem = check_name(universal_stem(out, attack, model_name, eps))
     v = v.reshape(data.x.shape[1:])
     meta = {"attack": attack, "model": model_name, "eps": eps, "params": params,
             "dataset": data.info.name, "split": data.info.split}

@@ -72,3 +72,13 @@ def test_report_refuses_a_folder_that_is_no_sweep_output(tmp_path):
     res = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert res.exit_code == 2 and "holds no results.csv" in res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("out", ["my results.csv", "ünï cødé.csv", "-x.csv", "../up.csv"])
+def test_universal_side_files_get_a_safe_stem_from_any_out_name(out):
+    """The stem is fixed up front, not refused after a long attack already ran."""
+    from robustkit.cli.attack import universal_stem
+    from robustkit.store import check_name
+
+    stem = universal_stem(out, "uap", "linear-digits", 0.1)
+    assert check_name(stem) == stem and stem.endswith("uap-linear-digits-eps0.1")

@@ -262,6 +262,20 @@ def _check_state(expected: TensorSpecs, got: TensorSpecs, where: Path) -> None:
         raise StoreError(f"{where}: tensors do not match the model: {'; '.join(parts)}")
 
 
+def clear(directory: str | os.PathLike) -> list[str]:
+    """Remove the stored groups (``*.json`` + ``*.safetensors``) directly in ``directory``,
+    so that replacing a model leaves nothing of the old one (a detector beside a model
+    that no longer has one, a stale ``score.json``). Subfolders stay. Returns the names
+    removed."""
+    d = Path(directory)
+    gone = []
+    for p in sorted(d.glob("*")) if d.is_dir() else []:
+        if p.is_file() and p.suffix in (".json", ".safetensors"):
+            p.unlink()
+            gone.append(p.name)
+    return gone
+
+
 def model_dir(workdir: str | os.PathLike, name: str) -> Path:
     """``<workdir>/<name>`` for a model name that is a safe folder name."""
     return Path(workdir) / check_name(name, "model name")

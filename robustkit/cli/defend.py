@@ -239,6 +239,7 @@ def _store(target: Path, res: defenses.DefenseResult, family: str, mparams: dict
              "history": _jsonable(list(res.history))}
     metrics = {"test_accuracy": clean, **{k: v for k, v in timing.items() if v is not None}}
     params = dict(models.create(family, **mparams).params)
+    store.clear(target)  # what a replaced model had (say, a detector) must not outlive it
     store.save(plain, target, family=family, params=params, dataset=info, seed=seed,
                name="plain")
     if res.extras:

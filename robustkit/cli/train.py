@@ -104,6 +104,7 @@ def train_cmd(family: str, pairs: tuple[str, ...], dataset: str, name: str | Non
     te = datasets.load_dataset(dataset, "test", root=data_root, seed=seed)
     module, rec = models.train(family, (tr, te), seed=seed, device=device,
                                progress=_progress(quiet), **params)
+    store.clear(target)  # what a replaced model had (say, a detector) must not outlive it
     store.save(module, target, record=rec, dataset=tr.info)
     out = {"name": name, "model": family, "params": rec.params, "dataset": dataset,
            "seed": seed, "n_train": rec.n_train, "n_test": rec.n_test,

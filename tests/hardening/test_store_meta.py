@@ -109,3 +109,23 @@ def test_models_list_and_show_report_a_broken_model(copy, how, why):
     assert show.stderr.startswith("error: ") and why in show.stderr
     ok = CliRunner().invoke(main, ["models", "show", "good", "--workdir", str(ws)])
     assert ok.exit_code == 0 and "sha256:" in ok.stdout
+
+
+def test_replacing_a_model_leaves_nothing_of_the_old_one(tmp_path):
+    """defend --defense detector, then --force with another defense under the same name:
+    the old detector (which `score` would put in front of the new model) is gone."""
+    ws = str(tmp_path)
+    base = ["defend", "--model", "linear", "--eps", "0.1", "--name", "m", "--limit", "150",
+            "--epochs", "1", "--no-score", "--workdir", ws, "--quiet"]
+    assert CliRunner().invoke(main, [*base, "--defense", "detector"]).exit_code == 0
+    assert (tmp_path / "m" / "detector.json").is_file()
+    (tmp_path / "m" / "score.json").write_text("{}")
+    res = CliRunner().invoke(main, [*base, "--defense", "fgsm_rs", "--force"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "model.json", "model.safetensors", "plain.json", "plain.safetensors"]
+    res = CliRunner().invoke(main, ["train", "--model", "linear", "--param", "epochs=1",
+                                    "--name", "m", "--workdir", ws, "--force", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "model.json", "model.safetensors"]

@@ -17,17 +17,18 @@ from typing import IO, Any, TypeVar
 
 ENV = "ROBUSTKIT_PROGRESS_SECONDS"
 DEFAULT_SECONDS = 10.0
+MIN_SECONDS, MAX_SECONDS = 0.01, 365 * 86400.0  # beyond: a busy loop, or a wait that overflows
 T = TypeVar("T")
 
 
 def interval() -> float:
-    """Seconds between two status lines: ``$ROBUSTKIT_PROGRESS_SECONDS`` (a number > 0),
-    else 10."""
+    """Seconds between two status lines: ``$ROBUSTKIT_PROGRESS_SECONDS`` (a number from
+    0.01 to a year), else 10."""
     try:
         value = float(os.environ.get(ENV, ""))
     except ValueError:
         return DEFAULT_SECONDS
-    return value if value > 0 else DEFAULT_SECONDS
+    return value if MIN_SECONDS <= value <= MAX_SECONDS else DEFAULT_SECONDS
 
 
 def is_terminal(stream: IO[str] | None = None) -> bool:

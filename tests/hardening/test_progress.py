@@ -121,7 +121,8 @@ def test_a_terminal_gets_a_bar_and_anything_else_a_ticker(monkeypatch):
 
 
 @pytest.mark.parametrize("value, seconds", [("2.5", 2.5), ("0", 10.0), ("-1", 10.0),
-                                            ("soon", 10.0)])
+                                            ("soon", 10.0), ("inf", 10.0), ("nan", 10.0),
+                                            ("1e-9", 10.0), ("86400", 86400.0)])
 def test_cadence_comes_from_the_environment(monkeypatch, value, seconds):
     monkeypatch.setenv(progress.ENV, value)
     assert progress.interval() == seconds

@@ -165,6 +165,8 @@ def load_spec(path: str | Path) -> Spec:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError([f"{p}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise SpecError([f"{p}: not a TOML spec (not UTF-8 text)"]) from None
     return parse_spec(text, str(p))
 
 

@@ -82,3 +82,10 @@ def test_universal_side_files_get_a_safe_stem_from_any_out_name(out):
 
     stem = universal_stem(out, "uap", "linear-digits", 0.1)
     assert check_name(stem) == stem and stem.endswith("uap-linear-digits-eps0.1")
+
+
+def test_binary_spec_is_a_spec_error_naming_the_file(tmp_path):
+    spec = tmp_path / "blob.toml"
+    spec.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    res = CliRunner().invoke(main, ["sweep", str(spec), "--dry-run"])
+    assert res.exit_code == 2 and "blob.toml: not a TOML spec (not UTF-8 text)" in res.stderr

@@ -226,10 +226,21 @@ def _checked_meta(directory: Path, name: str, build: Builder | None) -> ModelMet
     doc = read_meta(directory, name, kind="module")
     meta = _model_meta(doc, directory)
     header = read_header(directory, name, doc)
+    _check_arch_size(meta.arch, len(header), directory / f"{name}.json")
     with torch.device("meta"):
         skeleton = _rebuild(meta, build, directory)
     _check_state(_spec(skeleton.state_dict()), header, directory / f"{name}.safetensors")
     return meta
+
+
+def _check_arch_size(arch: Mapping[str, Any], n_tensors: int, where: Path) -> None:
+    # Every entry of an arch list (layer widths, channels) makes at least one tensor, give
+    # or take the input shape: a longer list is tampering, and building even on the meta
+    # device would take minutes for a million layers.
+    for key, value in arch.items():
+        if isinstance(value, list) and len(value) > n_tensors + 8:
+            raise StoreError(f"{where}: arch field {key!r} lists {len(value)} entries for a "
+                             f"tensor file holding {n_tensors} tensors")
 
 
 def _rebuild(meta: ModelMeta, build: Builder | None, directory: Path) -> nn.Module:

@@ -129,3 +129,12 @@ def test_replacing_a_model_leaves_nothing_of_the_old_one(tmp_path):
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
         "model.json", "model.safetensors"]
+
+
+def test_an_arch_with_a_million_layers_is_refused_before_building(copy, monkeypatch):
+    doc = json.loads((copy / "model.json").read_text())
+    edit(copy, arch={**doc["arch"], "hidden": [1] * 1_000_000})
+    monkeypatch.setattr(robustkit.models, "build", lambda *a: pytest.fail("built"))
+    with pytest.raises(StoreError, match="'hidden' lists 1000000 entries for a tensor file "
+                                         "holding 6 tensors"):
+        store.load(copy)

@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 
-# The main job: attack and defense sweeps on the built-in digits data, then the HTML report.
+# The main job: attack and defense sweeps on the built-in digits data, then the HTML report
+# (`robustkit demo` = `robustkit sweep attacks/digits.toml defenses/digits.toml --out reports/demo`).
 # Rerunning skips finished cells (an interrupted demo resumes where it stopped).
 demo: $(STAMP)
-	$(VENV)/bin/robustkit sweep attacks/digits.toml defenses/digits.toml --out reports/demo
+	$(VENV)/bin/robustkit demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -28,7 +28,9 @@ from robustkit.tensorfiles import (  # noqa: F401
     StoreError,
     atomic_write,
     check_name,
+    dtype_code,
     load_tensors,
+    read_header,
     read_meta,
     save_tensors,
     versions,
@@ -145,6 +147,13 @@ def _model_meta(doc: dict[str, Any], directory: Path) -> ModelMeta:
     if shape is not None and not (isinstance(shape, list)
                                   and all(isinstance(v, int) for v in shape)):
         raise StoreError(f"{where}: field 'input_shape' must be a list of integers")
+    arch_shape, k = doc["arch"].get("input_shape"), doc["arch"].get("n_classes")
+    if shape is not None and isinstance(arch_shape, list) and list(arch_shape) != shape:
+        raise StoreError(f"{where}: input_shape {shape} does not match the input shape "
+                         f"{arch_shape} of its arch")
+    if doc["classes"] and isinstance(k, int) and len(doc["classes"]) != k:
+        raise StoreError(f"{where}: {len(doc['classes'])} classes listed for a model with "
+                         f"{k} outputs (arch n_classes)")
     return ModelMeta(
         name=doc["name"], family=doc["family"], params=doc["params"], arch=doc["arch"],
         dataset=doc.get("dataset"), input_shape=shape, classes=[str(c) for c in doc["classes"]],
@@ -175,34 +184,108 @@ def load(directory: str | os.PathLike, *, name: str = "model",
     Example:
         >>> module, meta = load("runs/svm-rbf")  # doctest: +SKIP
     """
-    tensors, doc = load_tensors(directory, name, kind="module")
-    meta = _model_meta(doc, Path(directory))
-    try:
-        if build is None:
-            from robustkit import models
-
-            module = models.build(meta.family, meta.arch)
-        else:
-            module = build(meta.arch)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise StoreError(f"{directory}: cannot rebuild {meta.family!r} from its stored "
-                         f"arch: {exc}") from None
-    _check_state(module.state_dict(), tensors, Path(directory) / f"{name}.safetensors")
+    directory = Path(directory)
+    meta = _checked_meta(directory, name, build)
+    tensors, _ = load_tensors(directory, name, kind="module")
+    module = _rebuild(meta, build, directory)
+    _check_state(_spec(module.state_dict()), _spec(tensors), directory / f"{name}.safetensors")
     module.load_state_dict(tensors, strict=True)
     return module.to(device).eval(), meta
 
 
-def _check_state(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor],
-                 where: Path) -> None:
+def verify(directory: str | os.PathLike, name: str = "model", *,
+           build: Builder | None = None) -> ModelMeta:
+    """Check a stored module without loading it: its JSON, the tensor file's size, header
+    and SHA-256 against the JSON, and the header's tensors against the module its arch
+    describes (built on the meta device, allocating nothing).
+
+    Returns:
+        The module's metadata.
+
+    Raises:
+        StoreError: what :func:`load` would refuse, with the reason.
+    """
+    import hashlib
+
+    directory = Path(directory)
+    meta = _checked_meta(directory, name, build)
+    path = directory / f"{name}.safetensors"
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    if h.hexdigest() != meta.sha256:
+        raise StoreError(f"{path}: SHA-256 does not match {name}.json; the tensor file was "
+                         f"changed, truncated or swapped")
+    return meta
+
+
+def _checked_meta(directory: Path, name: str, build: Builder | None) -> ModelMeta:
+    """The metadata, after the tensor file's header was checked against the module its
+    arch describes, built on the meta device: a tampered arch (say, ``hidden = [10**7,
+    10**7]``) is refused before anything is allocated."""
+    doc = read_meta(directory, name, kind="module")
+    meta = _model_meta(doc, directory)
+    header = read_header(directory, name, doc)
+    _check_arch_size(meta.arch, len(header), directory / f"{name}.json")
+    with torch.device("meta"):
+        skeleton = _rebuild(meta, build, directory)
+    _check_state(_spec(skeleton.state_dict()), header, directory / f"{name}.safetensors")
+    return meta
+
+
+def _check_arch_size(arch: Mapping[str, Any], n_tensors: int, where: Path) -> None:
+    # Every entry of an arch list (layer widths, channels) makes at least one tensor, give
+    # or take the input shape: a longer list is tampering, and building even on the meta
+    # device would take minutes for a million layers.
+    for key, value in arch.items():
+        if isinstance(value, list) and len(value) > n_tensors + 8:
+            raise StoreError(f"{where}: arch field {key!r} lists {len(value)} entries for a "
+                             f"tensor file holding {n_tensors} tensors")
+
+
+def _rebuild(meta: ModelMeta, build: Builder | None, directory: Path) -> nn.Module:
+    try:
+        if build is None:
+            from robustkit import models
+
+            return models.build(meta.family, meta.arch)
+        return build(meta.arch)
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise StoreError(f"{directory}: cannot rebuild {meta.family!r} from its stored "
+                         f"arch: {exc}") from None
+
+
+TensorSpecs = Mapping[str, "tuple[str, list[int]]"]
+
+
+def _spec(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[str, list[int]]]:
+    return {k: (dtype_code(v.dtype), list(v.shape)) for k, v in tensors.items()}
+
+
+def _check_state(expected: TensorSpecs, got: TensorSpecs, where: Path) -> None:
     missing = sorted(set(expected) - set(got))
     unexpected = sorted(set(got) - set(expected))
-    wrong = [f"{k}: stored {tuple(got[k].shape)} {got[k].dtype}, model "
-             f"{tuple(v.shape)} {v.dtype}" for k, v in expected.items()
-             if k in got and (got[k].shape != v.shape or got[k].dtype != v.dtype)]
+    wrong = [f"{k}: stored {tuple(got[k][1])} {got[k][0]}, model {tuple(v[1])} {v[0]}"
+             for k, v in expected.items() if k in got and tuple(got[k]) != tuple(v)]
     if missing or unexpected or wrong:
         parts = ([f"missing {missing}"] if missing else []) + \
                 ([f"unexpected {unexpected}"] if unexpected else []) + wrong[:5]
         raise StoreError(f"{where}: tensors do not match the model: {'; '.join(parts)}")
+
+
+def clear(directory: str | os.PathLike) -> list[str]:
+    """Remove the stored groups (``*.json`` + ``*.safetensors``) directly in ``directory``,
+    so that replacing a model leaves nothing of the old one (a detector beside a model
+    that no longer has one, a stale ``score.json``). Subfolders stay. Returns the names
+    removed."""
+    d = Path(directory)
+    gone = []
+    for p in sorted(d.glob("*")) if d.is_dir() else []:
+        if p.is_file() and p.suffix in (".json", ".safetensors"):
+            p.unlink()
+            gone.append(p.name)
+    return gone
 
 
 def model_dir(workdir: str | os.PathLike, name: str) -> Path:

@@ -128,6 +128,57 @@ def read_meta(directory: str | os.PathLike, name: str = "model", *,
     return doc
 
 
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16",
+           torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32", torch.int16: "I16",
+           torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def dtype_code(dtype: torch.dtype) -> str:
+    """The safetensors header's name of a torch dtype (``torch.float32`` -> ``"F32"``)."""
+    return _DTYPES.get(dtype, str(dtype))
+
+
+def read_header(directory: str | os.PathLike, name: str,
+                doc: Mapping[str, Any] | None = None) -> dict[str, tuple[str, list[int]]]:
+    """Names, dtypes and shapes of group ``name``'s tensors, from the safetensors header
+    only (the 8-byte length and the JSON after it): no tensor data is read.
+
+    With ``doc`` (the group's JSON) the file's size is also checked against the size
+    recorded there, which catches a truncated or replaced file before it is hashed.
+
+    Raises:
+        StoreError: a missing file, a size other than recorded, or a malformed header.
+    """
+    path = Path(directory) / f"{check_name(name)}.safetensors"
+    if not path.is_file():
+        raise StoreError(f"{path}: no such store file")
+    size = path.stat().st_size
+    recorded = (doc or {}).get("tensors", {}).get("bytes")
+    if isinstance(recorded, int) and size != recorded:
+        raise StoreError(f"{path}: {size} bytes, {name}.json records {recorded}; the tensor "
+                         f"file was truncated, changed or swapped")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < n <= min(MAX_JSON_BYTES, size - 8):
+            raise StoreError(f"{path}: not a valid safetensors file (bad header length)")
+        try:
+            header = json.loads(fh.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{path}: not a valid safetensors file ({exc})") from None
+    if not isinstance(header, dict):
+        raise StoreError(f"{path}: not a valid safetensors file (header is not an object)")
+    out: dict[str, tuple[str, list[int]]] = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        if not (isinstance(info, dict) and isinstance(info.get("dtype"), str)
+                and isinstance(info.get("shape"), list)):
+            raise StoreError(f"{path}: not a valid safetensors file (entry {key!r})")
+        out[key] = (info["dtype"], list(info["shape"]))
+    return out
+
+
 def load_tensors(directory: str | os.PathLike, name: str, *,
                  kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read group ``name``: its JSON, then its tensors after checking their SHA-256.
@@ -146,6 +197,7 @@ def load_tensors(directory: str | os.PathLike, name: str, *,
     path = Path(directory) / f"{name}.safetensors"
     if not path.is_file():
         raise StoreError(f"{path}: no such store file")
+    read_header(directory, name, doc)  # size and header first: cheap, before reading it all
     blob = path.read_bytes()  # hash and parse the very same bytes
     if hashlib.sha256(blob).hexdigest() != doc["tensors"]["sha256"]:
         raise StoreError(f"{path}: SHA-256 does not match {name}.json; the tensor file was "

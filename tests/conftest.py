@@ -14,6 +14,13 @@ from _fixtures import FAMILIES, FAST_PARAMS, SHARED_MNIST, digits, fitted_model 
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _quiet_progress(monkeypatch):
+    """No progress lines in tests that parse a command's output (click's ``output`` mixes
+    in stderr); tests/hardening/test_progress.py sets its own cadence."""
+    monkeypatch.setenv("ROBUSTKIT_PROGRESS_SECONDS", "86400")
+
+
 @pytest.fixture(scope="session")
 def digits_train():
     return digits("train")

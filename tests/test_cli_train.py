@@ -1,4 +1,4 @@
-"""``robustkit datasets | train | models | demo`` through click's CliRunner."""
+"""``robustkit datasets | train | models`` through click's CliRunner."""
 from __future__ import annotations
 
 import json
@@ -125,15 +125,6 @@ def test_datasets_command(tmp_path):
     assert "built-in" in text and "missing" in text
 
 
-def test_demo_subset(tmp_path):
-    res = run("demo", "--model", "linear", "--json")
-    assert res.exit_code == 0, res.output
-    (row,) = json.loads(res.stdout)
-    assert row["model"] == "linear" and row["test_accuracy"] > 0.9
-    text = run("demo", "--model", "linear", "--quiet")
-    assert text.exit_code == 0 and "TEST_ACCURACY" in text.stdout
-
-
 @pytest.mark.parametrize("cmd", [["datasets"], ["train"], ["models"], ["models", "list"],
                                  ["models", "show"], ["demo"]])
 def test_help_everywhere(cmd):
@@ -141,15 +132,19 @@ def test_help_everywhere(cmd):
     assert res.exit_code == 0 and "Usage:" in res.stdout and "--" in res.stdout
 
 
-def test_progress_off_when_not_a_tty(tmp_path, monkeypatch):
-    seen = {}
+def test_progress_on_unless_quiet_and_never_on_stdout(tmp_path, monkeypatch):
+    """Off a terminal, progress is status lines on stderr (robustkit.progress), not a bar
+    that stays silent; --quiet turns it off; stdout holds the result line only."""
+    seen = []
     real = models.train
 
     def spy(*args, **kwargs):
-        seen["progress"] = kwargs["progress"]
+        seen.append(kwargs["progress"])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(models, "train", spy)
-    assert run("train", *FAST, "--workdir", tmp_path).exit_code == 0
-    assert seen["progress"] is False
+    res = run("train", *FAST, "--workdir", tmp_path)
+    assert res.exit_code == 0 and len(res.stdout.splitlines()) == 1
+    assert run("train", *FAST, "--workdir", tmp_path, "--force", "--quiet").exit_code == 0
+    assert seen == [True, False]
     assert torch.is_tensor(store.load(tmp_path / "linear-digits")[0].linear.weight)

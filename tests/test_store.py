@@ -120,6 +120,7 @@ def test_malicious_pickle_under_store_names_executes_nothing(tmp_path, linear_di
     import hashlib
 
     doc["tensors"]["sha256"] = hashlib.sha256(blob).hexdigest()
+    doc["tensors"]["bytes"] = len(blob)
     (deep / "model.json").write_text(json.dumps(doc))
     plant(deep, "model.safetensors", blob)
     torch_zip = tmp_path / "torchzip"
@@ -127,6 +128,7 @@ def test_malicious_pickle_under_store_names_executes_nothing(tmp_path, linear_di
     torch.save(Payload(marker), torch_zip / "model.safetensors")
     doc["tensors"]["sha256"] = hashlib.sha256(
         (torch_zip / "model.safetensors").read_bytes()).hexdigest()
+    doc["tensors"]["bytes"] = (torch_zip / "model.safetensors").stat().st_size
     (torch_zip / "model.json").write_text(json.dumps(doc))
 
     for d, match in ((both, "not JSON"), (deep, "not a valid safetensors"),
@@ -145,7 +147,7 @@ def edit_json(d: Path, **changes) -> None:
 
 @pytest.mark.parametrize("case, match", [
     ("tampered", "SHA-256 does not match"),
-    ("truncated tensors", "SHA-256 does not match"),
+    ("truncated tensors", "bytes, model.json records .*truncated"),
     ("truncated json", "not JSON"),
     ("foreign json", "not a robustkit store file"),
     ("format version", "version 99 is not supported"),
@@ -172,7 +174,7 @@ def test_bad_files_raise_store_error(tmp_path, linear_dir, case, match):
     elif case == "unknown family":
         edit_json(d, family="quantum")
     elif case == "shape mismatch":
-        edit_json(d, arch={"input_shape": [1, 8, 8], "n_classes": 3})
+        edit_json(d, arch={"input_shape": [1, 8, 8], "n_classes": 3}, classes=["0", "1", "2"])
     elif case == "bad arch":
         edit_json(d, arch={"input_shape": [1, 8, 8], "n_classes": 10, "evil": 1})
     elif case == "missing tensors":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -33,8 +33,16 @@ class RobustkitGroup(click.Group):
                 raise
             if as_json:
                 emit_error(str(exc), "runtime")
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+            fail(str(exc) or type(exc).__name__)
+
+
+def fail(message: str) -> NoReturn:
+    """The one way a runtime error ends a command: ``error: <message>`` on stderr, exit 1.
+
+    Usage errors (bad options, invalid specs) raise ``click.UsageError`` instead (exit 2).
+    """
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
 
 
 @click.group(cls=RobustkitGroup, context_settings={"help_option_names": ["-h", "--help"]})

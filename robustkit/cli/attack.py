@@ -8,6 +8,7 @@ few perturbed test images labelled clean -> adversarial.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     from robustkit.cli import emit_json, parse_params
     from robustkit.evaluate import COLUMNS, evaluate
     from robustkit.models import resolve_device
+    from robustkit.progress import bar
 
     kw = parse_params(params)
     try:
@@ -86,13 +88,23 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
         train = load_dataset(ds_name, "train", root=data_root, seed=seed)
         fit = {"fit_x": train.x, "fit_y": train.y}
     vs: dict[float, torch.Tensor] = {}
+    n = len(data.y)
+    ticker = bar(None if spec.kind == "universal" else n * (1 if spec.kind == "minimal"
+                                                                else len(eps)),
+                 f"attack {spec.name}", "samples")
 
     def keep_v(e: float | None, res: Any) -> None:
         if e is not None and "v" in res.info:
             vs[e] = torch.as_tensor(res.info["v"]).detach().cpu()
+        if spec.kind != "universal":
+            ticker.update(len(res.x_adv))
+        ticker.set_postfix_str("minimal perturbations" if e is None else f"eps {e:g}")
 
-    rows = evaluate(model, spec, data.x, data.y, eps=list(eps), batch_size=batch_size,
-                    device=dev, seed=seed, on_result=keep_v, **fit, **kw)
+    try:
+        rows = evaluate(model, spec, data.x, data.y, eps=list(eps), batch_size=batch_size,
+                        device=dev, seed=seed, on_result=keep_v, **fit, **kw)
+    finally:
+        ticker.close()
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
             for r in rows]
     if out:
@@ -154,6 +166,13 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...])
     atomic_write(path, pd.DataFrame(rows, columns=list(columns)).to_csv(index=False).encode())
 
 
+def universal_stem(out: str | None, attack: str, model_name: str, eps: float) -> str:
+    """The file stem of a universal perturbation's files: a safe store name whatever the
+    --out file is called (``my results.csv`` -> ``my_results-uap-...``)."""
+    raw = f"{Path(out).stem + '-' if out else ''}{attack}-{model_name}-eps{eps:g}"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", raw).lstrip("._-")[:128] or "v"
+
+
 def _save_universal(v: torch.Tensor, eps: float, attack: str, model_name: str,
                     model: torch.nn.Module, data: Any, out: str | None, workdir: str,
                     params: dict[str, Any]) -> tuple[str, str]:
@@ -161,7 +180,7 @@ def _save_universal(v: torch.Tensor, eps: float, attack: str, model_name: str,
     from robustkit.store import check_name, save_tensors
 
     folder = Path(out).parent if out else Path(workdir)
-    stem = check_name(f"{Path(out).stem + '-' if out else ''}{attack}-{model_name}-eps{eps:g}")
+    stem = check_name(universal_stem(out, attack, model_name, eps))
     v = v.reshape(data.x.shape[1:])
     meta = {"attack": attack, "model": model_name, "eps": eps, "params": params,
             "dataset": data.info.name, "split": data.info.split}

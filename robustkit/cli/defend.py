@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from robustkit import datasets, defenses, models, store
 from robustkit.cli import emit_json, parse_params
 from robustkit.cli.usage import FiniteFloat, refuse
+from robustkit.defenses.checkpoint import CheckpointError
 
 DEFAULT_ATTACKS = ("fgsm", "pgd", "uap")
 
@@ -104,14 +104,20 @@ def defend_cmd(family: str, defense: str, eps: float, dataset: str, name: str | 
     if (target / "model.json").exists() and not force:
         raise FileExistsError(f"model {name!r} already exists in {opts['workdir']}; pass "
                               "--force to replace it or choose another --name")
-    seed, root, progress = opts["seed"], opts["data_root"], not quiet and sys.stderr.isatty()
+    if force:  # start over: also the checkpoint an interrupted or other run left
+        shutil.rmtree(target / "checkpoint", ignore_errors=True)
+    # A bar on a terminal, else a status line every few seconds (robustkit.progress).
+    seed, root, progress = opts["seed"], opts["data_root"], not quiet
     tr = datasets.load_dataset(dataset, "train", root=root, seed=seed, limit=limit)
     te = datasets.load_dataset(dataset, "test", root=root, seed=seed)
     plain, plain_seconds = _plain(family, mparams, tr, te, plain_name, opts, progress)
-    res = defenses.defend(defense, family, tr.x, tr.y, eps=eps, model_params=mparams,
-                          n_classes=tr.info.n_classes, seed=seed, device=opts["device"],
-                          progress=progress, checkpoint=target / "checkpoint", base=plain,
-                          **params)
+    try:
+        res = defenses.defend(defense, family, tr.x, tr.y, eps=eps, model_params=mparams,
+                              n_classes=tr.info.n_classes, seed=seed, device=opts["device"],
+                              progress=progress, checkpoint=target / "checkpoint",
+                              base=plain, **params)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} (or rerun with --force to start over)") from None
     clean = models.accuracy(res.model, te.x, te.y)
     timing = {"train_seconds": res.seconds, "plain_seconds": plain_seconds,
               "time_ratio": res.seconds / plain_seconds if plain_seconds else None}
@@ -180,16 +186,27 @@ def _run_score(model: torch.nn.Module, system: Any, tr: datasets.Dataset,
                te: datasets.Dataset, eps: list[float], opts: dict[str, Any],
                info: dict[str, Any], target: Path) -> dict[str, Any]:
     from robustkit.defenses.score import score
+    from robustkit.progress import bar
 
     x, y = te.x, te.y
     if opts["score_limit"] and opts["score_limit"] < len(y):
         x, y, _ = datasets.subset(te, opts["score_limit"], seed=opts["seed"])
     fit = datasets.subset(tr, opts["fit_limit"], seed=opts["seed"]) \
         if opts["fit_limit"] < len(tr.y) else tr
-    res = score(model, x, y, eps=eps, attacks=opts["attacks"] or DEFAULT_ATTACKS,
-                pgd_steps=opts["pgd_steps"], pgd_restarts=opts["pgd_restarts"],
-                fit_x=fit.x, fit_y=fit.y, detector=system, seed=opts["seed"],
-                device=models.resolve_device(opts["device"]), info=info)
+    ticker = bar(None, f"score {info.get('model')}", "attack calls")
+
+    def on_result(attack: str, e: float | None, _: Any) -> None:
+        ticker.update(1)
+        ticker.set_postfix_str(attack if e is None else f"{attack} eps {e:g}")
+
+    try:
+        res = score(model, x, y, eps=eps, attacks=opts["attacks"] or DEFAULT_ATTACKS,
+                    pgd_steps=opts["pgd_steps"], pgd_restarts=opts["pgd_restarts"],
+                    fit_x=fit.x, fit_y=fit.y, detector=system, seed=opts["seed"],
+                    device=models.resolve_device(opts["device"]), info=info,
+                    on_result=on_result)
+    finally:
+        ticker.close()
     out = {"rows": res.rows, "checks": [c.__dict__ for c in res.checks],
            "possible_gradient_masking": res.possible_gradient_masking,
            "flags": res.flags(), "table": res.table()}
@@ -220,6 +237,7 @@ def _store(target: Path, res: defenses.DefenseResult, family: str, mparams: dict
              "history": _jsonable(list(res.history))}
     metrics = {"test_accuracy": clean, **{k: v for k, v in timing.items() if v is not None}}
     params = dict(models.create(family, **mparams).params)
+    store.clear(target)  # what a replaced model had (say, a detector) must not outlive it
     store.save(plain, target, family=family, params=params, dataset=info, seed=seed,
                name="plain")
     if res.extras:

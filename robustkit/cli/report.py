@@ -26,6 +26,10 @@ def report_cmd(out_dir: Path, open_path: bool, as_json: bool) -> None:
     """
     from robustkit import report
 
+    if not (out_dir / "results.csv").is_file():
+        # Without it, any folder (a home directory, a source tree) would get an index.html.
+        raise click.BadParameter(f"{out_dir} holds no results.csv: not a sweep output folder",
+                                 param_hint="DIR")
     path = report.build(out_dir)
     uri = path.resolve().as_uri()
     if as_json:

@@ -7,10 +7,14 @@ from pathlib import Path
 
 import click
 
+DEMO_SPECS = ("attacks/digits.toml", "defenses/digits.toml")
+DEMO_OUT = "reports/demo"
+
 
 def register(main: click.Group) -> None:
-    """Attach the ``sweep`` command to the ``robustkit`` group."""
+    """Attach the ``sweep`` and ``demo`` commands to the ``robustkit`` group."""
     main.add_command(sweep)
+    main.add_command(demo)
 
 
 def default_out(specs: list) -> Path:
@@ -19,8 +23,15 @@ def default_out(specs: list) -> Path:
     names = list(dict.fromkeys(s.name for s in specs))
     stems = list(dict.fromkeys(Path(s.path).stem for s in specs))
     if len(names) == 1:
-        return Path("reports") / names[0]
-    return Path("reports") / (stems[0] if len(stems) == 1 else "+".join(names))
+        folder = names[0]
+    else:
+        folder = stems[0] if len(stems) == 1 else "+".join(names)
+    # Spec names are checked at parsing; a file stem such as "..", or a name that only
+    # looks like a path, must still never lead out of reports/.
+    if folder in ("", ".", "..") or folder.startswith(".") or "/" in folder or "\\" in folder:
+        raise click.UsageError(f"cannot derive an output folder under reports/ from "
+                               f"{folder!r}; give one with --out")
+    return Path("reports") / folder
 
 
 @click.command("sweep")
@@ -35,8 +46,9 @@ def default_out(specs: list) -> Path:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Torch threads per task (default 1). Rows are identical across "
                    "executors with the same value.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
-              show_default=True, help="Device for training and attacks.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Device for training and attacks (auto: CUDA when "
+              "available).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
               help="Folder with file-based datasets (default $ROBUSTKIT_DATA).")
 @click.option("--models-dir", type=click.Path(file_okay=False), default=None,
@@ -58,8 +70,8 @@ def sweep(specs: tuple[str, ...], out: str | None, workers: int | None,
     Example:
         robustkit sweep attacks/digits.toml defenses/digits.toml --workers 2
     """
-    from robustkit.cli import emit_json
-    from robustkit.sweep import SpecError, estimate, expand, load_spec, run_sweep, validate
+    from robustkit.cli import emit_json, fail
+    from robustkit.sweep import SpecError, load_spec, run_sweep, validate
 
     if workers is not None and workers > 1 and dask_address:
         raise click.UsageError("give either --workers N or --dask ADDRESS, not both")
@@ -67,32 +79,23 @@ def sweep(specs: tuple[str, ...], out: str | None, workers: int | None,
         workers = 0 if dask_address else min(os.cpu_count() or 1, 8)
     try:
         parsed = [load_spec(p) for p in specs]
-        validate(parsed, data_root=data_root)
+        # --dry-run lists the grid also before its data is there (a note says what is missing)
+        validate(parsed, data_root=data_root, data=not dry_run)
     except SpecError as exc:
         if as_json:
             from robustkit.cli.usage import emit_error
 
             emit_error(str(exc), "usage", problems=exc.problems)
-        click.echo(str(exc), err=True)
-        sys.exit(2)
+            click.echo(str(exc), err=True)
+            sys.exit(2)
+        raise click.UsageError(str(exc)) from None
     out_dir = Path(out) if out else default_out(parsed)
     if dry_run:
-        cells = expand(parsed)
-        est = estimate(cells)
-        if as_json:
-            emit_json({"out": str(out_dir), **est,
-                       "cells_list": [{"cell_id": c.cell_id, "label": c.label,
-                                       "eps": list(c.eps)} for c in cells]})
-            return
-        for c in cells:
-            click.echo(f"{c.cell_id}  {c.label}  eps={','.join(f'{e:g}' for e in c.eps)}")
-        click.echo(f"{est['cells']} cells, {est['rows']} rows, {est['models']} models; "
-                   f"estimated {est['seconds']:.0f} s on this CPU with one worker "
-                   f"(training {est['train_seconds']:.0f} s); output {out_dir}")
+        _dry_run(parsed, out_dir, data_root, as_json)
         return
     summary = run_sweep(parsed, out_dir, workers=workers, dask=dask_address, device=device,
                         data_root=data_root, models_dir=models_dir, retry_errors=retry_errors,
-                        threads=threads, report=not no_report, progress=not as_json, command=sys.argv,
+                        threads=threads, report=not no_report, progress=True, command=sys.argv,
                         validate=False)
     if as_json:
         emit_json(vars(summary))
@@ -107,5 +110,74 @@ def sweep(specs: tuple[str, ...], out: str | None, workers: int | None,
         if summary.report:
             click.echo(f"report: {summary.report}")
     if summary.report_error:
-        click.echo(f"error: report not built: {summary.report_error}", err=True)
-        sys.exit(1)
+        fail(f"report not built: {summary.report_error}")
+
+
+def _dry_run(parsed: list, out_dir: Path, data_root: str | None, as_json: bool) -> None:
+    """List the cells, which of them ``out_dir/results.csv`` holds already, and a cost
+    estimate of the remaining ones; a missing dataset is a note, not an error."""
+    from robustkit.cli import emit_json
+    from robustkit.sweep import estimate, expand
+    from robustkit.sweep.results import done_keys, eps_key, read_rows
+    from robustkit.sweep.validate import data_problems
+
+    cells = expand(parsed)
+    done = done_keys(read_rows(out_dir / "results.csv"))
+    finished = {c.cell_id: [e for e in c.eps if (c.cell_id, eps_key(e)) in done]
+                for c in cells}
+    remaining = [c for c in cells if len(finished[c.cell_id]) < len(c.eps)]
+    est = estimate(remaining)
+    notes = data_problems(parsed, data_root=data_root)
+    n_done = len(cells) - len(remaining)
+    if as_json:
+        emit_json({"out": str(out_dir), **est, "total_cells": len(cells),
+                   "finished_cells": n_done, "remaining_cells": len(remaining),
+                   "data_problems": notes,
+                   "cells_list": [{"cell_id": c.cell_id, "label": c.label,
+                                   "eps": list(c.eps), "eps_done": finished[c.cell_id],
+                                   "finished": len(finished[c.cell_id]) == len(c.eps)}
+                                  for c in cells]})
+        return
+    for c in cells:
+        k = len(finished[c.cell_id])
+        state = "done" if k == len(c.eps) else "todo" if k == 0 else f"{k}/{len(c.eps)} eps done"
+        click.echo(f"{c.cell_id}  {c.label}  eps={','.join(f'{e:g}' for e in c.eps)}  [{state}]")
+    total = estimate(cells)
+    click.echo(f"{total['cells']} cells, {total['rows']} rows, {total['models']} models; "
+               f"{n_done} finished, {len(remaining)} remaining; estimated {est['seconds']:.0f} s "
+               f"for the remaining ones on this CPU with one worker (training "
+               f"{est['train_seconds']:.0f} s); output {out_dir}")
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+
+
+def demo_specs() -> list[str]:
+    """The demo's spec files, from the clone robustkit runs from (relative to the current
+    folder when they are below it, as ``make demo`` names them)."""
+    root = Path(__file__).resolve().parents[2]
+    paths = [root / p for p in DEMO_SPECS]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"the demo specs are not there ({', '.join(missing)}); `robustkit demo` runs "
+            f"from a clone of the robustkit repository; elsewhere run `robustkit sweep "
+            f"SPEC.toml` with specs of your own")
+    cwd = Path.cwd().resolve()
+    return [str(p.relative_to(cwd)) if p.is_relative_to(cwd) else str(p) for p in paths]
+
+
+def _demo(ctx: click.Context, /, **kw: object) -> None:
+    ctx.invoke(sweep, specs=tuple(demo_specs()), **kw)
+
+
+# `robustkit demo` is `robustkit sweep attacks/digits.toml defenses/digits.toml --out
+# reports/demo` (what `make demo` runs), with the same options.
+demo = click.Command(
+    "demo", callback=click.pass_context(_demo),
+    params=[click.Option(["--out"], type=click.Path(file_okay=False), default=DEMO_OUT,
+                         show_default=True, help="Output folder.")
+            if p.name == "out" else p for p in sweep.params if p.name != "specs"],
+    help="Run the demo: the attack and defense sweeps on the built-in digits data "
+         f"({' + '.join(DEMO_SPECS)}) into {DEMO_OUT}, then its HTML report; a rerun "
+         "skips finished cells.",
+    context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,10 +1,9 @@
-"""``robustkit datasets | train | models list/show | demo``: train models into a workspace.
+"""``robustkit datasets | train | models list/show``: train models into a workspace.
 
 Models are stored through :mod:`robustkit.store` in ``<workdir>/<name>/``.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,6 @@ from robustkit.cli import emit_json, parse_params
 from robustkit.cli.usage import refuse
 
 DEFAULT_WORKDIR = "runs"
-# The five families of `robustkit demo`, with what differs from their defaults.
-DEMO: dict[str, dict[str, Any]] = {"linear": {}, "svm": {"kernel": "rbf"}, "gmm": {},
-                                   "mlp": {}, "cnn": {}}
-
 workdir_option = click.option(
     "--workdir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORKDIR,
     show_default=True, help="Workspace folder holding one subfolder per model.")
@@ -32,7 +27,7 @@ data_root_option = click.option(
 
 def register(main: click.Group) -> None:
     """Attach this module's commands to the ``robustkit`` group."""
-    for cmd in (datasets_cmd, train_cmd, models_group, demo_cmd):
+    for cmd in (datasets_cmd, train_cmd, models_group):
         main.add_command(cmd)
 
 
@@ -100,6 +95,7 @@ def train_cmd(family: str, pairs: tuple[str, ...], dataset: str, name: str | Non
     te = datasets.load_dataset(dataset, "test", root=data_root, seed=seed)
     module, rec = models.train(family, (tr, te), seed=seed, device=device,
                                progress=_progress(quiet), **params)
+    store.clear(target)  # what a replaced model had (say, a detector) must not outlive it
     store.save(module, target, record=rec, dataset=tr.info)
     out = {"name": name, "model": family, "params": rec.params, "dataset": dataset,
            "seed": seed, "n_train": rec.n_train, "n_test": rec.n_test,
@@ -130,16 +126,26 @@ def models_list(workdir: Path, as_json: bool) -> None:
     elif not rows:
         click.echo(f"no models in {workdir} (train one with `robustkit train`)")
     else:
-        errors = ["error"] if any(r["error"] for r in rows) else []
-        _table(rows, ["name", "model", "dataset", "test_accuracy", "created", *errors])
+        _table(rows, ["name", "model", "dataset", "test_accuracy", "created", "status"])
 
 
 def _summary(e: store.ModelEntry) -> dict[str, Any]:
-    m = e.meta
+    m, error = e.meta, e.error
+    if error is None:  # the JSON reads; are the tensors still the ones it describes?
+        try:
+            store.verify(e.path)
+        except (store.StoreError, OSError) as exc:
+            error = str(exc)
     return {"name": e.name, "path": e.path, "model": m.family if m else None,
             "dataset": m.dataset if m else None, "params": m.params if m else None,
             "test_accuracy": m.metrics.get("test_accuracy") if m else None,
-            "created": m.created if m else None, "error": e.error}
+            "created": m.created if m else None, "error": error,
+            "status": "ok" if error is None else f"broken: {_short(error, e.path)}"}
+
+
+def _short(error: str, path: str) -> str:
+    """The reason without the folder it is about (the row names it already)."""
+    return error.replace(f"{path}/", "").replace(f"{path}: ", "")
 
 
 @models_group.command("show")
@@ -155,7 +161,9 @@ def models_show(name: str, workdir: Path, as_json: bool) -> None:
     if not (target / "model.json").is_file():
         known = ", ".join(e.name for e in store.list_models(workdir)) or "none"
         raise FileNotFoundError(f"no model {name!r} in {workdir}; available: {known}")
-    meta = store.read_model_meta(target).to_dict()
+    # Exit 1 with the reason when the model is broken (missing, truncated or replaced
+    # tensors, inconsistent metadata): a model that cannot be loaded is not shown as fine.
+    meta = store.verify(target).to_dict()
     if as_json:
         emit_json({"model_name": name, **meta})
         return
@@ -165,37 +173,9 @@ def models_show(name: str, workdir: Path, as_json: bool) -> None:
         click.echo(f"  {key + ':':13} {_fmt(meta[key])}")
 
 
-@click.command("demo")
-@click.option("--model", "families", multiple=True, type=click.Choice(models.names()),
-              help=f"Families to train, repeatable [default: {', '.join(DEMO)}].")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True,
-              type=click.Choice(["auto", "cpu", "cuda"]))
-@quiet_option
-@json_option
-def demo_cmd(families: tuple[str, ...], seed: int, device: str, quiet: bool,
-             as_json: bool) -> None:
-    """Train the five families on digits and print their clean test accuracies."""
-    tr = datasets.load_dataset("digits", "train", seed=seed)
-    te = datasets.load_dataset("digits", "test", seed=seed)
-    rows = []
-    for family in families or tuple(DEMO):
-        if _progress(quiet):
-            click.echo(f"training {family} ...", err=True)
-        _, rec = models.train(family, (tr, te), seed=seed, device=device,
-                              progress=_progress(quiet), **DEMO.get(family, {}))
-        rows.append({"model": family, "params": _fmt(DEMO.get(family, {})) or "defaults",
-                     "train_accuracy": rec.train_accuracy, "test_accuracy": rec.test_accuracy,
-                     "seconds": rec.seconds})
-    if as_json:
-        emit_json(rows)
-    else:
-        click.echo(f"clean accuracy on digits ({len(tr.y)} train / {len(te.y)} test, seed {seed})")
-        _table(rows, ["model", "params", "train_accuracy", "test_accuracy", "seconds"])
-
-
 def _progress(quiet: bool) -> bool:
-    return not quiet and sys.stderr.isatty()
+    # A bar on a terminal, else a status line every few seconds (robustkit.progress).
+    return not quiet
 
 
 def _fmt(value: Any) -> str:

@@ -38,11 +38,11 @@ _WATCH_RULES = {"watch_size": integer(0), "watch_steps": integer(1),
 
 @register("fgsm_rs", families=GRADIENT_FAMILIES, defaults={
     "alpha": None, "noise": 1.0, "project": True, "align": 0.0, "recover": 0,
-    "recover_factor": 0.8, "recover_reset": False, "collapse_ratio": None, **_WATCH,
+    "recover_factor": 0.8, "recover_reset": False, "collapse_ratio": 0.5, **_WATCH,
     **_TRAIN, "schedule": "cyclic"}, rules={
     "alpha": positive(none=True), "noise": number(0), "align": number(0),
     "recover": integer(0), "recover_factor": number(0, 1, open_low=True),
-    "collapse_ratio": number(0, 1, open_low=True, open_high=True, none=True), **_WATCH_RULES})
+    "collapse_ratio": number(0, 1, open_high=True, none=True), **_WATCH_RULES})
 def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float,
             alpha: float | None, noise: float, project: bool, align: float, recover: int,
             recover_factor: float, recover_reset: bool, collapse_ratio: float | None,
@@ -83,9 +83,9 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
         watch_steps: PGD steps of the watch.
         collapse_drop: accuracy drop (absolute) counted as a collapse.
         collapse_ratio: also count a fall below this fraction of the best accuracy (and by
-            at least 0.05) as a collapse (None: only ``collapse_drop``): catches a collapse
-            that comes before the watch accuracy has risen above ``collapse_drop``, e.g.
-            during the eps warm-up.
+            at least 0.05) as a collapse; default 0.5 (None or 0: only ``collapse_drop``).
+            It catches a collapse that comes before the watch accuracy has risen above
+            ``collapse_drop``, e.g. during the eps warm-up.
         eps_warmup: fraction of training over which eps (and alpha) ramp up linearly
             from 0 (0: full eps from the first step, as in the paper).
         **train: ``epochs``, ``lr``, ``schedule`` (default ``"cyclic"``), ``batch_size``
@@ -119,9 +119,10 @@ def fgsm_rs(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float
             or not 0 < recover_factor <= 1:
         raise ValueError(f"recover_factor must be a number in (0, 1], got {recover_factor!r}")
     if collapse_ratio is not None and (isinstance(collapse_ratio, bool) or not isinstance(
-            collapse_ratio, (int, float)) or not 0 < collapse_ratio < 1):
-        raise ValueError(f"collapse_ratio must be a number in (0, 1) or null, "
-                         f"got {collapse_ratio!r}")
+            collapse_ratio, (int, float)) or not 0 <= collapse_ratio < 1):
+        raise ValueError(f"collapse_ratio must be a number in [0, 1) or null (0 or null: "
+                         f"off), got {collapse_ratio!r}")
+    collapse_ratio = float(collapse_ratio) if collapse_ratio else None
     if not isinstance(recover_reset, bool):
         raise ValueError(  # noqa: TRY004
             f"recover_reset must be true or false, got {recover_reset!r}")

@@ -34,7 +34,7 @@ class DefenseContext:
         n_classes: number of classes K.
         seed: seeds initialization, batch order and every attack inside the defense.
         device: where training runs; the returned model is on the CPU in eval mode.
-        progress: show a progress bar (silent when stderr is not a terminal).
+        progress: show a progress bar (status lines when stderr is not a terminal).
         checkpoint: a folder for per-epoch checkpoints; training resumes from it when it
             holds one for the same run. None: no checkpoints.
         on_epoch: called after each epoch (after the checkpoint is written) as

@@ -1,10 +1,11 @@
-"""Per-epoch checkpoints of a training run: safetensors for tensors, JSON for the rest.
+"""Per-epoch checkpoints of a training run, one safetensors file per checkpoint.
 
-A checkpoint folder holds ``checkpoint.safetensors`` (model weights ``model.*``, optimizer
-state ``optim.*``, defense state ``state.*``) and ``checkpoint.json`` (epoch, history, the
-run's fingerprint, optimizer hyperparameters, the sha256 of the tensor file). The JSON is
-written last and names the hash of the tensor file, so a half-written or mismatched pair
-is detected. Nothing is ever unpickled.
+A checkpoint folder holds ``checkpoint.safetensors``: model weights ``model.*``, optimizer
+state ``optim.*`` and defense state ``state.*`` as tensors, and in the file's metadata
+header one JSON document (epoch, history, the run's fingerprint, optimizer
+hyperparameters, a SHA-256 of the tensors). Tensors and JSON are one file written through
+a temp file and ``os.replace``, so a kill at any moment leaves the previous checkpoint or
+the new one, never a mismatched pair. Nothing is ever unpickled.
 """
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ from robustkit.models.training import (
 Watch = Callable[[int, nn.Module, dict], "tuple[bool, dict[str, Any]]"]
 
 TENSORS = "checkpoint.safetensors"
-META = "checkpoint.json"
-FORMAT = "robustkit-checkpoint-1"
+LEGACY_META = "checkpoint.json"  # robustkit-checkpoint-1 kept the JSON in a second file
+FORMAT = "robustkit-checkpoint-2"
 
 
 class CheckpointError(ValueError):
@@ -59,21 +60,56 @@ def save_checkpoint(folder: Path, *, fingerprint: Mapping[str, Any], module: nn.
                     optimizer: torch.optim.Optimizer, epoch: int,
                     history: list[dict[str, Any]], state: Mapping[str, torch.Tensor],
                     finished: bool = False) -> None:
-    """Write the checkpoint of ``epoch`` atomically (tensor file first, then the JSON)."""
+    """Write the checkpoint of ``epoch`` atomically: one file, replaced in one step."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
     opt_tensors, opt_meta = _optimizer_parts(optimizer)
     tensors.update(opt_tensors)
     tensors.update({f"state.{k}": v for k, v in state.items()})
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    tmp = _tmp_path(folder, TENSORS)
-    save_file(tensors, str(tmp))
-    digest = _sha256(tmp)
-    os.replace(tmp, folder / TENSORS)
     meta = {"format": FORMAT, "fingerprint": dict(fingerprint), "epoch": int(epoch),
             "finished": bool(finished), "history": history, "optimizer": opt_meta,
-            "sha256": digest}
-    _write_json(folder / META, meta)
+            "sha256": _digest(tensors)}
+    text = json.dumps(meta, default=float)
+    tmp = _tmp_path(folder, TENSORS)
+    try:
+        save_file(tensors, str(tmp), metadata={"robustkit": text})
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, folder / TENSORS)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    (folder / LEGACY_META).unlink(missing_ok=True)
+    for stale in folder.glob(f".{TENSORS}.*.tmp"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
+
+
+def read_checkpoint_meta(folder: Path) -> dict[str, Any] | None:
+    """The JSON document of the checkpoint in ``folder`` (None when there is none).
+
+    Raises:
+        CheckpointError: the file is truncated, foreign or written by an older robustkit.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = folder / TENSORS
+    if (folder / LEGACY_META).exists():
+        raise CheckpointError(f"{folder} holds a checkpoint of an older robustkit that "
+                              "cannot be resumed; delete the folder to start over")
+    if not path.exists():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            text = (fh.metadata() or {}).get("robustkit")
+        meta = json.loads(text) if text is not None else None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"unreadable checkpoint {path} ({exc}); delete {folder} to "
+                              "start over") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a robustkit checkpoint of this version; delete "
+                              f"{folder} to start over")
+    return meta
 
 
 def load_checkpoint(folder: Path, *, fingerprint: Mapping[str, Any], module: nn.Module,
@@ -81,25 +117,20 @@ def load_checkpoint(folder: Path, *, fingerprint: Mapping[str, Any], module: nn.
     """Restore ``module`` and ``optimizer`` from ``folder``; None when it holds no checkpoint.
 
     Raises:
-        CheckpointError: the files are corrupt or foreign, or the checkpoint belongs to a
+        CheckpointError: the file is corrupt or foreign, or the checkpoint belongs to a
             run with different settings (``fingerprint`` differs).
     """
-    meta_path, tensor_path = folder / META, folder / TENSORS
-    if not meta_path.exists():
+    meta = read_checkpoint_meta(folder)
+    if meta is None:
         return None
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"unreadable checkpoint {meta_path}: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path} is not a robustkit checkpoint")
     if meta.get("fingerprint") != json.loads(json.dumps(dict(fingerprint))):
         raise CheckpointError(
             f"checkpoint in {folder} belongs to a different run (settings differ); "
             "delete the folder or choose another one")
-    if not tensor_path.exists() or _sha256(tensor_path) != meta.get("sha256"):
-        raise CheckpointError(f"{tensor_path} is missing or does not match {meta_path}")
-    tensors = load_file(str(tensor_path))
+    tensors = load_file(str(folder / TENSORS))
+    if _digest(tensors) != meta.get("sha256"):
+        raise CheckpointError(f"{folder / TENSORS} is corrupt: its tensors' SHA-256 does not "
+                              f"match the one recorded in it; delete {folder} to start over")
     dev = next((p.device for p in module.parameters()), torch.device("cpu"))
     model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     module.load_state_dict(model_sd, strict=True)
@@ -219,20 +250,13 @@ def _tmp_path(folder: Path, name: str) -> Path:
     return Path(tmp)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = _tmp_path(path.parent, path.name)
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, default=float)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _sha256(path: Path) -> str:
+def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``tensors`` (CPU, contiguous)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -15,8 +15,9 @@ it applies; any failure sets ``possible_gradient_masking``:
 """
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +81,8 @@ def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
           attack_params: Mapping[str, Mapping[str, Any]] | None = None, checks: bool = True,
           tolerance: float = 0.02, large_eps: float = 1.0, seed: int = 0,
           device: str | torch.device | None = None, batch_size: int = 1024,
-          info: Mapping[str, Any] | None = None) -> ScoreResult:
+          info: Mapping[str, Any] | None = None,
+          on_result: Callable[[str, float | None, Any], None] | None = None) -> ScoreResult:
     """Evaluate ``model`` under each attack at each eps and run the sanity checks.
 
     Args:
@@ -103,6 +105,8 @@ def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
         batch_size: samples per attack call.
         info: columns added to every row, e.g. ``model``, ``defense``, ``train_seconds``,
             ``plain_seconds`` (``time_ratio`` is derived from the last two).
+        on_result: called with (attack name, eps, AttackResult) after every attack call
+            (eps None for minimal-perturbation attacks), e.g. to report progress.
 
     Returns:
         ScoreResult with ``rows`` and ``checks``.
@@ -132,20 +136,27 @@ def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
     for name in names:
         fit: dict[str, Any] = {"fit_x": fit_x, "fit_y": fit_y} if _is_universal(name) else {}
         rows += evaluate(model, name, x, y, eps=eps_list, seed=seed, device=device,
-                         batch_size=batch_size, **fit, **extra.get(name, {}))
+                         batch_size=batch_size, on_result=_tagged(on_result, name), **fit,
+                         **extra.get(name, {}))
     if detector is not None:
         rows = _merge_detection(rows, model, detector, x, y, eps_list, names, fit_x, fit_y,
                                 pgd_steps, seed)
     found: list[SanityCheck] = []
     if checks:
         large = evaluate(model, "pgd", x, y, eps=[large_eps], seed=seed, device=device,
-                         batch_size=batch_size, steps=pgd_steps, restarts=1)[0]
+                         batch_size=batch_size, steps=pgd_steps, restarts=1,
+                         on_result=_tagged(on_result, "pgd (large eps check)"))[0]
         found = sanity_checks(rows, tolerance=tolerance, large_eps_row=large)
     flag = any(not c.passed for c in found)
     for r in rows:
         r.update(_info_columns(info))
         r["possible_gradient_masking"] = flag
     return ScoreResult(rows, found)
+
+
+def _tagged(on_result: Callable[[str, float | None, Any], None] | None,
+            name: str) -> Callable[[float | None, Any], None] | None:
+    return None if on_result is None else functools.partial(on_result, name)
 
 
 def sanity_checks(rows: Sequence[Mapping[str, Any]], *, tolerance: float = 0.02,

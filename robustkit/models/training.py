@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -133,55 +134,57 @@ def fit_torch(
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     bar = _bar(cfg.epochs, progress, desc)
-    step = 0
-    for epoch in range(cfg.epochs):
-        order = torch.randperm(n, generator=gen)
-        if epoch < start_epoch:
-            step += steps_per_epoch
-            continue
-        loss_sum, correct = 0.0, 0
-        for i in range(0, n, cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
-            xb, yb = x[idx].to(dev), y[idx].to(dev)
-            clean = xb
-            if perturb is not None:
-                xb = perturb(module, xb, yb, step)
-                module.train()
-            for g in opt.param_groups:
-                g["lr"] = lr_at(cfg, step, total)
-            logits = module(xb)
-            loss = loss_fn(cfg.loss, logits, yb)
-            opt.zero_grad(set_to_none=True)
-            (loss if penalty is None else loss + penalty(module, clean, yb, step)).backward()
-            opt.step()
-            step += 1
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((logits.detach().argmax(1) == yb).sum())
-        stats = {"loss": loss_sum / n, "train_accuracy": correct / n}
+    try:
+        step = 0
+        for epoch in range(cfg.epochs):
+            order = torch.randperm(n, generator=gen)
+            if epoch < start_epoch:
+                step += steps_per_epoch
+                continue
+            loss_sum, correct = 0.0, 0
+            for i in range(0, n, cfg.batch_size):
+                idx = order[i:i + cfg.batch_size]
+                xb, yb = x[idx].to(dev), y[idx].to(dev)
+                clean = xb
+                if perturb is not None:
+                    xb = perturb(module, xb, yb, step)
+                    module.train()
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(cfg, step, total)
+                logits = module(xb)
+                loss = loss_fn(cfg.loss, logits, yb)
+                opt.zero_grad(set_to_none=True)
+                (loss if penalty is None else loss + penalty(module, clean, yb, step)).backward()
+                opt.step()
+                step += 1
+                loss_sum += float(loss.detach()) * len(idx)
+                correct += int((logits.detach().argmax(1) == yb).sum())
+            stats = {"loss": loss_sum / n, "train_accuracy": correct / n}
+            if bar is not None:
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", acc=f"{stats['train_accuracy']:.3f}")
+                bar.update(1)
+            if on_epoch is not None and on_epoch(epoch, module, stats):
+                break
+    finally:  # a Ticker's thread must stop also when training fails
         if bar is not None:
-            bar.set_postfix(loss=f"{stats['loss']:.4f}", acc=f"{stats['train_accuracy']:.3f}")
-            bar.update(1)
-        if on_epoch is not None and on_epoch(epoch, module, stats):
-            break
-    if bar is not None:
-        bar.close()
+            bar.close()
     return module.eval()
 
 
-def _bar(total: int, progress: bool, desc: str):
+def _bar(total: int, progress: bool, desc: str) -> Any:
     if not progress:
         return None
-    from tqdm.auto import tqdm
+    from robustkit.progress import bar
 
-    # disable=None: silent when stderr is not a terminal.
-    return tqdm(total=total, desc=desc, unit="epoch", leave=False, disable=None)
+    # A bar on a terminal; elsewhere a status line every few seconds.
+    return bar(total, desc, "epoch", leave=False)
 
 
 def per_class(classes: list[int], progress: bool, desc: str) -> Iterable[int]:
-    """Iterate over ``classes``, with a progress bar when ``progress`` (and stderr is a
-    terminal): the one-model-per-class fits of svm and gmm."""
+    """Iterate over ``classes``, with a progress bar when ``progress`` (status lines when
+    stderr is not a terminal): the one-model-per-class fits of svm and gmm."""
     if not progress:
         return classes
-    from tqdm.auto import tqdm
+    from robustkit.progress import iterate
 
-    return tqdm(classes, desc=desc, unit="class", leave=False, disable=None)
+    return iterate(classes, desc, "class")

@@ -12,7 +12,6 @@ Phases, each spread over the executor:
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -71,7 +70,8 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
             setting). Rows are bit-identical across executors run with the same
             ``threads``; timing columns always differ.
         report: build ``index.html`` with ``robustkit.report.build`` at the end.
-        progress: one progress bar over cells (silent when stderr is not a terminal).
+        progress: one progress bar over cells on stderr (when stderr is not a terminal:
+            a status line every ``$ROBUSTKIT_PROGRESS_SECONDS`` seconds, default 10).
         command: the command line, recorded in ``run.json``.
 
     Returns:
@@ -247,10 +247,10 @@ def _record(writer: ResultsWriter, cell: Cell, full: list[dict], summary: SweepS
 def _bar(total: int, progress: bool) -> Any:
     if not progress:
         return None
-    from tqdm.auto import tqdm
+    from robustkit.progress import bar
 
-    # disable=None: silent when stderr is not a terminal.
-    return tqdm(total=total, desc="sweep", unit="cell", disable=None, file=sys.stderr)
+    # A bar on a terminal; elsewhere a status line every few seconds.
+    return bar(total, "sweep", "cells")
 
 
 def _name(bar: Any, label: str) -> None:

@@ -49,6 +49,7 @@ a :class:`SpecError` naming the file and the key.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
     import tomli as tomllib  # type: ignore[no-redef]
 
 NO_DEFENSE = "none"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
 Keys = dict[str, type]
 SWEEP_KEYS: Keys = {"name": str, "description": str, "seeds": list, "eps": list, "gallery": int}
@@ -163,6 +165,8 @@ def load_spec(path: str | Path) -> Spec:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError([f"{p}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise SpecError([f"{p}: not a TOML spec (not UTF-8 text)"]) from None
     return parse_spec(text, str(p))
 
 
@@ -182,6 +186,8 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
     _check_keys(sweep, SWEEP_KEYS, f"{path}: sweep", problems)
     seeds = tuple(_seeds(sweep.get("seeds", [0]), f"{path}: sweep.seeds", problems))
     eps = tuple(_eps(sweep.get("eps", [0.0]), f"{path}: sweep.eps", problems))
+    if isinstance(sweep.get("name"), str):
+        _check_sweep_name(sweep["name"], f"{path}: sweep.name", problems)
     gallery = sweep.get("gallery", 8)
     if isinstance(gallery, int) and not 0 <= gallery <= 64:
         problems.append(f"{path}: sweep.gallery: {gallery} is not in 0..64")
@@ -256,6 +262,15 @@ def _check_unique(kind: str, names: list[str], path: str, problems: list[str]) -
         if n in seen:
             problems.append(f"{path}: {kind}[{i}].name: duplicate name {n!r}")
         seen.add(n)
+
+
+def _check_sweep_name(name: str, where: str, problems: list[str]) -> None:
+    # The name picks the default output folder reports/<name>: a spec must never choose a
+    # folder outside reports/ (only --out may).
+    if not _SAFE_NAME.fullmatch(name) or ".." in name:
+        problems.append(f"{where}: {name!r} is not a plain folder name (1-128 letters, "
+                        f"digits, '.', '_', '-' or '+', no '/' or '..'); the output folder "
+                        f"is reports/<name>, choose another one with --out")
 
 
 def _seeds(value: Any, where: str, problems: list[str]) -> list[int]:

@@ -133,11 +133,24 @@ def _train_and_store(job: ModelJob, base_key: str | None, ctx: Context) -> None:
 
         dparams = full_defense_params(job.defense, fam)
         eps = dparams.pop("eps")
+        from robustkit.defenses.checkpoint import CheckpointError
+
         base = load_model(ctx, base_key)[0] if base_key else None
-        res = defenses.defend(
-            job.defense.defense, fam, tr.x, tr.y, eps=eps, model_params=dict(job.model.params),
-            n_classes=tr.info.n_classes, seed=job.seed, device=ctx.device, base=base,
-            checkpoint=Path(ctx.models_dir) / f".ckpt-{job.key}", **dparams)
+        ckpt = Path(ctx.models_dir) / f".ckpt-{job.key}"
+
+        def defend() -> defenses.DefenseResult:
+            return defenses.defend(
+                job.defense.defense, fam, tr.x, tr.y, eps=eps,
+                model_params=dict(job.model.params), n_classes=tr.info.n_classes,
+                seed=job.seed, device=ctx.device, base=base, checkpoint=ckpt, **dparams)
+
+        try:
+            res = defend()
+        except CheckpointError:
+            # A checkpoint this run cannot resume from (an older format, other data, a
+            # corrupt file) is only a cache: start over instead of failing every rerun.
+            shutil.rmtree(ckpt, ignore_errors=True)
+            res = defend()
         module, extras = res.model, dict(res.extras)
         info = {k: v for k, v in res.info.items() if not torch.is_tensor(v)}
     seconds = time.perf_counter() - t0

@@ -22,13 +22,16 @@ EVALUATE_ARGS = ("batch_size",)
 SYSTEM_PARAMS = {"fgsm": ("norm",), "pgd": ("norm", "steps"), "noise": ("norm",)}
 
 
-def validate(specs: Iterable[Spec], *, data_root: str | os.PathLike | None = None) -> None:
+def validate(specs: Iterable[Spec], *, data_root: str | os.PathLike | None = None,
+             data: bool = True) -> None:
     """Raise :class:`SpecError` listing every problem of ``specs``; return None if all is well.
 
     Checks: dataset names and that their files are present under the data root; model
     families and their parameters; defense names, parameters and model families; attack
     names, parameters and eps ranges; that ``models``/``datasets``/``defenses`` filters
-    name entries of the same spec.
+    name entries of the same spec. ``data=False`` skips the check that the data files
+    are present (``--dry-run`` lists a grid before its data is there; see
+    :func:`data_problems`).
 
     Example:
         >>> from robustkit.sweep.spec import parse_spec
@@ -42,7 +45,7 @@ def validate(specs: Iterable[Spec], *, data_root: str | os.PathLike | None = Non
     """
     problems: list[str] = []
     for spec in specs:
-        problems += _datasets(spec, data_root)
+        problems += _datasets(spec, data_root, files=data)
         problems += _models(spec)
         problems += _defenses(spec)
         problems += _attacks(spec)
@@ -50,7 +53,13 @@ def validate(specs: Iterable[Spec], *, data_root: str | os.PathLike | None = Non
         raise SpecError(problems)
 
 
-def _datasets(spec: Spec, data_root: Any) -> list[str]:
+def data_problems(specs: Iterable[Spec], *, data_root: str | os.PathLike | None = None
+                  ) -> list[str]:
+    """What :func:`validate` says about the datasets of ``specs``: names, missing files."""
+    return [p for spec in specs for p in _datasets(spec, data_root)]
+
+
+def _datasets(spec: Spec, data_root: Any, *, files: bool = True) -> list[str]:
     from robustkit import datasets
 
     out = []
@@ -59,6 +68,8 @@ def _datasets(spec: Spec, data_root: Any) -> list[str]:
         if ds.name not in datasets.names():
             out.append(f"{where}: unknown dataset {ds.name!r}; valid: "
                        f"{', '.join(datasets.names())}")
+            continue
+        if not files:
             continue
         describe = getattr(datasets, "describe", None)
         if describe is not None:

@@ -2,7 +2,6 @@
 overfitting, checkpoints every epoch and resumes to the same weights."""
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +11,7 @@ from _fixtures import FAST_PARAMS, fitted_model
 from robustkit.attacks.pgd import pgd as pgd_attack
 from robustkit.defenses import defend, get, names
 from robustkit.defenses.adversarial import _collapse_watch
-from robustkit.defenses.checkpoint import CheckpointError
+from robustkit.defenses.checkpoint import CheckpointError, read_checkpoint_meta
 
 EPS = 0.1
 
@@ -87,7 +86,7 @@ def test_resume_after_interruption_gives_same_weights(tmp_path, digits_train):
     ck = tmp_path / "ck"
     with pytest.raises(KeyboardInterrupt):
         defend("fgsm_rs", "cnn", x, y, eps=EPS, checkpoint=ck, on_epoch=interrupt, **kw)
-    assert json.loads((ck / "checkpoint.json").read_text())["epoch"] == 1
+    assert read_checkpoint_meta(ck)["epoch"] == 1
     seen = []
     res = defend("fgsm_rs", "cnn", x, y, eps=EPS, checkpoint=ck,
                  on_epoch=lambda e, m, s: seen.append(e), **kw)

@@ -13,7 +13,7 @@ def test_dry_run_lists_cells_and_cost(tiny_spec, tmp_path):
     assert res.exit_code == 0, res.output
     lines = res.output.strip().splitlines()
     assert len(lines) == 5 and "digits/mlp-16/none/pgd-3/seed0  eps=0,0.1" in lines[3]
-    assert "4 cells, 8 rows, 2 models; estimated" in lines[-1]
+    assert "4 cells, 8 rows, 2 models; 0 finished, 4 remaining; estimated" in lines[-1]
     assert "reports/tiny" in lines[-1] and not (tmp_path / "reports").exists()
     res = CliRunner().invoke(main, ["sweep", "--dry-run", "--json", str(tiny_spec())])
     doc = json.loads(res.output)

@@ -180,10 +180,10 @@ def load(directory: str | os.PathLike, *, name: str = "model",
         if build is None:
             from robustkit import models
 
-            module = models.build(meta.family, meta.arch)
+            module = models.build(meta.family, meta.arch, Path(directory))
         else:
             module = build(meta.arch)
-    except (TypeError, ValueError, RuntimeError) as exc:
+    except (TypeError, ValueError, RuntimeError, ImportError, AttributeError, OSError) as exc:
         raise StoreError(f"{directory}: cannot rebuild {meta.family!r} from its stored "
                          f"arch: {exc}") from None
     _check_state(module.state_dict(), tensors, Path(directory) / f"{name}.safetensors")

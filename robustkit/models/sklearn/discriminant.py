@@ -49,9 +49,9 @@ class QDAHead(nn.Module):
         for c, (r, s) in enumerate(zip(est.rotations_, est.scalings_)):
             whiten[c, :, :len(s)] = np.asarray(r) * np.asarray(s) ** -0.5
         u = np.array([np.sum(np.log(s)) for s in est.scalings_])
-        head.means.copy_(torch.from_numpy(means))
-        head.whiten.copy_(torch.from_numpy(whiten))
-        head.offset.copy_(torch.from_numpy(-0.5 * u + np.log(est.priors_)))
+        head.means.copy_(torch.tensor(means))
+        head.whiten.copy_(torch.tensor(whiten))
+        head.offset.copy_(torch.tensor(-0.5 * u + np.log(est.priors_)))
         return head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,9 +86,9 @@ class GaussianNBHead(nn.Module):
     def from_estimator(cls, est: Any) -> GaussianNBHead:
         theta = np.asarray(est.theta_, dtype=np.float64)
         head = cls(theta.shape[1], theta.shape[0])
-        head.theta.copy_(torch.from_numpy(theta))
-        head.var.copy_(torch.from_numpy(np.asarray(est.var_, dtype=np.float64)))
-        head.log_prior.copy_(torch.from_numpy(np.log(est.class_prior_)))
+        head.theta.copy_(torch.tensor(theta))
+        head.var.copy_(torch.tensor(np.asarray(est.var_, dtype=np.float64)))
+        head.log_prior.copy_(torch.tensor(np.log(est.class_prior_)))
         return head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -46,8 +46,8 @@ class LinearHead(nn.Module):
         coef = np.atleast_2d(np.asarray(coef, dtype=np.float64))
         bias = np.broadcast_to(np.asarray(intercept, dtype=np.float64), (coef.shape[0],))
         head = cls(coef.shape[1], coef.shape[0])
-        head.weight.copy_(torch.from_numpy(coef))
-        head.bias.copy_(torch.from_numpy(np.ascontiguousarray(bias)))
+        head.weight.copy_(torch.tensor(coef))
+        head.bias.copy_(torch.tensor(np.ascontiguousarray(bias)))
         return head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

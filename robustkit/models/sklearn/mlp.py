@@ -41,8 +41,8 @@ class MLPHead(nn.Module):
         sizes = [est.coefs_[0].shape[0]] + [w.shape[1] for w in est.coefs_]
         head = cls(sizes, est.activation)
         for layer, (w, b) in enumerate(zip(est.coefs_, est.intercepts_)):
-            getattr(head, f"w{layer}").copy_(torch.from_numpy(np.asarray(w, np.float64)))
-            getattr(head, f"b{layer}").copy_(torch.from_numpy(np.asarray(b, np.float64)))
+            getattr(head, f"w{layer}").copy_(torch.tensor(np.asarray(w, np.float64)))
+            getattr(head, f"b{layer}").copy_(torch.tensor(np.asarray(b, np.float64)))
         return head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

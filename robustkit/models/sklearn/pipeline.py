@@ -13,7 +13,7 @@ from torch import nn
 
 
 def _t(a: Any) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a, dtype=np.float64))
+    return torch.tensor(np.asarray(a, dtype=np.float64))
 
 
 class StandardStep(nn.Module):
@@ -32,9 +32,10 @@ class StandardStep(nn.Module):
     @torch.no_grad()
     def from_estimator(cls, est: Any) -> StandardStep:
         step = cls(int(est.n_features_in_))
-        if est.mean_ is not None:
+        # mean_ is computed even with with_mean=False; only the flags say what transform uses.
+        if est.with_mean and est.mean_ is not None:
             step.mean.copy_(_t(est.mean_))
-        if est.scale_ is not None:
+        if est.with_std and est.scale_ is not None:
             step.scale.copy_(_t(est.scale_))
         return step
 

@@ -74,9 +74,9 @@ class SVCHead(nn.Module):
         head = cls(sv.shape[1], sv.shape[0], k, kernel=est.kernel, gamma=float(gamma),
                    degree=int(est.degree), coef0=float(est.coef0),
                    break_ties=bool(getattr(est, "break_ties", False)))
-        head.support_vectors.copy_(torch.from_numpy(sv))
-        head.coef.copy_(torch.from_numpy(_pairwise_coef(est)))
-        head.intercept.copy_(torch.from_numpy(np.asarray(est._intercept_, dtype=np.float64)))
+        head.support_vectors.copy_(torch.tensor(sv))
+        head.coef.copy_(torch.tensor(_pairwise_coef(est)))
+        head.intercept.copy_(torch.tensor(np.asarray(est._intercept_, dtype=np.float64)))
         return head
 
     def kernel_matrix(self, x: torch.Tensor) -> torch.Tensor:

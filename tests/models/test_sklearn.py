@@ -159,12 +159,14 @@ def test_store_round_trip(tmp_path, name):
     assert torch.equal(back(x), model(x))
 
 
-def test_float32_inputs_get_float64_logits_and_float32_gradients():
+def test_float32_inputs_get_float32_logits_computed_in_float64():
     model = from_sklearn(fitted("svc-rbf-ovr", 10))
-    x = torch.from_numpy(data(10)[2][:4]).float().requires_grad_(True)
+    x64 = torch.from_numpy(data(10)[2][:4])
+    x = x64.float().requires_grad_(True)
     logits = model(x)
     g, = torch.autograd.grad(logits[:, 0].sum(), x)
-    assert logits.dtype == torch.float64 and g.dtype == torch.float32
+    assert logits.dtype == torch.float32 and g.dtype == torch.float32
+    torch.testing.assert_close(logits, model(x.detach().double()).float(), atol=0, rtol=0)
 
 
 def test_library_entry_point_and_input_shape_check():

@@ -41,8 +41,9 @@ HEADS: dict[str, type[nn.Module]] = {
 class SklearnModel(nn.Module):
     """Flatten x (N, ...) to (N, D), apply the preprocessing steps and the classifier head.
 
-    Computes in float64 whatever the dtype of x (the logits are float64), so that scores
-    match scikit-learn's to rounding; gradients flow back to x in its own dtype.
+    Computes in float64 whatever the dtype of x, so that scores match scikit-learn's to
+    rounding, and returns logits in the dtype of x (as every robustkit model does): pass
+    float64 inputs for float64 logits.
 
     Args:
         input_shape: shape of one input, e.g. (1, 8, 8); D = prod(input_shape) must be the
@@ -72,8 +73,9 @@ class SklearnModel(nn.Module):
         return z
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, K), float64, for x (N, ...) in [0, 1]."""
-        return self.head(self.features(x))
+        """Logits (N, K) in the dtype of x (N, ...) in [0, 1], computed in float64."""
+        logits = self.head(self.features(x))
+        return logits.to(x.dtype) if x.is_floating_point() else logits
 
 
 def from_sklearn(estimator: Any, input_shape: list[int] | tuple[int, ...] | None = None

@@ -23,6 +23,15 @@ from robustkit.datasets import Dataset, load_dataset
 ONNX_TOLERANCE = 1e-5
 
 
+def _need(*modules: str) -> None:
+    """Raise a one-line ImportError naming the ``byom`` extra when a module is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"{', '.join(missing)} not installed: pip install 'robustkit[byom]'")
+
+
 @dataclass(frozen=True)
 class ImportRecord:
     """What an import did: where the model went and how it was checked."""
@@ -52,6 +61,7 @@ def import_sklearn(file: str | os.PathLike, *, name: str, dataset: str,
             not match the dataset, or any prediction that differs from ``estimator.predict``.
         TypeError: an unsupported estimator.
     """
+    _need("skops")
     import sklearn
 
     from robustkit.models.sklearn import classes_of, from_sklearn
@@ -92,6 +102,7 @@ def import_onnx(file: str | os.PathLike, *, name: str, dataset: str,
         ValueError: a graph that does not convert, takes other inputs or outputs other than
             the dataset's classes, or differs from onnxruntime by more than 1e-5.
     """
+    _need("onnx", "onnxruntime", "onnx2torch")
     import onnx
 
     from robustkit.models.onnx_model import check_onnxruntime, from_onnx, save_onnx

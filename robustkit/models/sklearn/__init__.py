@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -115,7 +115,7 @@ def from_sklearn(estimator: Any, input_shape: list[int] | tuple[int, ...] | None
                          f"estimator was fitted on {dim}")
     steps = [step_module(s) for s in pre]
     model = SklearnModel(shape, len(final.classes_), type(final).__name__,
-                         [s.spec for s in steps], head.spec)
+                         [_spec(s) for s in steps], _spec(head))
     model.load_state_dict({**{f"steps.{i}.{k}": v for i, s in enumerate(steps)
                               for k, v in s.state_dict().items()},
                            **{f"head.{k}": v for k, v in head.state_dict().items()}})
@@ -130,6 +130,10 @@ def classes_of(estimator: Any) -> list[Any]:
 def build(arch: Mapping[str, Any], directory: Any = None) -> SklearnModel:
     """An unfitted module from its stored ``arch`` (for ``robustkit.store``)."""
     return SklearnModel(**arch)
+
+
+def _spec(module: nn.Module) -> dict[str, Any]:
+    return cast(dict[str, Any], module.spec)
 
 
 def _head(est: Any) -> nn.Module:

@@ -31,8 +31,8 @@ class QDAHead(nn.Module):
 
     def __init__(self, dim: int, n_classes: int, rank: int) -> None:
         super().__init__()
-        self.spec = {"kind": "qda", "dim": int(dim), "n_classes": int(n_classes),
-                     "rank": int(rank)}
+        self.spec: dict[str, Any] = {"kind": "qda", "dim": int(dim),
+                                     "n_classes": int(n_classes), "rank": int(rank)}
         f64 = torch.float64
         self.register_buffer("means", torch.zeros(n_classes, dim, dtype=f64))
         self.register_buffer("whiten", torch.zeros(n_classes, dim, rank, dtype=f64))
@@ -75,7 +75,8 @@ class GaussianNBHead(nn.Module):
 
     def __init__(self, dim: int, n_classes: int) -> None:
         super().__init__()
-        self.spec = {"kind": "gaussian_nb", "dim": int(dim), "n_classes": int(n_classes)}
+        self.spec: dict[str, Any] = {"kind": "gaussian_nb", "dim": int(dim),
+                                     "n_classes": int(n_classes)}
         f64 = torch.float64
         self.register_buffer("theta", torch.zeros(n_classes, dim, dtype=f64))
         self.register_buffer("var", torch.ones(n_classes, dim, dtype=f64))

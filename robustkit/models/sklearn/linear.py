@@ -36,7 +36,7 @@ class LinearHead(nn.Module):
 
     def __init__(self, dim: int, n_out: int) -> None:
         super().__init__()
-        self.spec = {"kind": "linear", "dim": int(dim), "n_out": int(n_out)}
+        self.spec: dict[str, Any] = {"kind": "linear", "dim": int(dim), "n_out": int(n_out)}
         self.register_buffer("weight", torch.zeros(n_out, dim, dtype=torch.float64))
         self.register_buffer("bias", torch.zeros(n_out, dtype=torch.float64))
 

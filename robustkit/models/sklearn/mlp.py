@@ -30,7 +30,8 @@ class MLPHead(nn.Module):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, "
                              f"got {activation!r}")
-        self.spec = {"kind": "mlp", "sizes": [int(s) for s in sizes], "activation": activation}
+        self.spec: dict[str, Any] = {"kind": "mlp", "sizes": [int(s) for s in sizes],
+                                     "activation": activation}
         for layer, (a, b) in enumerate(itertools.pairwise(sizes)):
             self.register_buffer(f"w{layer}", torch.zeros(a, b, dtype=torch.float64))
             self.register_buffer(f"b{layer}", torch.zeros(b, dtype=torch.float64))

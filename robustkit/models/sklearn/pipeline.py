@@ -24,7 +24,7 @@ class StandardStep(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.spec = {"kind": "standard", "dim": int(dim)}
+        self.spec: dict[str, Any] = {"kind": "standard", "dim": int(dim)}
         self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(dim, dtype=torch.float64))
 
@@ -52,8 +52,8 @@ class MinMaxStep(nn.Module):
     def __init__(self, dim: int, clip: bool = False, low: float = 0.0,
                  high: float = 1.0) -> None:
         super().__init__()
-        self.spec = {"kind": "minmax", "dim": int(dim), "clip": bool(clip), "low": float(low),
-                     "high": float(high)}
+        self.spec: dict[str, Any] = {"kind": "minmax", "dim": int(dim), "clip": bool(clip),
+                                     "low": float(low), "high": float(high)}
         self.register_buffer("scale", torch.ones(dim, dtype=torch.float64))
         self.register_buffer("offset", torch.zeros(dim, dtype=torch.float64))
 
@@ -83,7 +83,8 @@ class PCAStep(nn.Module):
 
     def __init__(self, dim: int, k: int, whiten: bool = False) -> None:
         super().__init__()
-        self.spec = {"kind": "pca", "dim": int(dim), "k": int(k), "whiten": bool(whiten)}
+        self.spec: dict[str, Any] = {"kind": "pca", "dim": int(dim), "k": int(k),
+                                     "whiten": bool(whiten)}
         self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
         self.register_buffer("components", torch.zeros(k, dim, dtype=torch.float64))
         self.register_buffer("std", torch.ones(k, dtype=torch.float64))

@@ -52,10 +52,10 @@ class SVCHead(nn.Module):
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {list(KERNELS)}, got {kernel!r}")
-        self.spec = {"kind": "svc", "dim": int(dim), "n_sv": int(n_sv),
-                     "n_classes": int(n_classes), "kernel": kernel, "gamma": float(gamma),
-                     "degree": int(degree), "coef0": float(coef0),
-                     "break_ties": bool(break_ties)}
+        self.spec: dict[str, Any] = {
+            "kind": "svc", "dim": int(dim), "n_sv": int(n_sv), "n_classes": int(n_classes),
+            "kernel": kernel, "gamma": float(gamma), "degree": int(degree),
+            "coef0": float(coef0), "break_ties": bool(break_ties)}
         n_pairs = n_classes * (n_classes - 1) // 2
         f64 = torch.float64
         self.register_buffer("support_vectors", torch.zeros(n_sv, dim, dtype=f64))

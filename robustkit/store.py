@@ -228,10 +228,20 @@ def _checked_meta(directory: Path, name: str, build: Builder | None) -> ModelMet
     meta = _model_meta(doc, directory)
     header = read_header(directory, name, doc)
     _check_arch_size(meta.arch, len(header), directory / f"{name}.json")
+    if build is None and meta.family in _imported_kinds():
+        # Imported models (ONNX graphs, user builders) are not built on the meta device:
+        # their tensors are checked against the real module after the build.
+        return meta
     with torch.device("meta"):
         skeleton = _rebuild(meta, build, directory)
     _check_state(_spec(skeleton.state_dict()), header, directory / f"{name}.safetensors")
     return meta
+
+
+def _imported_kinds() -> list[str]:
+    from robustkit.models import imported_kinds
+
+    return imported_kinds()
 
 
 def _check_arch_size(arch: Mapping[str, Any], n_tensors: int, where: Path) -> None:
@@ -249,9 +259,10 @@ def _rebuild(meta: ModelMeta, build: Builder | None, directory: Path) -> nn.Modu
         if build is None:
             from robustkit import models
 
-            return models.build(meta.family, meta.arch)
+            return models.build(meta.family, meta.arch, directory)
         return build(meta.arch)
-    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+    except (TypeError, ValueError, RuntimeError, KeyError, ImportError, AttributeError,
+            OSError) as exc:
         raise StoreError(f"{directory}: cannot rebuild {meta.family!r} from its stored "
                          f"arch: {exc}") from None
 

@@ -10,7 +10,9 @@ from robustkit import load_dataset, models
 
 # Small, fast settings per family: enough to be a real classifier, quick to train.
 FAST_PARAMS: dict[str, dict] = {
-    "linear": {"epochs": 10},
+    # The mini-batch solver keeps the defense tests on the model they were written for
+    # (10 Adam epochs: smaller weights, more robust than the L-BFGS optimum).
+    "linear": {"solver": "minibatch", "epochs": 10},
     "svm": {"kernel": "rbf"},
     "gmm": {},
     "mlp": {"hidden": (64,), "epochs": 10},

@@ -1,6 +1,13 @@
-"""Model registry: linear, svm, gmm, mlp, cnn, resnet18 -- all differentiable torch modules."""
+"""Model registry: linear, svm, gmm, mlp, cnn, resnet18 -- all differentiable torch modules.
+
+Models brought from elsewhere: :func:`from_sklearn` (fitted scikit-learn classifiers),
+``onnx_model.from_onnx`` (ONNX graphs), ``torch_model.from_builder`` (the user's own
+network code + safetensors weights), and any ``nn.Module`` mapping x in [0, 1] to logits,
+wrapped in :class:`Normalized` if it expects normalized inputs.
+"""
 from __future__ import annotations
 
+from robustkit.models.preprocess import Normalized
 from robustkit.models.registry import (
     Family,
     ModelSpec,
@@ -10,6 +17,7 @@ from robustkit.models.registry import (
     check_params,
     create,
     get,
+    imported_kinds,
     model_device,
     names,
     predict,
@@ -17,8 +25,11 @@ from robustkit.models.registry import (
     resolve_device,
     train,
 )
+from robustkit.models.sklearn import from_sklearn
 
 __all__ = [
-    "Family", "ModelSpec", "TrainRecord", "accuracy", "build", "check_params", "create", "get", "model_device", "names",
-    "predict", "register", "resolve_device", "train",
+    "Family", "ModelSpec", "Normalized", "TrainRecord", "accuracy", "build", "check_params",
+    "create", "from_sklearn", "get", "imported_kinds", "model_device", "names", "predict",
+    "register", "resolve_device", "train",
 ]
+

@@ -54,3 +54,46 @@ class PCA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x.flatten(1) - self.mean) @ self.components.T
+
+
+class Normalized(nn.Module):
+    """Wrap a network trained on normalized inputs so that it takes x in [0, 1].
+
+    ``Normalized(model, mean, std)(x) = model((x - mean) / std)``, with ``mean``/``std``
+    per channel (C,) for images (N, C, H, W) or per feature for (N, D), as torchvision's
+    ``Normalize``. Attacks then perturb and clip in [0, 1] while the network sees what it
+    was trained on.
+
+    Args:
+        model: any ``nn.Module`` mapping normalized inputs to logits (N, K).
+        mean: per-channel (or per-feature) mean, a sequence or tensor.
+        std: per-channel (or per-feature) standard deviation, positive.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 10))
+        >>> model = Normalized(net, [0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+        >>> model(torch.rand(2, 3, 4, 4)).shape
+        torch.Size([2, 10])
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, model: nn.Module, mean: object, std: object) -> None:
+        super().__init__()
+        m = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        s = torch.as_tensor(std, dtype=torch.float32).flatten()
+        if m.shape != s.shape or m.numel() == 0:
+            raise ValueError(f"mean and std must have the same nonzero length, got "
+                             f"{tuple(m.shape)} and {tuple(s.shape)}")
+        if not bool((s > 0).all()):
+            raise ValueError(f"std must be positive, got {s.tolist()}")
+        self.model = model
+        self.register_buffer("mean", m)
+        self.register_buffer("std", s)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        mean = self.mean.to(x.dtype).reshape(shape)
+        std = self.std.to(x.dtype).reshape(shape)
+        return self.model((x - mean) / std)

@@ -39,6 +39,11 @@ class Family:
 
 FAMILIES: Registry[Family] = Registry("model")
 
+# Kinds of modules brought from elsewhere (scikit-learn, ONNX, the user's own torch code):
+# never trained here, only rebuilt by the store: ``build(arch, directory) -> module``.
+ImportedBuilder = Callable[[Mapping[str, Any], Any], nn.Module]
+IMPORTED: Registry[ImportedBuilder] = Registry("imported model kind")
+
 
 def register(family: Family) -> Family:
     """Add a family to the registry (duplicates raise)."""
@@ -128,10 +133,23 @@ def check_params(name: str, params: Mapping[str, Any]) -> list[str]:
     return out + problems(known, rules, prefix=f"model {name!r}: ")
 
 
-def build(name: str, arch: Mapping[str, Any]) -> nn.Module:
-    """Rebuild an unfitted module of family ``name`` from its ``arch`` dict (for the store)."""
+def build(name: str, arch: Mapping[str, Any], directory: Any = None) -> nn.Module:
+    """Rebuild an unfitted module of family ``name`` from its ``arch`` dict (for the store).
+
+    ``name`` may also be an imported kind (``sklearn``, ``onnx``, ``torch``); those builders
+    get the model's folder ``directory`` (an ONNX graph is kept there).
+    """
+    _load_families()
+    if name in IMPORTED:
+        return IMPORTED.get(name)(arch, directory)
     fam = get(name)
     return fam.module(**arch)
+
+
+def imported_kinds() -> list[str]:
+    """Names of the imported model kinds the store can rebuild."""
+    _load_families()
+    return IMPORTED.names()
 
 
 @dataclass(frozen=True)
@@ -270,4 +288,4 @@ def _check_seed(seed: Any) -> None:
 
 def _load_families() -> None:
     # Importing the family modules registers them (at their definition site).
-    from robustkit.models import cnn, gmm, linear, mlp, svm  # noqa: F401
+    from robustkit.models import cnn, gmm, imported, linear, mlp, svm  # noqa: F401

@@ -60,15 +60,40 @@ def test_contract_float64_follows_input(family, digits_test):
     assert torch.allclose(out.float(), model(x.float()), atol=1e-3, rtol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["linear", "mlp"])
-def test_training_is_deterministic(name, digits_train):
-    spec = models.create(name, epochs=2)
+@pytest.mark.parametrize("name,params", [("linear", {"solver": "minibatch"}), ("mlp", {})])
+def test_training_is_deterministic(name, params, digits_train):
+    spec = models.create(name, epochs=2, **params)
     a = spec.fit(digits_train.x, digits_train.y, seed=3)
     b = spec.fit(digits_train.x, digits_train.y, seed=3)
     c = spec.fit(digits_train.x, digits_train.y, seed=4)
     x = digits_train.x[:20]
     assert torch.equal(a(x), b(x))
     assert not torch.equal(a(x), c(x))
+
+
+@pytest.mark.parametrize("loss", ["logistic", "hinge", "perceptron"])
+def test_linear_lbfgs_is_deterministic_and_seed_free(loss, digits_train):
+    # Full-batch L-BFGS from W = 0: the seed cannot matter (the data split is given).
+    spec = models.create("linear", loss=loss, max_iter=10)
+    a = spec.fit(digits_train.x, digits_train.y, seed=3)
+    b = spec.fit(digits_train.x, digits_train.y, seed=4)
+    x = digits_train.x[:20]
+    assert torch.equal(a(x), b(x))
+
+
+def test_linear_lbfgs_reaches_the_regularized_logistic_optimum(digits_train):
+    # At the optimum of mean CE + wd/2 ||W||^2 the gradient vanishes: W-gradient = -wd W.
+    import torch.nn.functional as F
+
+    wd = 1e-2
+    m = models.create("linear", weight_decay=wd, max_iter=500).fit(digits_train.x,
+                                                                   digits_train.y)
+    w = m.linear.weight.detach().clone().requires_grad_(True)
+    b = m.linear.bias.detach().clone().requires_grad_(True)
+    z = m.standardize(digits_train.x)
+    loss = F.cross_entropy(F.linear(z, w, b), digits_train.y) + wd / 2 * w.pow(2).sum()
+    gw, gb = torch.autograd.grad(loss, (w, b))
+    assert float(gw.abs().max()) < 1e-4 and float(gb.abs().max()) < 1e-4
 
 
 def test_training_does_not_touch_global_rng(digits_train):

@@ -136,7 +136,7 @@ def uap_stream(model: nn.Module, batches: Batches, *, xi: float, norm: str = "li
 def _setup(model: nn.Module, batches: Batches, *, xi: float, norm: str, delta: float,
            device: torch.device | str | None) -> torch.device:
     """Validate the shared arguments; return the device to compute on."""
-    if iter(batches) is batches:
+    if isinstance(batches, Iterator):
         raise TypeError("batches must be re-iterable (a DataLoader, a list), not a one-shot "
                         "iterator: fitting makes several passes over it")
     if isinstance(xi, bool) or not isinstance(xi, (int, float)) or not xi >= 0:

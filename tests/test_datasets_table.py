@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,3 +127,53 @@ def test_missing_or_ambiguous_files(tmp_path):
         load_dataset("table:credit", "train", root=tmp_path)
     with pytest.raises(FileNotFoundError, match="found neither"):
         load_dataset("table:absent", "train", root=tmp_path)
+
+
+def test_cli_train_stores_the_scale_and_attack_reports_eps_in_units(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from robustkit import store
+    from robustkit.cli import main
+
+    def run(*args):
+        return CliRunner().invoke(main, [str(a) for a in args])
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 200), ("test", 60)):
+        age, income = rng.uniform(18, 80, n), rng.uniform(500, 9000, n)
+        label = np.where(age / 62 + income / 8500 > 1.2, "high", "low")
+        body = "".join(f"{a:.3f},{b:.2f},{c}\n" for a, b, c in zip(age, income, label))
+        (tmp_path / "credit").mkdir(exist_ok=True)
+        (tmp_path / "credit" / f"{split}.csv").write_text("age,income,label\n" + body)
+    ws = tmp_path / "runs"
+    res = run("train", "--model", "linear", "--param", "epochs=5", "--dataset",
+              "table:credit", "--data-root", tmp_path, "--workdir", ws, "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["name"] == "linear-table-credit" and out["features"] == ["age", "income"]
+    meta = store.read_model_meta(ws / "linear-table-credit")
+    doc = meta.extra["data_scale"]
+    assert doc["features"] == ["age", "income"] and meta.dataset == "table:credit"
+    written = np.loadtxt(tmp_path / "credit" / "train.csv", delimiter=",", skiprows=1,
+                         usecols=(0, 1))
+    assert doc["min"] == written.min(axis=0).tolist()
+    assert doc["max"] == written.max(axis=0).tolist()
+    width = [b - a for a, b in zip(doc["min"], doc["max"])]
+
+    res = run("attack", "--model", "linear-table-credit", "--attack", "fgsm", "--eps", 0.1,
+              "--data-root", tmp_path, "--workdir", ws, "--json")
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.stdout)[0]
+    assert row["eps_original"] == pytest.approx({"age": 0.1 * width[0],
+                                                 "income": 0.1 * width[1]})
+    text = run("attack", "--model", "linear-table-credit", "--attack", "fgsm", "--eps", 0.1,
+               "--data-root", tmp_path, "--workdir", ws)
+    assert text.exit_code == 0 and "eps 0.1 in original units: age ±" in text.stdout
+
+    train = tmp_path / "credit" / "train.csv"
+    train.write_text(train.read_text() + "99,99999,high\n")  # the training range changed
+    res = run("attack", "--model", "linear-table-credit", "--attack", "fgsm", "--eps", 0.1,
+              "--data-root", tmp_path, "--workdir", ws)
+    assert res.exit_code == 1 and "differ from those stored" in res.output

@@ -62,6 +62,7 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     """
     from robustkit import attacks, load_dataset
     from robustkit.cli import emit_json, parse_params
+    from robustkit.datasets_table import describe_eps, eps_in_units
     from robustkit.evaluate import COLUMNS, evaluate
     from robustkit.models import resolve_device
 
@@ -89,6 +90,10 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
                     device=dev, seed=seed, on_result=keep_v, **fit, **kw)
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
             for r in rows]
+    units = _units(model_name, workdir, data.info)
+    if units is not None:
+        rows = [{**r, "eps_original": dict(zip(units[0], eps_in_units(r["eps"], units[1])))}
+                for r in rows]
     if out:
         _write_csv(Path(out), rows, COLUMNS)
     saved = [_save_universal(v, e, spec.name, model_name, model, data, out, workdir, kw)
@@ -99,6 +104,8 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     click.echo(f"{spec.name} on {model_label}, {ds_name}/{split} ({len(data.y)} samples, "
                f"{rows[0]['device']})")
     click.echo(_table(rows))
+    if units is not None:
+        click.echo("\n".join(describe_eps(list(eps), *units)))
     for path in ([out] if out else []) + [p for pair in saved for p in pair]:
         click.echo(f"wrote {path}")
 
@@ -126,6 +133,24 @@ def _model(name: str, workdir: str, dataset: str | None, data_root: str | None, 
     raise click.BadParameter(
         f"{name!r} is neither a stored model in {workdir} (stored: {', '.join(stored) or 'none'})"
         f" nor a model family ({', '.join(models.names())})", param_hint="--model")
+
+
+def _units(name: str, workdir: str, info: Any) -> tuple[tuple[str, ...], Any] | None:
+    """Feature names and training (min, max) of a table model: the stored ones (checked
+    against the data's), else the data's; None for data that is not a table."""
+    from robustkit import store
+    from robustkit.datasets_table import scale_from_doc
+
+    folder = store.model_dir(workdir, name)
+    doc = (store.read_model_meta(folder).extra.get("data_scale")
+           if (folder / "model.json").is_file() else None)
+    stored = scale_from_doc(doc) if isinstance(doc, dict) else None
+    current = (info.features, info.scale) if info.scale is not None else None
+    if stored is not None and current is not None and stored != current:
+        raise ValueError(f"the training min/max of {info.name!r} differ from those stored "
+                         f"with model {name!r}: the data changed since it was trained, so "
+                         f"eps would not mean the same; retrain it")
+    return stored or current
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

@@ -123,6 +123,19 @@ class Batches:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def labels(self) -> torch.Tensor:
+        """The labels (N,) int64, without decoding any input."""
+        items = self.loader.dataset
+        y = items.labels if hasattr(items, "labels") else items.tensors[1]
+        return torch.as_tensor(y, dtype=torch.int64)
+
+    def take(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at ``index`` (e.g. a report's gallery), stacked."""
+        if not index:
+            return torch.empty(0, *self.info.input_shape), torch.empty(0, dtype=torch.int64)
+        xs, ys = zip(*(self.loader.dataset[i] for i in index))
+        return torch.stack(xs), torch.stack([torch.as_tensor(v) for v in ys])
+
 
 def iter_batches(name: str, split: str = "test", root: str | os.PathLike | None = None, *,
                  batch_size: int = 256, seed: int = 0, limit: int | None = None,

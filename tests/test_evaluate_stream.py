@@ -144,3 +144,52 @@ def test_stream_validation(model, digits_test):
 
         spec = AttackSpec("my_uap", lambda *a, **k: None, "linf", "universal")
         evaluate_stream(model, spec, [(x, y)], eps=0.1)
+
+
+SWEEP = """
+[sweep]
+name = "pets"
+eps = [0.0, 0.1]
+gallery = 3
+
+[[datasets]]
+name = "folder:pets,size=8"
+{stream}
+
+[[models]]
+name = "lin"
+family = "linear"
+params = {{ epochs = 3 }}
+
+[[attacks]]
+name = "fgsm"
+attack = "fgsm"
+
+[[attacks]]
+name = "uap"
+attack = "uap_sgd"
+params = {{ epochs = 1 }}
+"""
+
+
+def test_a_sweep_streams_an_image_folder(tmp_path):
+    from test_datasets_folder import write_folder
+
+    from robustkit.sweep import parse_spec, read_rows, run_sweep
+
+    write_folder(tmp_path / "data", n=6, size=8)
+    rows = {}
+    for mode, line in (("memory", ""), ("stream", "stream = true\nbatch_size = 5")):
+        spec = parse_spec(SWEEP.format(stream=line), f"{mode}.toml")
+        summary = run_sweep([spec], tmp_path / mode, data_root=str(tmp_path / "data"),
+                            threads=1, report=False)
+        rows[mode] = read_rows(tmp_path / mode / "results.csv")
+        assert summary.errors == 0, [r["error"] for r in rows[mode] if r["error"]]
+        assert len(rows[mode]) == 4
+        assert list((tmp_path / mode / "artifacts" / "uap").rglob("*.safetensors"))
+    keys = ("clean_accuracy", "robust_accuracy", "fooling_rate", "l2_median", "linf_mean",
+            "test_accuracy")
+    fgsm = {m: [{k: r[k] for k in keys} for r in rs if r["attack"] == "fgsm"]
+            for m, rs in rows.items()}
+    assert fgsm["stream"] == fgsm["memory"]  # same model, same numbers
+    assert {r["cell_id"] for r in rows["stream"]} != {r["cell_id"] for r in rows["memory"]}

@@ -293,7 +293,7 @@ def _idx_set(name: str, split: str, root: Path | None) -> Dataset:
     from robustkit.datasets_files import read_idx_pair
 
     card = _CARDS[name]
-    x, y = read_idx_pair(name, split, root, card.folder, _MNIST_FILES[split])
+    x, y = read_idx_pair(name, split, root, str(card.folder), _MNIST_FILES[split])
     return _make(name, split, x[:, None], y, card.classes)
 
 
@@ -313,5 +313,5 @@ def _cifar10(split: str, root: Path | None, seed: int) -> Dataset:
     pickled and is not read, for safety: unpickling a file can execute code."""
     from robustkit.datasets_files import read_cifar
 
-    x, y = read_cifar(split, root, _CARDS["cifar10"].folder, _CIFAR_FILES[split])
+    x, y = read_cifar(split, root, str(_CARDS["cifar10"].folder), _CIFAR_FILES[split])
     return _make("cifar10", split, x, y, CIFAR10_CLASSES)

@@ -44,8 +44,8 @@ def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
+        with Image.open(path) as f:
+            im = f.convert("L" if channels == 1 else "RGB")
             if im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
@@ -57,10 +57,7 @@ def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
 
 def parse_size(size: str | int | tuple[int, int]) -> tuple[int, int]:
     """``32`` or ``"32"`` -> (32, 32); ``"48x64"`` -> (48, 64) (height x width)."""
-    if isinstance(size, tuple):
-        parts = list(size)
-    else:
-        parts = str(size).lower().split("x")
+    parts = [str(v) for v in size] if isinstance(size, tuple) else str(size).lower().split("x")
     try:
         hw = tuple(int(p) for p in parts)
     except ValueError:

@@ -154,9 +154,11 @@ def iter_batches(name: str, split: str = "test", root: str | os.PathLike | None 
         ((100, 1, 8, 8), 450)
     """
     from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import Dataset as TorchDataset
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    items: TorchDataset
     if ":" in name and parse_name(name).kind == "folder":
         from robustkit.datasets_folder import folder_dataset
 

@@ -108,7 +108,8 @@ def evaluate_stream(model: nn.Module, attack: str | AttackSpec, batches: Batches
     y, clean = torch.cat(ys), torch.cat(cleans)
     rows = []
     for i, e in enumerate(eps_list):
-        pred, l2, linf = (torch.cat([p[i][j] for p in parts]) for j in range(3))
+        pred = torch.cat([p[i][0] for p in parts])
+        l2, linf = torch.cat([p[i][1] for p in parts]), torch.cat([p[i][2] for p in parts])
         seconds = sum(p[i][3] for p in parts) + (fit_seconds[i] if fit_seconds else 0.0)
         rows.append(_row(spec.name, e, y, clean, pred, l2, linf, seconds, str(dev)))
     return rows
@@ -124,8 +125,8 @@ def _fit(spec: AttackSpec, model: nn.Module, batches: Batches,
     out = []
     for e in eps_list:
         t0 = _clock(dev)
-        if isinstance(fit, tuple) and len(fit) == 2 and all(torch.is_tensor(t) for t in fit):
-            fx, fy = fit[0].to(dev), fit[1].to(dev)
+        if _is_pair(fit):
+            fx, fy = fit[0].to(dev), fit[1].to(dev)  # type: ignore[index]
             res = spec.fn(model, fx[:1], fy[:1], eps=e, fit_x=fx, fit_y=fy, seed=seed,
                           **params)
             if "v" not in res.info:
@@ -147,6 +148,10 @@ def _fit(spec: AttackSpec, model: nn.Module, batches: Batches,
             on_result(e, res)
         out.append((v, _clock(dev) - t0))
     return out
+
+
+def _is_pair(fit: object) -> bool:
+    return isinstance(fit, tuple) and len(fit) == 2 and all(torch.is_tensor(t) for t in fit)
 
 
 def _apply(model: nn.Module, x: torch.Tensor, v: torch.Tensor, dev: torch.device) -> Stats:

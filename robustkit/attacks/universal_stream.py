@@ -11,7 +11,7 @@ same v: that is how they are tested.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -69,10 +69,10 @@ def uap_sgd_stream(model: nn.Module, batches: Batches, *, xi: float, norm: str =
             for xb, _ in _chunks(batches, dev, batch_size):
                 g = _grad(model, xb, predict(model, xb), v, target=target, beta=beta)
                 v = project((v + step * _direction(g, sign))[None], xi, norm)[0]
-            rates = _rates(model, batches, v, dev, target)
-            extra = {"target_rate": rates[2]} if target is not None else {}
-            history.append(_record(epoch + 1, rates[0], v, t0, **extra))
-            score = rates[2] if target is not None else rates[0]
+            rate, _, hit = _rates(model, batches, v, dev, target)
+            extra = {"target_rate": hit} if hit is not None else {}
+            history.append(_record(epoch + 1, rate, v, t0, **extra))
+            score = hit if hit is not None else rate
             if score >= best_score:
                 best, best_score = v, score
         return _summary(model, batches, best, dev, history, delta, t0, target)
@@ -207,5 +207,5 @@ def _summary(model: nn.Module, batches: Batches, v: torch.Tensor, dev: torch.dev
 
 
 # The stream fitters of the registry's universal attacks: name -> (fit, norm).
-STREAM_FITS = {"uap": (uap_stream, "linf"), "uap_l2": (uap_stream, "l2"),
+STREAM_FITS: dict[str, tuple[Callable[..., UAPResult], str]] = {"uap": (uap_stream, "linf"), "uap_l2": (uap_stream, "l2"),
                "uap_sgd": (uap_sgd_stream, "linf"), "uap_sgd_l2": (uap_sgd_stream, "l2")}

@@ -193,3 +193,32 @@ def test_a_sweep_streams_an_image_folder(tmp_path):
             for m, rs in rows.items()}
     assert fgsm["stream"] == fgsm["memory"]  # same model, same numbers
     assert {r["cell_id"] for r in rows["stream"]} != {r["cell_id"] for r in rows["memory"]}
+
+
+def test_cli_attack_stream_prints_the_in_memory_rows(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from robustkit import models, store
+    from robustkit.cli import main
+
+    module, rec = models.train("linear", "digits", epochs=3)
+    store.save(module, tmp_path / "lin", record=rec)
+
+    def rows(*extra):
+        res = CliRunner().invoke(main, ["attack", "--model", "lin", "--workdir", str(tmp_path),
+                                        "--eps", "0.1", "--eps", "0.2", "--batch-size", "64",
+                                        "--json", *extra])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
+    for attack in ("pgd", "uap_sgd"):
+        args = ("--attack", attack, "--param", "epochs=1" if attack == "uap_sgd" else
+                "steps=3")
+        streamed = rows(*args, "--stream", "--out", str(tmp_path / f"{attack}.csv"))
+        if attack == "pgd":
+            _same_rows(rows(*args), streamed)
+        else:  # fitted on the streamed train split; v and its PNG are written
+            assert len(streamed) == 2 and streamed[0]["n"] == 450
+            assert len(list(tmp_path.glob(f"{attack}-uap_sgd-lin-eps*.png"))) == 2

@@ -45,13 +45,16 @@ def register(main: click.Group) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Evaluate a stratified subset of this many samples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--stream", is_flag=True,
+              help="Read the data in batches of --batch-size (image folders lazily): memory "
+                   "bounded by the batch, not the dataset; the same rows.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the rows to this CSV file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: str | None,
            split: str, params: tuple[str, ...], device: str, workdir: str,
-           data_root: str | None, limit: int | None, batch_size: int, seed: int,
+           data_root: str | None, limit: int | None, batch_size: int, stream: bool, seed: int,
            out: str | None, as_json: bool) -> None:
     """Attack a model at each --eps and report robust accuracy, rates, norms and speed.
 
@@ -75,19 +78,23 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     model, model_label, model_dataset = _model(model_name, workdir, dataset, data_root, seed,
                                                dev)
     ds_name = dataset or model_dataset or "digits"
-    data = load_dataset(ds_name, split, root=data_root, seed=seed, limit=limit)
-    fit: dict[str, Any] = {}
-    if spec.kind == "universal":
-        train = load_dataset(ds_name, "train", root=data_root, seed=seed)
-        fit = {"fit_x": train.x, "fit_y": train.y}
     vs: dict[float, torch.Tensor] = {}
 
     def keep_v(e: float | None, res: Any) -> None:
         if e is not None and "v" in res.info:
             vs[e] = torch.as_tensor(res.info["v"]).detach().cpu()
 
-    rows = evaluate(model, spec, data.x, data.y, eps=list(eps), batch_size=batch_size,
-                    device=dev, seed=seed, on_result=keep_v, **fit, **kw)
+    if stream:
+        data, rows = _stream_rows(spec, model, ds_name, split, data_root, seed, limit,
+                                  batch_size, dev, keep_v, list(eps), kw)
+    else:
+        data = load_dataset(ds_name, split, root=data_root, seed=seed, limit=limit)
+        fit: dict[str, Any] = {}
+        if spec.kind == "universal":
+            train = load_dataset(ds_name, "train", root=data_root, seed=seed)
+            fit = {"fit_x": train.x, "fit_y": train.y}
+        rows = evaluate(model, spec, data.x, data.y, eps=list(eps), batch_size=batch_size,
+                        device=dev, seed=seed, on_result=keep_v, **fit, **kw)
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
             for r in rows]
     units = _units(model_name, workdir, data.info)
@@ -101,7 +108,7 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     if as_json:
         emit_json(rows)
         return
-    click.echo(f"{spec.name} on {model_label}, {ds_name}/{split} ({len(data.y)} samples, "
+    click.echo(f"{spec.name} on {model_label}, {ds_name}/{split} ({rows[0]['n']} samples, "
                f"{rows[0]['device']})")
     click.echo(_table(rows))
     if units is not None:
@@ -133,6 +140,25 @@ def _model(name: str, workdir: str, dataset: str | None, data_root: str | None, 
     raise click.BadParameter(
         f"{name!r} is neither a stored model in {workdir} (stored: {', '.join(stored) or 'none'})"
         f" nor a model family ({', '.join(models.names())})", param_hint="--model")
+
+
+def _stream_rows(spec: Any, model: torch.nn.Module, name: str, split: str,
+                 root: str | None, seed: int, limit: int | None, batch_size: int,
+                 dev: torch.device, on_result: Any, eps: list[float],
+                 params: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
+    """Rows of ``evaluate_stream`` over lazily read batches (a universal v fitted on the
+    streamed train split), and the first few inputs as a Dataset (for the PNG of v)."""
+    from robustkit.datasets import Dataset
+    from robustkit.datasets_user import iter_batches
+    from robustkit.evaluate_stream import evaluate_stream
+
+    batches = iter_batches(name, split, root, batch_size=batch_size, seed=seed, limit=limit)
+    fit = iter_batches(name, "train", root, batch_size=batch_size, seed=seed) \
+        if spec.kind == "universal" else None
+    rows = evaluate_stream(model, spec, batches, eps=eps, device=dev, fit=fit, seed=seed,
+                           on_result=on_result, **params)
+    x, y = batches.take(list(range(min(N_GALLERY, batches.n))))
+    return Dataset(x, y, batches.info), rows
 
 
 def _units(name: str, workdir: str, info: Any) -> tuple[tuple[str, ...], Any] | None:

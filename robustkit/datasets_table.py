@@ -14,6 +14,7 @@ CSV is read strictly with the ``csv`` module (pandas silently pads short rows wi
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,11 @@ def read_table(path: Path, label: str) -> tuple[np.ndarray, list[str], list[str]
         r, j = np.argwhere(~np.isfinite(x))[0]
         raise ValueError(f"{path}: line {lines[r]}, column {features[j]!r}: feature value "
                          f"{x[r, j]} is not finite")
-    return x, [_label(row[li]) for row in rows], features
+    labels = [_label(row[li]) for row in rows]
+    if "" in labels:
+        line = lines[labels.index("")]
+        raise ValueError(f"{path}: line {line}: missing value in label column {label!r}")
+    return x, labels, features
 
 
 def eps_in_units(eps: float, scale: Scale) -> list[float]:
@@ -143,7 +148,7 @@ def describe_eps(eps: Sequence[float], features: Sequence[str], scale: Scale,
 
 def _read_csv(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             header = next(reader, None)
             if not header:
@@ -187,6 +192,8 @@ def _is_number(v: Any) -> bool:
 
 
 def _label(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return str(v).strip()

@@ -89,6 +89,7 @@ def test_limit_is_stratified_and_keeps_the_full_training_scale(tmp_path):
     ("a,label\n1,x\nabc,y\n", "line 3, column 'a': non-numeric"),
     ("a,label\n1,x\n,y\n", "line 3, column 'a': non-numeric"),
     ("a,label\n1,x\ninf,y\n", "not finite"),
+    ("a,label\n1,x\n2,\n", "line 3: missing value in label column"),
     ("a,b\n1,2\n", "missing label column 'label'"),
     ("a,label\n", "empty split"),
     ("", "empty file"),

@@ -222,3 +222,15 @@ def test_cli_attack_stream_prints_the_in_memory_rows(tmp_path):
         else:  # fitted on the streamed train split; v and its PNG are written
             assert len(streamed) == 2 and streamed[0]["n"] == 450
             assert len(list(tmp_path.glob(f"{attack}-uap_sgd-lin-eps*.png"))) == 2
+
+
+@ON_MLP
+def test_targeted_uap_sgd_stream(model, digits_train):
+    loader = DataLoader(TensorDataset(digits_train.x, digits_train.y), batch_size=128)
+    res = uap_sgd_stream(model, loader, xi=0.3, epochs=3, target=4)
+    with torch.no_grad():
+        hit = model((digits_train.x + res.v).clamp(0, 1)).argmax(1) == 4
+    assert res.target_rate == pytest.approx(float(hit.float().mean()))
+    assert res.target_rate > 0.3 and float(res.v.abs().max()) <= 0.3 + 1e-6
+    with pytest.raises(ValueError, match="target"):
+        uap_sgd_stream(model, loader, xi=0.3, epochs=1, target=10)

@@ -63,7 +63,13 @@ def uap_sgd_stream(model: nn.Module, batches: Batches, *, xi: float, norm: str =
     t0 = time.perf_counter()
     history: list[dict[str, Any]] = []
     with eval_mode(model):
-        v = torch.zeros_like(_first(batches, dev)[0][0])
+        first = _first(batches, dev)[0]
+        v = torch.zeros_like(first[0])
+        with torch.no_grad():
+            k = int(model(first[:1]).shape[1])
+        if target is not None and (isinstance(target, bool) or not isinstance(target, int)
+                                   or not 0 <= target < k):
+            raise ValueError(f"target must be None or a class in [0, {k}), got {target!r}")
         best, best_score = v, 0.0
         for epoch in range(epochs if xi > 0 else 0):
             for xb, _ in _chunks(batches, dev, batch_size):

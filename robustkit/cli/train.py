@@ -52,6 +52,9 @@ def datasets_cmd(data_root: Path | None, as_json: bool) -> None:
                        else f"missing: {r['location']}" if r["location"]
                        else "needs --data-root")
     _table(rows, ["name", "shape", "n_classes", "status", "description"])
+    click.echo("your own data, PATH under the data root: folder:PATH[,size=32][,channels=3] "
+               "(PATH/{train,test}/<class>/*.png), table:PATH[,label=label] "
+               "(PATH/{train,test}.csv or .parquet)")
 
 
 def check_params(family: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -99,7 +99,8 @@ def child(mode: str, n: int, root: str) -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(json.dumps({"mode": mode, "n": n, "peak_rss_mb": round(peak_mb, 1),
                       "seconds": round(seconds, 2),
-                      "robust_accuracy_8_255": rows[-1]["robust_accuracy"] if rows else None,
+                      "clean_accuracy": rows[-1]["clean_accuracy"] if rows else None,
+                      "fooling_rate_8_255": rows[-1]["fooling_rate"] if rows else None,
                       "evaluated": rows[-1]["n"] if rows else 0}))
 
 
@@ -136,10 +137,10 @@ def main() -> None:
         per_image_mb = 3 * SIZE * SIZE * 4 / 2**20
         rows.append({"mode": "stream (extrapolated)", "n": TARGET_N,
                      "peak_rss_mb": round(peak, 1), "seconds": None,
-                     "robust_accuracy_8_255": None, "evaluated": None})
+                     "clean_accuracy": None, "fooling_rate_8_255": None, "evaluated": None})
         rows.append({"mode": "memory (x alone, computed)", "n": TARGET_N,
                      "peak_rss_mb": round(per_image_mb * TARGET_N, 1), "seconds": None,
-                     "robust_accuracy_8_255": None, "evaluated": None})
+                     "clean_accuracy": None, "fooling_rate_8_255": None, "evaluated": None})
         for r in rows:
             r.update(batch_size=BATCH if r["mode"].startswith("stream") else None,
                      image="3x224x224 jpeg", device="cpu:1 thread")

@@ -2,10 +2,11 @@
 
 Built-in (no files needed): ``digits`` (scikit-learn's 8x8 handwritten digits) and the
 2-D lecture sets ``moons``, ``xor``, ``blobs``. From a local data root (never downloaded):
-``mnist``, ``fashion-mnist``, ``cifar10``.
+``mnist``, ``fashion-mnist``, ``cifar10``, and your own data as ``folder:PATH`` (image
+folders) or ``table:PATH`` (CSV/Parquet); see :mod:`robustkit.datasets_user`.
 
-File-based sets are parsed here (IDX for MNIST-style sets, CIFAR-10's *binary* batches)
-instead of through torchvision: torchvision's MNIST refuses gzipped-only folders unless
+File-based sets are parsed by :mod:`robustkit.datasets_files` (IDX for MNIST-style sets,
+CIFAR-10's *binary* batches) instead of through torchvision: torchvision's MNIST refuses gzipped-only folders unless
 it may download, and its CIFAR-10 unpickles the python batches, which we never do.
 """
 from __future__ import annotations
@@ -19,21 +20,27 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from robustkit.dataformats import read_cifar_batch, read_idx
 from robustkit.registry import Registry
 
 SPLITS = ("train", "test")
-DATA_ENV = "ROBUSTKIT_DATA"
+DATA_ENV = "ROBUSTKIT_DATA"  # also in datasets_files (no import cycle)
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a dataset is: its name, split, class names and the shape of one input."""
+    """What a dataset is: its name, split, class names and the shape of one input.
+
+    Tables add ``features`` (column names), ``scale`` (the training split's (min, max) per
+    feature, which x was scaled to [0, 1] with) and ``clipped`` (values clipped into [0, 1]).
+    """
 
     name: str
     split: str
     classes: tuple[str, ...]
     input_shape: tuple[int, ...]
+    features: tuple[str, ...] = ()
+    scale: tuple[tuple[float, float], ...] | None = None
+    clipped: int = 0
 
     @property
     def n_classes(self) -> int:
@@ -71,8 +78,19 @@ _CARDS: dict[str, DatasetCard] = {}
 
 
 def names() -> list[str]:
-    """Names accepted by :func:`load_dataset`."""
+    """Built-in names accepted by :func:`load_dataset` (besides ``folder:``/``table:``)."""
     return _LOADERS.names()
+
+
+def check_name(name: str) -> str:
+    """``name`` if :func:`load_dataset` accepts it, else a ValueError listing what does."""
+    if isinstance(name, str) and ":" in name:
+        from robustkit.datasets_user import parse_name
+
+        parse_name(name)
+        return name
+    _LOADERS.get(name)
+    return name
 
 
 def describe(name: str, root: str | os.PathLike | None = None) -> dict:
@@ -82,16 +100,21 @@ def describe(name: str, root: str | os.PathLike | None = None) -> dict:
         >>> describe("digits")["available"]
         True
     """
-    _LOADERS.get(name)  # unknown names raise with the valid ones
+    if ":" in check_name(name):  # unknown names raise with the valid ones
+        from robustkit.datasets_user import describe_user
+
+        return describe_user(name, data_root(root))
     card = _CARDS[name]
     out = {"name": name, "description": card.description,
            "input_shape": list(card.input_shape), "n_classes": len(card.classes),
            "classes": list(card.classes), "builtin": card.folder is None}
     if card.folder is None:
         return {**out, "location": None, "available": True}
+    from robustkit.datasets_files import find
+
     base = data_root(root)
     folder = base / card.folder if base is not None else None
-    available = folder is not None and all(_find(folder, f) is not None for f in card.files)
+    available = folder is not None and all(find(folder, f) is not None for f in card.files)
     return {**out, "location": str(folder) if folder else None, "available": available}
 
 
@@ -114,7 +137,8 @@ def load_dataset(
     """Load a dataset split as tensors in the robustkit data contract.
 
     Args:
-        name: one of :func:`names`.
+        name: one of :func:`names`, or ``folder:PATH[,size=H[xW]][,channels=C]`` (an image
+            folder) or ``table:PATH[,label=COL]`` (CSV/Parquet) under the data root.
         split: ``"train"`` or ``"test"``.
         root: local data root for file-based sets (default ``$ROBUSTKIT_DATA``).
         seed: seed of the train/test split for built-in sets, and of ``limit``.
@@ -136,6 +160,10 @@ def load_dataset(
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         # the range numpy and scikit-learn take as a random_state
         raise ValueError(f"seed must be an integer in [0, 4294967295], got {seed!r}")
+    if ":" in check_name(name):
+        from robustkit.datasets_user import load_user
+
+        return load_user(name, split, data_root(root), seed=seed, limit=limit)
     ds = _LOADERS.get(name)(split, data_root(root), seed)
     if limit is not None and limit < len(ds.y):
         ds = subset(ds, limit, seed=seed)
@@ -144,15 +172,19 @@ def load_dataset(
 
 def subset(ds: Dataset, n: int, *, seed: int = 0) -> Dataset:
     """A stratified, seeded subset of ``n`` samples (every class keeps its share)."""
+    keep = subset_index(ds.y.numpy(), n, seed=seed)
+    return Dataset(ds.x[keep], ds.y[keep], ds.info)
+
+
+def subset_index(y: np.ndarray, n: int, *, seed: int = 0) -> np.ndarray:
+    """The sorted indices :func:`subset` keeps of labels ``y`` (N,)."""
     from sklearn.model_selection import train_test_split
 
-    idx = np.arange(len(ds.y))
-    y = ds.y.numpy()
     counts = np.bincount(y)
     stratify = y if n >= len(counts) and counts[counts > 0].min() >= 2 else None
-    keep, _ = train_test_split(idx, train_size=n, stratify=stratify, random_state=seed)
-    keep = np.sort(keep)
-    return Dataset(ds.x[keep], ds.y[keep], ds.info)
+    keep, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=stratify,
+                               random_state=seed)
+    return np.sort(keep)
 
 
 def _split(x: np.ndarray, y: np.ndarray, split: str, seed: int, test_size: float = 0.25):
@@ -260,45 +292,12 @@ _CARDS["cifar10"] = DatasetCard(
     CIFAR10_CLASSES, "cifar-10-batches-bin", sum(_CIFAR_FILES.values(), ()))
 
 
-def _find(folder: Path, name: str) -> Path | None:
-    """``folder/name`` if present, else ``folder/name.gz`` if present, else None."""
-    for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _locate(name: str, split: str, root: Path | None, files: tuple[str, ...],
-            hint: str) -> list[Path]:
-    """The paths of ``files`` for dataset ``name``, or a one-line FileNotFoundError saying
-    which files are missing, where they were expected and how to set the data root."""
-    card = _CARDS[name]
-    if root is None:
-        raise FileNotFoundError(
-            f"dataset {name!r} is read from a local data root (never downloaded): pass "
-            f"--data-root DIR (root=DIR) or set {DATA_ENV}; expected {', '.join(files)} "
-            f"in DIR/{card.folder}/ ({hint})")
-    folder = root / card.folder  # type: ignore[operator]
-    found = [_find(folder, f) for f in files]
-    missing = [f for f, p in zip(files, found) if p is None]
-    if missing:
-        raise FileNotFoundError(
-            f"dataset {name!r} ({split}): missing {', '.join(missing)} in {folder}/ "
-            f"({hint}); set the data root with --data-root DIR or {DATA_ENV}")
-    return [p for p in found if p is not None]
-
-
 def _idx_set(name: str, split: str, root: Path | None) -> Dataset:
-    hint = "the IDX files, gzipped (.gz) or extracted, as torchvision lays them out"
-    img_path, lbl_path = _locate(name, split, root, _MNIST_FILES[split], hint)
-    x = read_idx(img_path, ndim=3)
-    y = read_idx(lbl_path, ndim=1)
-    if x.shape[1:] != (28, 28) or len(x) != len(y):
-        raise ValueError(f"dataset {name!r}: {img_path.name} holds images {x.shape} and "
-                         f"{lbl_path.name} {len(y)} labels; expected (N, 28, 28) and N")
-    if int(y.max()) > 9:
-        raise ValueError(f"dataset {name!r}: label {int(y.max())} in {lbl_path} is not 0-9")
-    return _make(name, split, x[:, None], y, _CARDS[name].classes)
+    from robustkit.datasets_files import read_idx_pair
+
+    card = _CARDS[name]
+    x, y = read_idx_pair(name, split, root, str(card.folder), _MNIST_FILES[split])
+    return _make(name, split, x[:, None], y, card.classes)
 
 
 @_LOADERS.register("mnist")
@@ -315,10 +314,7 @@ def _fashion_mnist(split: str, root: Path | None, seed: int) -> Dataset:
 def _cifar10(split: str, root: Path | None, seed: int) -> Dataset:
     """CIFAR-10 from its binary batches. The python version (``cifar-10-batches-py``) is
     pickled and is not read, for safety: unpickling a file can execute code."""
-    hint = ("the *binary* version, cifar-10-binary.tar.gz extracted; the python (pickle) "
-            "version is not read, for safety")
-    paths = _locate("cifar10", split, root, _CIFAR_FILES[split], hint)
-    parts = [read_cifar_batch(p) for p in paths]
-    x = np.concatenate([p[0] for p in parts])
-    y = np.concatenate([p[1] for p in parts])
+    from robustkit.datasets_files import read_cifar
+
+    x, y = read_cifar(split, root, str(_CARDS["cifar10"].folder), _CIFAR_FILES[split])
     return _make("cifar10", split, x, y, CIFAR10_CLASSES)

@@ -78,7 +78,8 @@ def save(model: nn.Module, directory: str | os.PathLike, *,
 
     Fields not given explicitly come from ``record`` (family, params, dataset name, seed,
     accuracies, sizes, seconds, device) and from ``dataset`` when it is a ``DatasetInfo``
-    (classes, input shape). The module must carry ``module.arch``, the constructor
+    (classes, input shape, and for a table the training min/max per feature, kept as
+    ``extra["data_scale"]``). The module must carry ``module.arch``, the constructor
     arguments :func:`robustkit.models.build` rebuilds it from.
 
     Args:
@@ -119,10 +120,20 @@ def save(model: nn.Module, directory: str | os.PathLike, *,
         "classes": list(classes or (info.classes if info else None) or default_classes),
         "seed": seed if seed is not None else (record.seed if record else None),
         "metrics": {**(_record_metrics(record) if record else {}), **dict(metrics or {})},
-        "extra": {**({"device": record.device} if record else {}), **dict(extra or {})},
+        "extra": {**({"device": record.device} if record else {}), **_scale(info),
+                  **dict(extra or {})},
     }
     save_tensors(directory, name, model.state_dict(), meta=meta, kind="module")
     return Path(directory)
+
+
+def _scale(info: DatasetInfo | None) -> dict[str, Any]:
+    """A table's training min/max per feature (``extra["data_scale"]``): what eps means."""
+    if info is None or getattr(info, "scale", None) is None:
+        return {}
+    from robustkit.datasets_table import scale_doc
+
+    return {"data_scale": scale_doc(info)}
 
 
 def _record_metrics(rec: TrainRecord) -> dict[str, float]:

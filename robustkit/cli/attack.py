@@ -15,7 +15,7 @@ from typing import Any
 import click
 import torch
 
-from robustkit import datasets
+from robustkit.cli.train import _dataset_name
 from robustkit.cli.usage import FiniteFloat, refuse
 
 TABLE = ("eps", "clean_accuracy", "robust_accuracy", "success_rate", "fooling_rate",
@@ -36,8 +36,10 @@ def register(main: click.Group) -> None:
                    "lists them all) or foolbox:<AttackName>, e.g. foolbox:LinfPGD.")
 @click.option("--eps", "eps", type=FiniteFloat(min=0), multiple=True, required=True,
               help="Budget (repeat for several); for universal attacks the radius xi.")
-@click.option("--dataset", default=None, type=click.Choice(datasets.names()),
-              help="Dataset (default: the model's, else digits).")
+@click.option("--dataset", default=None, callback=lambda c, p, v: None if v is None else
+              _dataset_name(c, p, v),
+              help="Dataset (default: the model's, else digits): a built-in name, "
+                   "folder:PATH or table:PATH.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Attack hyperparameter (repeatable), e.g. --param steps=20.")
@@ -50,13 +52,16 @@ def register(main: click.Group) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Evaluate a stratified subset of this many samples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--stream", is_flag=True,
+              help="Read the data in batches of --batch-size (image folders lazily): memory "
+                   "bounded by the batch, not the dataset; the same rows.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the rows to this CSV file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: str | None,
            split: str, params: tuple[str, ...], device: str, workdir: str,
-           data_root: str | None, limit: int | None, batch_size: int, seed: int,
+           data_root: str | None, limit: int | None, batch_size: int, stream: bool, seed: int,
            out: str | None, as_json: bool) -> None:
     """Attack a model at each --eps and report robust accuracy, rates, norms and speed.
 
@@ -67,6 +72,7 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     """
     from robustkit import attacks, load_dataset
     from robustkit.cli import emit_json, parse_params
+    from robustkit.datasets_table import describe_eps, eps_in_units
     from robustkit.evaluate import COLUMNS, evaluate
     from robustkit.models import resolve_device
     from robustkit.progress import bar
@@ -82,16 +88,14 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     model, model_label, model_dataset = _model(model_name, workdir, dataset, data_root, seed,
                                                dev)
     ds_name = dataset or model_dataset or "digits"
-    data = load_dataset(ds_name, split, root=data_root, seed=seed, limit=limit)
-    fit: dict[str, Any] = {}
-    if spec.kind == "universal":
-        train = load_dataset(ds_name, "train", root=data_root, seed=seed)
-        fit = {"fit_x": train.x, "fit_y": train.y}
+    n = None
+    if not stream:
+        data = load_dataset(ds_name, split, root=data_root, seed=seed, limit=limit)
+        n = len(data.y)
     vs: dict[float, torch.Tensor] = {}
-    n = len(data.y)
-    ticker = bar(None if spec.kind == "universal" else n * (1 if spec.kind == "minimal"
-                                                                else len(eps)),
-                 f"attack {spec.name}", "samples")
+    total = None if spec.kind == "universal" or n is None else n * (
+        1 if spec.kind == "minimal" else len(eps))
+    ticker = bar(total, f"attack {spec.name}", "samples")
 
     def keep_v(e: float | None, res: Any) -> None:
         if e is not None and "v" in res.info:
@@ -101,12 +105,24 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
         ticker.set_postfix_str("minimal perturbations" if e is None else f"eps {e:g}")
 
     try:
-        rows = evaluate(model, spec, data.x, data.y, eps=list(eps), batch_size=batch_size,
-                        device=dev, seed=seed, on_result=keep_v, **fit, **kw)
+        if stream:
+            data, rows = _stream_rows(spec, model, ds_name, split, data_root, seed, limit,
+                                      batch_size, dev, keep_v, list(eps), kw)
+        else:
+            fit: dict[str, Any] = {}
+            if spec.kind == "universal":
+                train = load_dataset(ds_name, "train", root=data_root, seed=seed)
+                fit = {"fit_x": train.x, "fit_y": train.y}
+            rows = evaluate(model, spec, data.x, data.y, eps=list(eps), batch_size=batch_size,
+                            device=dev, seed=seed, on_result=keep_v, **fit, **kw)
     finally:
         ticker.close()
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
             for r in rows]
+    units = _units(model_name, workdir, data.info)
+    if units is not None:
+        rows = [{**r, "eps_original": dict(zip(units[0], eps_in_units(r["eps"], units[1])))}
+                for r in rows]
     if out:
         _write_csv(Path(out), rows, COLUMNS)
     saved = [_save_universal(v, e, spec.name, model_name, model, data, out, workdir, kw)
@@ -114,9 +130,11 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     if as_json:
         emit_json(rows)
         return
-    click.echo(f"{spec.name} on {model_label}, {ds_name}/{split} ({len(data.y)} samples, "
+    click.echo(f"{spec.name} on {model_label}, {ds_name}/{split} ({rows[0]['n']} samples, "
                f"{rows[0]['device']})")
     click.echo(_table(rows))
+    if units is not None:
+        click.echo("\n".join(describe_eps(list(eps), *units)))
     for path in ([out] if out else []) + [p for pair in saved for p in pair]:
         click.echo(f"wrote {path}")
 
@@ -144,6 +162,43 @@ def _model(name: str, workdir: str, dataset: str | None, data_root: str | None, 
     raise click.BadParameter(
         f"{name!r} is neither a stored model in {workdir} (stored: {', '.join(stored) or 'none'})"
         f" nor a model family ({', '.join(models.names())})", param_hint="--model")
+
+
+def _stream_rows(spec: Any, model: torch.nn.Module, name: str, split: str,
+                 root: str | None, seed: int, limit: int | None, batch_size: int,
+                 dev: torch.device, on_result: Any, eps: list[float],
+                 params: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
+    """Rows of ``evaluate_stream`` over lazily read batches (a universal v fitted on the
+    streamed train split), and the first few inputs as a Dataset (for the PNG of v)."""
+    from robustkit.datasets import Dataset
+    from robustkit.datasets_user import iter_batches
+    from robustkit.evaluate_stream import evaluate_stream
+
+    batches = iter_batches(name, split, root, batch_size=batch_size, seed=seed, limit=limit)
+    fit = iter_batches(name, "train", root, batch_size=batch_size, seed=seed) \
+        if spec.kind == "universal" else None
+    rows = evaluate_stream(model, spec, batches, eps=eps, device=dev, fit=fit, seed=seed,
+                           on_result=on_result, **params)
+    x, y = batches.take(list(range(min(N_GALLERY, batches.n))))
+    return Dataset(x, y, batches.info), rows
+
+
+def _units(name: str, workdir: str, info: Any) -> tuple[tuple[str, ...], Any] | None:
+    """Feature names and training (min, max) of a table model: the stored ones (checked
+    against the data's), else the data's; None for data that is not a table."""
+    from robustkit import store
+    from robustkit.datasets_table import scale_from_doc
+
+    folder = store.model_dir(workdir, name)
+    doc = (store.read_model_meta(folder).extra.get("data_scale")
+           if (folder / "model.json").is_file() else None)
+    stored = scale_from_doc(doc) if isinstance(doc, dict) else None
+    current = (info.features, info.scale) if info.scale is not None else None
+    if stored is not None and current is not None and stored != current:
+        raise ValueError(f"the training min/max of {info.name!r} differ from those stored "
+                         f"with model {name!r}: the data changed since it was trained, so "
+                         f"eps would not mean the same; retrain it")
+    return stored or current
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

@@ -4,6 +4,7 @@ Models are stored through :mod:`robustkit.store` in ``<workdir>/<name>/``.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ json_option = click.option("--json", "as_json", is_flag=True,
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 data_root_option = click.option(
     "--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help=f"Local data root for mnist, fashion-mnist, cifar10 [default: ${datasets.DATA_ENV}].")
+    help=f"Local data root for mnist, fashion-mnist, cifar10, folder:/table: datasets "
+         f"[default: ${datasets.DATA_ENV}].")
 
 
 def register(main: click.Group) -> None:
@@ -46,6 +48,9 @@ def datasets_cmd(data_root: Path | None, as_json: bool) -> None:
                        else f"missing: {r['location']}" if r["location"]
                        else "needs --data-root")
     _table(rows, ["name", "shape", "n_classes", "status", "description"])
+    click.echo("your own data, PATH under the data root: folder:PATH[,size=32][,channels=3] "
+               "(PATH/{train,test}/<class>/*.png), table:PATH[,label=label] "
+               "(PATH/{train,test}.csv or .parquet)")
 
 
 def check_params(family: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -55,13 +60,22 @@ def check_params(family: str, params: dict[str, Any]) -> dict[str, Any]:
     return dict(models.create(family, **params).params)
 
 
+def _dataset_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return datasets.check_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command("train")
 @click.option("--model", "family", required=True, type=click.Choice(models.names()),
               help="Model family.")
 @click.option("--param", "pairs", multiple=True, metavar="KEY=VALUE",
               help="Family parameter, repeatable; values parse as JSON (0.5, [64,32], true).")
-@click.option("--dataset", default="digits", show_default=True,
-              type=click.Choice(datasets.names()), help="Dataset to train and test on.")
+@click.option("--dataset", default="digits", show_default=True, callback=_dataset_name,
+              help=f"Dataset to train and test on: {', '.join(datasets.names())}, or your "
+                   f"own as folder:PATH[,size=32] or table:PATH[,label=label] under "
+                   f"--data-root.")
 @click.option("--name", default=None, help="Model name in the workspace [default: MODEL-DATASET].")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
               help="Seed of split and training.")
@@ -83,7 +97,7 @@ def train_cmd(family: str, pairs: tuple[str, ...], dataset: str, name: str | Non
     """
     params = parse_params(pairs)
     check_params(family, params)
-    name = name or f"{family}-{dataset}"
+    name = name or re.sub(r"[^A-Za-z0-9._-]+", "-", f"{family}-{dataset}").strip("-.")
     try:
         target = store.model_dir(workdir, name)
     except ValueError as exc:
@@ -101,12 +115,18 @@ def train_cmd(family: str, pairs: tuple[str, ...], dataset: str, name: str | Non
            "seed": seed, "n_train": rec.n_train, "n_test": rec.n_test,
            "train_accuracy": rec.train_accuracy, "test_accuracy": rec.test_accuracy,
            "seconds": rec.seconds, "device": rec.device, "path": str(target)}
+    if tr.info.scale is not None:
+        out.update(features=list(tr.info.features), clipped_test_values=te.info.clipped)
     if as_json:
         emit_json(out)
-    else:
-        click.echo(f"{name}: {family} on {dataset}: train accuracy {rec.train_accuracy:.4f}, "
-                   f"test accuracy {rec.test_accuracy:.4f} ({rec.seconds:.1f} s, {rec.device})"
-                   f" -> {target}")
+        return
+    click.echo(f"{name}: {family} on {dataset}: train accuracy {rec.train_accuracy:.4f}, "
+               f"test accuracy {rec.test_accuracy:.4f} ({rec.seconds:.1f} s, {rec.device})"
+               f" -> {target}")
+    if tr.info.scale is not None:
+        click.echo(f"{len(tr.info.features)} features scaled to [0, 1] with the training "
+                   f"min/max (stored with the model); {te.info.clipped} test values outside "
+                   f"that range clipped")
 
 
 @click.group("models")

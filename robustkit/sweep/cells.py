@@ -118,6 +118,8 @@ def cell_id(key: str, dataset: DatasetEntry, attack: AttackEntry) -> str:
              "test_limit": dataset.test_limit, "fit_limit": dataset.fit_limit}
     if attack.adaptive:
         ident["adaptive"] = True
+    if dataset.stream:  # universal fitting visits a stream in its own order
+        ident["stream"] = dataset.batch_size or 1024
     return digest(ident)
 
 

@@ -20,6 +20,7 @@ from robustkit.sweep.tasks import (
     is_trained,
     load_model,
     model_path,
+    stream_data,
     test_data,
 )
 
@@ -35,21 +36,29 @@ def evaluate_cell(cell: Cell, eps: tuple[float, ...], ctx: Context
         rows, arts = evaluate_system(cell, eps, ctx, model)
         facts = train_facts(cell, meta, ctx)
         return [{**r, **facts} for r in rows], arts
-    te = test_data(cell.job, ctx)
     spec = attacks.get(cell.attack.attack)
-    kw: dict[str, Any] = {}
-    if spec.kind == "universal":
-        fit = fit_data(cell.job, ctx)
-        kw = {"fit_x": fit.x, "fit_y": fit.y}
     universal: dict[float, torch.Tensor] = {}
 
     def keep_v(e: float | None, res: Any) -> None:
         if e is not None and "v" in res.info:
             universal[e] = torch.as_tensor(res.info["v"]).detach().cpu()
 
-    rows = evaluate(model, spec, te.x, te.y, eps=list(eps), device=ctx.device,
-                    seed=cell.job.seed, on_result=keep_v if spec.kind == "universal" else None,
-                    **kw, **dict(cell.attack.params))
+    common = {"eps": list(eps), "device": ctx.device, "seed": cell.job.seed,
+              "on_result": keep_v if spec.kind == "universal" else None,
+              **dict(cell.attack.params)}
+    if cell.job.dataset.stream:
+        from robustkit.evaluate_stream import evaluate_stream
+
+        fit = stream_data(cell.job, ctx, "train") if spec.kind == "universal" else None
+        rows = evaluate_stream(model, spec, stream_data(cell.job, ctx, "test"), fit=fit,
+                               **common)
+    else:
+        te = test_data(cell.job, ctx)
+        kw: dict[str, Any] = {}
+        if spec.kind == "universal":
+            fd = fit_data(cell.job, ctx)
+            kw = {"fit_x": fd.x, "fit_y": fd.y}
+        rows = evaluate(model, spec, te.x, te.y, **kw, **common)
     facts = train_facts(cell, meta, ctx)
     rows = [{**r, **facts, "eps": e} for r, e in zip(rows, eps)]
     arts = [uap_artifact(cell, e, v, model, ctx, meta)

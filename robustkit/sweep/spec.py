@@ -30,7 +30,9 @@ A spec names a grid ``datasets x models x defenses x attacks x eps x seeds``::
 
 Keys: ``[sweep]`` name, description, seeds, eps, gallery; ``[[datasets]]`` name,
 train_limit (training subset), test_limit (attacked subset), fit_limit (training samples
-universal perturbations are fitted on); ``[[models]]`` name, family, params, datasets (the
+universal perturbations are fitted on), stream (evaluate it in batches of batch_size,
+default 1024, reading image folders lazily: memory bounded by the batch, not the data;
+training still loads the train split); ``[[models]]`` name, family, params, datasets (the
 dataset names it runs on); ``[[defenses]]`` name, defense (``"none"`` or a registry name),
 params (with ``eps``), models; ``[[attacks]]`` name, attack, params, eps (overrides the
 sweep's grid; the radius xi for universal attacks, an L2 budget for L2 attacks), models,
@@ -65,7 +67,8 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
 Keys = dict[str, type]
 SWEEP_KEYS: Keys = {"name": str, "description": str, "seeds": list, "eps": list, "gallery": int}
-DATASET_KEYS: Keys = {"name": str, "train_limit": int, "test_limit": int, "fit_limit": int}
+DATASET_KEYS: Keys = {"name": str, "train_limit": int, "test_limit": int, "fit_limit": int,
+                      "stream": bool, "batch_size": int}
 MODEL_KEYS: Keys = {"name": str, "family": str, "params": dict, "datasets": list}
 DEFENSE_KEYS: Keys = {"name": str, "defense": str, "params": dict, "models": list}
 ATTACK_KEYS: Keys = {"name": str, "attack": str, "params": dict, "eps": list, "models": list,
@@ -94,6 +97,8 @@ class DatasetEntry:
     train_limit: int | None = None
     test_limit: int | None = None
     fit_limit: int | None = None
+    stream: bool = False
+    batch_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -200,7 +205,8 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
                 problems.append(f"{path}: {kind}[{i}]: missing key "
                                 f"{' or '.join(REQUIRED[kind])}")
     datasets = tuple(DatasetEntry(r.get("name", "?"), r.get("train_limit"), r.get("test_limit"),
-                                  r.get("fit_limit")) for r in tables["datasets"])
+                                  r.get("fit_limit"), r.get("stream", False) is True,
+                                  r.get("batch_size")) for r in tables["datasets"])
     models = tuple(ModelEntry(r.get("name", r.get("family", "?")), r.get("family", "?"),
                               _freeze(r.get("params", {})), _names(r.get("datasets")))
                    for r in tables["models"])
@@ -247,7 +253,8 @@ def _check_keys(row: dict[str, Any], allowed: Keys, where: str, problems: list[s
                                                       and allowed[key] is not bool):
             problems.append(f"{where}.{key}: expected {allowed[key].__name__}, "
                             f"got {type(value).__name__} {value!r}")
-        elif key.endswith("_limit") and isinstance(value, int) and value < 1:
+        elif (key.endswith("_limit") or key == "batch_size") and isinstance(value, int) \
+                and value < 1:
             problems.append(f"{where}.{key}: must be a positive integer, got {value}")
         elif isinstance(value, list) and key in ("models", "datasets", "defenses") and \
                 not all(isinstance(v, str) for v in value):

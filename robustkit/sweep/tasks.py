@@ -72,6 +72,21 @@ def test_data(job: ModelJob, ctx: Context):
     return _data(job.dataset.name, "test", ctx.data_root, job.seed, job.dataset.test_limit)
 
 
+@functools.lru_cache(maxsize=8)
+def _stream(name: str, split: str, root: str | None, seed: int, limit: int | None,
+            batch_size: int):
+    from robustkit.datasets_user import iter_batches
+
+    return iter_batches(name, split, root, batch_size=batch_size, seed=seed, limit=limit)
+
+
+def stream_data(job: ModelJob, ctx: Context, split: str):
+    """The test (or fit) data of a ``stream = true`` dataset as batches, read lazily."""
+    ds = job.dataset
+    limit = ds.test_limit if split == "test" else ds.fit_limit or ds.train_limit
+    return _stream(ds.name, split, ctx.data_root, job.seed, limit, ds.batch_size or 1024)
+
+
 def fit_data(job: ModelJob, ctx: Context):
     """The training subset universal perturbations are fitted on."""
     limit = job.dataset.fit_limit or job.dataset.train_limit
@@ -120,7 +135,6 @@ def _train_and_store(job: ModelJob, base_key: str | None, ctx: Context) -> None:
     from robustkit import models, store
 
     tr = _data(job.dataset.name, "train", ctx.data_root, job.seed, job.dataset.train_limit)
-    te = test_data(job, ctx)
     fam, params = job.model.family, full_model_params(job.model)
     t0 = time.perf_counter()
     extras: dict[str, nn.Module] = {}
@@ -154,7 +168,7 @@ def _train_and_store(job: ModelJob, base_key: str | None, ctx: Context) -> None:
         module, extras = res.model, dict(res.extras)
         info = {k: v for k, v in res.info.items() if not torch.is_tensor(v)}
     seconds = time.perf_counter() - t0
-    metrics = {"test_accuracy": models.accuracy(module, te.x, te.y),
+    metrics = {"test_accuracy": _accuracy(module, job, ctx),
                "train_accuracy": models.accuracy(module, tr.x, tr.y), "seconds": seconds}
     extra = {"model_key": job.key, "model_name": job.model.name,
              "defense": job.defense.defense, "defense_name": job.defense.name,
@@ -173,6 +187,20 @@ def _train_and_store(job: ModelJob, base_key: str | None, ctx: Context) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(Path(ctx.models_dir) / f".ckpt-{job.key}", ignore_errors=True)
+
+
+def _accuracy(module: nn.Module, job: ModelJob, ctx: Context) -> float:
+    """Test accuracy, over the stream for a ``stream = true`` dataset."""
+    from robustkit import models
+
+    if not job.dataset.stream:
+        te = test_data(job, ctx)
+        return models.accuracy(module, te.x, te.y)
+    hits = n = 0
+    for xb, yb in stream_data(job, ctx, "test"):
+        hits += int((models.predict(module, xb) == yb).sum())
+        n += len(yb)
+    return hits / n if n else float("nan")
 
 
 def _save_extras(module: nn.Module, extras: dict[str, nn.Module], directory: Path) -> None:
@@ -217,22 +245,30 @@ def gallery_task(job: ModelJob, ctx: Context) -> dict[str, Any]:
 
 
 def gallery_inputs(job: ModelJob, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first test input of each class in turn (0, 1, 2, ...), ``job.gallery`` of them."""
+    """The first test input of each class in turn (0, 1, 2, ...), ``job.gallery`` of them
+    (of a streamed dataset, only those are read)."""
+    if job.dataset.stream:
+        stream = stream_data(job, ctx, "test")
+        return stream.take(_gallery_order(stream.labels(), job.gallery))
     te = test_data(job, ctx)
+    idx = torch.tensor(_gallery_order(te.y, job.gallery), dtype=torch.long)
+    return te.x[idx], te.y[idx]
+
+
+def _gallery_order(y: torch.Tensor, gallery: int) -> list[int]:
     order: list[int] = []
-    remaining = list(range(len(te.y)))
-    while len(order) < min(job.gallery, len(te.y)):
+    remaining = list(range(len(y)))
+    while len(order) < min(gallery, len(y)):
         seen: set[int] = set()
         for i in list(remaining):
-            c = int(te.y[i])
+            c = int(y[i])
             if c not in seen:
                 seen.add(c)
                 order.append(i)
                 remaining.remove(i)
-                if len(order) == job.gallery:
+                if len(order) == gallery:
                     break
-    idx = torch.tensor(order, dtype=torch.long)
-    return te.x[idx], te.y[idx]
+    return order
 
 
 def job_meta(job: ModelJob) -> dict[str, Any]:

@@ -65,9 +65,10 @@ def _datasets(spec: Spec, data_root: Any, *, files: bool = True) -> list[str]:
     out = []
     for i, ds in enumerate(spec.datasets):
         where = f"{spec.path}: datasets[{i}].name"
-        if ds.name not in datasets.names():
-            out.append(f"{where}: unknown dataset {ds.name!r}; valid: "
-                       f"{', '.join(datasets.names())}")
+        try:
+            datasets.check_name(ds.name)
+        except ValueError as exc:
+            out.append(f"{where}: {exc}")
             continue
         if not files:
             continue

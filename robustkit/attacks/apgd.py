@@ -25,6 +25,7 @@ from robustkit.attacks.base import (
 )
 from robustkit.attacks.fgsm import ascent_direction, ascent_loss, ce_input_direction
 from robustkit.attacks.pgd import margin_loss
+from robustkit.params import choice, integer, number
 
 LOSSES = ("ce", "dlr", "margin")
 ALPHA = 0.75  # momentum (Croce & Hein, section 3.2)
@@ -153,7 +154,7 @@ def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
         if not bool(done.any()):
             return s
         rows = s["idx"][done]
-        x_out[rows], success[rows], best[rows] = s["cur"][done], True, s["f"][done]
+        x_out[rows], success[rows], best[rows] = s["cur"][done], True, s["f"][done].to(best.dtype)
         keep = ~done
         return {k: v[keep] for k, v in s.items()}
 
@@ -180,7 +181,7 @@ def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
             s = _checkpoint(s, k - last, rho, shape)
             last = k
     rows = s["idx"]
-    x_out[rows], best[rows] = s["xmax"], s["fmax"]
+    x_out[rows], best[rows] = s["xmax"], s["fmax"].to(best.dtype)
     return x_out, success, best, iters, evaluated
 
 
@@ -206,7 +207,15 @@ def resolve_loss(loss: str, n_classes: int, targeted: bool) -> tuple[str, dict]:
     return loss, {}
 
 
-@register("apgd", norm="linf")
+RULES = {"norm": choice("linf", "l2"),
+         "loss": choice("ce", "dlr", "margin"),
+         "steps": integer(1),
+         "restarts": integer(1),
+         "rho": number(0, 1, open_low=True),
+         "eot": integer(1)}
+
+
+@register("apgd", norm="linf", rules=RULES)
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
          norm: str = "linf", loss: str = "ce", steps: int = 100, restarts: int = 1,
          rho: float = 0.75, target: torch.Tensor | None = None, eot: int = 1,
@@ -281,7 +290,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     return make_result(model, x, x_adv, y, target=target, iterations=iters, info=info)
 
 
-@register("apgd_l2", norm="l2")
+@register("apgd_l2", norm="l2", rules={k: r for k, r in RULES.items() if k != "norm"})
 def apgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
             **params: object) -> AttackResult:
     """APGD in the L2 ball: ``apgd(..., norm="l2")`` under its own registry name.

@@ -16,9 +16,15 @@ from robustkit.attacks.base import (
     make_result,
     register,
 )
+from robustkit.params import choice, integer, number
 
 
-@register("apgd_t", norm="linf")
+@register("apgd_t", norm="linf", rules={"norm": choice("linf", "l2"),
+                                        "targets": integer(1),
+                                        "steps": integer(1),
+                                        "restarts": integer(1),
+                                        "rho": number(0, 1, open_low=True),
+                                        "eot": integer(1)})
 def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
            norm: str = "linf", targets: int = 9, steps: int = 100, restarts: int = 1,
            rho: float = 0.75, eot: int = 1, seed: int = 0) -> AttackResult:

@@ -25,6 +25,7 @@ from robustkit.attacks.base import (
     register,
 )
 from robustkit.attacks.square import margin, square
+from robustkit.params import choice, integer
 
 VERSIONS = ("standard", "fast", "rand")
 FAB_SLACK = 1e-6  # a FAB point counts when its norm is <= eps + this (then projected)
@@ -134,7 +135,7 @@ def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             seconds[name] = time.perf_counter() - t0
             hit, m = logits.argmax(1) != y[rows], margin(logits, y[rows])
             closer = m < worst[rows]
-            best[rows[closer]], worst[rows[closer]] = res.x_adv[closer], m[closer]
+            best[rows[closer]], worst[rows[closer]] = res.x_adv[closer], m[closer].to(worst.dtype)
             x_adv[rows[hit]], broken[rows[hit]] = res.x_adv[hit], True
             for i in rows[hit].tolist():
                 by[i] = name
@@ -147,7 +148,15 @@ def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     return [out[e] for e in grid]
 
 
-@register("autoattack", norm="linf", curve=autoattack_curve)
+RULES = {"norm": choice("linf", "l2"),
+         "version": choice("standard", "fast", "rand"),
+         "steps": integer(1),
+         "targets": integer(1),
+         "queries": integer(1),
+         "eot": integer(1)}
+
+
+@register("autoattack", norm="linf", curve=autoattack_curve, rules=RULES)
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                norm: str = "linf", version: str = "standard", steps: int = 100,
                targets: int = 9, queries: int = 5000, eot: int = 20, seed: int = 0
@@ -207,5 +216,5 @@ def _l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     return autoattack(model, x, y, eps=eps, norm="l2", **params)  # type: ignore[arg-type]
 
 
-autoattack_l2 = register("autoattack_l2", norm="l2",
-                         curve=partial(autoattack_curve, norm="l2"))(_l2)
+autoattack_l2 = register("autoattack_l2", norm="l2", curve=partial(autoattack_curve, norm="l2"),
+                         rules={k: r for k, r in RULES.items() if k != "norm"})(_l2)

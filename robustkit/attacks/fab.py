@@ -23,6 +23,7 @@ from robustkit.attacks.base import (
 )
 from robustkit.attacks.deepfool import _differences
 from robustkit.attacks.hyperplane import project_to_hyperplane
+from robustkit.params import choice, integer, number
 
 # Each run ends by tightening its best point: FAB's iterates stop about (eta - 1)(1 - beta)
 # beyond the boundary. POLISH_ROUNDS projections of x onto the boundary linearized at that
@@ -33,7 +34,17 @@ POLISH_MARGIN = 1e-4
 SHRINK_STEPS = 20
 
 
-@register("fab", norm="linf", kind="minimal")
+RULES = {"norm": choice("linf", "l2"),
+         "eps": number(0, none=True),
+         "steps": integer(1),
+         "restarts": integer(1),
+         "targets": integer(0),
+         "alpha_max": number(0, 1),
+         "eta": number(1),
+         "beta": number(0, 1, open_high=True)}
+
+
+@register("fab", norm="linf", kind="minimal", rules=RULES)
 def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None,
         norm: str = "linf", steps: int = 100, restarts: int = 1, targets: int = 0,
         alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, seed: int = 0
@@ -127,7 +138,8 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
                        info={"norm": norm, "distance": best, "targets": targets})
 
 
-@register("fab_l2", norm="l2", kind="minimal")
+@register("fab_l2", norm="l2", kind="minimal",
+          rules={k: r for k, r in RULES.items() if k != "norm"})
 def fab_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **params: object
            ) -> AttackResult:
     """Find a minimal L2 perturbation: ``fab(..., norm="l2")`` under its own registry name.
@@ -304,9 +316,9 @@ def _check_params(*, norm: str, steps: int, restarts: int, targets: int, alpha_m
                              ("targets", targets, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    for name, number, ok, allowed in (
+    for name, num, ok, allowed in (
             ("alpha_max", alpha_max, lambda v: 0 <= v <= 1, "in [0, 1]"),
             ("eta", eta, lambda v: v >= 1, ">= 1"),
             ("beta", beta, lambda v: 0 <= v < 1, "in [0, 1)")):
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or not ok(number):
-            raise ValueError(f"{name} must be a number {allowed}, got {number!r}")
+        if isinstance(num, bool) or not isinstance(num, (int, float)) or not ok(num):
+            raise ValueError(f"{name} must be a number {allowed}, got {num!r}")

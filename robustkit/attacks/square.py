@@ -20,12 +20,14 @@ from robustkit.attacks.base import (
     NORMS,
     AttackResult,
     check_inputs,
+    check_logits,
     eval_mode,
     generator,
     make_result,
     project,
     register,
 )
+from robustkit.params import choice, integer, number
 
 # Iterations (out of 10,000; rescaled to the budget) after which p halves (paper, sec. 3).
 HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -200,7 +202,7 @@ def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, n
                                                                            _l2_candidate)
     with eval_mode(model), torch.no_grad():
         def ask(v: torch.Tensor) -> torch.Tensor:
-            return model(v.reshape(len(v), *x.shape[1:]))
+            return check_logits(model(v.reshape(len(v), *x.shape[1:])), len(v))
 
         q += 1
         pred = ask(x4).argmax(1)
@@ -241,7 +243,12 @@ def _leave(s: dict[str, torch.Tensor], broke: torch.Tensor, x_out: torch.Tensor,
     return {k: v[~broke] for k, v in s.items()}
 
 
-@register("square", norm="linf")
+RULES = {"norm": choice("linf", "l2"),
+         "queries": integer(1),
+         "p_init": number(0, 1, open_low=True, none=True)}
+
+
+@register("square", norm="linf", rules=RULES)
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
            norm: str = "linf", queries: int = 5000, p_init: float | None = None,
            seed: int = 0) -> AttackResult:
@@ -287,7 +294,7 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     return _square(model, x, y, eps=eps, norm=norm, queries=queries, p_init=p, seed=seed)
 
 
-@register("square_l2", norm="l2")
+@register("square_l2", norm="l2", rules={k: r for k, r in RULES.items() if k != "norm"})
 def square_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
               **params: object) -> AttackResult:
     """Square attack in the L2 ball: ``square(..., norm="l2")`` under its own name.

@@ -22,7 +22,7 @@ from robustkit.cli import emit_json, parse_params
 from robustkit.cli.usage import FiniteFloat, refuse
 from robustkit.defenses.checkpoint import CheckpointError
 
-DEFAULT_ATTACKS = ("fgsm", "pgd", "uap")
+DEFAULT_ATTACKS = ("autoattack", "fgsm", "pgd", "uap")
 
 
 def register(main: click.Group) -> None:

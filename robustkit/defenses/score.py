@@ -12,6 +12,14 @@ it applies; any failure sets ``possible_gradient_masking``:
 * ``large_eps``: PGD accuracy at eps = 1 (Linf: any input can be reached) <= tolerance.
 * ``white_box_beats_noise``: the best white-box accuracy <= accuracy under random
   +-eps sign noise (``robustkit`` attack ``noise``) + tolerance.
+* ``pgd_close_to_autoattack`` (when ``autoattack`` runs): PGD accuracy <= AutoAttack
+  accuracy + tolerance; otherwise PGD alone overestimates robustness here.
+* ``black_box_not_stronger`` (when ``autoattack`` runs): the share of samples that only
+  the score-based Square attack broke, after every gradient attack failed on them, is
+  <= tolerance (Croce & Hein 2020's sign of gradient masking).
+
+AutoAttack is the headline robust accuracy: ``autoattack`` is among the default attacks,
+and its rows carry ``broken_by`` (how many samples each of its attacks broke).
 """
 from __future__ import annotations
 
@@ -25,7 +33,10 @@ import torch
 from torch import nn
 
 CHECKS = ("iterative_not_weaker", "single_step_not_helping", "large_eps",
-          "white_box_beats_noise")
+          "white_box_beats_noise", "pgd_close_to_autoattack", "black_box_not_stronger")
+DEFAULT_ATTACKS = ("autoattack", "fgsm", "pgd", "uap")
+# A failed PGD-vs-AutoAttack check says PGD is weak here, not that gradients are masked.
+WEAK_PGD = "pgd_close_to_autoattack"
 WHITE_BOX = ("fgsm", "pgd")
 
 
@@ -49,12 +60,12 @@ class ScoreResult:
 
     @property
     def possible_gradient_masking(self) -> bool:
-        return any(not c.passed for c in self.checks)
+        return any(not c.passed for c in self.checks if c.check != WEAK_PGD)
 
     def flags(self) -> list[str]:
         """One line per failed check (empty when all pass)."""
-        return [f"possible gradient masking: {c.check} at eps={c.eps:g}: {c.detail}"
-                for c in self.checks if not c.passed]
+        return [f"{'weak attack' if c.check == WEAK_PGD else 'possible gradient masking'}: "
+                f"{c.check} at eps={c.eps:g}: {c.detail}" for c in self.checks if not c.passed]
 
     def table(self) -> str:
         """A plain-text table of the rows followed by the sanity-check summary."""
@@ -68,6 +79,8 @@ class ScoreResult:
             ratio = first.get("time_ratio")
             lines.append(f"training: {first['train_seconds']:.1f} s"
                          + (f" ({ratio:.2f}x plain training)" if ratio is not None else ""))
+        lines += [f"autoattack at eps={r['eps']:g}: broken by {r['broken_by'] or 'none'}"
+                  for r in self.rows if r.get("broken_by") is not None]
         lines.append(f"sanity checks: {sum(c.passed for c in self.checks)}/{len(self.checks)}"
                      " passed")
         lines += self.flags()
@@ -75,7 +88,7 @@ class ScoreResult:
 
 
 def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[float],
-          attacks: Sequence[str] = ("fgsm", "pgd", "uap"), pgd_steps: int = 50,
+          attacks: Sequence[str] = DEFAULT_ATTACKS, pgd_steps: int = 50,
           pgd_restarts: int = 10, fit_x: torch.Tensor | None = None,
           fit_y: torch.Tensor | None = None, detector: Any = None,
           attack_params: Mapping[str, Mapping[str, Any]] | None = None, checks: bool = True,
@@ -135,9 +148,15 @@ def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
     rows: list[dict[str, Any]] = []
     for name in names:
         fit: dict[str, Any] = {"fit_x": fit_x, "fit_y": fit_y} if _is_universal(name) else {}
-        rows += evaluate(model, name, x, y, eps=eps_list, seed=seed, device=device,
-                         batch_size=batch_size, on_result=_tagged(on_result, name), **fit,
-                         **extra.get(name, {}))
+        tally = _Breakdown() if name in ("autoattack", "autoattack_l2") else None
+        got = evaluate(model, name, x, y, eps=eps_list, seed=seed, device=device,
+                       batch_size=batch_size, on_result=_chain(_tagged(on_result, name), tally),
+                       **fit, **extra.get(name, {}))
+        if tally is not None:
+            for r in got:
+                r["broken_by"] = tally.text(float(r["eps"]))
+                r["square_only"] = tally.square_share(float(r["eps"]), r["n"])
+        rows += got
     if detector is not None:
         rows = _merge_detection(rows, model, detector, x, y, eps_list, names, fit_x, fit_y,
                                 pgd_steps, seed)
@@ -147,7 +166,7 @@ def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
                          batch_size=batch_size, steps=pgd_steps, restarts=1,
                          on_result=_tagged(on_result, "pgd (large eps check)"))[0]
         found = sanity_checks(rows, tolerance=tolerance, large_eps_row=large)
-    flag = any(not c.passed for c in found)
+    flag = any(not c.passed for c in found if c.check != WEAK_PGD)
     for r in rows:
         r.update(_info_columns(info))
         r["possible_gradient_masking"] = flag
@@ -170,6 +189,8 @@ def sanity_checks(rows: Sequence[Mapping[str, Any]], *, tolerance: float = 0.02,
         [False]
     """
     acc = {(r["attack"], float(r["eps"])): float(r["robust_accuracy"]) for r in rows}
+    square = {float(r["eps"]): r["square_only"] for r in rows
+              if r["attack"] == "autoattack" and r.get("square_only") is not None}
     clean = {float(r["eps"]): float(r["clean_accuracy"]) for r in rows
              if r["attack"] == "fgsm" and r.get("clean_accuracy") is not None}
     out = []
@@ -185,11 +206,57 @@ def sanity_checks(rows: Sequence[Mapping[str, Any]], *, tolerance: float = 0.02,
         if nz is not None and wb and e > 0:
             out.append(SanityCheck("white_box_beats_noise", e, min(wb) <= nz + tolerance,
                                    f"white-box {min(wb):.3f} vs noise {nz:.3f}"))
+        aa = acc.get(("autoattack", e))
+        if aa is not None and pg is not None and e > 0:
+            out.append(SanityCheck("pgd_close_to_autoattack", e, pg <= aa + tolerance,
+                                   f"PGD {pg:.3f} vs AutoAttack {aa:.3f}: PGD alone "
+                                   "overestimates robust accuracy"))
+        if e in square and e > 0:
+            out.append(SanityCheck("black_box_not_stronger", e, square[e] <= tolerance,
+                                   f"Square broke {square[e]:.3f} of the samples every "
+                                   "gradient attack failed on"))
     if large_eps_row is not None:
         a = float(large_eps_row["robust_accuracy"])
         out.append(SanityCheck("large_eps", float(large_eps_row["eps"]), a <= tolerance,
                                f"PGD accuracy {a:.3f} (should be ~0)"))
     return out
+
+
+class _Breakdown:
+    """Per eps, how many samples each attack of an AutoAttack run broke (summed over the
+    batches ``evaluate`` makes)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[float, dict[str, int]] = {}
+
+    def __call__(self, eps: float | None, res: Any) -> None:
+        if eps is None:
+            return
+        # broken_by names, per sample, the attack that broke it at this eps or a smaller one
+        mine = self.counts.setdefault(float(eps), {})
+        for name in res.info.get("broken_by", ()):
+            if name:
+                mine[name] = mine.get(name, 0) + 1
+
+    def text(self, eps: float) -> str:
+        return "; ".join(f"{k}:{v}" for k, v in self.counts.get(eps, {}).items())
+
+    def square_share(self, eps: float, n: Any) -> float | None:
+        got = self.counts.get(eps)
+        if not got or not n:
+            return None
+        return sum(v for k, v in got.items() if k.startswith("square")) / float(n)
+
+
+def _chain(first: Any, second: Any) -> Any:
+    hooks = [h for h in (first, second) if h is not None]
+    if not hooks:
+        return None
+
+    def call(eps: float | None, res: Any) -> None:
+        for h in hooks:
+            h(eps, res)
+    return call
 
 
 def _merge_detection(rows: list[dict[str, Any]], model: nn.Module, system: Any,

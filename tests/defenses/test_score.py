@@ -32,7 +32,9 @@ def test_normal_model_passes_every_check(test_set):
     x, y = test_set
     res = score(fitted_model("linear"), x, y, eps=[0.05, 0.1], **FAST)
     assert not res.possible_gradient_masking, res.flags()
-    assert {c.check for c in res.checks} == set(CHECKS)
+    # the two AutoAttack checks run only when autoattack is among the attacks
+    assert {c.check for c in res.checks} == set(CHECKS) - {"pgd_close_to_autoattack",
+                                                           "black_box_not_stronger"}
     assert all(c.passed for c in res.checks)
     assert not any(r["possible_gradient_masking"] for r in res.rows)
     assert "possible gradient masking" not in res.table()
@@ -89,3 +91,28 @@ def test_bad_arguments(test_set):
         score(model, x, y, eps=[2.0])
     with pytest.raises(ValueError, match="tolerance"):
         score(model, x, y, eps=[0.1], attacks=("fgsm",), tolerance=-1)
+
+
+def test_pgd_far_above_autoattack_is_reported_as_a_weak_attack_not_masking():
+    rows = [{"attack": "pgd", "eps": 0.1, "robust_accuracy": 0.50, "clean_accuracy": 0.9},
+            {"attack": "autoattack", "eps": 0.1, "robust_accuracy": 0.45,
+             "clean_accuracy": 0.9, "square_only": 0.0}]
+    found = {c.check: c for c in sanity_checks(rows, tolerance=0.02)}
+    assert not found["pgd_close_to_autoattack"].passed
+    assert found["black_box_not_stronger"].passed
+    res = ScoreResult(rows, list(found.values()))
+    assert not res.possible_gradient_masking
+    assert any(f.startswith("weak attack: pgd_close_to_autoattack") for f in res.flags())
+
+
+def test_square_breaking_what_gradients_cannot_flags_masking(test_set):
+    # Quantized logits have zero input gradient: the gradient attacks of AutoAttack fail and
+    # the score-based Square attack breaks samples, which the check must flag.
+    x, y = test_set
+    res = score(Quantized(fitted_model("linear")), x, y, eps=[0.1],
+                attacks=("autoattack", "fgsm", "pgd"), pgd_steps=5, pgd_restarts=1,
+                attack_params={"autoattack": {"steps": 5, "targets": 2, "queries": 200}})
+    aa = next(r for r in res.rows if r["attack"] == "autoattack")
+    assert "square" in aa["broken_by"]
+    check = next(c for c in res.checks if c.check == "black_box_not_stronger")
+    assert not check.passed and res.possible_gradient_masking

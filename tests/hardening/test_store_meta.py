@@ -44,9 +44,9 @@ def test_huge_arch_is_refused_from_the_header_before_any_real_build(copy, monkey
     devices = []
     real = robustkit.models.build
 
-    def spy(family, arch):
+    def spy(family, arch, *rest):
         devices.append(torch.empty(0).device.type)
-        return real(family, arch)
+        return real(family, arch, *rest)
 
     monkeypatch.setattr(robustkit.models, "build", spy)
     with pytest.raises(StoreError, match=r"mlp/model\.safetensors: tensors do not match the "

@@ -146,6 +146,22 @@ TABLES: list[Table] = [
           finding="Both detect non-adaptive UAPs almost perfectly (MNIST AUC 1.000), but an "
                   "attack that knows the defense takes the MNIST system accuracy to 0.006 "
                   "(detector) and 0.138 (prn): report the adaptive numbers."),
+    Table("attacks_autoattack.csv", "AutoAttack: robustkit vs PGD vs a reference chain",
+          "python benchmarks/attacks_autoattack.py --threads 1",
+          (("dataset", "dataset"), ("model", "model"), ("eps", "eps"), ("n", "n"),
+           ("method", "method"), ("robust_accuracy", "robust accuracy"),
+           ("seconds_per_image", "s / image"), ("fab", "FAB-T")),
+          note="The reference chain is torchattacks' APGD-CE (100), APGD-T (100), FAB "
+               "(multi-targeted, 100) and Square (5000), each on the points still robust. "
+               "Rows whose FAB-T column says it was absent ran robustkit's chain without FAB-T."),
+    Table("sklearn_grad.csv", "Input gradients of a converted scikit-learn SVC vs ART",
+          "python benchmarks/sklearn_grad.py",
+          (("model", "model"), ("method", "method"), ("gradient", "gradient"), ("n", "n"),
+           ("ms_per_sample", "ms / sample"), ("speedup", "robustkit speed-up"))),
+    Table("data_stream.csv", "Peak memory of a streamed evaluation (3x224x224 images)",
+          "python benchmarks/data_stream.py",
+          (("mode", "mode"), ("n", "images"), ("peak_rss_mb", "peak RSS MB"),
+           ("seconds", "seconds"), ("batch_size", "batch"))),
 ]
 
 

@@ -73,7 +73,7 @@ def _names_a_parameter(message: str) -> bool:
     return any(re.search(rf"(^|\W){n}(\W|$)", message) for n in NAMES)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(derandomize=True, max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_attack_contract_or_a_clear_refusal(case):
     _, model, x, y, eps, name, k = case
@@ -84,7 +84,8 @@ def test_attack_contract_or_a_clear_refusal(case):
         msg = str(exc)
         assert _names_a_parameter(msg), msg
         bad_label = len(y) and (int(y.min()) < 0 or int(y.max()) >= k)
-        bad_eps = not (eps >= 0) and spec.kind != "minimal"
+        # minimal attacks ignore eps, except FAB, which uses it for its restarts and early exit
+        bad_eps = not (eps >= 0) and (spec.kind != "minimal" or name.startswith("fab"))
         empty_universal = len(x) == 0 and spec.kind == "universal"
         assert bad_label or bad_eps or empty_universal, f"refused a valid call: {msg}"
         return
@@ -101,7 +102,7 @@ def test_attack_contract_or_a_clear_refusal(case):
 
 
 @pytest.mark.parametrize("name", ["fgsm", "pgd"])
-@settings(max_examples=15, deadline=None)
+@settings(derandomize=True, max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**16), eps=st.floats(0.01, 0.5))
 def test_targeted_success_means_the_target_is_predicted(name, seed, eps):
     model = _model("mlp", (1, 4, 4), 3, seed)
@@ -118,7 +119,7 @@ def test_targeted_success_means_the_target_is_predicted(name, seed, eps):
 # Numbers that stay put: the same seed gives the same rows on CPU across sweep --workers 0,
 # 2 and Dask in tests/sweep/test_runner.py::test_serial_processes_and_dask_give_the_same_rows;
 # here, per call: the same seed gives bitwise the same x_adv, a new one a new random start.
-@settings(max_examples=20, deadline=None)
+@settings(derandomize=True, max_examples=20, deadline=None)
 @given(name=st.sampled_from(ATTACKS), seed=st.integers(0, 2**16))
 def test_same_seed_same_numbers(name, seed):
     model = _model("mlp", (1, 4, 4), 3, seed)

@@ -115,7 +115,7 @@ def _accepted_everywhere(spec) -> None:
         assert not set(params) & set(RUNNER_ARGS)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(derandomize=True, max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=edited())
 def test_spec_edits_validate_or_fail_clearly(case):
     name, text = case

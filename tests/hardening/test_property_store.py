@@ -46,7 +46,7 @@ def _copy(saved, tmp_path_factory) -> Path:
     return dst
 
 
-@settings(max_examples=50, deadline=None,
+@settings(derandomize=True, max_examples=50, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(file=st.sampled_from(["model.safetensors", "model.json"]),
        flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)),
@@ -84,7 +84,7 @@ def _paths(doc, prefix=()):
             yield from _paths(v, (*prefix, i))
 
 
-@settings(max_examples=60, deadline=None,
+@settings(derandomize=True, max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_json_edits_load_identically_or_fail_clearly(saved, tmp_path_factory, data):

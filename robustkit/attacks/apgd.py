@@ -137,7 +137,8 @@ def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
 
     cur = _start(x, eps, norm, gen)
     f, g, logits = value_grad(model, cur, y, target, loss, eot=eot)
-    assert g is not None  # need_grad=True always returns a gradient (for mypy)
+    if g is None:  # value_grad returns a gradient unless asked not to
+        raise RuntimeError("apgd: the first step got no input gradient")
     s: dict[str, torch.Tensor] = {
         "idx": torch.arange(n, device=x.device), "x": x, "y": y, "cur": cur, "prev": cur,
         "g": g, "f": f, "fmax": f, "xmax": cur, "gmax": g,

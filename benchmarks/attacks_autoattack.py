@@ -15,8 +15,19 @@ Run:
     .venv/bin/python benchmarks/attacks_autoattack.py --dataset mnist --model-dir DIR
 ``--model-dir`` holds models saved with ``robustkit.store.save``: DIR itself, or one
 subfolder per model (named by the folder). Without it the models are trained and cached
-as in the other attack benchmarks (runs/bench-attacks/). Output:
-benchmarks/results/attacks_autoattack.csv (a rerun replaces the rows of its dataset).
+as in the other attack benchmarks (runs/bench-attacks/), plus ``cnn-pgd``: the digits CNN
+adversarially trained by ``robustkit.defenses.defend("pgd", ...)`` at eps 0.1.
+Further rows:
+    robustkit autoattack curve (5 eps)   the eps grid largest * (1, 2, 3, 4, 5) / 5 in one
+                                         ``autoattack_curve`` call (largest eps of the run
+                                         only); its robust accuracy is at the largest eps
+    ART AutoAttack (defaults)            ART's ``AutoAttack`` as shipped (APGD-CE and
+                                         APGD-DLR with 5 random starts each, DeepFool,
+                                         Square 5 x 5000), on the first ``--art-n`` images;
+                                         "robustkit autoattack" runs on the same images too
+``--models`` and ``--methods`` (substrings) select what runs; a rerun replaces the rows with
+the same dataset, model, eps, method and n, and keeps the others. Output:
+benchmarks/results/attacks_autoattack.csv.
 """
 from __future__ import annotations
 
@@ -29,16 +40,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from attacks_common import code_version, cpu_clock, load, peer, predict, timed, trained
+from attacks_common import (
+    art_classifier,
+    code_version,
+    cpu_clock,
+    load,
+    peer,
+    predict,
+    timed,
+    trained,
+)
 from common import RESULTS, device_name, write_csv
 
 from robustkit import store
 from robustkit.attacks.apgd import apgd
-from robustkit.attacks.autoattack import autoattack
+from robustkit.attacks.autoattack import autoattack, autoattack_curve
 from robustkit.attacks.pgd import pgd
 
 EPS = {"digits": (0.05, 0.1, 0.2), "mnist": (0.1, 0.2, 0.3)}
-FAMILIES = ("mlp", "cnn", "svm", "gmm")
+FAMILIES = ("mlp", "cnn", "svm", "gmm", "cnn-pgd")
+CURVE = "robustkit autoattack curve (5 eps)"
+ART = "ART AutoAttack (defaults)"
 OUT = RESULTS / "attacks_autoattack.csv"
 
 
@@ -89,16 +111,54 @@ def reference_chain(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ep
     return x_adv, "run"
 
 
+def curve(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
+          ) -> tuple[torch.Tensor, str]:
+    """The 5-eps curve up to ``eps`` in one call; x_adv at ``eps``."""
+    res = autoattack_curve(model, x, y, eps=[eps * k / 5 for k in range(1, 6)])
+    return res[-1].x_adv, "run"
+
+
+def art_autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                   n_classes: int) -> tuple[torch.Tensor, str] | None:
+    """ART's AutoAttack with its default attack list (None without ART)."""
+    if peer("art") is None:
+        return None
+    from art.attacks.evasion import AutoAttack
+
+    atk = AutoAttack(art_classifier(model, x, n_classes), eps=eps, batch_size=len(x))
+    with contextlib.redirect_stdout(io.StringIO()):
+        out = atk.generate(x.numpy(), y=y.numpy())
+    return torch.as_tensor(out, dtype=x.dtype), "deepfool instead"
+
+
+def pgd_trained_cnn(data: Any, *, seed: int = 0) -> torch.nn.Module:
+    """The digits CNN adversarially trained with PGD at eps 0.1 (cached like ``trained``)."""
+    from attacks_common import CACHE
+
+    from robustkit.defenses import defend
+
+    folder = CACHE / f"{data.name}-cnn-pgd-s{seed}"
+    if (folder / "model.json").is_file():
+        return store.load(folder)[0]
+    t0 = time.perf_counter()
+    res = defend("pgd", "cnn", data.train.x, data.train.y, eps=0.1, seed=seed)
+    print(f"[{data.name}] trained cnn-pgd in {time.perf_counter() - t0:.1f} s", flush=True)
+    store.save(res.model, folder)
+    return res.model
+
+
 def models_for(args: argparse.Namespace, data: Any) -> dict[str, torch.nn.Module]:
     """The models to attack: stored ones from --model-dir, else trained and cached."""
+    want = (lambda name: not args.models or name in args.models)
     if args.model_dir is None:
-        return {f: trained(data, f) for f in FAMILIES}
+        return {f: pgd_trained_cnn(data) if f == "cnn-pgd" else trained(data, f)
+                for f in FAMILIES if want(f)}
     root = Path(args.model_dir)
     if (root / "model.json").is_file():
         module, meta = store.load(root)
         return {meta.family: module}
     return {d.name: store.load(d)[0] for d in sorted(root.iterdir())
-            if (d / "model.json").is_file()}
+            if (d / "model.json").is_file() and want(d.name)}
 
 
 def main() -> int:
@@ -110,6 +170,10 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=None, help="test images (default: all loaded)")
     ap.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--models", nargs="+", default=None, help="model names to run")
+    ap.add_argument("--methods", nargs="+", default=None,
+                    help="run only methods whose name contains one of these")
+    ap.add_argument("--art-n", type=int, default=100, help="images for ART's AutoAttack")
     args = ap.parse_args()
     from threadpoolctl import threadpool_limits
 
@@ -127,27 +191,44 @@ def main() -> int:
     for family, model in models_for(args, data).items():
         model.eval()
         k = int(model(x[:1]).shape[1])
-        for eps in args.eps or EPS[data.name]:
-            methods: dict[str, Callable[[], Any]] = dict(ours(model, x, y, eps))
+        grid = args.eps or EPS[data.name]
+        xa, ya = x[:args.art_n], y[:args.art_n]
+        for eps in grid:
+            methods: dict[tuple[str, int], Callable[[], Any]] = {
+                (name, n): fn for name, fn in ours(model, x, y, eps).items()}
             if not args.skip_reference:
-                methods["reference chain (torchattacks)"] = (
+                methods["reference chain (torchattacks)", n] = (
                     lambda e=eps, m=model, k=k: reference_chain(m, x, y, e, k))
-            for name, fn in methods.items():
+            if eps == max(grid):
+                methods[CURVE, n] = lambda e=eps, m=model: curve(m, x, y, e)
+            if args.art_n and not args.skip_reference:
+                if len(xa) < n:
+                    methods["robustkit autoattack", len(xa)] = ours(model, xa, ya, eps)[
+                        "robustkit autoattack"]
+                methods[ART, len(xa)] = (lambda e=eps, m=model, k=k, xa=xa, ya=ya:
+                                         art_autoattack(m, xa, ya, e, k))
+            for (name, size), fn in methods.items():
+                if args.methods and not any(s in name for s in args.methods):
+                    continue
                 t0 = time.perf_counter()
                 out, seconds = timed(fn)
                 if out is None:
                     continue
                 x_adv, fab = out
-                linf = float((x_adv - x).abs().amax())
-                robust = float((predict(model, x_adv) == y).double().mean())
-                rows.append({**base, "model": family, "eps": eps, "method": name,
+                linf = float((x_adv - x[:size]).abs().amax())
+                robust = float((predict(model, x_adv) == y[:size]).double().mean())
+                rows.append({**base, "n": size, "model": family, "eps": eps, "method": name,
                              "robust_accuracy": round(robust, 4),
                              "seconds": round(seconds, 3),
-                             "seconds_per_image": round(seconds / n, 5),
+                             "seconds_per_image": round(seconds / size, 5),
                              "wall_seconds": round(time.perf_counter() - t0, 3),
                              "fab": fab, "linf_max": round(linf, 6)})
                 print(rows[-1], flush=True)
-    kept = [r for r in _read(OUT) if r.get("dataset") != data.name]
+    def key(r: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(str(r[c]) for c in ("dataset", "model", "eps", "method", "n"))
+
+    done = {key(r) for r in rows}
+    kept = [r for r in _read(OUT) if key(r) not in done]
     order = ["dataset", "model", "eps", "n", "method", "robust_accuracy", "seconds",
              "seconds_per_image", "device", "threads", "commit"]
     write_csv([{c: r.get(c, "") for c in order} | r for r in kept + rows], OUT)

@@ -109,13 +109,48 @@ class Ticker:
             self.close()
 
 
-def bar(total: int | None, desc: str, unit: str, *, leave: bool = True) -> Any:
-    """A tqdm bar on a terminal, a :class:`Ticker` elsewhere (both on stderr)."""
-    if not is_terminal():
-        return Ticker(desc, total=total, unit=unit)
-    from tqdm.auto import tqdm
+_OPEN: list[Any] = []  # bars made by bar(), innermost last
 
-    return tqdm(total=total, desc=desc, unit=unit, leave=leave, file=sys.stderr)
+
+def status(text: str) -> None:
+    """Show ``text`` as the status of the innermost open :func:`bar` (no-op without one).
+
+    Long attacks call it between their stages (e.g. AutoAttack: which attack, which eps),
+    so a single long call still says what it is doing.
+
+    Example:
+        >>> status("apgd_ce on 100 samples")  # no bar open: nothing happens
+    """
+    if _OPEN:
+        _OPEN[-1].set_postfix_str(text)
+
+
+class _Closing:
+    """Mixin: a bar that leaves the open list when closed."""
+
+    def close(self) -> None:
+        # by identity (tqdm compares bars by position); _OPEN is None at interpreter exit
+        if _OPEN:
+            _OPEN[:] = [b for b in _OPEN if b is not self]
+        super().close()  # type: ignore[misc]
+
+
+class _Ticker(_Closing, Ticker):
+    pass
+
+
+def bar(total: int | None, desc: str, unit: str, *, leave: bool = True) -> Any:
+    """A tqdm bar on a terminal, a :class:`Ticker` elsewhere (both on stderr); while open it
+    shows what :func:`status` reports."""
+    if not is_terminal():
+        made: Any = _Ticker(desc, total=total, unit=unit)
+    else:
+        from tqdm.auto import tqdm
+
+        made = type("_Bar", (_Closing, tqdm), {})(total=total, desc=desc, unit=unit,
+                                                  leave=leave, file=sys.stderr)
+    _OPEN.append(made)
+    return made
 
 
 def iterate(items: list[T], desc: str, unit: str) -> Iterable[T]:

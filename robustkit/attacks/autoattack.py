@@ -26,6 +26,7 @@ from robustkit.attacks.base import (
 )
 from robustkit.attacks.square import margin, square
 from robustkit.params import choice, integer
+from robustkit.progress import status
 
 VERSIONS = ("standard", "fast", "rand")
 FAB_SLACK = 1e-6  # a FAB point counts when its norm is <= eps + this (then projected)
@@ -128,6 +129,7 @@ def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             evaluated[name], counts[name] = len(rows), 0
             if not len(rows) or e == 0:
                 continue
+            status(f"autoattack eps {e:g}: {name} on {len(rows)} of {n} samples")
             t0 = time.perf_counter()
             res = attack(model, x[rows], y[rows], eps=e, seed=seed)
             with eval_mode(model), torch.no_grad():

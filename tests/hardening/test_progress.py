@@ -116,7 +116,9 @@ def test_a_terminal_gets_a_bar_and_anything_else_a_ticker(monkeypatch):
     t.close()
     monkeypatch.setattr(progress, "is_terminal", lambda stream=None: True)
     bar = progress.bar(10, "work", "items")
-    assert type(bar).__module__.startswith("tqdm")
+    from tqdm.std import tqdm
+
+    assert isinstance(bar, tqdm) and not isinstance(bar, progress.Ticker)
     bar.close()
 
 

@@ -1,11 +1,13 @@
 """Defenses against their targets: adversarial training on MNIST (Wong et al.'s small CNN,
 Linf eps 0.3), universal adversarial training on digits and MNIST, retraining of the RBF
 SVM and the GMM on digits. Every model (plain and defended) is scored with
-``robustkit.defenses.score`` (FGSM, PGD-50 x 10 restarts, UAPs, sanity checks).
+``robustkit.defenses.score`` (AutoAttack, FGSM, PGD-50 x 10 restarts, UAPs, sanity checks).
 
 Run in pieces (MNIST on a 2-core CPU takes a while):
     .venv/bin/python benchmarks/defenses.py --only fgsm_rs --dataset mnist
     .venv/bin/python benchmarks/defenses.py --dataset digits --quick
+    .venv/bin/python benchmarks/defenses.py --only pgd --dataset mnist --attacks autoattack
+The last form rescores cached models (runs/bench-defenses/) with the named attacks only.
 Rows go to benchmarks/results/defenses.csv (rows of the same piece, dataset and quick flag
 are replaced, the others kept), one per (model variant, attack, eps), with the device.
 
@@ -16,7 +18,6 @@ universal: the fooling rate of a UAP recomputed against the defended model drops
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import math
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 from common import RESULTS, device_name, mnist_root, write_csv
+from defenses_rows import SETTING_KEYS, merge
 
 from robustkit import load_dataset, models, store
 from robustkit.datasets import subset
@@ -39,6 +41,8 @@ CACHE = RESULTS.parents[1] / "runs" / "bench-defenses"  # trained models (git-ig
 WONG = {"epochs": 10, "batch_size": 100, "lr": 5e-3, "schedule": "cyclic"}
 # ... and without weight decay, as in their MNIST code (the cnn's default is 1e-4).
 WONG0 = {**WONG, "weight_decay": 0.0}
+# The headline attack, scored on every entry before the entry's own attacks.
+HEADLINE = ("autoattack",)
 # piece -> dataset -> list of (family, model params, eps, defense params, attacks)
 PLAN: dict[str, dict[str, list[tuple[str, dict, float, dict, tuple[str, ...]]]]] = {
     "fgsm_rs": {
@@ -225,37 +229,6 @@ def _short(dparams: str) -> str:
     return ",".join(f"{k}={d[k]}" for k in keep if d.get(k) is not None)
 
 
-def merge(new: list[dict[str, Any]], path: Path, *, by_entry: bool = False
-          ) -> list[dict[str, Any]]:
-    """Existing rows of other (piece, dataset, quick) runs plus the new rows; with
-    ``by_entry`` only the rows of the same PLAN entries (model and defense params) go."""
-    cols = ("piece", "dataset", "quick") + (("model_params", "train_eps", "seed")
-                                             if by_entry else ())
-    done = {tuple(str(r[c]) for c in cols) + ((_entry_key(r),) if by_entry else ())
-            for r in new}
-    old = []
-    if path.is_file():
-        with open(path, newline="") as fh:
-            old = [r for r in csv.DictReader(fh) if tuple(str(r[c]) for c in cols)
-                   + ((_entry_key(r),) if by_entry else ()) not in done]
-    return old + new
-
-
-def _entry_key(row: dict[str, Any]) -> str:
-    """The defense parameters a PLAN entry sets (alpha, steps, clip, eps_warmup, ...)."""
-    d = json.loads(row["defense_params"]) if isinstance(row["defense_params"], str) \
-        else row["defense_params"]
-    return json.dumps({k: d.get(k, SETTING_DEFAULTS.get(k)) for k in SETTING_KEYS},
-                      sort_keys=True)
-
-
-# The defense settings that tell PLAN entries apart (and the README table shows) ...
-SETTING_KEYS = ("alpha", "steps", "step_size", "step", "clip", "mix", "rounds", "eps_warmup",
-                "noise", "project", "recover", "recover_factor")
-# ... and the defaults of those added later, for the rows written before them
-SETTING_DEFAULTS = {"noise": 1.0, "project": True, "recover": 0, "recover_factor": 0.8}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -277,6 +250,9 @@ def main() -> None:
     ap.add_argument("--entry", type=int, action="append",
                     help="Run only these PLAN entries (0-based, repeatable) of each piece; "
                          "their rows replace only the rows of the same entries.")
+    ap.add_argument("--attacks", nargs="+", default=None,
+                    help="Rescore: write only these attacks' rows (the checks still run "
+                         "fgsm, pgd and noise), replacing the same entries' rows of them.")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -296,12 +272,15 @@ def main() -> None:
             for i, (family, mparams, eps, dparams, attacks) in enumerate(runs):
                 if args.entry and i not in args.entry:
                     continue
-                rows += run_one(piece, dataset, family, mparams, eps, dparams, attacks,
+                attacks = tuple(args.attacks) if args.attacks else HEADLINE + attacks
+                new = run_one(piece, dataset, family, mparams, eps, dparams, attacks,
                                 root=root, quick=args.quick, seed=args.seed, device=device,
                                 train_only=args.train_only, score_limit=args.score_limit,
                                 fit_limit=args.fit_limit)
+                rows += [r for r in new if not args.attacks or r["attack"] in args.attacks]
                 if rows:
-                    write_csv(merge(rows, args.out, by_entry=bool(args.entry)), args.out)
+                    write_csv(merge(rows, args.out, by_entry=bool(args.entry),
+                                    attacks=tuple(args.attacks or ())), args.out)
     print("\n".join(summarize(rows)))
 
 

@@ -11,8 +11,9 @@ import math
 import sys
 
 from common import RESULTS
+from defenses_rows import SETTING_DEFAULTS, SETTING_KEYS
 
-from defenses import SETTING_DEFAULTS, SETTING_KEYS, WONG
+from defenses import WONG
 
 WONG_LR = float(WONG["lr"])  # MNIST rows name their lr only when it is not this
 KEY = ("piece", "dataset", "model", "train_eps", "model_params", "defense_params", "seed")
@@ -21,10 +22,11 @@ KEY = ("piece", "dataset", "model", "train_eps", "model_params", "defense_params
 def table(rows: list[dict[str, str]]) -> list[str]:
     keys = list(dict.fromkeys(tuple(r[c] for c in KEY) for r in rows))
     head = ("| dataset | model | defense | settings | eps | n test | clean plain -> defended "
+            "| AutoAttack robust plain -> defended "
             "| FGSM robust plain -> defended | PGD-50 robust plain -> defended "
             "| UAP fooling plain -> defended | time vs plain |")
     out = [head,
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for k in keys:
         sel = [r for r in rows if tuple(r[c] for c in KEY) == k]
         piece, ds, fam, train_eps, mp_s, dp_s, seed = k
@@ -55,10 +57,13 @@ def table(rows: list[dict[str, str]]) -> list[str]:
                 uaps.append(f"{u} {fp:.3f} -> {fd:.3f} ({fp / max(fd, 1e-9):.1f}x)")
         masking = "; masking?" if any(r["possible_gradient_masking"] == "True" for r in sel
                                       if r["variant"] == "defended") else ""
+        aa_p, aa_d = get("plain", "autoattack", "robust_accuracy"), get(
+            "defended", "autoattack", "robust_accuracy")
+        aa = "not run (model not kept)" if math.isnan(aa_d) else f"{aa_p:.4f} -> {aa_d:.4f}"
         out.append(
             f"| {ds} | {fam} | {piece} | {', '.join(sett)} | {eps} | {sel[0]['n']} "
             f"| {get('plain', 'fgsm', 'clean_accuracy'):.4f} -> "
-            f"{get('defended', 'fgsm', 'clean_accuracy'):.4f} "
+            f"{get('defended', 'fgsm', 'clean_accuracy'):.4f} | {aa} "
             f"| {get('plain', 'fgsm', 'robust_accuracy'):.4f} -> "
             f"{get('defended', 'fgsm', 'robust_accuracy'):.4f} "
             f"| {get('plain', 'pgd', 'robust_accuracy'):.4f} -> "

@@ -2,6 +2,7 @@
 is evaluated by name, exactly as a direct attack on it, and keyed by its content."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -109,6 +110,8 @@ def test_stored_model_rows_equal_direct_attacks(ws, tmp_path):
         assert float(got[0]["clean_accuracy"]) == want[0]["clean_accuracy"] > 0.9
     # the attacks bite: the 0.1 row is below the clean one
     assert float(got[1]["robust_accuracy"]) < float(got[0]["robust_accuracy"])
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["stored_models"]["svc"]["path"] == str(store.find_model(ws, "svc").resolve())
     # the DeepFool gallery is drawn on the stored model too
     assert list((tmp_path / "out" / "artifacts" / "deepfool").rglob("*.safetensors"))
 

@@ -315,6 +315,21 @@ def model_dir(workdir: str | os.PathLike, name: str) -> Path:
     return Path(workdir) / check_name(name, "model name")
 
 
+def find_model(workdir: str | os.PathLike, name: str) -> Path:
+    """The folder of stored model ``name`` in ``workdir`` (trained, defended or imported):
+    the one lookup ``attack``, ``score``, ``models show`` and sweep specs share.
+
+    Raises:
+        ValueError: ``name`` is not a safe folder name.
+        FileNotFoundError: no model of that name; the message lists the stored ones.
+    """
+    folder = model_dir(workdir, name)
+    if not (folder / "model.json").is_file():
+        known = ", ".join(e.name for e in list_models(workdir)) or "none"
+        raise FileNotFoundError(f"no model {name!r} in {workdir}; available: {known}")
+    return folder
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """One folder of a workspace: its metadata, or why it could not be read."""

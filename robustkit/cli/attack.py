@@ -145,10 +145,12 @@ def _model(name: str, workdir: str, dataset: str | None, data_root: str | None, 
     from robustkit import models, store
 
     try:
-        folder = store.model_dir(workdir, name)
+        folder = store.find_model(workdir, name)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--model") from None
-    if (folder / "model.json").is_file():
+    except FileNotFoundError as exc:
+        missing = str(exc)
+    else:
         module, meta = store.load(folder, device=dev)
         return module, f"{name} ({meta.family}, stored in {folder})", meta.dataset
     if name in models.names():
@@ -158,10 +160,8 @@ def _model(name: str, workdir: str, dataset: str | None, data_root: str | None, 
         module, rec = models.train(name, ds, seed=seed, device=dev, root=data_root)
         label = f"{name} (default, trained now, test accuracy {rec.test_accuracy:.3f})"
         return module.to(dev), label, ds
-    stored = [e.name for e in store.list_models(workdir)]
-    raise click.BadParameter(
-        f"{name!r} is neither a stored model in {workdir} (stored: {', '.join(stored) or 'none'})"
-        f" nor a model family ({', '.join(models.names())})", param_hint="--model")
+    raise click.BadParameter(f"{missing}; neither a stored model nor a model family "
+                             f"({', '.join(models.names())})", param_hint="--model")
 
 
 def _stream_rows(spec: Any, model: torch.nn.Module, name: str, split: str,

@@ -156,10 +156,10 @@ def score_cmd(name: str, eps: tuple[float, ...], dataset: str | None, no_detecto
     Example:
         robustkit score --model cnn-fgsmrs --attack pgd --attack uap --eps 0.1 --eps 0.3
     """
-    target = _target(opts["workdir"], name)
-    if not (target / "model.json").is_file():
-        known = ", ".join(e.name for e in store.list_models(opts["workdir"])) or "none"
-        raise FileNotFoundError(f"no model {name!r} in {opts['workdir']}; available: {known}")
+    try:
+        target = store.find_model(opts["workdir"], name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--model") from None
     model, meta = store.load(target)
     trained_eps = (meta.extra.get("defense_params") or {}).get("eps")
     if not eps:

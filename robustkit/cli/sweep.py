@@ -53,14 +53,18 @@ def default_out(specs: list) -> Path:
               help="Folder with file-based datasets (default $ROBUSTKIT_DATA).")
 @click.option("--models-dir", type=click.Path(file_okay=False), default=None,
               help="Model store shared between sweeps (default <out>/models).")
+@click.option("--workdir", type=click.Path(file_okay=False), default="runs", show_default=True,
+              help="Workspace of the models specs name with stored = \"NAME\" (trained, "
+                   "defended or imported ones, as for `robustkit attack --workdir`).")
 @click.option("--dry-run", is_flag=True, help="Validate, list the cells and an estimated cost.")
 @click.option("--retry-errors", is_flag=True, help="Run cells that failed before again.")
 @click.option("--no-report", is_flag=True, help="Do not build index.html at the end.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 def sweep(specs: tuple[str, ...], out: str | None, workers: int | None,
           dask_address: str | None,
-          threads: int | None, device: str, data_root: str | None, models_dir: str | None, dry_run: bool,
-          retry_errors: bool, no_report: bool, as_json: bool) -> None:
+          threads: int | None, device: str, data_root: str | None, models_dir: str | None,
+          workdir: str, dry_run: bool, retry_errors: bool, no_report: bool,
+          as_json: bool) -> None:
     """Run the grid of one or more TOML SPECs; finished cells are skipped on a rerun.
 
     Each finished cell is appended to OUT/results.csv at once; OUT/index.html is built
@@ -72,6 +76,7 @@ def sweep(specs: tuple[str, ...], out: str | None, workers: int | None,
     """
     from robustkit.cli import emit_json, fail
     from robustkit.sweep import SpecError, load_spec, run_sweep, validate
+    from robustkit.sweep.stored import resolved
 
     if workers is not None and workers > 1 and dask_address:
         raise click.UsageError("give either --workers N or --dask ADDRESS, not both")
@@ -80,7 +85,8 @@ def sweep(specs: tuple[str, ...], out: str | None, workers: int | None,
     try:
         parsed = [load_spec(p) for p in specs]
         # --dry-run lists the grid also before its data is there (a note says what is missing)
-        validate(parsed, data_root=data_root, data=not dry_run)
+        validate(parsed, data_root=data_root, data=not dry_run, workdir=workdir)
+        parsed = resolved(parsed, workdir)
     except SpecError as exc:
         if as_json:
             from robustkit.cli.usage import emit_error
@@ -96,7 +102,7 @@ def sweep(specs: tuple[str, ...], out: str | None, workers: int | None,
     summary = run_sweep(parsed, out_dir, workers=workers, dask=dask_address, device=device,
                         data_root=data_root, models_dir=models_dir, retry_errors=retry_errors,
                         threads=threads, report=not no_report, progress=True, command=sys.argv,
-                        validate=False)
+                        validate=False, workdir=workdir)
     if as_json:
         emit_json(vars(summary))
     else:

@@ -175,12 +175,9 @@ def _short(error: str, path: str) -> str:
 def models_show(name: str, workdir: Path, as_json: bool) -> None:
     """Show everything stored about model NAME."""
     try:
-        target = store.model_dir(workdir, name)
+        target = store.find_model(workdir, name)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="NAME") from None
-    if not (target / "model.json").is_file():
-        known = ", ".join(e.name for e in store.list_models(workdir)) or "none"
-        raise FileNotFoundError(f"no model {name!r} in {workdir}; available: {known}")
     # Exit 1 with the reason when the model is broken (missing, truncated or replaced
     # tensors, inconsistent metadata): a model that cannot be loaded is not shown as fine.
     meta = store.verify(target).to_dict()

@@ -124,6 +124,9 @@ def start_run(out_dir: Path, specs: Sequence[Any], ctx: Any, command: Sequence[s
         "command": list(command) or sys.argv,
         "specs": [{"path": s.path, "name": s.name, "text": s.text} for s in specs],
         "seeds": sorted({seed for s in specs for seed in s.seeds}),
+        # workspace models named by ``stored``: which files the rows are about
+        "stored_models": {m.stored: {"path": m.source.path, "content": m.source.content}
+                          for s in specs for m in s.models if m.source is not None},
         "device": ctx.device, "data_root": ctx.data_root, "models_dir": ctx.models_dir,
         "workers": workers, "dask": str(dask) if dask is not None else None,
         "versions": _versions(versions()), "status": "running",

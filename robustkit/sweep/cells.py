@@ -5,7 +5,9 @@ in a spec, reordering tables or splitting a spec in two keeps finished work:
 
 - the **model key** hashes what training depends on: family, its parameters with the
   family defaults filled in, dataset, training subset, seed, defense and its parameters;
-- the **cell id** hashes the model key plus the attack, its parameters and the test data.
+- the **cell id** hashes the model key plus the attack, its parameters and the test data;
+- a **stored model** (``stored = "NAME"``) is keyed by its content (tensor SHA-256 and
+  arch, :mod:`robustkit.sweep.stored`), dataset and seed: never by its name.
 
 A results row is identified by ``(cell_id, eps)``.
 """
@@ -73,6 +75,8 @@ def full_model_params(model: ModelEntry) -> dict[str, Any]:
     """The family parameters with defaults filled in (so ``{}`` and explicit defaults match)."""
     from robustkit import models
 
+    if model.stored is not None:
+        return {"stored": model.stored}
     try:
         return dict(models.create(model.family, **model.params).params)
     except ValueError:  # reported by validation; keep the raw params for a stable key
@@ -105,6 +109,12 @@ def model_key(dataset: DatasetEntry, model: ModelEntry, defense: DefenseEntry,
         >>> len(k)
         16
     """
+    if model.stored is not None:
+        if model.source is None:
+            raise ValueError(f"stored model {model.stored!r} is not resolved: pass the specs "
+                             f"through robustkit.sweep.stored.resolve first")
+        return digest({"stored": model.source.content, "dataset": dataset.name,
+                       "seed": seed, "defense": defense.defense})
     return digest({
         "family": model.family, "params": full_model_params(model),
         "dataset": dataset.name, "train_limit": dataset.train_limit, "seed": seed,
@@ -165,6 +175,8 @@ def defense_applies(defense: DefenseEntry, model: ModelEntry) -> bool:
         return model.name in defense.models
     if defense.defense == NO_DEFENSE:
         return True
+    if model.stored is not None:
+        return False  # stored models are evaluated as stored (validation explains)
     from robustkit import defenses
 
     try:

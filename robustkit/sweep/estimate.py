@@ -60,6 +60,8 @@ def estimate(cells: Iterable[Cell]) -> dict[str, Any]:
     cells = list(cells)
     train = 0.0
     for job in model_jobs(cells):
+        if job.model.stored is not None:
+            continue  # evaluated as stored: nothing to train
         cell = next(c for c in cells if c.job.key == job.key)
         n_train, _ = _sizes(cell)
         params = full_model_params(job.model)

@@ -12,17 +12,18 @@ from typing import Any
 import torch
 
 from robustkit.sweep.cells import SYSTEM_ATTACKS, Cell, is_wrapper, model_key
-from robustkit.sweep.spec import NO_DEFENSE, DefenseEntry
-from robustkit.sweep.tasks import (
+from robustkit.sweep.jobdata import (
     Context,
     fit_data,
     gallery_inputs,
     is_trained,
+    job_model,
     load_model,
     model_path,
     stream_data,
     test_data,
 )
+from robustkit.sweep.spec import NO_DEFENSE, DefenseEntry
 
 
 def evaluate_cell(cell: Cell, eps: tuple[float, ...], ctx: Context
@@ -31,7 +32,7 @@ def evaluate_cell(cell: Cell, eps: tuple[float, ...], ctx: Context
     from robustkit import attacks
     from robustkit.evaluate import evaluate
 
-    model, meta = load_model(ctx, cell.job.key)
+    model, meta = job_model(ctx, cell.job)
     if is_wrapper(cell.job.defense):
         rows, arts = evaluate_system(cell, eps, ctx, model)
         facts = train_facts(cell, meta, ctx)

@@ -24,6 +24,7 @@ from robustkit.sweep import artifacts, results
 from robustkit.sweep.cells import Cell, ModelJob, expand, is_wrapper, model_jobs, model_key
 from robustkit.sweep.checks import Evidence, is_checked
 from robustkit.sweep.executors import make_executor
+from robustkit.sweep.jobdata import is_ready
 from robustkit.sweep.results import ResultsWriter, eps_key
 from robustkit.sweep.spec import NO_DEFENSE, DefenseEntry, Spec
 from robustkit.sweep.tasks import Context, cell_task, gallery_task, is_trained, train_task
@@ -53,7 +54,8 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
               dask: Any = None, device: str = "cpu", data_root: str | None = None,
               models_dir: str | os.PathLike | None = None, retry_errors: bool = False,
               threads: int | None = None, report: bool = True, progress: bool = False,
-              command: Sequence[str] = (), validate: bool = True) -> SweepSummary:
+              command: Sequence[str] = (), validate: bool = True,
+              workdir: str | os.PathLike = "runs") -> SweepSummary:
     """Run every cell of ``specs`` not yet in ``<out>/results.csv``.
 
     Args:
@@ -73,6 +75,8 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
         progress: one progress bar over cells on stderr (when stderr is not a terminal:
             a status line every ``$ROBUSTKIT_PROGRESS_SECONDS`` seconds, default 10).
         command: the command line, recorded in ``run.json``.
+        workdir: the workspace where ``stored = "NAME"`` models are found (as for
+            ``robustkit attack --workdir``).
 
     Returns:
         A :class:`SweepSummary`.
@@ -85,11 +89,13 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
         >>> run_sweep([load_spec("attacks/digits.toml")], "reports/digits")  # doctest: +SKIP
     """
     from robustkit.models import resolve_device
+    from robustkit.sweep.stored import resolved
     from robustkit.sweep.validate import validate as check
 
     t0 = time.perf_counter()
     if validate:
-        check(specs, data_root=data_root)
+        check(specs, data_root=data_root, workdir=workdir)
+    specs = resolved(specs, workdir)  # stored models: found and keyed by their content
     out_dir = Path(out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if threads is None and dask is None:
@@ -166,6 +172,8 @@ def _train_models(ex: Any, todo: list[Cell], ctx: Context, summary: SweepSummary
     first: dict[str, ModelJob] = {}
     second: dict[str, tuple[ModelJob, str]] = {}  # wrapper key -> (job, base key)
     for j in model_jobs(todo):
+        if j.model.stored is not None:
+            continue  # evaluated as stored, never trained
         if not is_wrapper(j.defense):
             first.setdefault(j.key, j)
             continue
@@ -196,7 +204,7 @@ def _galleries(ex: Any, cells: list[Cell], ctx: Context, out_dir: Path,
                labels: list[str]) -> None:
     # A detector's classifier is the undefended model: its gallery would be a duplicate.
     jobs = [j for j in model_jobs(cells) if j.gallery > 0 and not is_wrapper(j.defense)
-            and is_trained(ctx, j.key) and not artifacts.deepfool_path(out_dir, j).exists()]
+            and is_ready(ctx, j) and not artifacts.deepfool_path(out_dir, j).exists()]
     labels[:] = [f"gallery {j.label}" for j in jobs]
     for i, res in ex.imap(gallery_task, [(j, ctx) for j in jobs]):
         if res["status"] == "ok":

@@ -33,7 +33,9 @@ train_limit (training subset), test_limit (attacked subset), fit_limit (training
 universal perturbations are fitted on), stream (evaluate it in batches of batch_size,
 default 1024, reading image folders lazily: memory bounded by the batch, not the data;
 training still loads the train split); ``[[models]]`` name, family, params, datasets (the
-dataset names it runs on); ``[[defenses]]`` name, defense (``"none"`` or a registry name),
+dataset names it runs on), or instead of family and params ``stored``: the name of a model
+in the workspace (``robustkit train``, ``defend``, ``import``; the sweep's ``--workdir``),
+evaluated as stored, never trained; ``[[defenses]]`` name, defense (``"none"`` or a registry name),
 params (with ``eps``), models; ``[[attacks]]`` name, attack, params, eps (overrides the
 sweep's grid; the radius xi for universal attacks, an L2 budget for L2 attacks), models,
 defenses (names it runs on), adaptive. Once ``[[defenses]]`` are given, list ``defense =
@@ -50,12 +52,22 @@ a :class:`SpecError` naming the file and the key.
 """
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from robustkit.sweep.spec_values import (
+    Keys,
+    check_keys,
+    check_sweep_name,
+    check_unique,
+    eps_values,
+    freeze,
+    name_list,
+    seed_values,
+    table_rows,
+)
 
 try:
     import tomllib
@@ -63,17 +75,15 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
     import tomli as tomllib  # type: ignore[no-redef]
 
 NO_DEFENSE = "none"
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-
-Keys = dict[str, type]
 SWEEP_KEYS: Keys = {"name": str, "description": str, "seeds": list, "eps": list, "gallery": int}
 DATASET_KEYS: Keys = {"name": str, "train_limit": int, "test_limit": int, "fit_limit": int,
                       "stream": bool, "batch_size": int}
-MODEL_KEYS: Keys = {"name": str, "family": str, "params": dict, "datasets": list}
+MODEL_KEYS: Keys = {"name": str, "family": str, "params": dict, "datasets": list,
+                    "stored": str}
 DEFENSE_KEYS: Keys = {"name": str, "defense": str, "params": dict, "models": list}
 ATTACK_KEYS: Keys = {"name": str, "attack": str, "params": dict, "eps": list, "models": list,
                     "defenses": list, "adaptive": bool}
-REQUIRED: dict[str, tuple[str, ...]] = {"datasets": ("name",), "models": ("family",), "defenses": ("defense", "name"),
+REQUIRED: dict[str, tuple[str, ...]] = {"datasets": ("name",), "models": ("family", "stored"), "defenses": ("defense", "name"),
             "attacks": ("attack", "name")}
 TABLES: dict[str, Keys] = {"sweep": SWEEP_KEYS, "datasets": DATASET_KEYS, "models": MODEL_KEYS,
           "defenses": DEFENSE_KEYS, "attacks": ATTACK_KEYS}
@@ -109,6 +119,20 @@ class ModelEntry:
     family: str
     params: Mapping[str, Any] = field(default_factory=dict)
     datasets: tuple[str, ...] | None = None
+    stored: str | None = None  # a workspace model's name: evaluated, never trained
+    source: StoredModel | None = None  # what ``stored`` names (``sweep.stored.resolve``)
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A workspace model a spec names with ``stored``, as found when the sweep starts."""
+
+    path: str  # its folder (absolute)
+    content: str  # hash of its tensor file's SHA-256 and its arch: the model's identity
+    family: str
+    dataset: str | None
+    input_shape: tuple[int, ...] | None
+    imported: bool  # made elsewhere (robustkit import): robustkit cannot retrain it
 
 
 @dataclass(frozen=True)
@@ -188,44 +212,43 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
     if not isinstance(sweep, dict):
         problems.append(f"{path}: sweep: must be a table [sweep]")
         sweep = {}
-    _check_keys(sweep, SWEEP_KEYS, f"{path}: sweep", problems)
-    seeds = tuple(_seeds(sweep.get("seeds", [0]), f"{path}: sweep.seeds", problems))
-    eps = tuple(_eps(sweep.get("eps", [0.0]), f"{path}: sweep.eps", problems))
+    check_keys(sweep, SWEEP_KEYS, f"{path}: sweep", problems)
+    seeds = tuple(seed_values(sweep.get("seeds", [0]), f"{path}: sweep.seeds", problems))
+    eps = tuple(eps_values(sweep.get("eps", [0.0]), f"{path}: sweep.eps", problems))
     if isinstance(sweep.get("name"), str):
-        _check_sweep_name(sweep["name"], f"{path}: sweep.name", problems)
+        check_sweep_name(sweep["name"], f"{path}: sweep.name", problems)
     gallery = sweep.get("gallery", 8)
     if isinstance(gallery, int) and not 0 <= gallery <= 64:
         problems.append(f"{path}: sweep.gallery: {gallery} is not in 0..64")
-    tables = {k: _array(doc, k, path, problems) for k in ("datasets", "models", "attacks")}
-    tables["defenses"] = _array(doc, "defenses", path, problems, required=False)
+    tables = {k: table_rows(doc, k, path, problems) for k in ("datasets", "models", "attacks")}
+    tables["defenses"] = table_rows(doc, "defenses", path, problems, required=False)
     for kind, rows in tables.items():
         for i, row in enumerate(rows):
-            _check_keys(row, TABLES[kind], f"{path}: {kind}[{i}]", problems)
+            check_keys(row, TABLES[kind], f"{path}: {kind}[{i}]", problems)
             if not any(k in row for k in REQUIRED[kind]):
                 problems.append(f"{path}: {kind}[{i}]: missing key "
                                 f"{' or '.join(REQUIRED[kind])}")
     datasets = tuple(DatasetEntry(r.get("name", "?"), r.get("train_limit"), r.get("test_limit"),
                                   r.get("fit_limit"), r.get("stream", False) is True,
                                   r.get("batch_size")) for r in tables["datasets"])
-    models = tuple(ModelEntry(r.get("name", r.get("family", "?")), r.get("family", "?"),
-                              _freeze(r.get("params", {})), _names(r.get("datasets")))
-                   for r in tables["models"])
+    models = tuple(_model(r, f"{path}: models[{i}]", problems)
+                   for i, r in enumerate(tables["models"]))
     defenses = tuple(DefenseEntry(r.get("name", r.get("defense", "?")),
                                   r.get("defense", r.get("name", "?")),
-                                  _freeze(r.get("params", {})), _names(r.get("models")))
+                                  freeze(r.get("params", {})), name_list(r.get("models")))
                      for r in tables["defenses"]) or (DefenseEntry(NO_DEFENSE, NO_DEFENSE),)
     attacks = []
     for i, r in enumerate(tables["attacks"]):
-        a_eps = tuple(_eps(r["eps"], f"{path}: attacks[{i}].eps", problems)) if "eps" in r \
+        a_eps = tuple(eps_values(r["eps"], f"{path}: attacks[{i}].eps", problems)) if "eps" in r \
             else eps
         attacks.append(AttackEntry(r.get("name", r.get("attack", "?")),
                                    r.get("attack", r.get("name", "?")),
-                                   _freeze(r.get("params", {})), a_eps, _names(r.get("models")),
-                                   _names(r.get("defenses")), r.get("adaptive", False) is True))
+                                   freeze(r.get("params", {})), a_eps, name_list(r.get("models")),
+                                   name_list(r.get("defenses")), r.get("adaptive", False) is True))
     for kind, entries in (("datasets", datasets), ("models", models), ("defenses", defenses)):
-        _check_unique(kind, [e.name for e in entries], path, problems)
+        check_unique(kind, [e.name for e in entries], path, problems)
     # An attack and its adaptive version share a name (the report shows "pgd (adaptive)").
-    _check_unique("attacks", [f"{a.name}{' (adaptive)' if a.adaptive else ''}"
+    check_unique("attacks", [f"{a.name}{' (adaptive)' if a.adaptive else ''}"
                               for a in attacks], path, problems)
     if problems:
         raise SpecError(problems)
@@ -234,93 +257,13 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
                 gallery, sweep.get("description", ""))
 
 
-def _array(doc: dict, key: str, path: str, problems: list[str], *,
-           required: bool = True) -> list[dict]:
-    rows = doc.get(key, [])
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        problems.append(f"{path}: {key}: must be an array of tables [[{key}]]")
-        return []
-    if required and not rows:
-        problems.append(f"{path}: {key}: at least one [[{key}]] table is required")
-    return rows
-
-
-def _check_keys(row: dict[str, Any], allowed: Keys, where: str, problems: list[str]) -> None:
-    for key, value in row.items():
-        if key not in allowed:
-            problems.append(f"{where}.{key}: unknown key; valid: {', '.join(allowed)}")
-        elif not isinstance(value, allowed[key]) or (isinstance(value, bool)
-                                                      and allowed[key] is not bool):
-            problems.append(f"{where}.{key}: expected {allowed[key].__name__}, "
-                            f"got {type(value).__name__} {value!r}")
-        elif (key.endswith("_limit") or key == "batch_size") and isinstance(value, int) \
-                and value < 1:
-            problems.append(f"{where}.{key}: must be a positive integer, got {value}")
-        elif isinstance(value, list) and key in ("models", "datasets", "defenses") and \
-                not all(isinstance(v, str) for v in value):
-            problems.append(f"{where}.{key}: must be a list of names, got {value!r}")
-
-
-def _check_unique(kind: str, names: list[str], path: str, problems: list[str]) -> None:
-    seen: set[str] = set()
-    for i, n in enumerate(names):
-        if not isinstance(n, str):
-            continue  # a name of the wrong type is reported by _check_keys
-        if n in seen:
-            problems.append(f"{path}: {kind}[{i}].name: duplicate name {n!r}")
-        seen.add(n)
-
-
-def _check_sweep_name(name: str, where: str, problems: list[str]) -> None:
-    # The name picks the default output folder reports/<name>: a spec must never choose a
-    # folder outside reports/ (only --out may).
-    if not _SAFE_NAME.fullmatch(name) or ".." in name:
-        problems.append(f"{where}: {name!r} is not a plain folder name (1-128 letters, "
-                        f"digits, '.', '_', '-' or '+', no '/' or '..'); the output folder "
-                        f"is reports/<name>, choose another one with --out")
-
-
-def _seeds(value: Any, where: str, problems: list[str]) -> list[int]:
-    ok = isinstance(value, list) and value and all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
-    if not ok:
-        problems.append(f"{where}: must be a non-empty list of integers >= 0, got {value!r}")
-        return [0]
-    if len(set(value)) != len(value):
-        problems.append(f"{where}: duplicate seeds in {value!r}")
-    return list(value)
-
-
-def _eps(value: Any, where: str, problems: list[str]) -> list[float]:
-    if not isinstance(value, list) or not value:
-        problems.append(f"{where}: must be a non-empty list of numbers >= 0, got {value!r}")
-        return []
-    out = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or v < 0:
-            problems.append(f"{where}: {v!r} is not a finite number >= 0")
-        else:
-            out.append(float(v))
-    if len(set(out)) != len(out):
-        problems.append(f"{where}: duplicate values in {value!r}")
-    return out
-
-
-def _names(value: Any) -> tuple[str, ...] | None:
-    return tuple(value) if isinstance(value, list) else None
-
-
-def _freeze(params: Any) -> dict[str, Any]:
-    """TOML arrays become tuples (model defaults are tuples, e.g. ``hidden=(256,)``)."""
-    if not isinstance(params, dict):
-        return {}
-
-    def conv(v: Any) -> Any:
-        if isinstance(v, list):
-            return tuple(conv(x) for x in v)
-        if isinstance(v, dict):
-            return {k: conv(x) for k, x in v.items()}
-        return v
-
-    return {k: conv(v) for k, v in params.items()}
+def _model(r: dict[str, Any], where: str, problems: list[str]) -> ModelEntry:
+    stored = r.get("stored")
+    if isinstance(stored, str):
+        both = [k for k in ("family", "params") if k in r]
+        if both:
+            problems.append(f"{where}: {' and '.join(both)} cannot go with stored = "
+                            f"{stored!r} (a stored model is evaluated as it is, never trained)")
+        return ModelEntry(r.get("name", stored), "?", {}, name_list(r.get("datasets")), stored)
+    return ModelEntry(r.get("name", r.get("family", "?")), r.get("family", "?"),
+                      freeze(r.get("params", {})), name_list(r.get("datasets")))

@@ -7,14 +7,12 @@ a temporary folder and renamed into place, so a killed worker leaves no half mod
 """
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import sys
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +20,21 @@ import torch
 from torch import nn
 
 from robustkit.sweep.cells import Cell, ModelJob, full_defense_params, full_model_params
+from robustkit.sweep.evaluation import evaluate_cell
+from robustkit.sweep.jobdata import (
+    Context,
+    gallery_inputs,
+    is_trained,
+    job_model,
+    load_model,
+    model_path,
+    stream_data,
+    test_data,
+    train_data,
+)
 from robustkit.sweep.spec import NO_DEFENSE
 
 GALLERY = "gallery"
-
-
-@dataclass(frozen=True)
-class Context:
-    """Everything a task needs besides its job: where models and data live, the device."""
-
-    models_dir: str
-    data_root: str | None = None
-    device: str = "cpu"
-    threads: int | None = None
 
 
 def init_worker(threads: int) -> None:
@@ -60,59 +60,6 @@ def use_threads(ctx: Context) -> None:
         torch.set_num_threads(ctx.threads)
 
 
-@functools.lru_cache(maxsize=16)
-def _data(name: str, split: str, root: str | None, seed: int, limit: int | None):
-    from robustkit.datasets import load_dataset
-
-    return load_dataset(name, split, root=root, seed=seed, limit=limit)
-
-
-def test_data(job: ModelJob, ctx: Context):
-    """The attacked test subset of a job's dataset (same for every model of the sweep)."""
-    return _data(job.dataset.name, "test", ctx.data_root, job.seed, job.dataset.test_limit)
-
-
-@functools.lru_cache(maxsize=8)
-def _stream(name: str, split: str, root: str | None, seed: int, limit: int | None,
-            batch_size: int):
-    from robustkit.datasets_user import iter_batches
-
-    return iter_batches(name, split, root, batch_size=batch_size, seed=seed, limit=limit)
-
-
-def stream_data(job: ModelJob, ctx: Context, split: str):
-    """The test (or fit) data of a ``stream = true`` dataset as batches, read lazily."""
-    ds = job.dataset
-    limit = ds.test_limit if split == "test" else ds.fit_limit or ds.train_limit
-    return _stream(ds.name, split, ctx.data_root, job.seed, limit, ds.batch_size or 1024)
-
-
-def fit_data(job: ModelJob, ctx: Context):
-    """The training subset universal perturbations are fitted on."""
-    limit = job.dataset.fit_limit or job.dataset.train_limit
-    return _data(job.dataset.name, "train", ctx.data_root, job.seed, limit)
-
-
-def model_path(ctx: Context, key: str) -> Path:
-    return Path(ctx.models_dir) / key
-
-
-def is_trained(ctx: Context, key: str) -> bool:
-    return (model_path(ctx, key) / "model.json").is_file()
-
-
-@functools.lru_cache(maxsize=4)
-def _load(path: str) -> tuple[nn.Module, Any]:
-    from robustkit import store
-
-    return store.load(path)
-
-
-def load_model(ctx: Context, key: str) -> tuple[nn.Module, Any]:
-    """The stored model (cached per process: consecutive cells share their model)."""
-    return _load(str(model_path(ctx, key)))
-
-
 def train_task(job: ModelJob, base_key: str | None, ctx: Context) -> dict[str, Any]:
     """Train ``job``'s model (with its defense) and store it under ``job.key``.
 
@@ -134,7 +81,7 @@ def train_task(job: ModelJob, base_key: str | None, ctx: Context) -> dict[str, A
 def _train_and_store(job: ModelJob, base_key: str | None, ctx: Context) -> None:
     from robustkit import models, store
 
-    tr = _data(job.dataset.name, "train", ctx.data_root, job.seed, job.dataset.train_limit)
+    tr = train_data(job, ctx)
     fam, params = job.model.family, full_model_params(job.model)
     t0 = time.perf_counter()
     extras: dict[str, nn.Module] = {}
@@ -230,7 +177,7 @@ def gallery_task(job: ModelJob, ctx: Context) -> dict[str, Any]:
     try:
         from robustkit import attacks
 
-        model, _ = load_model(ctx, job.key)
+        model, _ = job_model(ctx, job)
         x, y = gallery_inputs(job, ctx)
         res = attacks.get("deepfool").fn(model, x, y)
         with torch.no_grad():
@@ -242,33 +189,6 @@ def gallery_task(job: ModelJob, ctx: Context) -> dict[str, Any]:
                 "meta": job_meta(job)}
     except Exception as exc:  # noqa: BLE001 - a missing gallery never stops the sweep
         return {"key": job.key, "status": "error", "error": describe_error(exc)}
-
-
-def gallery_inputs(job: ModelJob, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first test input of each class in turn (0, 1, 2, ...), ``job.gallery`` of them
-    (of a streamed dataset, only those are read)."""
-    if job.dataset.stream:
-        stream = stream_data(job, ctx, "test")
-        return stream.take(_gallery_order(stream.labels(), job.gallery))
-    te = test_data(job, ctx)
-    idx = torch.tensor(_gallery_order(te.y, job.gallery), dtype=torch.long)
-    return te.x[idx], te.y[idx]
-
-
-def _gallery_order(y: torch.Tensor, gallery: int) -> list[int]:
-    order: list[int] = []
-    remaining = list(range(len(y)))
-    while len(order) < min(gallery, len(y)):
-        seen: set[int] = set()
-        for i in list(remaining):
-            c = int(y[i])
-            if c not in seen:
-                seen.add(c)
-                order.append(i)
-                remaining.remove(i)
-                if len(order) == gallery:
-                    break
-    return order
 
 
 def job_meta(job: ModelJob) -> dict[str, Any]:
@@ -290,8 +210,6 @@ def cell_task(cell: Cell, eps: tuple[float, ...], ctx: Context) -> dict[str, Any
         ``{"cell_id", "rows": [...], "artifacts": [(kind, name, tensors, meta), ...]}``;
         on failure one ``status="error"`` row per eps with the message.
     """
-    from robustkit.sweep.evaluation import evaluate_cell
-
     use_threads(ctx)
     try:
         rows, artifacts = evaluate_cell(cell, eps, ctx)

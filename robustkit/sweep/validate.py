@@ -23,7 +23,7 @@ SYSTEM_PARAMS = {"fgsm": ("norm",), "pgd": ("norm", "steps"), "noise": ("norm",)
 
 
 def validate(specs: Iterable[Spec], *, data_root: str | os.PathLike | None = None,
-             data: bool = True) -> None:
+             data: bool = True, workdir: str | os.PathLike = "runs") -> None:
     """Raise :class:`SpecError` listing every problem of ``specs``; return None if all is well.
 
     Checks: dataset names and that their files are present under the data root; model
@@ -31,7 +31,8 @@ def validate(specs: Iterable[Spec], *, data_root: str | os.PathLike | None = Non
     names, parameters and eps ranges; that ``models``/``datasets``/``defenses`` filters
     name entries of the same spec. ``data=False`` skips the check that the data files
     are present (``--dry-run`` lists a grid before its data is there; see
-    :func:`data_problems`).
+    :func:`data_problems`). Models named by ``stored`` must be in ``workdir``, load, and
+    have been stored for the datasets they run on (:mod:`robustkit.sweep.stored`).
 
     Example:
         >>> from robustkit.sweep.spec import parse_spec
@@ -43,7 +44,9 @@ def validate(specs: Iterable[Spec], *, data_root: str | os.PathLike | None = Non
         ...     print(e.problems[0][:40])
         <spec>: attacks[0].attack: unknown attack
     """
-    problems: list[str] = []
+    from robustkit.sweep.stored import resolve
+
+    specs, problems = resolve(specs, workdir)
     for spec in specs:
         problems += _datasets(spec, data_root, files=data)
         problems += _models(spec)
@@ -99,7 +102,9 @@ def _models(spec: Spec) -> list[str]:
     declared = {d.name for d in spec.datasets}
     for i, m in enumerate(spec.models):
         where = f"{spec.path}: models[{i}]"
-        if m.family not in models.names():
+        if m.stored is not None:
+            pass  # checked by robustkit.sweep.stored
+        elif m.family not in models.names():
             out.append(f"{where}.family: unknown model {m.family!r}; valid: "
                        f"{', '.join(models.names())}")
         else:
@@ -112,10 +117,10 @@ def _defenses(spec: Spec) -> list[str]:
     from robustkit import defenses
 
     out = []
-    model_names = {m.name: m.family for m in spec.models}
+    model_names = {m.name: m.family for m in spec.models if m.stored is None}
     for i, d in enumerate(spec.defenses):
         where = f"{spec.path}: defenses[{i}]"
-        out += _filter(where + ".models", d.models, set(model_names), "models")
+        out += _filter(where + ".models", d.models, {m.name for m in spec.models}, "models")
         if d.defense == NO_DEFENSE:
             if d.params:
                 out.append(f"{where}.params: defense 'none' takes no parameters")

@@ -3,26 +3,16 @@ where the prediction on x_adv differs from y (regression: NaN points counted as 
 on the moons RBF SVM)."""
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
-from _fixtures import FAST_PARAMS, fitted_model
+from _fixtures import FAST_PARAMS, digits, fitted_model, toy_task
 
-from robustkit import load_dataset, models
 from robustkit.attacks.deepfool import BOX_MODES, _step, deepfool
 
 # Moons test samples that box="mask" walked into the corner (1, 0), where the RBF SVM's
 # gradient points out of the box in both coordinates: every step component was masked
 # away, 0/0 gave NaN, and the NaN point (predicted "0") was counted as a success.
 CORNER = [23, 38]
-
-
-@functools.cache
-def _moons(family: str):
-    tr, te = load_dataset("moons", "train"), load_dataset("moons", "test")
-    model = models.create(family).fit(tr.x, tr.y, n_classes=2, seed=0)
-    return model, te.x[:60], te.y[:60]
 
 
 def _check(model, x, y, res) -> None:
@@ -52,7 +42,7 @@ def test_step_is_zero_when_every_coordinate_is_blocked():
 @pytest.mark.parametrize("box", BOX_MODES)
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_moons_svm_corner_samples_are_finite_failures(box, norm):
-    model, x, y = _moons("svm")
+    model, x, y = toy_task("moons", "svm")
     res = deepfool(model, x, y, box=box, norm=norm)
     _check(model, x, y, res)
     if norm == "l2":
@@ -67,14 +57,9 @@ def test_moons_svm_corner_samples_are_finite_failures(box, norm):
 
 @pytest.mark.parametrize("box", BOX_MODES)
 def test_x_adv_is_finite_for_every_family_and_box_mode(box):
-    cases = [(fitted_model(f), *_digits()) for f in sorted(FAST_PARAMS)]
-    cases += [_moons(f) for f in ("svm", "gmm")]
+    te = digits("test")
+    cases = [(fitted_model(f), te.x[:40], te.y[:40]) for f in sorted(FAST_PARAMS)]
+    cases += [toy_task("moons", f) for f in ("svm", "gmm")]
     for model, x, y in cases:
         for norm in ("l2", "linf"):
             _check(model, x, y, deepfool(model, x, y, box=box, norm=norm))
-
-
-@functools.cache
-def _digits():
-    te = load_dataset("digits", "test", seed=0)
-    return te.x[:40], te.y[:40]

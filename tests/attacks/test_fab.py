@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from _fixtures import toy_task
 from torch import nn
 
-from robustkit import attacks, load_dataset, models
+from robustkit import attacks
 from robustkit.attacks.deepfool import deepfool
 from robustkit.attacks.fab import fab, fab_l2
 
@@ -150,9 +151,7 @@ def test_binary_tasks_against_a_grid_search(dataset, family):
     the minimal L2 distance to 0.0036. Where an RBF SVM's gradient points out of the box
     (far from its support vectors) FAB stalls in a corner of the box, as DeepFool does;
     random restarts find those."""
-    tr, te = load_dataset(dataset, "train"), load_dataset(dataset, "test")
-    model = models.create(family).fit(tr.x, tr.y, n_classes=2, seed=0)
-    x, y = te.x[:60], te.y[:60]
+    model, x, y = toy_task(dataset, family)
     ok = model(x).argmax(1) == y
     ticks = torch.linspace(0, 1, 401)
     grid = torch.stack(torch.meshgrid(ticks, ticks, indexing="ij"), -1).view(-1, 2)

@@ -124,7 +124,13 @@ def deepfool_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     ``deepfool(..., norm="linf")`` under its own registry name; see :func:`deepfool`.
 
     Example:
-        >>> res = deepfool_linf(model, x, y)  # doctest: +SKIP
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x = torch.rand(5, 4)
+        >>> y = model(x).argmax(1)
+        >>> r = deepfool_linf(model, x, y)
+        >>> torch.equal(r.x_adv, deepfool(model, x, y, norm="linf").x_adv)
+        True
 
     Reference: Moosavi-Dezfooli, Fawzi & Frossard, "DeepFool", CVPR 2016.
     """

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import pytest
 import torch
 
 from robustkit import load_dataset, models
@@ -37,3 +38,23 @@ def fitted_model(name: str) -> torch.nn.Module:
     tr = digits("train")
     spec = models.create(name, **FAST_PARAMS[name])
     return spec.fit(tr.x, tr.y, n_classes=10, seed=0)
+
+
+# Runs a test on the MLP only: conftest's cached `model` fixture, parametrized by family.
+ON_MLP = pytest.mark.parametrize("family", ["mlp"])
+
+
+@functools.cache
+def toy_model(dataset: str, family: str) -> torch.nn.Module:
+    """A family's model (RBF kernel for "svm") fit on a 2-D toy dataset's train split
+    (moons, xor, blobs; seed 0), cached. Do not modify it in place."""
+    tr = load_dataset(dataset, "train", seed=0)
+    spec = models.create(family, **({"kernel": "rbf"} if family == "svm" else {}))
+    return spec.fit(tr.x, tr.y, n_classes=int(tr.y.max()) + 1, seed=0)
+
+
+def toy_task(dataset: str, family: str, n: int = 60
+             ) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """``toy_model(dataset, family)`` and the first n points and labels of the test split."""
+    te = load_dataset(dataset, "test", seed=0)
+    return toy_model(dataset, family), te.x[:n], te.y[:n]

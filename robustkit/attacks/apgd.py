@@ -19,6 +19,7 @@ from robustkit.attacks.base import (
     eval_mode,
     generator,
     input_grad,
+    l2_variant,
     make_result,
     project,
     register,
@@ -291,30 +292,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     return make_result(model, x, x_adv, y, target=target, iterations=iters, info=info)
 
 
-@register("apgd_l2", norm="l2", rules={k: r for k, r in RULES.items() if k != "norm"})
-def apgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-            **params: object) -> AttackResult:
-    """APGD in the L2 ball: ``apgd(..., norm="l2")`` under its own registry name.
-
-    Args:
-        model, x, y, eps: as for :func:`apgd` (eps is an L2 radius).
-        **params: the other keyword arguments of :func:`apgd`.
-
-    Returns:
-        AttackResult.
-
-    Example:
-        >>> import torch
-        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
-        >>> x, y = torch.rand(5, 4), torch.zeros(5, dtype=torch.long)
-        >>> float(apgd_l2(model, x, y, eps=0.5, steps=5).l2.max()) <= 0.5 + 1e-5
-        True
-
-    Reference: Croce & Hein, ICML 2020 (arXiv:2003.01690).
-    """
-    if params.pop("norm", "l2") != "l2":
-        raise ValueError("apgd_l2 is the L2 attack; use 'apgd' for norm='linf'")
-    return apgd(model, x, y, eps=eps, norm="l2", **params)  # type: ignore[arg-type]
+apgd_l2 = l2_variant(apgd, "apgd_l2", title="APGD in the L2 ball", example="steps=5")
 
 
 def _check(norm: str, loss: str, steps: int, restarts: int, rho: float, eot: int) -> None:

@@ -20,6 +20,7 @@ from robustkit.attacks.base import (
     AttackResult,
     check_inputs,
     eval_mode,
+    l2_variant,
     make_result,
     project,
     register,
@@ -207,16 +208,6 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                             targets=targets, queries=queries, eot=eot, seed=seed)[0]
 
 
-def _l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-        **params: object) -> AttackResult:
-    """AutoAttack in the L2 ball: ``autoattack(..., norm="l2")`` under its own name.
-
-    Reference: Croce & Hein, ICML 2020 (arXiv:2003.01690).
-    """
-    if params.pop("norm", "l2") != "l2":
-        raise ValueError("autoattack_l2 is the L2 attack; use 'autoattack' for norm='linf'")
-    return autoattack(model, x, y, eps=eps, norm="l2", **params)  # type: ignore[arg-type]
-
-
-autoattack_l2 = register("autoattack_l2", norm="l2", curve=partial(autoattack_curve, norm="l2"),
-                         rules={k: r for k, r in RULES.items() if k != "norm"})(_l2)
+autoattack_l2 = l2_variant(autoattack, "autoattack_l2", title="AutoAttack in the L2 ball",
+                           example='version="fast", steps=5',
+                           curve=partial(autoattack_curve, norm="l2"))

@@ -124,7 +124,13 @@ def deepfool_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     ``deepfool(..., norm="linf")`` under its own registry name; see :func:`deepfool`.
 
     Example:
-        >>> res = deepfool_linf(model, x, y)  # doctest: +SKIP
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x = torch.rand(5, 4)
+        >>> y = model(x).argmax(1)
+        >>> r = deepfool_linf(model, x, y)
+        >>> torch.equal(r.x_adv, deepfool(model, x, y, norm="linf").x_adv)
+        True
 
     Reference: Moosavi-Dezfooli, Fawzi & Frossard, "DeepFool", CVPR 2016.
     """
@@ -171,7 +177,15 @@ def deepfool_from(model: nn.Module, x: torch.Tensor, label: torch.Tensor, *, nor
         if not still.any():
             break
         idx, f, w = idx[still], f[still], w[still]
-        r_tot[idx] += _step(f, w, _flat(x_adv[idx]), norm, mask[idx]).view_as(r_tot[idx])
+        step = _step(f, w, _flat(x_adv[idx]), norm, mask[idx])
+        # A zero step (box="mask" at a corner that blocks every coordinate, or a non-finite
+        # gradient): the sample would stay where it is at every later iteration too.
+        moved = step.ne(0).any(1)
+        active[idx[~moved]] = False
+        if not moved.any():
+            break
+        idx, step = idx[moved], step[moved]
+        r_tot[idx] += step.view_as(r_tot[idx])
         x_adv[idx] = (x[idx] + (1 + overshoot) * r_tot[idx]).clamp(0, 1)
         iters[idx] += 1
     with torch.no_grad():
@@ -209,21 +223,27 @@ def _step(f: torch.Tensor, w: torch.Tensor, x: torch.Tensor, norm: str, mask: to
     """DeepFool's step (n, D) from x (n, D) to the closest linearized boundary
     ``f_j + w_j . r = 0`` among the k candidates (f (n, k) < 0, w (n, k, D)); for the
     samples where ``mask`` (n,) is True, moving only the coordinates that can move: a
-    pixel at 0 (1) is not pushed further down (up)."""
+    pixel at 0 (1) is not pushed further down (up). A sample with no reachable candidate
+    (every coordinate of every w_j blocked or zero) or a non-finite step gets a zero step."""
     if bool(mask.any()):
         blocked = ((x[:, None] <= 0) & (w < 0)) | ((x[:, None] >= 1) & (w > 0))
         w = w.masked_fill(blocked & mask[:, None, None], 0.0)
+    tiny = torch.finfo(w.dtype).tiny
     # Divide by the largest entry first: tiny gradients would underflow when squared.
-    top = w.abs().amax(2, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+    top = w.abs().amax(2, keepdim=True).clamp_min(tiny)
     u = w / top
     dual = u.norm(dim=2) if norm == "l2" else u.abs().sum(2)  # dual norm of w, over top
-    dist = f.abs() / (top.squeeze(2) * dual).clamp_min(torch.finfo(w.dtype).tiny)
+    # A candidate whose (masked) gradient is zero cannot be reached by a linear step.
+    dist = (f.abs() / (top.squeeze(2) * dual).clamp_min(tiny)).masked_fill(dual == 0, math.inf)
     best = dist.argmin(1)
     rows = torch.arange(len(f), device=f.device)
     u, dist = u[rows, best], (dist[rows, best] + MARGIN)[:, None]
     if norm == "l2":
-        return dist * u / dual[rows, best, None].clamp_min(torch.finfo(w.dtype).tiny)
-    return dist * u.sign()
+        step = dist * u / dual[rows, best, None].clamp_min(tiny)
+    else:
+        step = dist * u.sign()
+    # inf * 0 (nothing reachable) and NaN gradients give non-finite rows: no step there
+    return step.masked_fill(~step.isfinite().all(1, keepdim=True), 0.0)
 
 
 def _refine(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, pred: torch.Tensor,

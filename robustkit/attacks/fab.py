@@ -18,6 +18,7 @@ from robustkit.attacks.base import (
     check_inputs,
     eval_mode,
     generator,
+    l2_variant,
     make_result,
     register,
 )
@@ -138,28 +139,8 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
                        info={"norm": norm, "distance": best, "targets": targets})
 
 
-@register("fab_l2", norm="l2", kind="minimal",
-          rules={k: r for k, r in RULES.items() if k != "norm"})
-def fab_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **params: object
-           ) -> AttackResult:
-    """Find a minimal L2 perturbation: ``fab(..., norm="l2")`` under its own registry name.
-
-    Args:
-        model, x, y: as for :func:`fab`.
-        **params: the other keyword arguments of :func:`fab`.
-
-    Returns:
-        AttackResult.
-
-    Example:
-        >>> res = fab_l2(model, x, y)  # doctest: +SKIP
-
-    Reference: Croce & Hein, ICML 2020 (arXiv:1907.02044).
-    """
-    if "norm" in params and params["norm"] != "l2":
-        raise ValueError(f"fab_l2 is the L2 attack; got norm={params['norm']!r} (use 'fab')")
-    params.pop("norm", None)
-    return fab(model, x, y, norm="l2", **params)  # type: ignore[arg-type]
+fab_l2 = l2_variant(fab, "fab_l2", title="Find a minimal L2 perturbation (FAB)",
+                    example="steps=5")
 
 
 def _run(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, goal: torch.Tensor,

@@ -13,6 +13,7 @@ from robustkit.attacks.base import (
     eval_mode,
     generator,
     input_grad,
+    l2_variant,
     make_result,
     project,
     register,
@@ -23,7 +24,7 @@ from robustkit.attacks.fgsm import (
     ce_input_direction,
     random_delta,
 )
-from robustkit.params import boolean, choice, integer, positive
+from robustkit.params import choice, integer, positive
 
 LOSSES = ("ce", "margin")
 RULES = {"norm": choice(*NORMS), "steps": integer(1), "restarts": integer(1),
@@ -134,32 +135,7 @@ def keep_worst(best: Run, new: Run) -> Run:
             torch.where(better, new[3], best[3]))
 
 
-@register("pgd_l2", norm="l2", rules={**{k: r for k, r in RULES.items() if k != "norm"},
-                                     "random_start": boolean()})
-def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-           **params: object) -> AttackResult:
-    """PGD in the L2 ball: ``pgd(..., norm="l2")`` under its own registry name.
-
-    Args:
-        model, x, y, eps: as for :func:`pgd` (eps is an L2 radius).
-        **params: the other keyword arguments of :func:`pgd`.
-
-    Returns:
-        AttackResult.
-
-    Example:
-        >>> import torch
-        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
-        >>> x, y = torch.rand(5, 4), torch.zeros(5, dtype=torch.long)
-        >>> float(pgd_l2(model, x, y, eps=0.5).l2.max()) <= 0.5 + 1e-5
-        True
-
-    Reference: Madry et al., ICLR 2018 (arXiv:1706.06083).
-    """
-    if "norm" in params and params["norm"] != "l2":
-        raise ValueError(f"pgd_l2 is the L2 attack; got norm={params['norm']!r} (use 'pgd')")
-    params.pop("norm", None)
-    return pgd(model, x, y, eps=eps, norm="l2", **params)  # type: ignore[arg-type]
+pgd_l2 = l2_variant(pgd, "pgd_l2", title="PGD in the L2 ball", example="steps=5")
 
 
 def _check_params(norm: str, steps: int, step_size: float | None, restarts: int,

@@ -23,6 +23,7 @@ from robustkit.attacks.base import (
     check_logits,
     eval_mode,
     generator,
+    l2_variant,
     make_result,
     project,
     register,
@@ -294,27 +295,5 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     return _square(model, x, y, eps=eps, norm=norm, queries=queries, p_init=p, seed=seed)
 
 
-@register("square_l2", norm="l2", rules={k: r for k, r in RULES.items() if k != "norm"})
-def square_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-              **params: object) -> AttackResult:
-    """Square attack in the L2 ball: ``square(..., norm="l2")`` under its own name.
-
-    Args:
-        model, x, y, eps: as for :func:`square` (eps is an L2 radius).
-        **params: the other keyword arguments of :func:`square`.
-
-    Returns:
-        AttackResult.
-
-    Example:
-        >>> import torch
-        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
-        >>> x, y = torch.rand(5, 4), torch.zeros(5, dtype=torch.long)
-        >>> float(square_l2(model, x, y, eps=0.5, queries=20).l2.max()) <= 0.5 + 1e-5
-        True
-
-    Reference: Andriushchenko et al., ECCV 2020 (arXiv:1912.00049).
-    """
-    if params.pop("norm", "l2") != "l2":
-        raise ValueError("square_l2 is the L2 attack; use 'square' for norm='linf'")
-    return square(model, x, y, eps=eps, norm="l2", **params)  # type: ignore[arg-type]
+square_l2 = l2_variant(square, "square_l2", title="Square attack in the L2 ball",
+                       example="queries=20")

@@ -4,6 +4,7 @@ Thin: :mod:`robustkit.importing` converts, checks and stores; this prints.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,53 +28,63 @@ def import_group() -> None:
     """
 
 
-def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
-    for opt in reversed([
-        click.option("--name", required=True, help="Name to store the model under."),
-        click.option("--dataset", required=True, help="Dataset the model classifies."),
-        click.option("--workdir", type=click.Path(file_okay=False), default="runs",
-                     show_default=True, help="Workspace folder."),
-        click.option("--data-root", type=click.Path(file_okay=False), default=None,
-                     help="Folder with file-based datasets (default $ROBUSTKIT_DATA)."),
-        click.option("--json", "as_json", is_flag=True, help="Print the record as JSON."),
-    ]):
-        fn = opt(fn)
-    return fn
+# The options every ``import`` subcommand takes, in the order ``--help`` lists them.
+_OPTIONS = (
+    click.option("--name", required=True, help="Name to store the model under."),
+    click.option("--dataset", required=True, help="Dataset the model classifies."),
+    click.option("--workdir", type=click.Path(file_okay=False), default="runs",
+                 show_default=True, help="Workspace folder."),
+    click.option("--data-root", type=click.Path(file_okay=False), default=None,
+                 help="Folder with file-based datasets (default $ROBUSTKIT_DATA)."),
+    click.option("--json", "as_json", is_flag=True, help="Print the record as JSON."),
+)
+_FILE = click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 
 
-@import_group.command("sklearn")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_common
-def sklearn_cmd(file: Path, **opts: Any) -> None:
+def _import_command(name: str, *arguments: Callable[..., Any]
+                    ) -> Callable[[Callable[..., Any]], click.Command]:
+    """Decorator: ``robustkit import NAME`` with the positional ``arguments`` and the shared
+    options. The function takes the arguments plus ``name``, ``dataset``, ``workdir`` and
+    ``root`` (from ``--data-root``) and returns the stored record, which is printed."""
+
+    def deco(fn: Callable[..., Any]) -> click.Command:
+        @functools.wraps(fn)
+        def run(*, data_root: str | None, as_json: bool, **params: Any) -> None:
+            _print(fn(**params, root=data_root), as_json)
+
+        cmd: Callable[..., Any] = run
+        for decorator in reversed((*arguments, *_OPTIONS)):
+            cmd = decorator(cmd)
+        return import_group.command(name)(cmd)
+
+    return deco
+
+
+@_import_command("sklearn", _FILE)
+def sklearn_cmd(file: Path, **store: Any) -> Any:
     """Import a fitted scikit-learn classifier saved with skops.io.dump (never pickle)."""
     from robustkit.importing import import_sklearn
 
-    _print(import_sklearn(file, name=opts["name"], dataset=opts["dataset"],
-                          workdir=opts["workdir"], root=opts["data_root"]), opts["as_json"])
+    return import_sklearn(file, **store)
 
 
-@import_group.command("onnx")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_common
-def onnx_cmd(file: Path, **opts: Any) -> None:
+@_import_command("onnx", _FILE)
+def onnx_cmd(file: Path, **store: Any) -> Any:
     """Import an ONNX classifier (checked against onnxruntime to 1e-5)."""
     from robustkit.importing import import_onnx
 
-    _print(import_onnx(file, name=opts["name"], dataset=opts["dataset"],
-                       workdir=opts["workdir"], root=opts["data_root"]), opts["as_json"])
+    return import_onnx(file, **store)
 
 
-@import_group.command("torch")
-@click.argument("builder")
-@click.argument("weights", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_common
-def torch_cmd(builder: str, weights: Path, **opts: Any) -> None:
+@_import_command("torch", click.argument("builder"),
+                 click.argument("weights", type=click.Path(exists=True, dir_okay=False,
+                                                           path_type=Path)))
+def torch_cmd(builder: str, weights: Path, **store: Any) -> Any:
     """Import a network: BUILDER is module:function returning it, WEIGHTS a safetensors
     state dict (loaded with strict=True). Loading imports BUILDER's module again."""
     from robustkit.importing import import_torch
 
-    _print(import_torch(builder, weights, name=opts["name"], dataset=opts["dataset"],
-                        workdir=opts["workdir"], root=opts["data_root"]), opts["as_json"])
+    return import_torch(builder, weights, **store)
 
 
 def _print(rec: Any, as_json: bool) -> None:

@@ -6,23 +6,11 @@ import functools
 
 import pytest
 import torch
+from _fixtures import ON_MLP, toy_task
 
-from robustkit import load_dataset, models
 from robustkit.attacks.apgd import _checkpoint, apgd, apgd_l2, checkpoints, dlr_loss
 from robustkit.attacks.apgd_targeted import apgd_t
 from robustkit.attacks.pgd import pgd
-
-ON_MLP = pytest.mark.parametrize("family", ["mlp"])
-
-
-@pytest.fixture()
-def mlp(model):
-    return model
-
-
-@pytest.fixture(scope="module")
-def data(digits_test):
-    return digits_test.x[:150], digits_test.y[:150]
 
 
 def test_checkpoints_are_the_papers():
@@ -133,18 +121,10 @@ def test_apgd_t_breaks_more_than_apgd_dlr(mlp, data):
     assert (broke[broke >= 0] != y[broke >= 0]).all()
 
 
-@functools.cache
-def _binary(name: str, family: str):
-    tr, te = load_dataset(name, "train", seed=0), load_dataset(name, "test", seed=0)
-    k = int(tr.y.max()) + 1
-    model = models.create(family, **({"kernel": "rbf"} if family == "svm" else {}))
-    return model.fit(tr.x, tr.y, n_classes=k, seed=0), te.x[:60], te.y[:60]
-
-
 @pytest.mark.parametrize("family", ["svm", "gmm"])
 @pytest.mark.parametrize("dataset", ["moons", "xor"])
 def test_binary_tasks_fall_back_to_the_margin(dataset, family):
-    model, x, y = _binary(dataset, family)
+    model, x, y = toy_task(dataset, family)
     dlr = apgd(model, x, y, eps=0.2, steps=20, loss="dlr")
     assert dlr.info["loss_fallback"] == "margin" and dlr.info["loss"] == "margin"
     assert float(dlr.linf.max()) <= 0.2 + 1e-6 and dlr.success.any()
@@ -158,7 +138,7 @@ def test_binary_tasks_fall_back_to_the_margin(dataset, family):
 
 
 def test_three_classes_keep_dlr_but_not_targeted_dlr():
-    model, x, y = _binary("blobs", "svm")
+    model, x, y = toy_task("blobs", "svm")
     assert "loss_fallback" not in apgd(model, x, y, eps=0.1, steps=5, loss="dlr").info
     assert apgd_t(model, x, y, eps=0.1, steps=5).info["loss_fallback"] == "margin"
 

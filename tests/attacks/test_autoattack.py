@@ -2,14 +2,13 @@
 re-checks FAB's points, and its eps grid attacks fewer samples without losing strength."""
 from __future__ import annotations
 
-import functools
 import itertools
 
 import pytest
 import torch
+from _fixtures import ON_MLP, toy_task
 from torch import nn
 
-from robustkit import load_dataset, models
 from robustkit.attacks import autoattack as aa_module
 from robustkit.attacks.apgd import apgd
 from robustkit.attacks.apgd_targeted import apgd_t
@@ -17,18 +16,9 @@ from robustkit.attacks.autoattack import autoattack, autoattack_curve
 from robustkit.attacks.base import make_result
 from robustkit.evaluate import evaluate
 
-ON_MLP = pytest.mark.parametrize("family", ["mlp"])
 QUICK = {"steps": 20, "targets": 3, "queries": 100}
 
-
-@pytest.fixture()
-def mlp(model):
-    return model
-
-
-@pytest.fixture(scope="module")
-def data(digits_test):
-    return digits_test.x[:100], digits_test.y[:100]
+DIGITS_N = 100  # the `data` fixture's size (tests/attacks/conftest.py)
 
 
 class Counter(nn.Module):
@@ -126,16 +116,9 @@ def test_evaluate_uses_the_grid_path(mlp, data):
     assert one["robust_accuracy"] == pytest.approx(float((alone.pred == y).double().mean()))
 
 
-@functools.cache
-def _moons(family: str):
-    tr, te = load_dataset("moons", "train", seed=0), load_dataset("moons", "test", seed=0)
-    model = models.create(family, **({"kernel": "rbf"} if family == "svm" else {}))
-    return model.fit(tr.x, tr.y, n_classes=2, seed=0), te.x[:50], te.y[:50]
-
-
 @pytest.mark.parametrize("family", ["svm", "gmm"])
 def test_binary_tasks_run_every_version(family):
-    model, x, y = _moons(family)
+    model, x, y = toy_task("moons", family, 50)
     for version in ("standard", "fast", "rand"):
         res = autoattack(model, x, y, eps=0.15, version=version, steps=10, queries=50, eot=2)
         assert float(res.linf.max()) <= 0.15 + 1e-6

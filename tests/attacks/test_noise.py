@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _fixtures import ON_MLP
 
 from robustkit.attacks.fgsm import fgm, fgsm
 from robustkit.attacks.noise import noise, noise_l2, patch
-
-ON_MLP = pytest.mark.parametrize("family", ["mlp"])  # conftest's cached `model` fixture
 
 
 def _toy() -> torch.nn.Module:

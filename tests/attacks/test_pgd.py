@@ -4,21 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _fixtures import ON_MLP
 
 from robustkit.attacks.fgsm import fgsm
 from robustkit.attacks.pgd import margin_loss, pgd, pgd_l2
-
-ON_MLP = pytest.mark.parametrize("family", ["mlp"])  # conftest's cached `model` fixture
-
-
-@pytest.fixture()
-def mlp(model):
-    return model
-
-
-@pytest.fixture(scope="module")
-def data(digits_test):
-    return digits_test.x[:150], digits_test.y[:150]
 
 
 @ON_MLP

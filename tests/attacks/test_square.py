@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _fixtures import ON_MLP
 from torch import nn
 
 from robustkit import load_dataset, models
 from robustkit.attacks.apgd import apgd
 from robustkit.attacks.square import meta_pattern, p_schedule, pseudo_gaussian, square, square_l2
 
-ON_MLP = pytest.mark.parametrize("family", ["mlp"])
-
-
-@pytest.fixture()
-def mlp(model):
-    return model
-
-
-@pytest.fixture(scope="module")
-def data(digits_test):
-    return digits_test.x[:60], digits_test.y[:60]
+DIGITS_N = 60  # the `data` fixture's size (tests/attacks/conftest.py)
 
 
 class Recorder(nn.Module):

@@ -19,13 +19,13 @@ from robustkit.attacks.base import (
     eval_mode,
     generator,
     input_grad,
-    l2_variant,
     make_result,
     project,
     register,
 )
 from robustkit.attacks.fgsm import ascent_direction, ascent_loss, ce_input_direction
 from robustkit.attacks.pgd import margin_loss
+from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer, number
 
 LOSSES = ("ce", "dlr", "margin")

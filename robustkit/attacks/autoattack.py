@@ -20,12 +20,12 @@ from robustkit.attacks.base import (
     AttackResult,
     check_inputs,
     eval_mode,
-    l2_variant,
     make_result,
     project,
     register,
 )
 from robustkit.attacks.square import margin, square
+from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer
 from robustkit.progress import status
 

@@ -18,12 +18,12 @@ from robustkit.attacks.base import (
     check_inputs,
     eval_mode,
     generator,
-    l2_variant,
     make_result,
     register,
 )
 from robustkit.attacks.deepfool import _differences
 from robustkit.attacks.hyperplane import project_to_hyperplane
+from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer, number
 
 # Each run ends by tightening its best point: FAB's iterates stop about (eta - 1)(1 - beta)

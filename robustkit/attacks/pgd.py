@@ -13,7 +13,6 @@ from robustkit.attacks.base import (
     eval_mode,
     generator,
     input_grad,
-    l2_variant,
     make_result,
     project,
     register,
@@ -24,6 +23,7 @@ from robustkit.attacks.fgsm import (
     ce_input_direction,
     random_delta,
 )
+from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer, positive
 
 LOSSES = ("ce", "margin")

@@ -23,11 +23,11 @@ from robustkit.attacks.base import (
     check_logits,
     eval_mode,
     generator,
-    l2_variant,
     make_result,
     project,
     register,
 )
+from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer, number
 
 # Iterations (out of 10,000; rescaled to the budget) after which p halves (paper, sec. 3).

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from robustkit import attacks
-from robustkit.attacks.base import ATTACKS, l2_variant
+from robustkit.attacks.base import ATTACKS
+from robustkit.attacks.variants import l2_variant
 
 # L2 name -> (module, base function, quick keyword arguments)
 VARIANTS = {"pgd_l2": ("pgd", "pgd", {"eps": 0.5, "steps": 3}),

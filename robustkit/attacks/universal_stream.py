@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from robustkit.attacks.base import NORMS, check_inputs, eval_mode, project
-from robustkit.attacks.universal import UAPResult, _check_count, _fold, predict
+from robustkit.attacks.universal import _fold
+from robustkit.attacks.universal_common import UAPResult, check_count, predict
 from robustkit.attacks.universal_sgd import _direction, _grad
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -55,7 +56,7 @@ def uap_sgd_stream(model: nn.Module, batches: Batches, *, xi: float, norm: str =
     training", AAAI 2020 (arXiv:1811.11304).
     """
     dev = _setup(model, batches, xi=xi, norm=norm, delta=delta, device=device)
-    _check_count("epochs", epochs, 0)
+    check_count("epochs", epochs, 0)
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))
                            or not lr > 0):
         raise ValueError(f"lr must be None or a number > 0, got {lr!r}")
@@ -111,7 +112,7 @@ def uap_stream(model: nn.Module, batches: Batches, *, xi: float, norm: str = "li
     dev = _setup(model, batches, xi=xi, norm=norm, delta=delta, device=device)
     for name, value, low in (("max_passes", max_passes, 0), ("batch_size", batch_size, 1),
                              ("deepfool_iter", deepfool_iter, 1), ("probe_size", probe_size, 1)):
-        _check_count(name, value, low)
+        check_count(name, value, low)
     t0 = time.perf_counter()
     history: list[dict[str, Any]] = []
     with eval_mode(model):

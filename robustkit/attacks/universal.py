@@ -24,9 +24,11 @@ from robustkit.attacks.universal_common import (
     SHARED_RULES,
     UAPResult,
     check_count,
+    check_plateau,
     check_universal,
     fooling_rate,
     pass_record,
+    plateaued,
     predict,
     register_fit,
     summarize,
@@ -38,8 +40,8 @@ from robustkit.params import integer, number
 def uap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, xi: float, norm: str = "linf",
         delta: float = 0.2, max_passes: int = 10, batch_size: int = 32,
         overshoot: float = 0.02, deepfool_iter: int = 10, candidates: int = 10,
-        probe_size: int = 2048, x_val: torch.Tensor | None = None, seed: int = 0
-        ) -> UAPResult:
+        probe_size: int = 2048, x_val: torch.Tensor | None = None, seed: int = 0,
+        patience: int | None = 3, min_gain: float = 0.005) -> UAPResult:
     """Fit a universal perturbation by accumulating DeepFool steps (UAP, Algorithm 1).
 
     Each pass visits x in a seeded random order. Algorithm 1 takes one sample at a time:
@@ -47,8 +49,16 @@ def uap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, xi: float, norm: 
     ``deepfool_iter`` steps, from ``clamp(x_i + v)``) finds the minimal extra ``dv_i``
     that changes it, and ``v <- P_xi(v + dv_i)``, the projection onto the ``norm`` ball of
     radius xi. As in the authors' code, dv_i is only folded in when DeepFool succeeded.
-    Passes stop once the fooling rate on x reaches 1 - delta, or after ``max_passes``.
-    ``batch_size=1`` runs exactly this.
+    Passes stop once the fooling rate on x reaches 1 - delta, or after ``max_passes``,
+    or (a deviation from the paper, which runs until 1 - delta) once the last ``patience``
+    passes together raised the fooling rate on x by at most ``min_gain`` (the rate before
+    the first pass, 0, counts as pass 0). Without it, a model the xi ball cannot fool to
+    1 - delta (an adversarially trained one) spends all ``max_passes`` passes without
+    moving the rate: on an FGSM-trained MNIST CNN at Linf 0.3 (2,000 images), 10 passes
+    took 238 s and raised it from 0.50% to 0.55%; the stop ends that fit after 3. On plain
+    digits models the passes after such a stop raised the held-out fooling rate by at
+    most 0.9 points (patience 2 would have lost 1.8 points there, at Linf 0.2).
+    ``batch_size=1`` with ``patience=None`` runs exactly this.
 
     Batched (``batch_size > 1``), two deviations: (1) the samples of a mini-batch that v
     does not fool yet run DeepFool in parallel, all from the same v (the one at the start
@@ -74,10 +84,14 @@ def uap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, xi: float, norm: 
         probe_size: samples of x the batched acceptance test measures on.
         x_val: held-out inputs (M, ...) for ``fooling_rate_val``.
         seed: seeds the visiting order (and the probe subset).
+        patience: passes the fooling-rate gain is measured over for the plateau stop
+            (None: no plateau stop, as in the paper).
+        min_gain: the plateau stop's threshold, a fooling rate in [0, 1].
 
     Returns:
         ``UAPResult``; its history entries add ``accepted``, the fraction of mini-batch
-        updates kept by the acceptance test (1.0 when ``batch_size=1``).
+        updates kept by the acceptance test (1.0 when ``batch_size=1``); ``plateau``
+        says whether the plateau stop ended the fit.
 
     Example:
         >>> from robustkit import load_dataset, models
@@ -95,6 +109,7 @@ def uap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, xi: float, norm: 
     check_params(norm="l2", overshoot=overshoot, max_iter=deepfool_iter, candidates=candidates)
     check_count("max_passes", max_passes, 0)
     check_count("probe_size", probe_size, 1)
+    check_plateau(patience, min_gain)
     t0 = time.perf_counter()
     gen = generator(seed, "cpu")
     v = torch.zeros_like(x[0])
@@ -105,7 +120,8 @@ def uap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, xi: float, norm: 
             :probe_size].to(x.device)
         px, pc = (x, clean) if keep is None else (x[keep], clean[keep])
         rate, probe_rate = fooling_rate(model, x, v, clean), 0.0
-        while len(history) < max_passes and rate < 1 - delta and xi > 0:
+        rates, stalled = [rate], False
+        while len(history) < max_passes and rate < 1 - delta and xi > 0 and not stalled:
             order = torch.randperm(len(x), generator=gen).to(x.device)
             tried = kept = 0
             for s in range(0, len(x), batch_size):
@@ -122,9 +138,12 @@ def uap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, xi: float, norm: 
                 if new_rate >= probe_rate:
                     v, probe_rate, kept = new, new_rate, kept + 1
             rate = fooling_rate(model, x, v, clean)
+            rates.append(rate)
+            stalled = plateaued(rates, patience, min_gain)
             history.append(pass_record(model, len(history) + 1, rate, v, x_val, t0,
                                        accepted=kept / tried if tried else 1.0))
-        return summarize(model, x, y, v, clean, history, delta=delta, x_val=x_val, t0=t0)
+        return summarize(model, x, y, v, clean, history, delta=delta, x_val=x_val, t0=t0,
+                         plateau=stalled)
 
 
 def _fold(model: nn.Module, x: torch.Tensor, clean: torch.Tensor, v: torch.Tensor, *,
@@ -149,7 +168,8 @@ def _fold(model: nn.Module, x: torch.Tensor, clean: torch.Tensor, v: torch.Tenso
 
 
 RULES = {**SHARED_RULES, "max_passes": integer(0), "overshoot": number(0),
-         "deepfool_iter": integer(1), "candidates": integer(2), "probe_size": integer(1)}
+         "deepfool_iter": integer(1), "candidates": integer(2), "probe_size": integer(1),
+         "patience": integer(1, none=True), "min_gain": number(0, 1)}
 register_fit("uap", uap, "linf", RULES)
 register_fit("uap_l2", uap, "l2", RULES)
 

@@ -44,6 +44,9 @@ class UAPResult:
         passes: passes (epochs) run.
         seconds: wall time of the fit.
         target_rate: fraction predicted as ``target`` on clamp(x + v) (targeted only).
+        plateau: whether the fit stopped early because the fooling rate stopped rising
+            (``uap``'s ``patience``/``min_gain``); False when it ran its passes out or
+            reached 1 - delta.
     """
 
     v: torch.Tensor
@@ -55,6 +58,7 @@ class UAPResult:
     passes: int
     seconds: float
     target_rate: float | None = None
+    plateau: bool = False
 
 
 @torch.no_grad()
@@ -87,7 +91,8 @@ def pass_record(model: nn.Module, n: int, rate: float, v: torch.Tensor,
 
 def summarize(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
               clean: torch.Tensor, history: list[dict[str, Any]], *, delta: float,
-              x_val: torch.Tensor | None, t0: float, target: int | None = None) -> UAPResult:
+              x_val: torch.Tensor | None, t0: float, target: int | None = None,
+              plateau: bool = False) -> UAPResult:
     """Measure the final v on x (and x_val) and build the ``UAPResult``."""
     pred = predict(model, (x + v).clamp(0, 1))
     fool = float((pred != clean).float().mean()) if len(x) else 0.0
@@ -96,7 +101,7 @@ def summarize(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tenso
     hit = float((pred == target).float().mean()) if target is not None else None
     reached = (hit if hit is not None else fool) >= 1 - delta
     return UAPResult(v.detach(), fool, misc, val, history, reached, len(history),
-                     time.perf_counter() - t0, hit)
+                     time.perf_counter() - t0, hit, plateau and not reached)
 
 
 def check_universal(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, xi: float,
@@ -127,6 +132,23 @@ def check_count(name: str, value: int, low: int) -> None:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
+def check_plateau(patience: int | None, min_gain: float) -> None:
+    """Validate the plateau stop's ``patience`` (None or an int >= 1) and ``min_gain``
+    (a number in [0, 1])."""
+    if patience is not None:
+        check_count("patience", patience, 1)
+    if (isinstance(min_gain, bool) or not isinstance(min_gain, (int, float))
+            or not 0 <= min_gain <= 1):
+        raise ValueError(f"min_gain must be a number in [0, 1], got {min_gain!r}")
+
+
+def plateaued(rates: list[float], patience: int | None, min_gain: float) -> bool:
+    """Whether the last ``patience`` passes together raised the fooling rate by at most
+    ``min_gain``: ``rates`` holds the rate before the first pass, then one per pass."""
+    return (patience is not None and len(rates) > patience
+            and rates[-1] - rates[-1 - patience] <= min_gain)
+
+
 def register_fit(name: str, fit: Callable[..., UAPResult], norm: str,
                  rules: Mapping[str, Rule]) -> None:
     """Register ``fit`` with a fixed norm as a registry attack: v fitted with xi = eps on
@@ -143,7 +165,8 @@ def register_fit(name: str, fit: Callable[..., UAPResult], norm: str,
         res = fit(model, fx, fy, xi=eps, norm=norm, seed=seed, **params)
         x_adv = (x + res.v.to(x)).clamp(0, 1)
         return make_result(model, x, x_adv, y, iterations=res.passes,
-                           info={"v": res.v, "uap": res, "fooling_rate": res.fooling_rate})
+                           info={"v": res.v, "uap": res, "fooling_rate": res.fooling_rate,
+                                 "passes": res.passes, "plateau": res.plateau})
 
     attack.__name__ = attack.__qualname__ = name
     attack.__doc__ = (f"Fit a universal {norm} perturbation ({fit.__name__}, xi = eps) and "

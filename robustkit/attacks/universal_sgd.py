@@ -1,21 +1,30 @@
 """Universal perturbation by projected (sign-)SGD on v over mini-batches (Shafahi et al.).
 
-Imported by ``universal.py`` (which re-exports ``uap_sgd``); registers ``uap_sgd`` (Linf)
-and ``uap_sgd_l2``.
+Registers ``uap_sgd`` (Linf) and ``uap_sgd_l2``; builds on ``universal_common`` only
+(``universal.py`` re-exports ``uap_sgd``).
 """
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from robustkit.attacks.base import eval_mode, generator, project
-
-if TYPE_CHECKING:
-    from robustkit.attacks.universal import UAPResult
+from robustkit.attacks.universal_common import (
+    SHARED_RULES,
+    UAPResult,
+    check_count,
+    check_universal,
+    fooling_rate,
+    pass_record,
+    predict,
+    register_fit,
+    summarize,
+)
+from robustkit.params import integer, positive
 
 
 def uap_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, xi: float,
@@ -70,7 +79,7 @@ def uap_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, xi: float,
     """
     check_universal(model, x, y, xi=xi, norm=norm, delta=delta, batch_size=batch_size,
                     x_val=x_val)
-    _check_count("epochs", epochs, 0)
+    check_count("epochs", epochs, 0)
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))
                            or not lr > 0):
         raise ValueError(f"lr must be None or a number > 0, got {lr!r}")
@@ -134,21 +143,7 @@ def _direction(g: torch.Tensor, sign: bool) -> torch.Tensor:
     return u / u.norm() if top > torch.finfo(g.dtype).tiny else torch.zeros_like(g)
 
 
-# Imported at the bottom: universal.py imports this module at its own end (to re-export
-# uap_sgd), so either module may be imported first without a circular-import error.
-from robustkit.attacks.universal import (
-    SHARED_RULES,
-    _check_count,
-    _registered,
-    check_universal,
-    fooling_rate,
-    pass_record,
-    predict,
-    summarize,
-)
-from robustkit.params import integer, positive
-
 RULES = {**SHARED_RULES, "epochs": integer(0), "lr": positive(none=True),
          "target": integer(0, none=True), "beta": positive()}
-_registered("uap_sgd", uap_sgd, "linf", RULES)
-_registered("uap_sgd_l2", uap_sgd, "l2", RULES)
+register_fit("uap_sgd", uap_sgd, "linf", RULES)
+register_fit("uap_sgd_l2", uap_sgd, "l2", RULES)

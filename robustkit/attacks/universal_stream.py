@@ -18,7 +18,14 @@ import torch
 from torch import nn
 
 from robustkit.attacks.base import NORMS, check_inputs, eval_mode, project
-from robustkit.attacks.universal import UAPResult, _check_count, _fold, predict
+from robustkit.attacks.universal import _fold
+from robustkit.attacks.universal_common import (
+    UAPResult,
+    check_count,
+    check_plateau,
+    plateaued,
+    predict,
+)
 from robustkit.attacks.universal_sgd import _direction, _grad
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -55,7 +62,7 @@ def uap_sgd_stream(model: nn.Module, batches: Batches, *, xi: float, norm: str =
     training", AAAI 2020 (arXiv:1811.11304).
     """
     dev = _setup(model, batches, xi=xi, norm=norm, delta=delta, device=device)
-    _check_count("epochs", epochs, 0)
+    check_count("epochs", epochs, 0)
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))
                            or not lr > 0):
         raise ValueError(f"lr must be None or a number > 0, got {lr!r}")
@@ -88,13 +95,15 @@ def uap_stream(model: nn.Module, batches: Batches, *, xi: float, norm: str = "li
                delta: float = 0.2, max_passes: int = 10, batch_size: int = 32,
                overshoot: float = 0.02, deepfool_iter: int = 10, candidates: int = 10,
                probe_size: int = 2048, seed: int = 0,
-               device: torch.device | str | None = None) -> UAPResult:
+               device: torch.device | str | None = None, patience: int | None = 3,
+               min_gain: float = 0.005) -> UAPResult:
     """:func:`robustkit.attacks.uap` (Algorithm 1, DeepFool steps) over a stream.
 
     Each pass folds the DeepFool updates of every ``batch_size`` chunk of the stream into
     v; with ``batch_size > 1`` an update is kept only if the fooling rate on the probe set
     does not drop. The probe set is the stream's first ``probe_size`` samples, kept in
-    memory: choose ``probe_size`` with the input size in mind.
+    memory: choose ``probe_size`` with the input size in mind. The plateau stop
+    (``patience``, ``min_gain``) is ``uap``'s, on the fooling rate of the whole stream.
 
     Args:
         batches: re-iterable of (x (B, ...) in [0, 1], y (B,) int64).
@@ -111,7 +120,8 @@ def uap_stream(model: nn.Module, batches: Batches, *, xi: float, norm: str = "li
     dev = _setup(model, batches, xi=xi, norm=norm, delta=delta, device=device)
     for name, value, low in (("max_passes", max_passes, 0), ("batch_size", batch_size, 1),
                              ("deepfool_iter", deepfool_iter, 1), ("probe_size", probe_size, 1)):
-        _check_count(name, value, low)
+        check_count(name, value, low)
+    check_plateau(patience, min_gain)
     t0 = time.perf_counter()
     history: list[dict[str, Any]] = []
     with eval_mode(model):
@@ -119,7 +129,8 @@ def uap_stream(model: nn.Module, batches: Batches, *, xi: float, norm: str = "li
         pc = predict(model, px) if px is not None else None
         v = torch.zeros_like(_first(batches, dev)[0][0])
         rate, probe_rate = _rates(model, batches, v, dev, None)[0], 0.0
-        while len(history) < max_passes and rate < 1 - delta and xi > 0:
+        rates, stalled = [rate], False
+        while len(history) < max_passes and rate < 1 - delta and xi > 0 and not stalled:
             tried = kept = 0
             for xb, _ in _chunks(batches, dev, batch_size):
                 new = _fold(model, xb, predict(model, xb), v, xi=xi, norm=norm,
@@ -134,9 +145,11 @@ def uap_stream(model: nn.Module, batches: Batches, *, xi: float, norm: str = "li
                 if new_rate >= probe_rate:
                     v, probe_rate, kept = new, new_rate, kept + 1
             rate = _rates(model, batches, v, dev, None)[0]
+            rates.append(rate)
+            stalled = plateaued(rates, patience, min_gain)
             history.append(_record(len(history) + 1, rate, v, t0,
                                    accepted=kept / tried if tried else 1.0))
-        return _summary(model, batches, v, dev, history, delta, t0, None)
+        return _summary(model, batches, v, dev, history, delta, t0, None, plateau=stalled)
 
 
 def _setup(model: nn.Module, batches: Batches, *, xi: float, norm: str, delta: float,
@@ -216,11 +229,11 @@ def _record(n: int, rate: float, v: torch.Tensor, t0: float, **extra: Any) -> di
 
 def _summary(model: nn.Module, batches: Batches, v: torch.Tensor, dev: torch.device,
              history: list[dict[str, Any]], delta: float, t0: float,
-             target: int | None) -> UAPResult:
+             target: int | None, *, plateau: bool = False) -> UAPResult:
     fool, misc, hit = _rates(model, batches, v, dev, target)
     reached = (hit if hit is not None else fool) >= 1 - delta
     return UAPResult(v.detach(), fool, misc, None, history, reached, len(history),
-                     time.perf_counter() - t0, hit)
+                     time.perf_counter() - t0, hit, plateau and not reached)
 
 
 # The stream fitters of the registry's universal attacks: name -> (fit, norm).

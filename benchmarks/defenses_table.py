@@ -60,6 +60,8 @@ def table(rows: list[dict[str, str]]) -> list[str]:
         aa_p, aa_d = get("plain", "autoattack", "robust_accuracy"), get(
             "defended", "autoattack", "robust_accuracy")
         aa = "not run (model not kept)" if math.isnan(aa_d) else f"{aa_p:.4f} -> {aa_d:.4f}"
+        aa_n = next((r["n"] for r in sel if r["attack"] == "autoattack"), sel[0]["n"])
+        aa += f" (n {aa_n})" if aa_n != sel[0]["n"] else ""
         out.append(
             f"| {ds} | {fam} | {piece} | {', '.join(sett)} | {eps} | {sel[0]['n']} "
             f"| {get('plain', 'fgsm', 'clean_accuracy'):.4f} -> "

@@ -200,15 +200,16 @@ def summarize(rows: list[dict[str, Any]]) -> list[str]:
             return next((float(r[col]) for r in sel if r["variant"] == variant
                          and r["attack"] == attack), math.nan)
 
-        clean_p, clean_d = get("plain", "fgsm", "clean_accuracy"), get(
-            "defended", "fgsm", "clean_accuracy")
+        ran = [a for a in ("autoattack", "pgd", "fgsm") if not math.isnan(get("plain", a, "n"))]
+        first = ran[0] if ran else "fgsm"
+        clean_p, clean_d = get("plain", first, "clean_accuracy"), get(
+            "defended", first, "clean_accuracy")
         epochs = json.loads(mparams).get("epochs", "default")
         line = (f"{piece:9} {ds:6} {fam:4} eps={eps:<4} {_short(dparams)},epochs={epochs}: clean "
-                f"{clean_p:.4f} -> {clean_d:.4f}"
-                f", PGD {get('plain', 'pgd', 'robust_accuracy'):.4f} -> "
-                f"{get('defended', 'pgd', 'robust_accuracy'):.4f}, FGSM "
-                f"{get('plain', 'fgsm', 'robust_accuracy'):.4f} -> "
-                f"{get('defended', 'fgsm', 'robust_accuracy'):.4f}")
+                f"{clean_p:.4f} -> {clean_d:.4f}")
+        for a in ran:
+            line += (f", {a} {get('plain', a, 'robust_accuracy'):.4f} -> "
+                     f"{get('defended', a, 'robust_accuracy'):.4f}")
         for uap in ("uap", "uap_sgd"):
             fp, fd = get("plain", uap, "fooling_rate"), get("defended", uap, "fooling_rate")
             if not math.isnan(fp):

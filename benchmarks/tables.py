@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from table_renderers import autoattack_pivot, defenses, fgsm_pivot, num
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PAGE = HERE / "README.md"
@@ -40,37 +42,6 @@ class Table:
     note: str = ""
 
 
-def num(v: str, digits: int = 4) -> str:
-    """A CSV cell for reading: numbers to ``digits`` significant digits, text as it is."""
-    try:
-        f = float(v)
-    except ValueError:
-        return v
-    return str(int(f)) if f.is_integer() and abs(f) < 1e15 and "." not in v else f"{f:.{digits}g}"
-
-
-def _fgsm_pivot(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
-    methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "floor"))
-    out: dict[tuple[str, str], list[str]] = {}
-    for r in rows:
-        line = out.setdefault((r["dataset"], r["model"]),
-                              [r["dataset"], r["model"], r["n"], ""] + [""] * len(methods))
-        if r["method"] == "floor":
-            line[3] = num(str(float(r["seconds"]) * 1e3))
-        else:
-            line[4 + methods.index(r["method"])] = num(r["ratio"])
-    return ["dataset", "model", "n", "floor ms", *methods], list(out.values())
-
-
-def _defenses(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
-    sys.path.insert(0, str(HERE))
-    from defenses_table import table  # the settings columns need the defense defaults
-
-    lines = table(rows)
-    split = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
-    return split[0], split[2:]
-
-
 TABLES: list[Table] = [
     Table("train.csv", "Training", "python benchmarks/train.py",
           (("dataset", "dataset"), ("model", "model"), ("params", "params"),
@@ -78,7 +49,7 @@ TABLES: list[Table] = [
           note="Digits: seeded 75/25 stratified split. MNIST: a stratified 10,000-image training "
                "subset, the 10,000 test images."),
     Table("attacks_fgsm.csv", "FGSM time over one forward + backward pass (the floor)",
-          "python benchmarks/attacks.py --only fgsm", render=_fgsm_pivot,
+          "python benchmarks/attacks.py --only fgsm", render=fgsm_pivot,
           note="Columns after `floor ms`: each method's time divided by the floor (forward and "
                "backward of cross-entropy on the same batch); `floor (model only)` is the part no "
                "FGSM can avoid.",
@@ -124,7 +95,7 @@ TABLES: list[Table] = [
            ("speedup", "speed-up vs ART"), ("max_abs_diff_art", "max |diff| vs ART"),
            ("max_abs_diff_fd", "max |diff| vs finite differences"))),
     Table("defenses.csv", "Defenses: plain vs defended model",
-          "python benchmarks/defenses.py", render=_defenses,
+          "python benchmarks/defenses.py", render=defenses,
           note="Scored at the training eps (Linf; rows trained at 0.35 are scored at 0.3) by "
                "PGD-50 with 10 restarts, FGSM, UAPs recomputed against each model and noise. "
                "Time = defense training over plain training seconds.",
@@ -147,13 +118,15 @@ TABLES: list[Table] = [
                   "attack that knows the defense takes the MNIST system accuracy to 0.006 "
                   "(detector) and 0.138 (prn): report the adaptive numbers."),
     Table("attacks_autoattack.csv", "AutoAttack: robustkit vs PGD vs a reference chain",
-          "python benchmarks/attacks_autoattack.py --threads 1",
-          (("dataset", "dataset"), ("model", "model"), ("eps", "eps"), ("n", "n"),
-           ("method", "method"), ("robust_accuracy", "robust accuracy"),
-           ("seconds_per_image", "s / image"), ("fab", "FAB-T")),
-          note="The reference chain is torchattacks' APGD-CE (100), APGD-T (100), FAB "
-               "(multi-targeted, 100) and Square (5000), each on the points still robust. "
-               "Rows whose FAB-T column says it was absent ran robustkit's chain without FAB-T."),
+          "python benchmarks/attacks_autoattack.py --threads 1", render=autoattack_pivot,
+          note="Robust accuracy (Linf) on the same test images. The reference chain is "
+               "torchattacks' APGD-CE (100), APGD-T (9 targets x 100), FAB (multi-targeted, "
+               "100) and Square (5000), each on the points still robust: AutoAttack's "
+               "original strength. Time ratios are robustkit's thread CPU seconds over the "
+               "other's, measured in the same process. The curve runs 5 eps up to the "
+               "row's eps in one call. ART's AutoAttack runs its defaults (APGD-CE and "
+               "APGD-DLR with 5 starts, DeepFool, Square 5 x 5000) on the first n images, "
+               "robustkit's on the same ones. \"(no FAB-T)\": measured before FAB existed."),
     Table("sklearn_grad.csv", "Input gradients of a converted scikit-learn SVC vs ART",
           "python benchmarks/sklearn_grad.py",
           (("model", "model"), ("method", "method"), ("gradient", "gradient"), ("n", "n"),

@@ -1,0 +1,79 @@
+"""Custom renderers of benchmarks/tables.py: CSV rows -> (header, body) of one table."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+Row = dict[str, str]
+Rendered = tuple[list[str], list[list[str]]]
+
+
+def num(v: str, digits: int = 4) -> str:
+    """A CSV cell for reading: numbers to ``digits`` significant digits, text as it is."""
+    try:
+        f = float(v)
+    except ValueError:
+        return v
+    return str(int(f)) if f.is_integer() and abs(f) < 1e15 and "." not in v else f"{f:.{digits}g}"
+
+
+def fgsm_pivot(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "floor"))
+    out: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        line = out.setdefault((r["dataset"], r["model"]),
+                              [r["dataset"], r["model"], r["n"], ""] + [""] * len(methods))
+        if r["method"] == "floor":
+            line[3] = num(str(float(r["seconds"]) * 1e3))
+        else:
+            line[4 + methods.index(r["method"])] = num(r["ratio"])
+    return ["dataset", "model", "n", "floor ms", *methods], list(out.values())
+
+
+def defenses(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    sys.path.insert(0, str(HERE))
+    from defenses_table import table  # the settings columns need the defense defaults
+
+    lines = table(rows)
+    split = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    return split[0], split[2:]
+
+
+AA, REF, CURVE, ART = ("robustkit autoattack", "reference chain (torchattacks)",
+                       "robustkit autoattack curve (5 eps)", "ART AutoAttack (defaults)")
+
+
+def autoattack_pivot(rows: list[Row]) -> Rendered:
+    """One line per (dataset, model, eps): robust accuracies of robustkit's AutoAttack, the
+    reference chain, APGD-CE and PGD, then time ratios (thread CPU seconds, same process)."""
+    groups: dict[tuple[str, str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["model"], r["eps"]), []).append(r)
+    head = ["dataset", "model", "eps", "n", "robustkit AA", "reference AA", "time / reference",
+            "APGD-CE", "PGD-50x10 CE / margin", "5-eps curve / one eps", "ART AA (n)",
+            "robustkit AA on ART's images", "time / ART"]
+    body = []
+    for (ds, model, eps), sel in groups.items():
+        n = max(int(r["n"]) for r in sel)
+
+        def get(method: str, col: str, size: int = n, sel: list[Row] = sel) -> str:
+            return next((r[col] for r in sel if r["method"] == method and int(r["n"]) == size),
+                        "")
+
+        def ratio(a: str, b: str) -> str:
+            return num(str(float(a) / float(b)), 3) if a and b and float(b) > 0 else ""
+
+        small = min((int(r["n"]) for r in sel if r["method"] == ART), default=0)
+        fab = get(AA, "fab")
+        aa = num(get(AA, "robust_accuracy")) + (" (no FAB-T)" if fab.startswith("absent") else "")
+        pgd = " / ".join(num(get(m, "robust_accuracy")) for m in (
+            "robustkit pgd-ce 50x10", "robustkit pgd-margin 50x10"))
+        body.append([ds, model, eps, str(n), aa, num(get(REF, "robust_accuracy")),
+                     ratio(get(AA, "seconds"), get(REF, "seconds")),
+                     num(get("robustkit apgd-ce", "robust_accuracy")), pgd,
+                     ratio(get(CURVE, "seconds"), get(AA, "seconds")),
+                     f"{num(get(ART, 'robust_accuracy', small))} ({small})" if small else "",
+                     num(get(AA, "robust_accuracy", small)) if small else "",
+                     ratio(get(AA, "seconds", small), get(ART, "seconds", small))])
+    return head, body

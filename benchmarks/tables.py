@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from a path
 from table_renderers import autoattack_pivot, defenses, fgsm_pivot, num
 
 HERE = Path(__file__).resolve().parent

@@ -104,17 +104,22 @@ def summarize(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tenso
                      time.perf_counter() - t0, hit, plateau and not reached)
 
 
-def check_universal(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, xi: float,
-                    norm: str, delta: float, batch_size: int,
-                    x_val: torch.Tensor | None) -> None:
-    """Validate the arguments shared by the universal perturbations."""
-    check_inputs(model, x, y)
+def check_radius(*, xi: float, norm: str, delta: float) -> None:
+    """Validate a universal perturbation's radius, norm and target 1 - delta."""
     if isinstance(xi, bool) or not isinstance(xi, (int, float)) or not xi >= 0:
         raise ValueError(f"xi must be a number >= 0, got {xi!r}")
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 <= delta <= 1:
         raise ValueError(f"delta must be a number in [0, 1], got {delta!r}")
+
+
+def check_universal(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, xi: float,
+                    norm: str, delta: float, batch_size: int,
+                    x_val: torch.Tensor | None) -> None:
+    """Validate the arguments shared by the universal perturbations."""
+    check_inputs(model, x, y)
+    check_radius(xi=xi, norm=norm, delta=delta)
     check_count("batch_size", batch_size, 1)
     if len(x) == 0:
         raise ValueError("x is empty: a universal perturbation needs data to fit on")

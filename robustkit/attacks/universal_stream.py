@@ -17,12 +17,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from robustkit.attacks.base import NORMS, check_inputs, eval_mode, project
+from robustkit.attacks.base import check_inputs, eval_mode, project
 from robustkit.attacks.universal import _fold
 from robustkit.attacks.universal_common import (
     UAPResult,
     check_count,
     check_plateau,
+    check_radius,
     plateaued,
     predict,
 )
@@ -158,12 +159,7 @@ def _setup(model: nn.Module, batches: Batches, *, xi: float, norm: str, delta: f
     if isinstance(batches, Iterator):
         raise TypeError("batches must be re-iterable (a DataLoader, a list), not a one-shot "
                         "iterator: fitting makes several passes over it")
-    if isinstance(xi, bool) or not isinstance(xi, (int, float)) or not xi >= 0:
-        raise ValueError(f"xi must be a number >= 0, got {xi!r}")
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 <= delta <= 1:
-        raise ValueError(f"delta must be a number in [0, 1], got {delta!r}")
+    check_radius(xi=xi, norm=norm, delta=delta)
     if device is not None:
         return torch.device(device)
     return next(iter(model.parameters()), torch.empty(0)).device

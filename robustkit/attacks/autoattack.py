@@ -1,7 +1,7 @@
 """AutoAttack: APGD-CE, APGD-T, FAB-T and Square in sequence, each on the samples the earlier
 ones left robust; per sample the first break wins. ``autoattack_curve`` runs an eps grid in
-one pass: a sample broken at eps e stays broken at every larger eps (its x_adv lies in the
-larger ball), so each larger eps attacks only the survivors.
+one pass: the largest eps first (what survives it is robust at every smaller eps), then the
+samples it broke at the smaller eps, ascending, each break carried to the larger eps.
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -81,8 +82,14 @@ def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                      eps: Sequence[float], norm: str = "linf", version: str = "standard",
                      steps: int = 100, targets: int = 9, queries: int = 5000, eot: int = 20,
                      seed: int = 0) -> list[AttackResult]:
-    """AutoAttack at every eps of a grid, smallest first, each larger eps attacking only the
-    samples still robust at the smaller ones.
+    """AutoAttack at every eps of a grid, for far less than one run per eps.
+
+    The largest eps runs first, on every sample. Every ball of the grid lies inside the
+    largest one, so a sample the whole ensemble could not break there counts as robust at
+    every smaller eps without being attacked again (``info["inferred_robust"]`` counts
+    them). The samples it broke are attacked at the smaller eps in ascending order, and a
+    sample broken at eps e stays broken at every larger one (its x_adv lies in the larger
+    ball), so each eps attacks only the samples still open.
 
     Args:
         model, x, y, norm, version, steps, targets, queries, eot, seed: as for
@@ -114,41 +121,64 @@ def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     attacks, skipped = chain(version, norm, steps=steps, targets=targets, queries=queries,
                              eot=eot)
     x = x.detach()
-    n = len(x)
     with eval_mode(model), torch.no_grad():
-        pred = model(x).argmax(1)
-    broken = pred != y
-    by = ["clean" if b else "" for b in broken.tolist()]
-    x_adv, out = x.clone(), {}
-    worst = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
-    for e in sorted(set(grid)):
-        counts, evaluated, seconds = {}, {}, {}
-        best = x.clone()  # per-sample worst case at this eps among the attacks that failed
-        worst.fill_(math.inf)
-        for name, attack in attacks:
-            rows = (~broken).nonzero().squeeze(1)
-            evaluated[name], counts[name] = len(rows), 0
-            if not len(rows) or e == 0:
-                continue
-            status(f"autoattack eps {e:g}: {name} on {len(rows)} of {n} samples")
-            t0 = time.perf_counter()
-            res = attack(model, x[rows], y[rows], eps=e, seed=seed)
-            with eval_mode(model), torch.no_grad():
-                logits = model(res.x_adv)
-            seconds[name] = time.perf_counter() - t0
-            hit, m = logits.argmax(1) != y[rows], margin(logits, y[rows])
-            closer = m < worst[rows]
-            best[rows[closer]], worst[rows[closer]] = res.x_adv[closer], m[closer].to(worst.dtype)
-            x_adv[rows[hit]], broken[rows[hit]] = res.x_adv[hit], True
-            for i in rows[hit].tolist():
-                by[i] = name
-            counts[name] = int(hit.sum())
-        final = torch.where(broken.view(-1, *([1] * (x.dim() - 1))), x_adv, best)
-        info = {"broken_by": list(by), "counts": counts, "evaluated": evaluated,
-                "seconds": seconds, "skipped": list(skipped), "version": version,
-                "norm": norm}
-        out[e] = make_result(model, x, final, y, info=info, iterations=0)
+        clean = model(x).argmax(1) != y
+    run = partial(_at_eps, model, x, y, attacks=attacks, seed=seed,
+                  info={"skipped": list(skipped), "version": version, "norm": norm})
+    *smaller, top = sorted(set(grid))
+    out = {top: run(top, todo=~clean, before=None)}
+    broken_top = out[top].success | clean
+    before = None
+    for e in smaller:
+        todo = broken_top & ~clean
+        if before is not None:
+            todo &= ~before.success
+        out[e] = before = run(e, todo=todo, before=before)
     return [out[e] for e in grid]
+
+
+def _at_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: float, *,
+            attacks: list[tuple[str, Callable[..., AttackResult]]], seed: int,
+            info: dict[str, Any], todo: torch.Tensor, before: AttackResult | None
+            ) -> AttackResult:
+    """The chain at eps ``e`` on the samples ``todo``; breaks of ``before`` (a smaller eps)
+    are kept; the others count as robust with x_adv = x."""
+    n, shape = len(x), (-1,) + (1,) * (x.dim() - 1)
+    with eval_mode(model), torch.no_grad():
+        broken = model(x).argmax(1) != y
+    by = ["clean" if b else "" for b in broken.tolist()]
+    x_adv = x.clone()
+    if before is not None:
+        kept = before.success & ~broken
+        x_adv[kept], broken = before.x_adv[kept], broken | kept
+        by = [b if b else (p if k else "") for b, p, k in
+              zip(by, before.info["broken_by"], kept.tolist())]
+    counts, evaluated, seconds = {}, {}, {}
+    best = x.clone()  # per-sample worst case among the attacks that failed
+    worst = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
+    for name, attack in attacks:
+        rows = (todo & ~broken).nonzero().squeeze(1)
+        evaluated[name], counts[name] = len(rows), 0
+        if not len(rows) or e == 0:
+            continue
+        status(f"autoattack eps {e:g}: {name} on {len(rows)} of {n} samples")
+        t0 = time.perf_counter()
+        res = attack(model, x[rows], y[rows], eps=e, seed=seed)
+        with eval_mode(model), torch.no_grad():
+            logits = model(res.x_adv)
+        seconds[name] = time.perf_counter() - t0
+        hit, m = logits.argmax(1) != y[rows], margin(logits, y[rows])
+        closer = m < worst[rows]
+        best[rows[closer]], worst[rows[closer]] = res.x_adv[closer], m[closer].to(worst.dtype)
+        x_adv[rows[hit]], broken[rows[hit]] = res.x_adv[hit], True
+        for i in rows[hit].tolist():
+            by[i] = name
+        counts[name] = int(hit.sum())
+    final = torch.where(broken.view(shape), x_adv, best)
+    inferred = int((~broken & ~todo).sum())
+    return make_result(model, x, final, y, iterations=0, info={
+        **info, "broken_by": by, "counts": counts, "evaluated": evaluated,
+        "seconds": seconds, "inferred_robust": inferred})
 
 
 RULES = {"norm": choice("linf", "l2"),

@@ -95,12 +95,39 @@ def test_grid_keeps_breaks_and_attacks_fewer_samples(mlp, data):
     grid_rows, counter.rows = counter.rows, 0
     single = [autoattack(counter, x, y, eps=e, version="fast", **QUICK) for e in grid]
     assert grid_rows < counter.rows
-    for a, b in itertools.pairwise(curve):
+    for i, (a, b) in enumerate(itertools.pairwise(curve)):
         assert (b.success >= a.success).all()
-        assert torch.equal(b.x_adv[a.success], a.x_adv[a.success])
+        if i < len(grid) - 2:  # below the largest eps a break is carried upward as it is
+            assert torch.equal(b.x_adv[a.success], a.x_adv[a.success])
     for e, c, s in zip(grid, curve, single):
         assert float(c.linf.max()) <= e + 1e-6
         assert c.success.float().mean() >= s.success.float().mean() - 0.03
+    assert torch.equal(curve[-1].x_adv, single[-1].x_adv)  # the largest eps: a plain run
+
+
+def test_grid_infers_robust_below_the_largest_eps(monkeypatch):
+    """What survives the largest eps is not attacked at the smaller ones; what it broke is."""
+    seen: list[tuple[float, int]] = []
+    real = aa_module._at_eps
+
+    def spy(*args, todo, **kw):
+        seen.append((args[3], int(todo.sum())))
+        return real(*args, todo=todo, **kw)
+
+    monkeypatch.setattr(aa_module, "_at_eps", spy)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 3))
+    x = torch.rand(40, 6)
+    y = model(x).argmax(1)
+    rs = autoattack_curve(model, x, y, eps=[0.02, 0.05, 0.3], version="fast", steps=10)
+    broken_top = int(rs[2].success.sum())
+    assert 0 < broken_top < 40
+    assert seen[0] == (0.3, 40) and seen[1] == (0.02, broken_top)
+    # at 0.05 only what 0.3 broke and 0.02 did not
+    assert seen[2] == (0.05, broken_top - int(rs[0].success.sum()))
+    for r in rs[:2]:
+        assert r.info["inferred_robust"] == 40 - broken_top
+        assert not r.success[~rs[2].success].any()
 
 
 @ON_MLP

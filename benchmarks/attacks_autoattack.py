@@ -18,9 +18,10 @@ subfolder per model (named by the folder). Without it the models are trained and
 as in the other attack benchmarks (runs/bench-attacks/), plus ``cnn-pgd``: the digits CNN
 adversarially trained by ``robustkit.defenses.defend("pgd", ...)`` at eps 0.1.
 Further rows:
-    robustkit autoattack curve (5 eps)   the eps grid largest * (1, 2, 3, 4, 5) / 5 in one
-                                         ``autoattack_curve`` call (largest eps of the run
-                                         only); its robust accuracy is at the largest eps
+    robustkit autoattack curve (5 eps)   5 eps up to the run's largest, the run's eps among
+                                         them, in one ``autoattack_curve`` call; its robust
+                                         accuracy is at the largest eps, the ``curve`` column
+                                         has every eps's
     ART AutoAttack (defaults)            ART's ``AutoAttack`` as shipped (APGD-CE and
                                          APGD-DLR with 5 random starts each, DeepFool,
                                          Square 5 x 5000), on the first ``--art-n`` images;
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -111,11 +113,26 @@ def reference_chain(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ep
     return x_adv, "run"
 
 
-def curve(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
-          ) -> tuple[torch.Tensor, str]:
-    """The 5-eps curve up to ``eps`` in one call; x_adv at ``eps``."""
-    res = autoattack_curve(model, x, y, eps=[eps * k / 5 for k in range(1, 6)])
-    return res[-1].x_adv, "run"
+def curve_grid(grid: list[float]) -> list[float]:
+    """5 eps up to the largest of ``grid``, every eps of ``grid`` among them (the gaps are
+    filled by halving the widest one), so that the curve can be checked against the
+    single-eps runs."""
+    if len(set(grid)) == 1:
+        return [round(grid[0] * k / 5, 6) for k in range(1, 6)]
+    out = sorted(set(grid) | {0.0})
+    while len(out) < 6:  # the widest gap, the smallest eps first among equal ones
+        i = max(range(len(out) - 1), key=lambda j: (round(out[j + 1] - out[j], 6), -j))
+        out.insert(i + 1, round((out[i] + out[i + 1]) / 2, 6))
+    return out[1:6] if len(out) == 6 else out[-5:]
+
+
+def curve(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, grid: list[float]
+          ) -> tuple[torch.Tensor, str, dict[str, str]]:
+    """The 5-eps curve in one call: x_adv at its largest eps, and the robust accuracy at
+    each eps (JSON) in the ``curve`` column."""
+    res = autoattack_curve(model, x, y, eps=grid)
+    acc = {f"{e:g}": round(float((r.pred == y).double().mean()), 4) for e, r in zip(grid, res)}
+    return res[-1].x_adv, "run", {"curve": json.dumps(acc)}
 
 
 def art_autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
@@ -192,6 +209,7 @@ def main() -> int:
         model.eval()
         k = int(model(x[:1]).shape[1])
         grid = args.eps or EPS[data.name]
+        cgrid = curve_grid(list(grid))
         xa, ya = x[:args.art_n], y[:args.art_n]
         for eps in grid:
             methods: dict[tuple[str, int], Callable[[], Any]] = {
@@ -200,7 +218,7 @@ def main() -> int:
                 methods["reference chain (torchattacks)", n] = (
                     lambda e=eps, m=model, k=k: reference_chain(m, x, y, e, k))
             if eps == max(grid):
-                methods[CURVE, n] = lambda e=eps, m=model: curve(m, x, y, e)
+                methods[CURVE, n] = lambda m=model, g=cgrid: curve(m, x, y, g)
             if args.art_n and not args.skip_reference:
                 if len(xa) < n:
                     methods["robustkit autoattack", len(xa)] = ours(model, xa, ya, eps)[
@@ -214,7 +232,7 @@ def main() -> int:
                 out, seconds = timed(fn)
                 if out is None:
                     continue
-                x_adv, fab = out
+                x_adv, fab, *extra = out
                 linf = float((x_adv - x[:size]).abs().amax())
                 robust = float((predict(model, x_adv) == y[:size]).double().mean())
                 rows.append({**base, "n": size, "model": family, "eps": eps, "method": name,
@@ -222,7 +240,8 @@ def main() -> int:
                              "seconds": round(seconds, 3),
                              "seconds_per_image": round(seconds / size, 5),
                              "wall_seconds": round(time.perf_counter() - t0, 3),
-                             "fab": fab, "linf_max": round(linf, 6)})
+                             "fab": fab, "linf_max": round(linf, 6),
+                             **(extra[0] if extra else {})})
                 print(rows[-1], flush=True)
     def key(r: dict[str, Any]) -> tuple[str, ...]:
         return tuple(str(r[c]) for c in ("dataset", "model", "eps", "method", "n"))

@@ -1,6 +1,7 @@
 """Custom renderers of benchmarks/tables.py: CSV rows -> (header, body) of one table."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -51,8 +52,8 @@ def autoattack_pivot(rows: list[Row]) -> Rendered:
     for r in rows:
         groups.setdefault((r["dataset"], r["model"], r["eps"]), []).append(r)
     head = ["dataset", "model", "eps", "n", "robustkit AA", "reference AA", "time / reference",
-            "APGD-CE", "PGD-50x10 CE / margin", "5-eps curve / one eps", "ART AA (n)",
-            "robustkit AA on ART's images", "time / ART"]
+            "APGD-CE", "PGD-50x10 CE / margin", "5-eps curve / one eps",
+            "curve - single runs", "ART AA (n)", "robustkit AA on ART's images", "time / ART"]
     body = []
     for (ds, model, eps), sel in groups.items():
         n = max(int(r["n"]) for r in sel)
@@ -73,7 +74,21 @@ def autoattack_pivot(rows: list[Row]) -> Rendered:
                      ratio(get(AA, "seconds"), get(REF, "seconds")),
                      num(get("robustkit apgd-ce", "robust_accuracy")), pgd,
                      ratio(get(CURVE, "seconds"), get(AA, "seconds")),
+                     _curve_gap(rows, ds, model, n, get(CURVE, "curve")),
                      f"{num(get(ART, 'robust_accuracy', small))} ({small})" if small else "",
                      num(get(AA, "robust_accuracy", small)) if small else "",
                      ratio(get(AA, "seconds", small), get(ART, "seconds", small))])
     return head, body
+
+
+def _curve_gap(rows: list[Row], ds: str, model: str, n: int, curve: str) -> str:
+    """Largest (curve - single-eps AutoAttack) robust accuracy over the eps both ran
+    (> 0: the curve read higher), with the number of eps compared."""
+    if not curve:
+        return ""
+    single = {float(r["eps"]): float(r["robust_accuracy"]) for r in rows
+              if r["dataset"] == ds and r["model"] == model and r["method"] == AA
+              and int(r["n"]) == n}
+    gaps = [acc - single[float(e)] for e, acc in json.loads(curve).items()
+            if float(e) in single]
+    return f"{max(gaps):+.4f} ({len(gaps)} eps)" if gaps else ""

@@ -252,8 +252,9 @@ def main() -> None:
                     help="Run only these PLAN entries (0-based, repeatable) of each piece; "
                          "their rows replace only the rows of the same entries.")
     ap.add_argument("--attacks", nargs="+", default=None,
-                    help="Rescore: write only these attacks' rows (the checks still run "
-                         "fgsm, pgd and noise), replacing the same entries' rows of them.")
+                    help="Rescore with these attacks (the checks add fgsm, pgd and noise): "
+                         "every row scored replaces only the rows of the same entry, "
+                         "variant, attack and number of test images.")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -278,7 +279,7 @@ def main() -> None:
                                 root=root, quick=args.quick, seed=args.seed, device=device,
                                 train_only=args.train_only, score_limit=args.score_limit,
                                 fit_limit=args.fit_limit)
-                rows += [r for r in new if not args.attacks or r["attack"] in args.attacks]
+                rows += new
                 if rows:
                     write_csv(merge(rows, args.out, by_entry=bool(args.entry),
                                     attacks=tuple(args.attacks or ())), args.out)

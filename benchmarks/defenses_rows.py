@@ -18,11 +18,12 @@ def merge(new: list[dict[str, Any]], path: Path, *, by_entry: bool = False,
           attacks: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """Existing rows of other (piece, dataset, quick) runs plus the new rows; with
     ``by_entry`` only the rows of the same PLAN entries (model and defense params) go, and
-    with ``attacks`` (a rescore) only those attacks' rows of the same entries and variants."""
+    with ``attacks`` (a rescore) only the rows of the same entries, variants, attacks and
+    number of test images (a rescore on fewer images is a row of its own)."""
     cols = ("piece", "dataset", "quick") + (("model_params", "train_eps", "seed")
                                              if by_entry or attacks else ())
     if attacks:
-        cols += ("variant", "attack")
+        cols += ("variant", "attack", "n")
 
     def key(r: dict[str, Any]) -> tuple[str, ...]:
         return tuple(str(r[c]) for c in cols) + ((_entry_key(r),) if len(cols) > 3 else ())

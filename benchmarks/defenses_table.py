@@ -1,5 +1,6 @@
 """The README's defense table from benchmarks/results/defenses.csv (one row per trained
-model: piece, dataset, family, training eps, model and defense settings, seed).
+model and number of test images: piece, dataset, family, training eps, model and defense
+settings, seed; a model rescored on fewer images is a row of its own).
 
     .venv/bin/python benchmarks/defenses_table.py > benchmarks/results/defenses.md
 """
@@ -16,7 +17,7 @@ from defenses_rows import SETTING_DEFAULTS, SETTING_KEYS
 from defenses import WONG
 
 WONG_LR = float(WONG["lr"])  # MNIST rows name their lr only when it is not this
-KEY = ("piece", "dataset", "model", "train_eps", "model_params", "defense_params", "seed")
+KEY = ("piece", "dataset", "model", "train_eps", "model_params", "defense_params", "seed", "n")
 
 
 def table(rows: list[dict[str, str]]) -> list[str]:
@@ -29,7 +30,7 @@ def table(rows: list[dict[str, str]]) -> list[str]:
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for k in keys:
         sel = [r for r in rows if tuple(r[c] for c in KEY) == k]
-        piece, ds, fam, train_eps, mp_s, dp_s, seed = k
+        piece, ds, fam, train_eps, mp_s, dp_s, seed, _ = k
         mp, dp = json.loads(mp_s), json.loads(dp_s)
 
         def get(variant: str, attack: str, col: str, sel: list = sel) -> float:
@@ -59,9 +60,7 @@ def table(rows: list[dict[str, str]]) -> list[str]:
                                       if r["variant"] == "defended") else ""
         aa_p, aa_d = get("plain", "autoattack", "robust_accuracy"), get(
             "defended", "autoattack", "robust_accuracy")
-        aa = "not run (model not kept)" if math.isnan(aa_d) else f"{aa_p:.4f} -> {aa_d:.4f}"
-        aa_n = next((r["n"] for r in sel if r["attack"] == "autoattack"), sel[0]["n"])
-        aa += f" (n {aa_n})" if aa_n != sel[0]["n"] else ""
+        aa = "not run" if math.isnan(aa_d) else f"{aa_p:.4f} -> {aa_d:.4f}"
         out.append(
             f"| {ds} | {fam} | {piece} | {', '.join(sett)} | {eps} | {sel[0]['n']} "
             f"| {get('plain', 'fgsm', 'clean_accuracy'):.4f} -> "

@@ -160,7 +160,7 @@ def pgd_trained_cnn(data: Any, *, seed: int = 0) -> torch.nn.Module:
     t0 = time.perf_counter()
     res = defend("pgd", "cnn", data.train.x, data.train.y, eps=0.1, seed=seed)
     print(f"[{data.name}] trained cnn-pgd in {time.perf_counter() - t0:.1f} s", flush=True)
-    store.save(res.model, folder)
+    store.save(res.model, folder, family="cnn")
     return res.model
 
 

@@ -1,7 +1,7 @@
 """AutoAttack: APGD-CE, APGD-T, FAB-T and Square in sequence, each on the samples the earlier
 ones left robust; per sample the first break wins. ``autoattack_curve`` runs an eps grid in
-one pass: the largest eps first (what survives it is robust at every smaller eps), then the
-samples it broke at the smaller eps, ascending, each break carried to the larger eps.
+one pass: the largest eps first (what survives an eps is robust at every smaller one, what
+breaks stays broken at every larger one), then the smaller eps by bisection.
 """
 from __future__ import annotations
 
@@ -84,12 +84,13 @@ def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                      seed: int = 0) -> list[AttackResult]:
     """AutoAttack at every eps of a grid, for far less than one run per eps.
 
-    The largest eps runs first, on every sample. Every ball of the grid lies inside the
-    largest one, so a sample the whole ensemble could not break there counts as robust at
+    The largest eps runs first, on every sample. A ball of the grid lies inside every
+    larger one, so a sample the whole ensemble could not break at eps e counts as robust at
     every smaller eps without being attacked again (``info["inferred_robust"]`` counts
-    them). The samples it broke are attacked at the smaller eps in ascending order, and a
-    sample broken at eps e stays broken at every larger one (its x_adv lies in the larger
-    ball), so each eps attacks only the samples still open.
+    them), and a sample broken at e stays broken at every larger eps (its x_adv lies in the
+    larger ball). The smaller eps are then probed by bisection over the samples the largest
+    eps broke: the middle eps first, then the lower half on what it broke and the upper half
+    on what survived it, so each sample is attacked at about log2(len(eps)) radii.
 
     Args:
         model, x, y, norm, version, steps, targets, queries, eot, seed: as for
@@ -127,13 +128,18 @@ def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                   info={"skipped": list(skipped), "version": version, "norm": norm})
     *smaller, top = sorted(set(grid))
     out = {top: run(top, todo=~clean, before=None)}
-    broken_top = out[top].success | clean
-    before = None
-    for e in smaller:
-        todo = broken_top & ~clean
-        if before is not None:
-            todo &= ~before.success
-        out[e] = before = run(e, todo=todo, before=before)
+
+    def bisect(eps: list[float], todo: torch.Tensor, below: AttackResult | None) -> None:
+        # eps ascending, all below the eps whose breaks left ``todo`` open; below: the
+        # result at the largest eps under them (its breaks carry up)
+        if not eps:
+            return
+        m = len(eps) // 2
+        res = out[eps[m]] = run(eps[m], todo=todo, before=below)
+        bisect(eps[:m], todo & res.success, below)  # what survives eps[m] is robust below it
+        bisect(eps[m + 1:], todo & ~res.success, res)  # what it broke stays broken above
+
+    bisect(smaller, ~clean & out[top].success, None)
     return [out[e] for e in grid]
 
 

@@ -52,8 +52,9 @@ def autoattack_pivot(rows: list[Row]) -> Rendered:
     for r in rows:
         groups.setdefault((r["dataset"], r["model"], r["eps"]), []).append(r)
     head = ["dataset", "model", "eps", "n", "robustkit AA", "reference AA", "time / reference",
-            "APGD-CE", "PGD-50x10 CE / margin", "5-eps curve / one eps",
-            "curve - single runs", "ART AA (n)", "robustkit AA on ART's images", "time / ART"]
+            "APGD-CE", "PGD-50x10 CE / margin", "5-eps curve / this eps",
+            "curve / single runs", "curve - single runs", "ART AA (n)",
+            "robustkit AA on ART's images", "time / ART"]
     body = []
     for (ds, model, eps), sel in groups.items():
         n = max(int(r["n"]) for r in sel)
@@ -74,21 +75,29 @@ def autoattack_pivot(rows: list[Row]) -> Rendered:
                      ratio(get(AA, "seconds"), get(REF, "seconds")),
                      num(get("robustkit apgd-ce", "robust_accuracy")), pgd,
                      ratio(get(CURVE, "seconds"), get(AA, "seconds")),
-                     _curve_gap(rows, ds, model, n, get(CURVE, "curve")),
+                     *_curve_vs_single(rows, ds, model, n, get(CURVE, "curve"),
+                                       get(CURVE, "seconds")),
                      f"{num(get(ART, 'robust_accuracy', small))} ({small})" if small else "",
                      num(get(AA, "robust_accuracy", small)) if small else "",
                      ratio(get(AA, "seconds", small), get(ART, "seconds", small))])
     return head, body
 
 
-def _curve_gap(rows: list[Row], ds: str, model: str, n: int, curve: str) -> str:
-    """Largest (curve - single-eps AutoAttack) robust accuracy over the eps both ran
-    (> 0: the curve read higher), with the number of eps compared."""
+def _curve_vs_single(rows: list[Row], ds: str, model: str, n: int, curve: str,
+                     seconds: str) -> list[str]:
+    """The curve's time over the summed single-eps AutoAttack runs at the eps both ran
+    (of its 5), and the largest (curve - single) robust accuracy there (> 0: the curve
+    read higher)."""
     if not curve:
-        return ""
-    single = {float(r["eps"]): float(r["robust_accuracy"]) for r in rows
-              if r["dataset"] == ds and r["model"] == model and r["method"] == AA
-              and int(r["n"]) == n}
-    gaps = [acc - single[float(e)] for e, acc in json.loads(curve).items()
+        return ["", ""]
+    single = {float(r["eps"]): (float(r["robust_accuracy"]), float(r["seconds"]))
+              for r in rows if r["dataset"] == ds and r["model"] == model
+              and r["method"] == AA and int(r["n"]) == n}
+    both = [(acc, single[float(e)]) for e, acc in json.loads(curve).items()
             if float(e) in single]
-    return f"{max(gaps):+.4f} ({len(gaps)} eps)" if gaps else ""
+    if not both:
+        return ["", ""]
+    spent = sum(t for _, (_, t) in both)
+    k = f" ({len(both)} of {len(json.loads(curve))} eps)"
+    return [(num(str(float(seconds) / spent), 3) if spent > 0 else "") + k,
+            f"{max(acc - s for acc, (s, _) in both):+.4f}"]

@@ -26,7 +26,8 @@ Further rows:
                                          APGD-DLR with 5 random starts each, DeepFool,
                                          Square 5 x 5000), on the first ``--art-n`` images;
                                          "robustkit autoattack" runs on the same images too
-``--models`` and ``--methods`` (substrings) select what runs; a rerun replaces the rows with
+``--models`` and ``--methods`` (substrings, or NAME@N for one method on N images) select
+what runs; a rerun replaces the rows with
 the same dataset, model, eps, method and n, and keeps the others. Output:
 benchmarks/results/attacks_autoattack.csv.
 """
@@ -178,6 +179,15 @@ def models_for(args: argparse.Namespace, data: Any) -> dict[str, torch.nn.Module
             if (d / "model.json").is_file() and want(d.name)}
 
 
+def picked(pattern: str, name: str, size: int) -> bool:
+    """``--methods`` matching: a substring of the method's name, or ``NAME@N`` for exactly
+    that method on N images."""
+    if "@" in pattern:
+        want, n = pattern.rsplit("@", 1)
+        return name == want and str(size) == n
+    return pattern in name
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,7 +199,8 @@ def main() -> int:
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--models", nargs="+", default=None, help="model names to run")
     ap.add_argument("--methods", nargs="+", default=None,
-                    help="run only methods whose name contains one of these")
+                    help="run only methods whose name contains one of these (or NAME@N: "
+                         "that method on N images)")
     ap.add_argument("--art-n", type=int, default=100, help="images for ART's AutoAttack")
     args = ap.parse_args()
     from threadpoolctl import threadpool_limits
@@ -226,7 +237,7 @@ def main() -> int:
                 methods[ART, len(xa)] = (lambda e=eps, m=model, k=k, xa=xa, ya=ya:
                                          art_autoattack(m, xa, ya, e, k))
             for (name, size), fn in methods.items():
-                if args.methods and not any(s in name for s in args.methods):
+                if args.methods and not any(picked(m, name, size) for m in args.methods):
                     continue
                 t0 = time.perf_counter()
                 out, seconds = timed(fn)

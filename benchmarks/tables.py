@@ -99,9 +99,9 @@ TABLES: list[Table] = [
           "python benchmarks/defenses.py", render=defenses,
           note="Scored at the training eps (Linf; rows trained at 0.35 are scored at 0.3) by "
                "AutoAttack (the headline), PGD-50 with 10 restarts, FGSM, UAPs recomputed "
-               "against each model and noise. MNIST models whose weights were not kept have "
-               "no AutoAttack number; the two that were are rescored on 1,000 stratified test "
-               "images, every column from that model. Time = defense training over plain "
+               "against each model and noise. MNIST rows with 1,000 test images are scored "
+               "on a stratified subset, every column on the same images; \"not run\": no "
+               "AutoAttack score for that model. Time = defense training over plain "
                "training seconds.",
           finding="Single-step adversarial training (`fgsm_rs`) can overfit catastrophically: "
                   "PGD accuracy collapses within an epoch. The watch (PGD on a held-out batch "

@@ -124,7 +124,7 @@ def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     x = x.detach()
     with eval_mode(model), torch.no_grad():
         clean = model(x).argmax(1) != y
-    run = partial(_at_eps, model, x, y, attacks=attacks, seed=seed,
+    run = partial(_at_eps, model, x, y, attacks=attacks, seed=seed, clean=clean,
                   info={"skipped": list(skipped), "version": version, "norm": norm})
     *smaller, top = sorted(set(grid))
     out = {top: run(top, todo=~clean, before=None)}
@@ -145,13 +145,12 @@ def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
 def _at_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: float, *,
             attacks: list[tuple[str, Callable[..., AttackResult]]], seed: int,
-            info: dict[str, Any], todo: torch.Tensor, before: AttackResult | None
-            ) -> AttackResult:
-    """The chain at eps ``e`` on the samples ``todo``; breaks of ``before`` (a smaller eps)
-    are kept; the others count as robust with x_adv = x."""
+            clean: torch.Tensor, info: dict[str, Any], todo: torch.Tensor,
+            before: AttackResult | None) -> AttackResult:
+    """The chain at eps ``e`` on the samples ``todo``; ``clean``: misclassified on x;
+    breaks of ``before`` (a smaller eps) are kept; the others count as robust with x_adv = x."""
     n, shape = len(x), (-1,) + (1,) * (x.dim() - 1)
-    with eval_mode(model), torch.no_grad():
-        broken = model(x).argmax(1) != y
+    broken = clean.clone()
     by = ["clean" if b else "" for b in broken.tolist()]
     x_adv = x.clone()
     if before is not None:

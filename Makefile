@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/robustkit demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests robustkit --doctest-modules
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check robustkit tests benchmarks

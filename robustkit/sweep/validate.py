@@ -41,7 +41,7 @@ def validate(specs: Iterable[Spec], *, data_root: str | os.PathLike | None = Non
         >>> try:
         ...     validate([spec])
         ... except SpecError as e:
-        ...     print(e.problems[0][:40])
+        ...     print(e.problems[0][:41])
         <spec>: attacks[0].attack: unknown attack
     """
     from robustkit.sweep.stored import resolve

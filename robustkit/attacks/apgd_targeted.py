@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from robustkit.attacks.apgd import _check, resolve_loss, run_apgd
+from robustkit.attacks.apgd import run_apgd
+from robustkit.attacks.apgd_common import check_params, resolve_loss
 from robustkit.attacks.base import (
     AttackResult,
     check_inputs,
@@ -62,7 +63,7 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     ensemble of diverse parameter-free attacks", ICML 2020 (arXiv:2003.01690).
     """
     check_inputs(model, x, y, eps=eps)
-    _check(norm, "dlr", steps, restarts, rho, eot)
+    check_params(norm, "dlr", steps, restarts, rho, eot)
     if not isinstance(targets, int) or isinstance(targets, bool) or targets < 1:
         raise ValueError(f"targets must be an integer >= 1, got {targets!r}")
     if eps == 0:

@@ -8,7 +8,8 @@ import pytest
 import torch
 from _fixtures import ON_MLP, toy_task
 
-from robustkit.attacks.apgd import _checkpoint, apgd, apgd_l2, checkpoints, dlr_loss
+from robustkit.attacks.apgd import _checkpoint, apgd, apgd_l2
+from robustkit.attacks.apgd_common import checkpoints, dlr_loss
 from robustkit.attacks.apgd_targeted import apgd_t
 from robustkit.attacks.pgd import pgd
 

@@ -26,6 +26,10 @@ Further rows:
                                          APGD-DLR with 5 random starts each, DeepFool,
                                          Square 5 x 5000), on the first ``--art-n`` images;
                                          "robustkit autoattack" runs on the same images too
+Every method runs on the model wrapped in ``passes.Counted``: ``forward_images`` and
+``backward_images`` count the images through its forward and backward passes, and
+``floor_seconds`` is what those passes alone cost (per-image costs timed on a batch of 256
+in the same process): no implementation of the same passes can be faster.
 ``--models`` and ``--methods`` (substrings, or NAME@N for one method on N images) select
 what runs; a rerun replaces the rows with
 the same dataset, model, eps, method and n, and keeps the others. Output:
@@ -54,6 +58,7 @@ from attacks_common import (
     trained,
 )
 from common import RESULTS, device_name, write_csv
+from passes import Counted, floor_seconds, per_image_costs
 
 from robustkit import store
 from robustkit.attacks.apgd import apgd
@@ -65,6 +70,7 @@ FAMILIES = ("mlp", "cnn", "svm", "gmm", "cnn-pgd")
 CURVE = "robustkit autoattack curve (5 eps)"
 ART = "ART AutoAttack (defaults)"
 OUT = RESULTS / "attacks_autoattack.csv"
+FLOOR_BATCH = 256  # images per pass when timing one forward (+ backward) pass
 
 
 def ours(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
@@ -216,9 +222,11 @@ def main() -> int:
             "threads": torch.get_num_threads(), "commit": code_version(),
             "clock": "thread cpu" if cpu_clock() else "wall"}
     rows = []
-    for family, model in models_for(args, data).items():
-        model.eval()
-        k = int(model(x[:1]).shape[1])
+    for family, plain in models_for(args, data).items():
+        plain.eval()
+        k = int(plain(x[:1]).shape[1])
+        costs = per_image_costs(plain, x[:FLOOR_BATCH])
+        model = Counted(plain)  # every method runs on it: its passes are counted
         grid = args.eps or EPS[data.name]
         cgrid = curve_grid(list(grid))
         xa, ya = x[:args.art_n], y[:args.art_n]
@@ -239,19 +247,24 @@ def main() -> int:
             for (name, size), fn in methods.items():
                 if args.methods and not any(picked(m, name, size) for m in args.methods):
                     continue
+                model.reset()
                 t0 = time.perf_counter()
                 out, seconds = timed(fn)
                 if out is None:
                     continue
                 x_adv, fab, *extra = out
                 linf = float((x_adv - x[:size]).abs().amax())
-                robust = float((predict(model, x_adv) == y[:size]).double().mean())
+                robust = float((predict(plain, x_adv) == y[:size]).double().mean())
                 rows.append({**base, "n": size, "model": family, "eps": eps, "method": name,
                              "robust_accuracy": round(robust, 4),
                              "seconds": round(seconds, 3),
                              "seconds_per_image": round(seconds / size, 5),
                              "wall_seconds": round(time.perf_counter() - t0, 3),
                              "fab": fab, "linf_max": round(linf, 6),
+                             "forward_images": model.forward_images,
+                             "backward_images": model.backward_images,
+                             "floor_seconds": round(floor_seconds(
+                                 model.forward_images, model.backward_images, costs), 3),
                              **(extra[0] if extra else {})})
                 print(rows[-1], flush=True)
     def key(r: dict[str, Any]) -> tuple[str, ...]:

@@ -70,14 +70,17 @@ def _proj(x: torch.Tensor, v: torch.Tensor, eps: float, norm: str) -> torch.Tens
 
 def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
              loss: str, steps: int, rho: float, gen: torch.Generator,
-             target: torch.Tensor | None = None, stop_on_target: bool = False, eot: int = 1
+             target: torch.Tensor | None = None, stop_on_target: bool = False, eot: int = 1,
+             group: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """One APGD run from a random start on every row of x (model in eval mode).
 
     Ascends ``loss`` (toward ``target`` when given); a row stops when misclassified
-    (pred != y), or, with ``stop_on_target``, when pred == target. Returns (x_adv, success,
-    best objective, iterations per row, rows evaluated in all): x_adv is the first
-    successful point, else the point of highest objective.
+    (pred != y), or, with ``stop_on_target``, when pred == target. ``group`` (int64 per row,
+    optional): rows that attack the same sample (toward different targets) share a group,
+    and all of them stop when one succeeds (the others unsuccessful, at their best point).
+    Returns (x_adv, success, best objective, iterations per row, rows evaluated in all):
+    x_adv is the first successful point, else the point of highest objective.
     """
     n, shape = len(x), (-1, *([1] * (x.dim() - 1)))
     x_out, best = x.clone(), torch.full((n,), -math.inf, device=x.device, dtype=x.dtype)
@@ -97,6 +100,8 @@ def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
         "reduced": torch.zeros(n, dtype=torch.bool, device=x.device)}
     if target is not None:
         s["t"] = target
+    if group is not None:
+        s["group"] = group
     evaluated, last = n * eot, 0
 
     def leave(logits: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -107,6 +112,11 @@ def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
         rows = s["idx"][done]
         x_out[rows], success[rows], best[rows] = s["cur"][done], True, s["f"][done].to(best.dtype)
         keep = ~done
+        if group is not None:  # the sample is broken: its other rows stop too
+            sib = keep & torch.isin(s["group"], s["group"][done])
+            rows = s["idx"][sib]
+            x_out[rows], best[rows] = s["xmax"][sib], s["fmax"][sib].to(best.dtype)
+            keep &= ~sib
         return {k: v[keep] for k, v in s.items()}
 
     s = leave(logits)

@@ -1,5 +1,6 @@
-"""APGD-T: targeted-DLR APGD toward each of the top runner-up classes in turn, each run on
-the samples no earlier target has broken (AutoAttack's second attack)."""
+"""APGD-T: targeted-DLR APGD toward each of the top runner-up classes, each on the samples
+no earlier target has broken (AutoAttack's second attack); the targets after the first run
+batched (:mod:`robustkit.attacks.targets`)."""
 from __future__ import annotations
 
 import math
@@ -17,6 +18,7 @@ from robustkit.attacks.base import (
     make_result,
     register,
 )
+from robustkit.attacks.targets import next_ranks, pairs
 from robustkit.params import choice, integer, number
 
 
@@ -81,19 +83,28 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         iters = torch.zeros(n, dtype=torch.long, device=x.device)
         broke_for = torch.full((n,), -1, dtype=torch.long, device=x.device)
         evaluated, tried = n, min(targets, k - 1)
-        for rank in range(1, tried + 1):
+        left, numel = list(range(1, tried + 1)), x[0].numel()
+        while left:
+            ranks = next_ranks(left, int((~done).sum()), numel)
+            left = left[len(ranks):]
             for _ in range(restarts):
                 rows = (~done).nonzero().squeeze(1)
                 if not len(rows):
                     break
-                t = order[rows, rank]
-                xa, ok, f, it, ev = run_apgd(model, x[rows], y[rows], eps=eps, norm=norm,
+                sample, rank = pairs(rows, ranks)
+                t = order[sample, rank]
+                xa, ok, f, it, ev = run_apgd(model, x[sample], y[sample], eps=eps, norm=norm,
                                              loss=loss, steps=steps, rho=rho, gen=gen,
-                                             target=t, eot=eot)
-                better = ok | (f > best[rows])
-                x_adv[rows[better]], best[rows[better]] = xa[better], f[better]
-                done[rows[ok]], broke_for[rows[ok]] = True, t[ok]
-                iters[rows] += it
+                                             target=t, eot=eot, group=sample)
+                iters.index_add_(0, sample, it)
                 evaluated += ev
+                for j in ranks:  # in rank order: a sample keeps its first target's break
+                    sel = rank == j
+                    i, okj, fj = sample[sel], ok[sel], f[sel]
+                    free = ~done[i]
+                    better = free & (okj | (fj > best[i]))
+                    x_adv[i[better]], best[i[better]] = xa[sel][better], fj[better]
+                    hit = free & okj
+                    done[i[hit]], broke_for[i[hit]] = True, t[sel][hit]
     info.update(loss=loss, target=broke_for, targets=tried, evaluations=evaluated)
     return make_result(model, x, x_adv, y, iterations=iters, info=info)

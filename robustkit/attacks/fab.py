@@ -22,18 +22,13 @@ from robustkit.attacks.base import (
     register,
 )
 from robustkit.attacks.deepfool import _differences
+from robustkit.attacks.fab_polish import last as _last
+from robustkit.attacks.fab_polish import size as _size
+from robustkit.attacks.fab_polish import tighten
 from robustkit.attacks.hyperplane import project_to_hyperplane
+from robustkit.attacks.targets import next_ranks, pairs
 from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer, number
-
-# Each run ends by tightening its best point: FAB's iterates stop about (eta - 1)(1 - beta)
-# beyond the boundary. POLISH_ROUNDS projections of x onto the boundary linearized at that
-# point, aimed POLISH_MARGIN * |f(x)| past it (so the projection lands adversarial), then a
-# line search of SHRINK_STEPS halvings toward x.
-POLISH_ROUNDS = 2
-POLISH_MARGIN = 1e-4
-SHRINK_STEPS = 20
-
 
 RULES = {"norm": choice("linf", "l2"),
          "eps": number(0, none=True),
@@ -61,7 +56,7 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
     smallest so far and pulled back to ``(1 - beta) x + beta x_i``. Restarts after the first
     start at random points at radius ``min(best, eps) / 2`` (the linearized distance from x
     where neither exists). ``targets=k`` runs FAB-T instead: one run per runner-up class
-    (the k largest clean logits after y's). Each run ends by tightening its best point:
+    (the k largest clean logits after y's; the first alone, the others batched). Each run ends by tightening its best point:
     x projected onto the boundary linearized there, then a line search back toward x (both
     only ever shrink it), which makes FAB exact on linear models, box included.
 
@@ -114,27 +109,34 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
         best[~playing] = 0.0
         cls = torch.arange(k, device=x.device).expand(n, k)
         others = cls[cls != y[:, None]].view(n, k - 1)
-        if targets:
-            runner_up = logits.scatter(1, y[:, None], -math.inf)
-            chosen = runner_up.topk(min(targets, k - 1), dim=1).indices.T[..., None]
-        else:
-            chosen = others[None]  # one untargeted pass over all other classes
+        # targets: ranks 1.. of the runner-up classes, batched (robustkit.attacks.targets);
+        # untargeted: one pass (rank 0) over all other classes
+        top = logits.scatter(1, y[:, None], -math.inf).topk(min(targets, k - 1), dim=1).indices
+        left = list(range(1, top.shape[1] + 1)) if targets else [0]
         fallback = torch.full_like(best, math.inf)
         limit = -math.inf if eps is None else eps  # samples broken within eps are done
-        for goal in chosen:
+        while left:
+            ranks = next_ranks(left, int((playing & (best > limit)).sum()),
+                               x[0].numel()) if targets else left
+            left = left[len(ranks):]
             for r in range(restarts):
                 idx = (playing & (best > limit)).nonzero()[:, 0]
                 if idx.numel() == 0:
                     break
-                x0 = x[idx]
-                start = x0 if r == 0 else _random_start(x0, best[idx], fallback[idx], eps,
-                                                        norm, gen)
-                found, dist, lin = _run(model, x0, y[idx], goal[idx], start, norm=norm,
+                sample, rank = pairs(idx, ranks)
+                goal = top[sample, rank - 1, None] if targets else others[sample]
+                x0 = x[sample]
+                start = x0 if r == 0 else _random_start(x0, best[sample], fallback[sample],
+                                                        eps, norm, gen)
+                found, dist, lin = _run(model, x0, y[sample], goal, start, norm=norm,
                                         steps=steps, alpha_max=alpha_max, eta=eta, beta=beta)
-                iters[idx] += steps
-                fallback[idx] = torch.minimum(fallback[idx], lin)
-                better = dist < best[idx]
-                best_x[idx[better]], best[idx[better]] = found[better], dist[better]
+                iters.index_add_(0, sample, torch.full_like(sample, steps))
+                for j in ranks:  # each sample once per rank: no clashing writes
+                    sel = rank == j
+                    i, d = sample[sel], dist[sel]
+                    fallback[i] = torch.minimum(fallback[i], lin[sel])
+                    better = d < best[i]
+                    best_x[i[better]], best[i[better]] = found[sel][better], d[better]
     return make_result(model, x, best_x, y, iterations=iters,
                        info={"norm": norm, "distance": best, "targets": targets})
 
@@ -180,29 +182,9 @@ def _run(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, goal: torch.Tensor
         cur = torch.where(adv.view(-1, *[1] * (x0.dim() - 1)), (1 - beta) * x0 + beta * cur, cur)
     hit = dist.isfinite().nonzero()[:, 0]
     if hit.numel():
-        found[hit] = _tighten(model, x0[hit], found[hit], y[hit], norm)
+        found[hit] = tighten(model, x0[hit], found[hit], y[hit], norm)
         dist[hit] = _size(found[hit] - x0[hit], norm)
     return found, dist, lin
-
-
-def _tighten(model: nn.Module, x0: torch.Tensor, found: torch.Tensor, y: torch.Tensor,
-             norm: str) -> torch.Tensor:
-    """Smaller adversarial points near ``found`` (all off y): polish, then shrink (above)."""
-    flat0 = x0.flatten(1)
-    for _ in range(POLISH_ROUNDS):
-        with torch.no_grad():
-            other = model(found).argmax(1)
-        f, g, _ = _differences(model, found, y, other[:, None])
-        f, g, flat = f[:, 0], g[:, 0], found.flatten(1)
-        f0 = f + (g * (flat0 - flat)).sum(1)  # the linearization's value at x0
-        b = f - (g * flat).sum(1) - POLISH_MARGIN * f0.abs()
-        step, ok = project_to_hyperplane(flat0, g, b, norm=norm)
-        z = (flat0 + step).view_as(x0)
-        with torch.no_grad():
-            ok &= model(z).argmax(1) != y
-        ok &= _size(z - x0, norm) < _size(found - x0, norm)
-        found = torch.where(ok.view(-1, *[1] * (x0.dim() - 1)), z, found)
-    return _shrink(model, x0, found, y, norm)
 
 
 def _closest(flat: torch.Tensor, g: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:
@@ -253,39 +235,6 @@ def _random_start(x0: torch.Tensor, best: torch.Tensor, fallback: torch.Tensor,
         u = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
     u = u / _size(u, norm).clamp_min(1e-12).view(-1, *[1] * (x0.dim() - 1))
     return (x0 + radius.view(-1, *[1] * (x0.dim() - 1)) * u).clamp(0, 1)
-
-
-@torch.no_grad()
-def _shrink(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
-            norm: str) -> torch.Tensor:
-    """The smallest ``x + t d`` (L2) or ``x + clamp(d, -t, t)`` (Linf: the box-constrained
-    optimum keeps this form), d = x_adv - x, still off y, to 2^-SHRINK_STEPS of ||d||;
-    x_adv is off y. Both stay in [0, 1]: every coordinate moves toward x."""
-    d = x_adv - x
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    top = _size(d, norm).view(shape)
-    lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
-    hi = torch.ones_like(lo)
-
-    def at(t: torch.Tensor) -> torch.Tensor:
-        t = t.view(shape)
-        return x + (t * d if norm == "l2" else torch.maximum(torch.minimum(d, t * top),
-                                                               -t * top))
-
-    for _ in range(SHRINK_STEPS):
-        mid = (lo + hi) / 2
-        off = model(at(mid)).argmax(1) != y
-        hi, lo = torch.where(off, mid, hi), torch.where(off, lo, mid)
-    return torch.where((hi < 1).view(shape), at(hi), x_adv)
-
-
-def _size(d: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-sample ``norm`` of d (N, ...)."""
-    return _last(d.flatten(1), norm)
-
-
-def _last(t: torch.Tensor, norm: str) -> torch.Tensor:
-    return t.norm(dim=-1) if norm == "l2" else t.abs().amax(-1)
 
 
 def _check_params(*, norm: str, steps: int, restarts: int, targets: int, alpha_max: float,

@@ -11,8 +11,6 @@ that tabular features do not have.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -24,9 +22,9 @@ from robustkit.attacks.base import (
     eval_mode,
     generator,
     make_result,
-    project,
     register,
 )
+from robustkit.attacks.square_windows import l2_candidate, l2_init, side, signs
 from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer, number
 
@@ -51,31 +49,6 @@ def _as_4d(x: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"x must have shape (N, D), (N, C, L) or (N, C, H, W), got {tuple(x.shape)}")
 
 
-def _side(p: float, h: int, w: int, at_least: int = 1) -> tuple[int, int]:
-    """Window (height, width) covering about a share p of an h x w plane."""
-    if h == 1:
-        return 1, min(max(round(p * w), at_least, 1), max(w - 1, 1))
-    s = min(max(round(math.sqrt(p * h * w)), at_least, 1), max(min(h, w) - 1, 1))
-    return s, s
-
-
-def _windows(n: int, h: int, w: int, sh: int, sw: int, gen: torch.Generator,
-             device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample random window positions: (mask (n, 1, h, w) bool, row offsets, col offsets)
-    of each pixel relative to its sample's window corner."""
-    r0 = torch.randint(0, h - sh + 1, (n, 1, 1, 1), generator=gen, device=device)
-    c0 = torch.randint(0, w - sw + 1, (n, 1, 1, 1), generator=gen, device=device)
-    rows = torch.arange(h, device=device).view(1, 1, h, 1) - r0
-    cols = torch.arange(w, device=device).view(1, 1, 1, w) - c0
-    mask = (rows >= 0) & (rows < sh) & (cols >= 0) & (cols < sw)
-    return mask, rows, cols
-
-
-def _signs(shape: tuple, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    u = torch.rand(shape, generator=gen, device=like.device, dtype=like.dtype)
-    return torch.where(u < 0.5, -1.0, 1.0).to(like.dtype)
-
-
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """z_y - max_{j != y} z_j per sample: the objective Square minimizes (< 0: broken)."""
     own = logits.gather(1, y[:, None]).squeeze(1)
@@ -85,106 +58,29 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _linf_init(x: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Tensor:
     # vertical stripes: one random sign per (sample, channel, column)
     n, c, _, w = x.shape
-    return (x + eps * _signs((n, c, 1, w), gen, x)).clamp(0, 1)
+    return (x + eps * signs((n, c, 1, w), gen, x)).clamp(0, 1)
 
 
 def _linf_candidate(x: torch.Tensor, best: torch.Tensor, eps: float, p: float,
                     gen: torch.Generator) -> torch.Tensor:
     n, c, h, w = x.shape
-    sh, sw = _side(p, h, w)
-    mask, _, _ = _windows(n, h, w, sh, sw, gen, x.device)
-    step = eps * _signs((n, c, 1, 1), gen, x)
-    cand = torch.where(mask, (x + step).clamp(0, 1), best)
+    sh, sw = side(p, h, w)
+    # the window's pixels by flat index (corner + offsets; the draws of
+    # square_windows.windows): only the
+    # window is read and written
+    r0, c0 = (torch.randint(0, m - s + 1, (n, 1), generator=gen, device=x.device)
+              for m, s in ((h, sh), (w, sw)))
+    offs = (torch.arange(sh, device=x.device)[:, None] * w
+            + torch.arange(sw, device=x.device)).flatten()
+    idx = (r0 * w + c0 + offs).unsqueeze(1).expand(n, c, sh * sw)
+    step = eps * signs((n, c, 1), gen, x)
+    xw = x.flatten(2).gather(2, idx)
+    new = (xw + step).clamp(0, 1)
     # Where the draw repeats the current window (likely once windows are a few pixels), take
     # the opposite signs instead: a query that changes nothing is a wasted query.
-    same = (cand == best).flatten(1).all(1)
-    if bool(same.any()):
-        flipped = torch.where(mask, (x - step).clamp(0, 1), best)
-        cand = torch.where(same.view(-1, 1, 1, 1), flipped, cand)
-    return cand
-
-
-def pseudo_gaussian(sh: int, sw: int, device: torch.device, dtype: torch.dtype
-                    ) -> torch.Tensor:
-    """A window of unit L2 norm whose entries grow toward its center in concentric
-    (Chebyshev) rings: sum_{k >= ring} 1 / (k + 1)^2 (the paper's eta)."""
-    ch, cw = (sh - 1) / 2, (sw - 1) / 2
-    rr = torch.arange(sh, device=device, dtype=dtype).view(-1, 1)
-    cc = torch.arange(sw, device=device, dtype=dtype).view(1, -1)
-    ring = torch.maximum((rr - ch).abs(), (cc - cw).abs()).floor()
-    top = int(ring.max()) + 1
-    tail = (1.0 / torch.arange(1, top + 1, device=device, dtype=dtype) ** 2).flip(0).cumsum(0)
-    pat = tail.flip(0)[ring.long()]
-    return pat / pat.norm()
-
-
-def meta_pattern(sh: int, sw: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The paper's update shape: two pseudo-Gaussian halves of opposite sign, split along
-    the window's longer side, unit L2 norm."""
-    along_cols = sw > sh or (sw == sh and sw > 1)
-    size = sw if along_cols else sh
-    if size == 1:
-        return torch.ones(sh, sw, device=device, dtype=dtype)
-    a = size // 2
-    if along_cols:
-        pat = torch.cat([pseudo_gaussian(sh, a, device, dtype),
-                         -pseudo_gaussian(sh, sw - a, device, dtype)], dim=1)
-    else:
-        pat = torch.cat([pseudo_gaussian(a, sw, device, dtype),
-                         -pseudo_gaussian(sh - a, sw, device, dtype)], dim=0)
-    return pat / pat.norm()
-
-
-def _place(pat: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
-           ) -> torch.Tensor:
-    """The (sh, sw) pattern placed at each sample's window: (n, 1, h, w), 0 outside."""
-    sh, sw = pat.shape
-    idx = rows.clamp(0, sh - 1) * sw + cols.clamp(0, sw - 1)
-    return pat.flatten()[idx] * mask
-
-
-def _l2_scale(delta: torch.Tensor, eps: float) -> torch.Tensor:
-    norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    return delta * (eps / norm)
-
-
-def _l2_init(x: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Tensor:
-    # a grid of pseudo-Gaussian blocks with random signs per (sample, channel, block)
-    n, c, h, w = x.shape
-    bh, bw = (1, max(w // 5, 1)) if h == 1 else (max(h // 5, 1), max(w // 5, 1))
-    gh, gw = h // bh, w // bw
-    signs = _signs((n, c, gh, gw), gen, x).repeat_interleave(bh, 2).repeat_interleave(bw, 3)
-    tile = pseudo_gaussian(bh, bw, x.device, x.dtype).repeat(gh, gw)
-    delta = torch.zeros_like(x)
-    delta[:, :, :gh * bh, :gw * bw] = signs * tile
-    return (x + project(_l2_scale(delta, eps), eps, "l2")).clamp(0, 1)
-
-
-def _l2_candidate(x: torch.Tensor, best: torch.Tensor, eps: float, p: float,
-                  gen: torch.Generator) -> torch.Tensor:
-    n, c, h, w = x.shape
-    sh, sw = _side(p, h, w, at_least=3)
-    if sh > 1 and sh % 2 == 0 and sh + 1 < min(h, w):
-        sh = sw = sh + 1
-    delta = best - x
-    m1, r1, c1 = _windows(n, h, w, sh, sw, gen, x.device)
-    m2, _, _ = _windows(n, h, w, sh, sw, gen, x.device)
-    pat = meta_pattern(sh, sw, x.device, x.dtype)
-    new = _place(pat, m1, r1, c1)
-    if sh == sw and sh > 1:  # the split runs either way at random
-        flip = torch.rand(n, 1, 1, 1, generator=gen, device=x.device) < 0.5
-        new = torch.where(flip, _place(pat.T.contiguous(), m1, r1, c1), new)
-    new = new * _signs((n, c, 1, 1), gen, x)
-    old = delta * m1
-    old_norm = old.flatten(2).norm(dim=2).view(n, c, 1, 1)
-    new = new + old / (old_norm + 1e-10)
-    union = (delta * (m1 | m2)).flatten(2).norm(dim=2).view(n, c, 1, 1)
-    total = delta.flatten(1).norm(dim=1).view(n, 1, 1, 1)
-    # the window gets the mass of both windows plus the unused budget, spread over channels
-    room = ((eps ** 2 - total ** 2).clamp_min(0) / c + union ** 2).sqrt()
-    new = new / new.flatten(2).norm(dim=2).view(n, c, 1, 1).clamp_min(1e-12) * room
-    delta = torch.where(m1, new, torch.where(m2, torch.zeros_like(delta), delta))
-    return (x + project(_l2_scale(delta, eps), eps, "l2")).clamp(0, 1)
+    same = (new == best.flatten(2).gather(2, idx)).flatten(1).all(1).view(n, 1, 1)
+    new = torch.where(same, (xw - step).clamp(0, 1), new)
+    return best.flatten(2).scatter(2, idx, new).view_as(best)
 
 
 def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
@@ -199,8 +95,8 @@ def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, n
     if eps == 0:
         return make_result(model, x, x.clone(), y, iterations=q, info={"queries": q})
     x4, gen = _as_4d(x.detach()), generator(seed, dev)
-    init, candidate = (_linf_init, _linf_candidate) if norm == "linf" else (_l2_init,
-                                                                           _l2_candidate)
+    init, candidate = ((_linf_init, _linf_candidate) if norm == "linf"
+                       else (l2_init, l2_candidate))
     with eval_mode(model), torch.no_grad():
         def ask(v: torch.Tensor) -> torch.Tensor:
             return check_logits(model(v.reshape(len(v), *x.shape[1:])), len(v))

@@ -9,7 +9,8 @@ from torch import nn
 
 from robustkit import load_dataset, models
 from robustkit.attacks.apgd import apgd
-from robustkit.attacks.square import meta_pattern, p_schedule, pseudo_gaussian, square, square_l2
+from robustkit.attacks.square import p_schedule, square, square_l2
+from robustkit.attacks.square_windows import meta_pattern, pseudo_gaussian
 
 DIGITS_N = 60  # the `data` fixture's size (tests/attacks/conftest.py)
 

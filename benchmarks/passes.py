@@ -1,0 +1,81 @@
+"""Model passes an attack makes, and the time those passes alone take: the floor under
+any implementation that runs the same passes.
+
+``Counted(model)`` forwards to ``model`` and counts the images that go through forward
+passes and through backward passes (gradients flowing back to the input). ``floor``
+turns the counts into seconds with per-image costs measured in the same process.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+
+class Counted(nn.Module):
+    """``model`` with counters: ``forward_images`` (every forward call) and
+    ``backward_images`` (images whose input gradient was computed)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forward_images = 0
+        self.backward_images = 0
+
+    def reset(self) -> None:
+        self.forward_images = self.backward_images = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forward_images += len(x)
+        if x.requires_grad and torch.is_grad_enabled():
+            x = x.view_as(x)  # a node of its own: the hook fires once per backward through it
+            x.register_hook(self._backward)
+        return self.model(x)
+
+    def _backward(self, grad: torch.Tensor) -> None:
+        self.backward_images += len(grad)
+
+
+def per_image_costs(model: nn.Module, x: torch.Tensor, *, repeats: int = 5,
+                    clock=time.thread_time) -> tuple[float, float]:
+    """(seconds per image of a forward pass without gradient, seconds per image of a
+    forward pass with gradient plus the backward pass to the input), on the batch ``x``,
+    the best of ``repeats`` timings each (after one warm-up)."""
+    model.eval()
+    y = torch.zeros(len(x), dtype=torch.long, device=x.device)
+
+    def fwd() -> None:
+        with torch.no_grad():
+            model(x)
+
+    def fwd_bwd() -> None:
+        xg = x.detach().requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(xg), y)
+        torch.autograd.grad(loss, xg)
+
+    out = []
+    for fn in (fwd, fwd_bwd):
+        fn()
+        best = float("inf")
+        for _ in range(repeats):
+            _sync(x)
+            t0 = clock()
+            fn()
+            _sync(x)
+            best = min(best, clock() - t0)
+        out.append(best / len(x))
+    return out[0], out[1]
+
+
+def floor_seconds(forward_images: int, backward_images: int, costs: tuple[float, float]
+                  ) -> float:
+    """Seconds of the passes alone: the images without a backward at the forward cost,
+    those with one at the forward+backward cost."""
+    fwd, fwd_bwd = costs
+    return (forward_images - backward_images) * fwd + backward_images * fwd_bwd
+
+
+def _sync(x: torch.Tensor) -> None:
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)

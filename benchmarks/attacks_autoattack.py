@@ -28,10 +28,10 @@ Further rows:
                                          "robustkit autoattack" runs on the same images too
 Every method runs on the model wrapped in ``passes.Counted``: ``forward_images`` and
 ``backward_images`` count the images through its forward and backward passes, and
-``floor_seconds`` is what those passes alone cost (per-image costs timed on a batch of 256
-in the same process): no implementation of the same passes can be faster.
-``--models`` and ``--methods`` (substrings, or NAME@N for one method on N images) select
-what runs; a rerun replaces the rows with
+``floor_seconds`` is what those passes alone cost (per-image costs timed on the first
+``FLOOR_BATCH`` images in one batch, in the same process): no implementation of the same
+passes can be faster. ``--models`` and ``--methods`` (substrings, or NAME@N for one method
+on N images) select what runs; a rerun replaces the rows with
 the same dataset, model, eps, method and n, and keeps the others. Output:
 benchmarks/results/attacks_autoattack.csv.
 """
@@ -70,7 +70,7 @@ FAMILIES = ("mlp", "cnn", "svm", "gmm", "cnn-pgd")
 CURVE = "robustkit autoattack curve (5 eps)"
 ART = "ART AutoAttack (defaults)"
 OUT = RESULTS / "attacks_autoattack.csv"
-FLOOR_BATCH = 256  # images per pass when timing one forward (+ backward) pass
+FLOOR_BATCH = 1024  # at most this many images per pass when timing one pass
 
 
 def ours(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float

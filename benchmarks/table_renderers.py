@@ -101,3 +101,29 @@ def _curve_vs_single(rows: list[Row], ds: str, model: str, n: int, curve: str,
     k = f" ({len(both)} of {len(json.loads(curve))} eps)"
     return [(num(str(float(seconds) / spent), 3) if spent > 0 else "") + k,
             f"{max(acc - s for acc, (s, _) in both):+.4f}"]
+
+
+def autoattack_floor(rows: list[Row]) -> Rendered:
+    """One line per (dataset, model, eps) whose AutoAttack rows counted their model passes:
+    seconds, the passes' own time (the floor) and their ratio, for robustkit's AutoAttack
+    and the reference chain, on the same images in the same process."""
+    head = ["dataset", "model", "eps", "n", "robustkit AA s", "its floor s", "x floor",
+            "reference s", "its floor s", "x floor", "AA / reference",
+            "floor AA / floor reference"]
+    got: dict[tuple[str, str, str, str], dict[str, Row]] = {}
+    for r in rows:
+        if r["method"] in (AA, REF) and r.get("floor_seconds"):
+            got.setdefault((r["dataset"], r["model"], r["eps"], r["n"]), {})[r["method"]] = r
+    body = []
+    for (ds, model, eps, n), pair in got.items():
+        if len(pair) < 2:
+            continue
+        ours, ref = pair[AA], pair[REF]
+        cells = []
+        for r in (ours, ref):
+            s, f = float(r["seconds"]), float(r["floor_seconds"])
+            cells += [num(r["seconds"]), num(r["floor_seconds"]), num(str(s / f), 3) if f else ""]
+        body.append([ds, model, eps, n, *cells,
+                     num(str(float(ours["seconds"]) / float(ref["seconds"])), 3),
+                     num(str(float(ours["floor_seconds"]) / float(ref["floor_seconds"])), 3)])
+    return head, body

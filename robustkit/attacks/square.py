@@ -11,6 +11,8 @@ that tabular features do not have.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -61,18 +63,22 @@ def _linf_init(x: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Tenso
     return (x + eps * signs((n, c, 1, w), gen, x)).clamp(0, 1)
 
 
+@functools.lru_cache(maxsize=64)
+def _offsets(sh: int, sw: int, w: int, device: torch.device) -> torch.Tensor:
+    """Flat offsets of an sh x sw window's pixels from its corner in rows of width w."""
+    return (torch.arange(sh, device=device)[:, None] * w
+            + torch.arange(sw, device=device)).flatten()
+
+
 def _linf_candidate(x: torch.Tensor, best: torch.Tensor, eps: float, p: float,
                     gen: torch.Generator) -> torch.Tensor:
     n, c, h, w = x.shape
     sh, sw = side(p, h, w)
     # the window's pixels by flat index (corner + offsets; the draws of
-    # square_windows.windows): only the
-    # window is read and written
+    # square_windows.windows): only the window is read and written
     r0, c0 = (torch.randint(0, m - s + 1, (n, 1), generator=gen, device=x.device)
               for m, s in ((h, sh), (w, sw)))
-    offs = (torch.arange(sh, device=x.device)[:, None] * w
-            + torch.arange(sw, device=x.device)).flatten()
-    idx = (r0 * w + c0 + offs).unsqueeze(1).expand(n, c, sh * sw)
+    idx = (r0 * w + c0 + _offsets(sh, sw, w, x.device)).unsqueeze(1).expand(n, c, sh * sw)
     step = eps * signs((n, c, 1), gen, x)
     xw = x.flatten(2).gather(2, idx)
     new = (xw + step).clamp(0, 1)
@@ -120,10 +126,11 @@ def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, n
                 logits = ask(cand)
                 q[s["idx"]] += 1
                 m, p = margin(logits, s["y"]), logits.argmax(1)
-                take = (m < s["m"]) | (p != s["y"])
+                broke = p != s["y"]
+                take = (m < s["m"]) | broke
                 s.update(best=torch.where(take.view(-1, 1, 1, 1), cand, s["best"]),
                          m=torch.where(take, m, s["m"]), pred=torch.where(take, p, s["pred"]))
-                s = _leave(s, p != s["y"], x_out, pred)
+                s = _leave(s, broke, x_out, pred)
             x_out[s["idx"]], pred[s["idx"]] = s["best"], s["pred"]
     # pred is known for every returned point: no extra (uncounted) query
     return make_result(model, x, x_out.reshape(x.shape), y, iterations=q, pred=pred,

@@ -83,7 +83,7 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         iters = torch.zeros(n, dtype=torch.long, device=x.device)
         broke_for = torch.full((n,), -1, dtype=torch.long, device=x.device)
         evaluated, tried = n, min(targets, k - 1)
-        left, numel = list(range(1, tried + 1)), x[0].numel()
+        left, numel = list(range(1, tried + 1)), math.prod(x.shape[1:])
         while left:
             ranks = next_ranks(left, int((~done).sum()), numel)
             left = left[len(ranks):]

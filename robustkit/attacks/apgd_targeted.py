@@ -18,7 +18,7 @@ from robustkit.attacks.base import (
     make_result,
     register,
 )
-from robustkit.attacks.targets import next_ranks, pairs
+from robustkit.attacks.targets import pairs, run_batches
 from robustkit.params import choice, integer, number
 
 
@@ -83,10 +83,8 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         iters = torch.zeros(n, dtype=torch.long, device=x.device)
         broke_for = torch.full((n,), -1, dtype=torch.long, device=x.device)
         evaluated, tried = n, min(targets, k - 1)
-        left, numel = list(range(1, tried + 1)), math.prod(x.shape[1:])
-        while left:
-            ranks = next_ranks(left, int((~done).sum()), numel)
-            left = left[len(ranks):]
+        def run(ranks: list[int]) -> None:
+            nonlocal evaluated
             for _ in range(restarts):
                 rows = (~done).nonzero().squeeze(1)
                 if not len(rows):
@@ -106,5 +104,8 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                     x_adv[i[better]], best[i[better]] = xa[sel][better], fj[better]
                     hit = free & okj
                     done[i[hit]], broke_for[i[hit]] = True, t[sel][hit]
+
+        run_batches(list(range(1, tried + 1)), lambda: int((~done).sum()),
+                    math.prod(x.shape[1:]), run)
     info.update(loss=loss, target=broke_for, targets=tried, evaluations=evaluated)
     return make_result(model, x, x_adv, y, iterations=iters, info=info)

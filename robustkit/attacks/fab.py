@@ -26,7 +26,7 @@ from robustkit.attacks.fab_polish import last as _last
 from robustkit.attacks.fab_polish import size as _size
 from robustkit.attacks.fab_polish import tighten
 from robustkit.attacks.hyperplane import project_to_hyperplane
-from robustkit.attacks.targets import next_ranks, pairs
+from robustkit.attacks.targets import pairs, run_batches
 from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer, number
 
@@ -112,13 +112,10 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
         # targets: ranks 1.. of the runner-up classes, batched (robustkit.attacks.targets);
         # untargeted: one pass (rank 0) over all other classes
         top = logits.scatter(1, y[:, None], -math.inf).topk(min(targets, k - 1), dim=1).indices
-        left = list(range(1, top.shape[1] + 1)) if targets else [0]
         fallback = torch.full_like(best, math.inf)
         limit = -math.inf if eps is None else eps  # samples broken within eps are done
-        while left:
-            ranks = next_ranks(left, int((playing & (best > limit)).sum()),
-                               x[0].numel()) if targets else left
-            left = left[len(ranks):]
+
+        def run(ranks: list[int]) -> None:
             for r in range(restarts):
                 idx = (playing & (best > limit)).nonzero()[:, 0]
                 if idx.numel() == 0:
@@ -137,6 +134,9 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
                     fallback[i] = torch.minimum(fallback[i], lin[sel])
                     better = d < best[i]
                     best_x[i[better]], best[i[better]] = found[sel][better], d[better]
+
+        run_batches(list(range(1, top.shape[1] + 1)) if targets else [0],
+                    lambda: int((playing & (best > limit)).sum()), x[0].numel(), run)
     return make_result(model, x, best_x, y, iterations=iters,
                        info={"norm": norm, "distance": best, "targets": targets})
 

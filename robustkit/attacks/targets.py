@@ -4,9 +4,12 @@ target (AutoAttack's APGD-T and FAB-T try 9 targets).
 
 The most likely target (rank 1) runs alone first: it breaks most of the samples that break
 at all, and a sample broken there never costs a pass toward the others. The remaining
-targets then run together, in as few batches as ``ROW_BUDGET`` allows.
+targets then run together, in as few batches as ``ROW_BUDGET`` allows; on CUDA
+out-of-memory a batch splits in half and runs again.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -37,3 +40,23 @@ def pairs(rows: torch.Tensor, ranks: list[int]) -> tuple[torch.Tensor, torch.Ten
     """
     rank = torch.tensor(ranks, device=rows.device).repeat_interleave(len(rows))
     return rows.repeat(len(ranks)), rank
+
+
+def run_batches(ranks: list[int], open_rows: Callable[[], int], numel: int,
+                run: Callable[[list[int]], None], budget: int = ROW_BUDGET) -> None:
+    """Call ``run(group)`` for consecutive groups of ``ranks`` (``next_ranks`` for the
+    ``open_rows()`` samples still in play), each rank once. A group that runs out of CUDA
+    memory runs again as groups of half its size (what it finished before stays: a run
+    only ever improves the result); a single rank that does re-raises."""
+    left, cap = list(ranks), len(ranks)
+    while left:
+        group = next_ranks(left, open_rows(), numel, budget)[:cap]
+        try:
+            run(group)
+        except torch.cuda.OutOfMemoryError:
+            if len(group) == 1:
+                raise
+            cap = len(group) // 2
+            torch.cuda.empty_cache()
+            continue
+        left = left[len(group):]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from _fixtures import ON_MLP
 from torch import nn
@@ -12,7 +13,7 @@ from robustkit.attacks.apgd import run_apgd
 from robustkit.attacks.apgd_targeted import apgd_t
 from robustkit.attacks.fab import _run, fab
 from robustkit.attacks.square import _linf_candidate
-from robustkit.attacks.targets import next_ranks, pairs
+from robustkit.attacks.targets import next_ranks, pairs, run_batches
 
 DIGITS_N = 40
 
@@ -118,3 +119,47 @@ def test_square_window_update_and_flip():
     # the same draw from the point it made repeats nothing: the signs flip instead
     again = _linf_candidate(x, cand, 0.1, p, torch.Generator().manual_seed(0))
     assert torch.allclose(again - x, -(cand - x))
+
+
+class _SmallMemory(nn.Module):
+    """A model that 'runs out of CUDA memory' on batches of more than ``rows`` rows."""
+
+    def __init__(self, model: nn.Module, rows: int) -> None:
+        super().__init__()
+        self.model, self.rows, self.largest = model, rows, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) > self.rows:
+            raise torch.cuda.OutOfMemoryError(f"{len(x)} rows")
+        self.largest = max(self.largest, len(x))
+        return self.model(x)
+
+
+@ON_MLP
+def test_out_of_memory_splits_the_batched_targets(mlp, data):
+    x, y = data
+    n = len(x)
+    small = _SmallMemory(mlp, 4 * n)  # rank 1 alone fits, 8 ranks at once do not
+    res = apgd_t(small, x, y, eps=0.1, steps=10, targets=9)
+    assert n < small.largest <= 4 * n
+    assert (res.linf <= 0.1 + 1e-6).all() and res.success.any()
+    fres = fab(_SmallMemory(mlp, 4 * n), x, y, eps=0.1, steps=10, targets=9)
+    assert torch.isfinite(fres.info["distance"]).any()
+
+
+def test_run_batches_halves_a_group_and_reraises_for_one_rank():
+    seen = []
+
+    def run(group):
+        if len(group) > 2:
+            raise torch.cuda.OutOfMemoryError("too many")
+        seen.append(group)
+
+    run_batches([1, 2, 3, 4, 5, 6, 7, 8, 9], lambda: 10, 64, run)
+    assert seen == [[1], [2, 3], [4, 5], [6, 7], [8, 9]]
+
+    def never(group):
+        raise torch.cuda.OutOfMemoryError("none fits")
+
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        run_batches([1, 2], lambda: 10, 64, never)

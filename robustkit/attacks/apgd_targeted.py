@@ -18,7 +18,7 @@ from robustkit.attacks.base import (
     make_result,
     register,
 )
-from robustkit.attacks.targets import pairs, run_batches
+from robustkit.attacks.targets import pairs, row_budget, run_batches
 from robustkit.params import choice, integer, number
 
 
@@ -106,6 +106,6 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                     done[i[hit]], broke_for[i[hit]] = True, t[sel][hit]
 
         run_batches(list(range(1, tried + 1)), lambda: int((~done).sum()),
-                    math.prod(x.shape[1:]), run)
+                    math.prod(x.shape[1:]), run, row_budget(x.device))
     info.update(loss=loss, target=broke_for, targets=tried, evaluations=evaluated)
     return make_result(model, x, x_adv, y, iterations=iters, info=info)

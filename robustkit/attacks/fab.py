@@ -26,7 +26,7 @@ from robustkit.attacks.fab_polish import last as _last
 from robustkit.attacks.fab_polish import size as _size
 from robustkit.attacks.fab_polish import tighten
 from robustkit.attacks.hyperplane import project_to_hyperplane
-from robustkit.attacks.targets import pairs, run_batches
+from robustkit.attacks.targets import pairs, row_budget, run_batches
 from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer, number
 
@@ -136,7 +136,8 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
                     best_x[i[better]], best[i[better]] = found[sel][better], d[better]
 
         run_batches(list(range(1, top.shape[1] + 1)) if targets else [0],
-                    lambda: int((playing & (best > limit)).sum()), x[0].numel(), run)
+                    lambda: int((playing & (best > limit)).sum()), x[0].numel(), run,
+                    row_budget(x.device))
     return make_result(model, x, best_x, y, iterations=iters,
                        info={"norm": norm, "distance": best, "targets": targets})
 

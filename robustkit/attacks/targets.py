@@ -4,7 +4,7 @@ target (AutoAttack's APGD-T and FAB-T try 9 targets).
 
 The most likely target (rank 1) runs alone first: it breaks most of the samples that break
 at all, and a sample broken there never costs a pass toward the others. The remaining
-targets then run together, in as few batches as ``ROW_BUDGET`` allows; on CUDA
+targets then run together, in as few batches as ``row_budget`` allows; on CUDA
 out-of-memory a batch splits in half and runs again.
 """
 from __future__ import annotations
@@ -13,16 +13,26 @@ from collections.abc import Callable
 
 import torch
 
-# Elements per input-sized state tensor of one batched run (128 MiB in float32).
-ROW_BUDGET = 2 ** 25
+# Elements per input-sized state tensor of one batched run: on CUDA 128 MiB in float32
+# (larger batches keep the device busy); on CPU 2 MiB, since larger batches fall out of the
+# caches (APGD-T on 826 MNIST survivors: all 8 targets at once took 1.6x the time of one
+# target at a time; 2 MiB batches the 8 targets of digits-sized inputs and equals the
+# sequential time on MNIST).
+ROW_BUDGET = {"cuda": 2 ** 25, "cpu": 2 ** 19}
 
 
-def next_ranks(left: list[int], n: int, numel: int, budget: int = ROW_BUDGET) -> list[int]:
+def row_budget(device: torch.device) -> int:
+    """Elements per state tensor a batched run may use on ``device`` (CUDA's for other
+    accelerators too)."""
+    return ROW_BUDGET["cpu"] if device.type == "cpu" else ROW_BUDGET["cuda"]
+
+
+def next_ranks(left: list[int], n: int, numel: int, budget: int) -> list[int]:
     """The target ranks of the next batched run, from the ranks ``left`` (ascending): rank 1
     alone, else as many as fit ``budget`` for ``n`` samples of ``numel`` elements (>= 1).
 
     Example:
-        >>> next_ranks([1, 2, 3], 10, 784), next_ranks([2, 3, 4], 10, 784, budget=20000)
+        >>> next_ranks([1, 2, 3], 10, 784, 10 ** 6), next_ranks([2, 3, 4], 10, 784, 20000)
         ([1], [2, 3])
     """
     if left[0] == 1:
@@ -43,7 +53,7 @@ def pairs(rows: torch.Tensor, ranks: list[int]) -> tuple[torch.Tensor, torch.Ten
 
 
 def run_batches(ranks: list[int], open_rows: Callable[[], int], numel: int,
-                run: Callable[[list[int]], None], budget: int = ROW_BUDGET) -> None:
+                run: Callable[[list[int]], None], budget: int) -> None:
     """Call ``run(group)`` for consecutive groups of ``ranks`` (``next_ranks`` for the
     ``open_rows()`` samples still in play), each rank once. A group that runs out of CUDA
     memory runs again as groups of half its size (what it finished before stays: a run

@@ -13,7 +13,7 @@ from robustkit.attacks.apgd import run_apgd
 from robustkit.attacks.apgd_targeted import apgd_t
 from robustkit.attacks.fab import _run, fab
 from robustkit.attacks.square import _linf_candidate
-from robustkit.attacks.targets import next_ranks, pairs, run_batches
+from robustkit.attacks.targets import next_ranks, pairs, row_budget, run_batches
 
 DIGITS_N = 40
 
@@ -31,10 +31,11 @@ def _linear(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 
 def test_rank_one_runs_alone_then_the_rest_as_the_budget_allows():
-    assert next_ranks([1, 2, 3, 4], 100, 784) == [1]
-    assert next_ranks([2, 3, 4], 100, 784) == [2, 3, 4]
-    assert next_ranks([2, 3, 4], 100, 784, budget=2 * 100 * 784) == [2, 3]
-    assert next_ranks([2, 3, 4], 10 ** 6, 784) == [2]  # one rank at least
+    assert next_ranks([1, 2, 3, 4], 100, 784, 10 ** 6) == [1]
+    assert next_ranks([2, 3, 4], 100, 784, 10 ** 6) == [2, 3, 4]
+    assert next_ranks([2, 3, 4], 100, 784, 2 * 100 * 784) == [2, 3]
+    assert next_ranks([2, 3, 4], 10 ** 6, 784, 10 ** 6) == [2]  # one rank at least
+    assert row_budget(torch.device("cpu")) < row_budget(torch.device("cuda"))
     sample, rank = pairs(torch.tensor([5, 9, 2]), [2, 3])
     assert sample.tolist() == [5, 9, 2, 5, 9, 2] and rank.tolist() == [2, 2, 2, 3, 3, 3]
 
@@ -155,11 +156,11 @@ def test_run_batches_halves_a_group_and_reraises_for_one_rank():
             raise torch.cuda.OutOfMemoryError("too many")
         seen.append(group)
 
-    run_batches([1, 2, 3, 4, 5, 6, 7, 8, 9], lambda: 10, 64, run)
+    run_batches([1, 2, 3, 4, 5, 6, 7, 8, 9], lambda: 10, 64, run, 10 ** 6)
     assert seen == [[1], [2, 3], [4, 5], [6, 7], [8, 9]]
 
     def never(group):
         raise torch.cuda.OutOfMemoryError("none fits")
 
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        run_batches([1, 2], lambda: 10, 64, never)
+        run_batches([1, 2], lambda: 10, 64, never, 10 ** 6)

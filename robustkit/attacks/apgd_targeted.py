@@ -83,6 +83,7 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         iters = torch.zeros(n, dtype=torch.long, device=x.device)
         broke_for = torch.full((n,), -1, dtype=torch.long, device=x.device)
         evaluated, tried = n, min(targets, k - 1)
+
         def run(ranks: list[int]) -> None:
             nonlocal evaluated
             for _ in range(restarts):

@@ -11,7 +11,8 @@ from typing import Any
 SETTING_KEYS = ("alpha", "steps", "step_size", "step", "clip", "mix", "rounds", "eps_warmup",
                 "noise", "project", "recover", "recover_factor")
 # ... and the defaults of those added later, for the rows written before them
-SETTING_DEFAULTS = {"noise": 1.0, "project": True, "recover": 0, "recover_factor": 0.8}
+SETTING_DEFAULTS = {"noise": 1.0, "project": True, "recover": 0, "recover_factor": 0.8,
+                    "eps_warmup": 0.0}
 
 
 def merge(new: list[dict[str, Any]], path: Path, *, by_entry: bool = False,

@@ -115,7 +115,7 @@ def job_model(ctx: Context, job: ModelJob) -> tuple[nn.Module, Any]:
     # the folder's JSON first (cheap): a cached module of the old content is not served
     model, meta = (_load(src.path, src.content)
                    if content_of(store.read_model_meta(src.path)) == src.content else (None, None))
-    if meta is None or content_of(meta) != src.content:
+    if model is None or meta is None or content_of(meta) != src.content:
         _load.cache_clear()
         raise ValueError(f"stored model {job.model.stored!r} ({src.path}) was replaced after "
                          f"the sweep started; run the sweep again to evaluate the new one")

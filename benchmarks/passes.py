@@ -2,14 +2,13 @@
 any implementation that runs the same passes.
 
 ``Counted(model)`` forwards to ``model`` and counts the images that go through forward
-passes and through backward passes (gradients flowing back to the input). ``floor``
+passes and through backward passes (gradients flowing back to the input); ``floor_seconds``
 turns the counts into seconds with per-image costs measured in the same process.
 """
 from __future__ import annotations
 
-import time
-
 import torch
+from attacks_common import timed
 from torch import nn
 
 
@@ -37,11 +36,12 @@ class Counted(nn.Module):
         self.backward_images += len(grad)
 
 
-def per_image_costs(model: nn.Module, x: torch.Tensor, *, repeats: int = 5,
-                    clock=time.thread_time) -> tuple[float, float]:
+def per_image_costs(model: nn.Module, x: torch.Tensor, *, repeats: int = 5
+                    ) -> tuple[float, float]:
     """(seconds per image of a forward pass without gradient, seconds per image of a
     forward pass with gradient plus the backward pass to the input), on the batch ``x``,
-    the best of ``repeats`` timings each (after one warm-up)."""
+    the best of ``repeats`` timings each (after one warm-up), on the clock of ``timed``
+    (the one the methods' seconds use)."""
     model.eval()
     y = torch.zeros(len(x), dtype=torch.long, device=x.device)
 
@@ -57,14 +57,7 @@ def per_image_costs(model: nn.Module, x: torch.Tensor, *, repeats: int = 5,
     out = []
     for fn in (fwd, fwd_bwd):
         fn()
-        best = float("inf")
-        for _ in range(repeats):
-            _sync(x)
-            t0 = clock()
-            fn()
-            _sync(x)
-            best = min(best, clock() - t0)
-        out.append(best / len(x))
+        out.append(min(timed(fn)[1] for _ in range(repeats)) / len(x))
     return out[0], out[1]
 
 
@@ -74,8 +67,3 @@ def floor_seconds(forward_images: int, backward_images: int, costs: tuple[float,
     those with one at the forward+backward cost."""
     fwd, fwd_bwd = costs
     return (forward_images - backward_images) * fwd + backward_images * fwd_bwd
-
-
-def _sync(x: torch.Tensor) -> None:
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustkit.attacks.passes import counted
 from robustkit.params import Rule, problems, rules_from
 from robustkit.registry import Registry
 
@@ -143,9 +144,10 @@ def register(name: str, *, norm: str, kind: str = "fixed",
         defaults = {p.name: p.default for p in inspect.signature(fn).parameters.values()
                     if p.kind is p.KEYWORD_ONLY and p.name not in ("eps", "fit_x", "fit_y")
                     and p.default is not p.empty}
-        ATTACKS.add(name, AttackSpec(name, fn, norm, kind, doc, rules_from(defaults, rules),
-                                     curve))
-        return fn
+        wrapped = counted(fn)
+        ATTACKS.add(name, AttackSpec(name, wrapped, norm, kind, doc,
+                                     rules_from(defaults, rules), curve))
+        return wrapped
 
     return deco
 

@@ -21,11 +21,11 @@ from robustkit.attacks.base import (
     make_result,
     register,
 )
-from robustkit.attacks.deepfool import _differences
 from robustkit.attacks.fab_polish import last as _last
 from robustkit.attacks.fab_polish import size as _size
 from robustkit.attacks.fab_polish import tighten
 from robustkit.attacks.hyperplane import project_to_hyperplane
+from robustkit.attacks.linearize import differences as _differences
 from robustkit.attacks.targets import pairs, row_budget, run_batches
 from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer, number

@@ -15,13 +15,27 @@ from robustkit.attacks.passes import add_backward
 MARGIN = 1e-4
 
 
-def differences(model: nn.Module, x: torch.Tensor, label: torch.Tensor, others: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def other_classes(label: torch.Tensor, k: int) -> torch.Tensor:
+    """Every class of 0..k-1 but the label, ascending, per sample: (n, k - 1).
+
+    Example:
+        >>> other_classes(torch.tensor([0, 2]), 3).tolist()
+        [[1, 2], [0, 1]]
+    """
+    cls = torch.arange(k, device=label.device).expand(len(label), k)
+    return cls[cls != label[:, None]].view(len(label), k - 1)
+
+
+def differences(model: nn.Module, x: torch.Tensor, label: torch.Tensor,
+                others: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logit differences f (n, k) = f_other - f_label at x, their input gradients
-    w (n, k, D) and the prediction (n,), from one forward and one batched backward pass."""
-    n, k = others.shape
+    w (n, k, D) and the prediction (n,), from one forward and one batched backward pass.
+    ``others`` (n, k) int64: the classes; None: every class but the label, ascending."""
     xg = x.detach().requires_grad_(True)
     out = model(xg)
+    if others is None:
+        others = other_classes(label, out.shape[1])
+    n, k = others.shape
     # Row j seeds the backward pass with d(f_other_j - f_label) for every sample at once.
     seed = out.new_zeros(k, n, out.shape[1])
     seed.scatter_(2, others.T[..., None], 1.0)

@@ -166,7 +166,7 @@ def _tail(s: _State, rows: torch.Tensor, r: torch.Tensor, cls: torch.Tensor,
             continue
         t0 = time.perf_counter()
         i = rows[sub]
-        if name == "fab_t":
+        if fab_t is not None and name == "fab_t":
             res = fab_t(s.model, s.x[i], s.y[i], eps=eps, norm=norm, steps=steps,
                         targets=min(FAB_TARGETS, cls.shape[1]), seed=seed, rank="linearized")
         else:

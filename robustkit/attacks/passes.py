@@ -33,7 +33,7 @@ from torch import nn
 _ACTIVE: weakref.WeakKeyDictionary[nn.Module, list[PassCount]] = weakref.WeakKeyDictionary()
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class PassCount:
     """Images through forward passes and through input-gradient backward passes."""
 

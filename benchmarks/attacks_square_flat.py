@@ -6,7 +6,9 @@ on its train split) under a GMM and an MLP at eps 0.1, and the 8x8 digits (1 cha
 under the GMM and the MLP at eps 0.05. torchattacks' Square takes images (N, C, H, W):
 flat rows go in as (N, 1, 1, D) (its square of side round(sqrt(p * D)) then covers a run of
 that many features; robustkit's flat window covers p * D of them). Per seed: the share of
-the correctly classified test samples each breaks. Output:
+the correctly classified test samples each breaks; per task and method, the samples some
+seed broke (``seed`` = "any of N") and how many of them no seed of the other method broke
+(``only_this_method``). Output:
 benchmarks/results/attacks_square_flat.csv (one row per task, method and seed).
 
 Run: .venv/bin/python benchmarks/attacks_square_flat.py --seeds 10
@@ -94,6 +96,7 @@ def main() -> int:
         with torch.no_grad():
             keep = model(x).argmax(1) == y
         x, y = x[keep], y[keep]
+        union: dict[str, torch.Tensor] = {}
         for seed in range(args.seeds):
             for method, fn in (
                     ("robustkit square", lambda s=seed: square(model, x, y, eps=eps,
@@ -107,11 +110,20 @@ def main() -> int:
                 linf = float((x_adv - x).abs().amax())
                 with torch.no_grad():
                     broken = model(x_adv).argmax(1) != y
+                union[method] = union.get(method, torch.zeros_like(broken)) | broken
                 rows.append({"task": name, "eps": eps, "n": len(x), "method": method,
                              "seed": seed, "success_rate": round(float(broken.double().mean()), 4),
                              "broken": int(broken.sum()), "linf_max": round(linf, 6),
                              "seconds": round(seconds, 2), **base})
                 print(rows[-1], flush=True)
+        for method, hit in union.items():
+            others = [u for m, u in union.items() if m != method]
+            only = hit & ~others[0] if others else hit
+            rows.append({"task": name, "eps": eps, "n": len(x), "method": method,
+                         "seed": f"any of {args.seeds}", "broken": int(hit.sum()),
+                         "success_rate": round(float(hit.double().mean()), 4),
+                         "only_this_method": int(only.sum()), **base})
+            print(rows[-1], flush=True)
     write_csv(rows, OUT)
     return 0
 

@@ -34,7 +34,7 @@ from torch import nn
 from robustkit.attacks.apgd import apgd, run_apgd
 from robustkit.attacks.apgd_common import resolve_loss
 from robustkit.attacks.base import AttackResult, eval_mode, generator, make_result
-from robustkit.attacks.square import margin, square
+from robustkit.attacks.square import SQUARE_P_INIT, margin, square
 from robustkit.attacks.targets import linearized_distance, next_ranks, pairs, row_budget
 
 TARGET_RUNS = 3  # APGD-T runs per sample given to the chain (AutoAttack: 9 per survivor)
@@ -185,7 +185,7 @@ def _tail(s: _State, rows: torch.Tensor, r: torch.Tensor, cls: torch.Tensor,
                         targets=min(FAB_TARGETS, cls.shape[1]), seed=seed, rank="linearized")
         else:
             full = bool(masked[sub].any())
-            res = square(s.model, s.x[i], s.y[i], eps=eps, norm=norm, seed=seed,
+            res = square(s.model, s.x[i], s.y[i], eps=eps, norm=norm, seed=seed, p_init=SQUARE_P_INIT,
                          queries=queries if full else max(queries // SHORT_SQUARE, 1))
         with torch.no_grad():
             hit = s.model(res.x_adv).argmax(1) != s.y[i]

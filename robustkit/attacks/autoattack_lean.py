@@ -4,11 +4,12 @@
    ``r = margin at its best point / margin at x`` (z_y - max_{j != y} z_j; small r: APGD
    brought it near the boundary). r >= 1 (no progress at all) or a zero input gradient
    are signs of gradient masking.
-2. APGD-T toward targets ranked by linearized distance (MALT) at APGD-CE's best point:
-   the best-ranked target on every survivor, then target j on the ``c / j`` share of the
-   survivors closest to the boundary only (A3's discarding: the far ones are dropped; c >= 1
-   spends up to ``TARGET_RUNS`` runs per sample, so few survivors get every target); each
-   sample stops at its first break.
+2. APGD-T toward targets ranked by linearized distance (MALT) at APGD-CE's best point,
+   interleaved with AutoAttack's order (largest clean logits): the first two targets on
+   every survivor, then target j on the ``c / (j - 1)`` share of the survivors closest to
+   the boundary only (A3's discarding: the far ones are dropped; c >= 1 spends up to
+   ``TARGET_RUNS`` runs per sample given to the chain, so that few survivors get every
+   target); each sample stops at its first break.
 3. FAB-T (best ``FAB_TARGETS`` ranked targets) and Square (``queries / SHORT_SQUARE``)
    on the ``SHARE`` closest survivors, only where APGD-T still broke samples at its
    later targets in step 2 ("breaking": the gradient attacks have not converged); Square
@@ -122,10 +123,10 @@ class _State:
 def _apgd_t(s: _State, rows: torch.Tensor, r: torch.Tensor, m0: torch.Tensor,
             cls: torch.Tensor, *, budget: float,
             eps: float, norm: str, steps: int, seed: int) -> int:
-    """Targeted APGD in rank order: rank 1 on every row, rank j on the closest
-    ``c / j`` share (by r, updated after rank 1), c >= 1 so that all ranks together make
-    at most ``budget`` target runs (rank 1 included) where that allows more than 1 / j.
-    Returns the breaks at ranks >= 2."""
+    """Targeted APGD in rank order: ranks 1 and 2 on every row, rank j > 2 on the closest
+    ``c / (j - 1)`` share (by r, updated after rank 1), c >= 1 so that all ranks together
+    make at most ``budget`` target runs where that allows more. Returns the breaks at
+    ranks >= 2."""
     loss, _ = resolve_loss("dlr", int(cls.shape[1]) + 1, targeted=True)
     gen = generator(seed, s.x.device)
     n0, top = len(rows), int(cls.shape[1])

@@ -14,10 +14,10 @@ from robustkit.attacks.base import (
     AttackResult,
     check_inputs,
     eval_mode,
-    generator,
     make_result,
     register,
 )
+from robustkit.attacks.rng import sample_rng
 from robustkit.attacks.targets import pairs, row_budget, run_batches
 from robustkit.params import choice, integer, number
 
@@ -30,7 +30,8 @@ from robustkit.params import choice, integer, number
                                         "eot": integer(1)})
 def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
            norm: str = "linf", targets: int = 9, steps: int = 100, restarts: int = 1,
-           rho: float = 0.75, eot: int = 1, seed: int = 0) -> AttackResult:
+           rho: float = 0.75, eot: int = 1, seed: int = 0,
+           sample_ids: torch.Tensor | None = None) -> AttackResult:
     """Untargeted attack by targeted APGD on the targeted DLR loss, one target at a time.
 
     Targets are the runner-up classes of the clean logits, most likely first: the second
@@ -70,7 +71,7 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         raise ValueError(f"targets must be an integer >= 1, got {targets!r}")
     if eps == 0:
         return make_result(model, x, x.clone(), y, iterations=0)
-    x, gen = x.detach(), generator(seed, x.device)
+    x, gen = x.detach(), sample_rng(seed, x, sample_ids, "apgd_t")
     n = len(x)
     with eval_mode(model):
         with torch.no_grad():
@@ -93,7 +94,8 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                 sample, rank = pairs(rows, ranks)
                 t = order[sample, rank]
                 xa, ok, f, it, ev = run_apgd(model, x[sample], y[sample], eps=eps, norm=norm,
-                                             loss=loss, steps=steps, rho=rho, gen=gen,
+                                             loss=loss, steps=steps, rho=rho,
+                                             gen=gen.take(sample, rank),
                                              target=t, eot=eot, group=sample)
                 iters.index_add_(0, sample, it)
                 evaluated += ev

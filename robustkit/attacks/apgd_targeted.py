@@ -71,7 +71,7 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         raise ValueError(f"targets must be an integer >= 1, got {targets!r}")
     if eps == 0:
         return make_result(model, x, x.clone(), y, iterations=0)
-    x, gen = x.detach(), sample_rng(seed, x, sample_ids, "apgd_t")
+    x, gen = x.detach(), sample_rng(seed, x, sample_ids, "apgd")
     n = len(x)
     with eval_mode(model):
         with torch.no_grad():
@@ -95,7 +95,7 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                 t = order[sample, rank]
                 xa, ok, f, it, ev = run_apgd(model, x[sample], y[sample], eps=eps, norm=norm,
                                              loss=loss, steps=steps, rho=rho,
-                                             gen=gen.take(sample, rank),
+                                             gen=gen.take(sample, rank - 1),
                                              target=t, eot=eot, group=sample)
                 iters.index_add_(0, sample, it)
                 evaluated += ev

@@ -66,8 +66,10 @@ def test_autoattack_at_least_as_strong_as_its_first_attack(mlp, data):
 def _fake_fab(scale: float):
     """A stand-in for FAB: a stronger APGD-T (9 targets) in the ball of radius scale * eps."""
 
-    def fab(model, x, y, *, eps=None, norm="linf", steps=100, restarts=1, targets=0, seed=0):
-        res = apgd_t(model, x, y, eps=scale * eps, steps=50, targets=9, seed=seed + 1)
+    def fab(model, x, y, *, eps=None, norm="linf", steps=100, restarts=1, targets=0, seed=0,
+            sample_ids=None):
+        res = apgd_t(model, x, y, eps=scale * eps, steps=50, targets=9, seed=seed + 1,
+                     sample_ids=sample_ids)
         return make_result(model, x, res.x_adv, y)
 
     return fab

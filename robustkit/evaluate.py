@@ -207,12 +207,14 @@ def _run(ex: Any, job: ShardJob, x: torch.Tensor, y: torch.Tensor,
         check_folder(folder, fingerprint(job.model, name, x, y, eps_list, params, job.seed,
                                          job.batch_size, shards))
         parts = {k: v for k, v in read_parts(folder).items() if k in set(shards)}
-    for res in run_shards(ex, job, x, y, shards, skip=set(parts), on_done=on_shard):
+    for res in run_shards(ex, job, x, y, shards, skip=set(parts)):
         frame = shard_frame(name, res.start, res.y, res.clean, eps_list, res.outcomes)
         seconds = [o.seconds for o in res.outcomes]
         if folder is not None:
             write_part(folder, res.start, res.stop, frame, seconds)
         parts[(res.start, res.stop)] = (frame, seconds)
+        if on_shard is not None:
+            on_shard(res)
     return parts
 
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,16 +102,14 @@ def default_shard_size(n: int, workers: int, batch_size: int) -> int:
 
 
 def run_shards(executor: Any, job: ShardJob, x: torch.Tensor, y: torch.Tensor,
-               shards: list[tuple[int, int]], *, skip: frozenset[tuple[int, int]] | set[tuple[int, int]] = frozenset(),
-               on_done: Callable[[ShardResult], None] | None = None
+               shards: list[tuple[int, int]], *,
+               skip: frozenset[tuple[int, int]] | set[tuple[int, int]] = frozenset()
                ) -> Iterator[ShardResult]:
     """Run the shards not in ``skip`` on ``executor``, yielding each result as it finishes."""
     todo = [s for s in shards if s not in skip]
     shared = executor.share(job)
     args = [(shared, x[a:b], y[a:b], a) for a, b in todo]
     for _, res in executor.imap(shard_task, args):
-        if on_done is not None:
-            on_done(res)
         yield res
 
 

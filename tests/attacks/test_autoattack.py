@@ -101,7 +101,9 @@ def test_grid_keeps_breaks_and_attacks_fewer_samples(mlp, data):
         assert (b.success >= a.success).all()
     for e, c, s in zip(grid, curve, single):
         assert float(c.linf.max()) <= e + 1e-6
-        assert c.success.float().mean() >= s.success.float().mean() - 0.03
+        # randomness is per sample, not per batch: the subsets the grid attacks get the
+        # draws the single runs give them, so the curve equals them sample for sample
+        assert torch.equal(c.success, s.success)
     assert torch.equal(curve[-1].x_adv, single[-1].x_adv)  # the largest eps: a plain run
 
 

@@ -173,7 +173,8 @@ def fault(model_dir: Path, args: Any) -> list[dict[str, Any]]:
         proc.wait()
         kept = len(list(parts.glob("part-*.parquet")))
         t0 = time.perf_counter()
-        again = subprocess.run([*base, "--out-dir", str(out)], stdout=subprocess.DEVNULL,
+        again = subprocess.run([*base, "--out-dir", str(out)], check=False,
+                               stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         resumed = pd.read_parquet(out / "samples.parquet")
         rows.append({"mode": f"fault: kill -9 {victim}", "workers": 2, "n": args.n,
@@ -187,8 +188,9 @@ def fault(model_dir: Path, args: Any) -> list[dict[str, Any]]:
 
 
 def _children(pid: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    return [int(p) for p in found.stdout.split()]
+    import psutil
+
+    return [c.pid for c in psutil.Process(pid).children()]
 
 
 def main() -> None:

@@ -188,9 +188,11 @@ def fault(model_dir: Path, args: Any) -> list[dict[str, Any]]:
 
 
 def _children(pid: int) -> list[int]:
+    """The pool's worker processes (spawned; not multiprocessing's resource tracker)."""
     import psutil
 
-    return [c.pid for c in psutil.Process(pid).children()]
+    return [c.pid for c in psutil.Process(pid).children()
+            if "spawn_main" in " ".join(c.cmdline()) and "tracker" not in " ".join(c.cmdline())]
 
 
 def main() -> None:

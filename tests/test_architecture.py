@@ -26,6 +26,22 @@ KNOWN_CYCLES = {
     frozenset({"robustkit.report.ranking", "robustkit.report.tables"}),
 }
 
+# The layers, bottom first: a module imports modules of its own layer or below, never
+# above (names are the top-level modules and packages of robustkit; see
+# docs/architecture.md). The package's own __init__ (the public entry) is not layered.
+LAYERS = (
+    {"registry", "params", "progress", "tensorfiles"},  # foundations
+    {"data"},
+    {"models"},
+    {"store", "importing"},
+    {"attacks", "certify"},
+    {"evaluate", "evaluate_stream"},
+    {"defenses"},
+    {"report"},
+    {"sweep"},
+    {"cli"},
+)
+
 # Imported only where used: `import robustkit` must not pull them in.
 HEAVY = ("foolbox", "dask", "matplotlib", "scipy", "onnx")
 
@@ -144,6 +160,26 @@ def test_robustkit_has_no_import_cycles():
     bad = unexpected(graph, KNOWN_CYCLES)
     assert not bad, "import cycles (function-level imports count):\n" + "\n".join(
         describe(c, graph) for c in bad)
+
+
+def layer_of(module: str) -> int | None:
+    """The index in ``LAYERS`` of ``robustkit.<name>...``; None for the root package."""
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None
+    return next(i for i, names in enumerate(LAYERS) if parts[1] in names)
+
+
+def test_every_module_has_a_layer():
+    top = {m.split(".")[1] for m in modules(ROOT, "robustkit") if "." in m}
+    assert top == set().union(*LAYERS)
+
+
+def test_imports_point_down_the_layers():
+    graph = import_graph(ROOT)
+    up = sorted(f"{a} -> {b}" for a, deps in graph.items() for b in deps
+                if None not in (layer_of(a), layer_of(b)) and layer_of(b) > layer_of(a))
+    assert not up, "imports from a lower layer up to a higher one:\n" + "\n".join(up)
 
 
 def _write(root: Path, files: dict[str, str]) -> None:

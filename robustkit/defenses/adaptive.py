@@ -18,18 +18,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from robustkit.attacks.base import AttackResult, check_inputs, generator, make_result, project
-from robustkit.attacks.fgsm import ascent_direction, random_delta
-from robustkit.attacks.pgd import margin_loss
-from robustkit.defenses.system import REJECT, decide_from, system_accuracy
-
-if TYPE_CHECKING:
-    from robustkit.defenses.system import DefendedSystem
+from robustkit.attacks.fgsm import ascent_direction, fgm, fgsm, random_delta
+from robustkit.attacks.noise import noise
+from robustkit.attacks.pgd import margin_loss, pgd
+from robustkit.attacks.universal import uap_sgd
+from robustkit.defenses.system import REJECT, DefendedSystem, decide_from, system_accuracy
 
 Objective = tuple[float, str]  # (lambda, "evade" | "both" | "rect" | "plain")
 
@@ -173,8 +172,6 @@ def adaptive_uap(system: DefendedSystem, x: torch.Tensor, y: torch.Tensor, *, xi
     Reference: Shafahi et al., "Universal Adversarial Training", AAAI 2020
     (arXiv:1812.03705); Akhtar, Liu & Mian, CVPR 2018 (the defended pipeline).
     """
-    from robustkit.attacks.universal import uap_sgd
-
     check_inputs(system.model, x, y, eps=xi)
     found: dict[str, torch.Tensor] = {}
     kw = dict(uap_params or {})
@@ -234,11 +231,6 @@ def attack_system(system: DefendedSystem, attack: str, eps: float, x: torch.Tens
         >>> x_adv, method = attack_system(system, "uap", 0.3, x, y, adaptive=True,
         ...                               fit_x=x_fit, fit_y=y_fit)  # doctest: +SKIP
     """
-    from robustkit.attacks.fgsm import fgm, fgsm
-    from robustkit.attacks.noise import noise
-    from robustkit.attacks.pgd import pgd
-    from robustkit.attacks.universal import uap_sgd
-
     model, kw = system.model, dict(uap_params or {})
     if attack == "uap":
         if adaptive:

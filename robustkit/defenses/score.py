@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustkit.defenses.detection import SCORE_ATTACKS, detection_scores
 from robustkit.defenses.score_checks import CHECKS, WEAK_PGD, SanityCheck, sanity_checks
 
 DEFAULT_ATTACKS = ("autoattack", "fgsm", "pgd", "uap")
@@ -96,7 +97,7 @@ def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
         fit_x, fit_y: data universal perturbations are fitted on (held out from x;
             default x, y).
         detector: a ``DefendedSystem`` (model behind a detector/rectifier); its detection
-            and system rows come from ``robustkit.defenses.detector.detection_scores``.
+            and system rows come from ``robustkit.defenses.detection.detection_scores``.
         attack_params: per-attack extra parameters, e.g. ``{"uap": {"max_passes": 5}}``.
         checks: run the sanity checks.
         tolerance: slack of every check (absolute accuracy).
@@ -211,8 +212,6 @@ def _merge_detection(rows: list[dict[str, Any]], model: nn.Module, system: Any,
     ``robust_accuracy`` is then the system's accuracy (a rejected adversarial input counts
     as defended), ``clean_accuracy`` the system's on clean inputs (a rejection is an error),
     plus ``detection_auc`` and ``tpr_at_5fpr``."""
-    from robustkit.defenses.system import SCORE_ATTACKS, detection_scores
-
     wanted = tuple(a for a in names if a in SCORE_ATTACKS)
     det_rows = detection_scores(model, system, x, y, attacks=wanted, eps=tuple(eps_list),
                                 fit_x=fit_x, fit_y=fit_y, steps=steps, seed=seed)

@@ -103,7 +103,8 @@ def evaluate_system(cell: Cell, eps: tuple[float, ...], ctx: Context, model: tor
     (adaptive or not, as the cell says) and one ROC artifact per eps."""
     import copy
 
-    from robustkit.defenses.system import detection_scores, load_system
+    from robustkit.defenses.detection import detection_scores
+    from robustkit.defenses.system import load_system
 
     dev = torch.device(ctx.device)
     model = copy.deepcopy(model).to(dev)  # the cached model stays where it is

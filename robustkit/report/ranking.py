@@ -10,10 +10,13 @@ becomes the label of every cell it ties or wins.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from html import escape
 
 import pandas as pd
 
-from robustkit.report.data import attack_norms, ordered_unique
+from robustkit.report.data import attack_norms, fmt_num, ordered_unique
+from robustkit.report.grid import best_mask, heat
+from robustkit.report.scores import clean_scores, method_of, scores
 
 # Per-sample, norm-bounded attacks whose robust accuracy can headline a cell, strongest
 # first (the order breaks ties). Universal, noise and patch attacks answer other questions,
@@ -33,36 +36,6 @@ class Ranking:
     clean: pd.Series
     norm: str
     defended: frozenset[str]
-
-
-def method_of(rows: pd.DataFrame) -> pd.Series:
-    """The registry name of each row's attack (``attack_method``, else the display name)."""
-    if "attack_method" in rows.columns:
-        return rows["attack_method"].astype("string").fillna(rows["attack"])
-    return rows["attack"]
-
-
-def scores(rows: pd.DataFrame) -> pd.Series:
-    """Accuracy of each row as the user sees it: system accuracy for detectors, else robust
-    accuracy; at eps = 0 a rejected clean input is an error, so eps 0 scores the clean
-    (system) accuracy."""
-    score = pd.to_numeric(rows.get("robust_accuracy", pd.Series(float("nan"), rows.index)),
-                          errors="coerce")
-    if "system_accuracy" in rows.columns:
-        score = pd.to_numeric(rows["system_accuracy"], errors="coerce").fillna(score)
-    if "clean_system_accuracy" not in rows.columns:
-        return score
-    clean = pd.to_numeric(rows["clean_system_accuracy"], errors="coerce")
-    return score.where(~((rows["eps"] == 0) & clean.notna()), clean)
-
-
-def clean_scores(rows: pd.DataFrame) -> pd.Series:
-    """Clean accuracy per row, the detector's system accuracy where it has one."""
-    clean = pd.to_numeric(rows.get("clean_accuracy", pd.Series(float("nan"), rows.index)),
-                          errors="coerce")
-    if "clean_system_accuracy" in rows.columns:
-        clean = pd.to_numeric(rows["clean_system_accuracy"], errors="coerce").fillna(clean)
-    return clean
 
 
 def headline_rows(ok: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -128,11 +101,6 @@ def ranking(ok: pd.DataFrame) -> Ranking | None:
 def ranking_html(r: Ranking, *, caption: str) -> str:
     """The ranking as a compact table: rank, model, clean, then one column per eps holding
     the headline accuracy in % with the attack that produced it underneath."""
-    from html import escape
-
-    from robustkit.report.data import fmt_num
-    from robustkit.report.tables import best_mask
-
     best = best_mask(pd.concat([r.clean.rename("clean"), r.values], axis=1))
     head = "".join(f"<th>{fmt_num(e)}</th>" for e in r.values.columns)
     norm = f" <span class='norm'>{escape(r.norm)}</span>" if r.norm else ""
@@ -152,12 +120,10 @@ def ranking_html(r: Ranking, *, caption: str) -> str:
 
 
 def _rank_cell(value: object, best: bool, attack: object, col: str) -> str:
-    from html import escape
-
     if pd.isna(value):
         return f'<td class="na" data-col="{col}">–</td>'
     v = float(value)  # type: ignore[arg-type]
     cls = ' class="best" title="best in column"' if best else ""
-    style = f"background:hsl({int(120 * max(0.0, min(1.0, v)))},70%,90%)"
+    style = heat(v)
     by = f"<br><span class='by'>{escape(attack)}</span>" if isinstance(attack, str) and attack else ""
     return f'<td{cls} data-col="{col}" style="{style}">{100 * v:.1f}{by}</td>'

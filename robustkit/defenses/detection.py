@@ -16,7 +16,7 @@ from robustkit.defenses.detector import Detector
 from robustkit.defenses.system import REJECT, DefendedSystem, system_accuracy
 from robustkit.models.registry import accuracy
 
-SCORE_ATTACKS = ("fgsm", "pgd", "uap", "noise")
+SCORE_ATTACKS = ("fgsm", "pgd", "uap", "noise", "autoattack")
 
 
 def detection_scores(model: nn.Module, defense: Detector | DefendedSystem, x: torch.Tensor,
@@ -25,7 +25,9 @@ def detection_scores(model: nn.Module, defense: Detector | DefendedSystem, x: to
                      fit_x: torch.Tensor | None = None, fit_y: torch.Tensor | None = None,
                      norm: str = "linf", steps: int = 50,
                      lambdas: tuple[float, ...] = (0.1, 1.0, 10.0),
-                     uap_params: dict[str, Any] | None = None, seed: int = 0) -> list[dict]:
+                     uap_params: dict[str, Any] | None = None,
+                     autoattack_params: dict[str, Any] | None = None,
+                     seed: int = 0) -> list[dict]:
     """Score a detector (or a whole defended system) per attack and eps, non-adaptive and
     adaptive.
 
@@ -34,8 +36,9 @@ def detection_scores(model: nn.Module, defense: Detector | DefendedSystem, x: to
     ``seed``; a detector trained with the same ``seed`` used UAPs of seeds seed + 1...),
     ``noise``. Adaptive ones know the system: ``fgsm``/``pgd`` -> :func:`adaptive_pgd`
     at the same eps (one adaptive row for the pair when both are asked for, under
-    ``pgd``), ``uap`` -> :func:`adaptive_uap` fitted on ``fit_x``; noise has no
-    adaptive row. AUC and ROC compare the detector logits of x and of the perturbed x
+    ``pgd``), ``uap`` -> :func:`adaptive_uap` fitted on ``fit_x``, ``autoattack`` ->
+    AutoAttack's chain against the system's decision (``adaptive_autoattack``;
+    non-adaptive: AutoAttack on the bare classifier); noise has no adaptive row. AUC and ROC compare the detector logits of x and of the perturbed x
     (every perturbed input is a positive, fooling or not).
 
     Args:
@@ -46,6 +49,8 @@ def detection_scores(model: nn.Module, defense: Detector | DefendedSystem, x: to
         fit_x, fit_y: data the universal perturbations are fitted on (default x, y).
         uap_params: keyword arguments of ``uap_sgd``; its ``epochs`` also sets the epochs
             of the adaptive UAP's own sign-SGD runs.
+        autoattack_params: keyword arguments of AutoAttack (version, steps, targets,
+            queries).
 
     Returns:
         One dict per (attack, eps, adaptive): ``attack, eps, norm, adaptive, method, n,
@@ -88,7 +93,7 @@ def detection_scores(model: nn.Module, defense: Detector | DefendedSystem, x: to
                 x_adv, method = attack_system(system, attack, float(e), x, y, adaptive=adapt,
                                               fit_x=fx, fit_y=fy, norm=norm, steps=steps,
                                               lambdas=lambdas, uap_params=uap_params,
-                                              seed=seed)
+                                              autoattack_params=autoattack_params, seed=seed)
                 dec = system.decide(x_adv)
                 row = {"attack": attack, "eps": float(e), "adaptive": adapt, "method": method,
                        **base, **_detection(system, clean_scores, x_adv),

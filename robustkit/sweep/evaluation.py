@@ -117,10 +117,12 @@ def evaluate_system(cell: Cell, eps: tuple[float, ...], ctx: Context, model: tor
         kw["steps"] = params.pop("steps")
     if name == "uap":
         kw["uap_params"], params = params, {}
+    if name == "autoattack":
+        kw["autoattack_params"], params = params, {}
     if params:
         raise ValueError(f"parameters {sorted(params)} of {cell.attack.attack!r} are not "
                          f"supported when scoring a defended system (detection_scores takes "
-                         f"norm, steps for pgd, any uap_sgd parameter)")
+                         f"norm, steps for pgd, any uap_sgd or autoattack parameter)")
     found = detection_scores(model, system, te.x.to(dev), te.y.to(dev), attacks=(name,),
                              eps=tuple(eps), adaptive=cell.attack.adaptive,
                              fit_x=fit.x.to(dev), fit_y=fit.y.to(dev), seed=cell.job.seed,

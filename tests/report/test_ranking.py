@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -193,3 +194,19 @@ def test_autoattack_rows_become_the_headline_of_a_built_report(tmp_path, run_fac
     assert rows["linear"].count(">autoattack<") == radii and ">pgd<" not in rows["linear"]
     assert rows["cnn + pgd "].count(">pgd<") == radii  # no autoattack rows for it
     assert rows["cnn + detector "].count(">pgd (adaptive)<") == radii
+
+
+def test_deepfool_tile_of_an_input_the_model_already_misclassifies(tmp_path) -> None:
+    from robustkit.report.artifacts import Artifact
+
+    x = np.random.default_rng(0).random((2, 1, 8, 8))
+    delta = np.zeros_like(x)
+    delta[1, 0, 3, 3] = 0.2
+    art = Artifact("deepfool", {"dataset": "digits", "model": "cnn", "defense": "none",
+                                "seed": "0"},
+                   {"x": x, "delta": delta, "y": np.array([6, 3]),
+                    "y_clean": np.array([5, 3]), "y_adv": np.array([5, 8])}, tmp_path)
+    html = gallery.deepfool_gallery([art], [])
+    first, second = html.split('class="df-row"')[1:]
+    assert "misclassified, no perturbation needed" in first and "lbl good" not in first
+    assert "no perturbation needed" not in second and "lbl bad" in second

@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustkit.certify import crown as _crown  # noqa: F401  (registers "crown", "ibp")
 from robustkit.certify import linear as _linear  # noqa: F401  (registers "linear")
+from robustkit.certify import milp as _milp  # noqa: F401  (registers "milp")
 from robustkit.certify.base import (
     CERTIFIERS,
     CertificateContradiction,

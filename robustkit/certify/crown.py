@@ -98,13 +98,23 @@ def preactivation_bounds(layers: Layers, x0: Tensor, eps: float, norm: str,
 
 def margin_bounds(layers: Layers, bounds: Bounds, x0: Tensor, y: Tensor, eps: float,
                   norm: str) -> Tensor:
-    """CROWN lower bounds (N, K-1) of ``logit_y - logit_j`` given the hidden bounds."""
+    """Lower bounds (N, K-1) of ``logit_y - logit_j`` given the hidden bounds: the larger
+    of CROWN's and the interval bound through the last layer (both sound), so never below
+    IBP's."""
     k = layers[-1][0].shape[0]
     oth = others(y, k)
     eye = torch.eye(k, dtype=x0.dtype)
     spec = eye[y][:, None, :] - eye[oth]
-    return backward(layers, bounds, len(layers) - 1, spec,
-                    torch.zeros(spec.shape[:2], dtype=x0.dtype), x0, eps, norm)
+    lower = backward(layers, bounds, len(layers) - 1, spec,
+                     torch.zeros(spec.shape[:2], dtype=x0.dtype), x0, eps, norm)
+    if not bounds:
+        return lower
+    w, b = layers[-1]
+    lo, hi = bounds[-1][0].clamp_min(0), bounds[-1][1].clamp_min(0)
+    wm = spec @ w
+    mid, rad = (hi + lo) / 2, (hi - lo) / 2
+    interval = (wm @ mid[:, :, None] - wm.abs() @ rad[:, :, None])[..., 0] + spec @ b
+    return torch.maximum(lower, interval)
 
 
 def unstable_counts(bounds: Bounds) -> Tensor:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import robustkit.certify.gmm  # noqa: F401  (registers "gmm")
 import robustkit.certify.kernel  # noqa: F401  (registers "kernel")
 from robustkit.certify.base import (
     CERTIFIERS,

@@ -15,6 +15,7 @@ from torch import nn
 
 import robustkit.certify.gmm  # noqa: F401  (registers "gmm")
 import robustkit.certify.kernel  # noqa: F401  (registers "kernel")
+import robustkit.certify.smoothing  # noqa: F401  (registers "smoothing")
 from robustkit.certify.base import (
     CERTIFIERS,
     CertificateContradiction,

@@ -102,11 +102,12 @@ def input_dim(model: nn.Module) -> int | None:
     return None
 
 
-def peel(model: nn.Module) -> tuple[Affine, nn.Module] | str:
+def peel(model: nn.Module, heads: tuple[type, ...], what: str
+         ) -> tuple[Affine, nn.Module] | str:
     """``(front, head)`` with ``model(x) == head(front(x.flatten(1)))``, or a reason.
 
-    The head is the innermost module that is not an affine wrapper (a KernelSVM, a
-    scikit-learn head, a GaussianMixtureClassifier without its PCA, ...).
+    The head is the innermost module that is not an affine wrapper; it must be an
+    instance of one of ``heads`` (``what`` names them in the reason).
     """
     dim = input_dim(model)
     norm: Normalized | None = None
@@ -123,6 +124,8 @@ def peel(model: nn.Module) -> tuple[Affine, nn.Module] | str:
             dim, model = math.prod(model.arch["input_shape"]), model.head
         else:
             break
+    if not isinstance(model, heads):
+        return f"{type(model).__name__} is not {what}"
     dim = dim if dim is not None else input_dim(model)
     if dim is None:
         return f"cannot tell the input size of {type(model).__name__}"

@@ -59,7 +59,7 @@ class Gaussians:
 
 
 def _head_parts(head: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                          torch.Tensor, torch.Tensor, float] | str:
+                                          torch.Tensor, torch.Tensor, float]:
     """(Mz (C, r, d), mu (C, d), const, cls, prior, rel) of a Gaussian head in its z space."""
     if isinstance(head, GaussianMixtureClassifier):
         mu = head.means.to(F64).flatten(0, 1)
@@ -87,18 +87,16 @@ def _head_parts(head: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
         const = head.log_prior.to(F64) - 0.5 * torch.log(2 * math.pi * var).sum(1)
         return (torch.diag_embed(var ** -0.5), head.theta.to(F64), const, torch.arange(k),
                 torch.zeros(k, dtype=F64), 1e-12)
-    return f"{type(head).__name__} is not a Gaussian classifier (gmm, QDA, GaussianNB)"
+    raise TypeError(f"unexpected head {type(head).__name__}")
 
 
 def gaussians(model: nn.Module) -> Gaussians | str:
     """The components of ``model`` in input space, or why it has none."""
-    peeled = peel(model)
+    peeled = peel(model, (GaussianMixtureClassifier, QDAHead, GaussianNBHead),
+                  "a Gaussian classifier (gmm, QDA, GaussianNB)")
     if isinstance(peeled, str):
         return peeled
     front, head = peeled
-    parts = _head_parts(head)
-    if isinstance(parts, str):
-        return parts
     mz, mu, const, cls, prior, rel = parts
     # u = Mz (A x + a - mu) = (Mz A) x + Mz (a - mu)
     mx = mz if front.weight is None else mz @ front.weight

@@ -65,7 +65,7 @@ class KernelHead:
 
 def kernel_head(model: nn.Module) -> tuple[Affine, KernelHead] | str:
     """The affine front and the kernel expansion of ``model``, or why there is none."""
-    peeled = peel(model)
+    peeled = peel(model, (KernelSVM, SVCHead), "a kernel SVM (KernelSVM, SVC, NuSVC)")
     if isinstance(peeled, str):
         return peeled
     front, head = peeled
@@ -86,7 +86,7 @@ def kernel_head(model: nn.Module) -> tuple[Affine, KernelHead] | str:
                                      rounding_slack(coef.dtype))
         return front, KernelHead(spec, head.support_vectors.to(F64), coef, bias, "ovo", k,
                                  rounding_slack(coef.dtype), bool(s["break_ties"]))
-    return f"{type(head).__name__} is not a kernel SVM (KernelSVM, SVC, NuSVC)"
+    raise TypeError(f"unexpected head {type(head).__name__}")
 
 
 def _applies(model: nn.Module, norm: str) -> str | None:

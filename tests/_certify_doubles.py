@@ -2,13 +2,15 @@
 
 ``threshold_model(t)`` predicts class 1 where x > t (one feature in [0, 1]). The
 ``exact1d`` certificate decides every sample: the point of the ball and box farthest
-towards the threshold is adversarial or nothing is (the model is monotone). ``unsound``
+towards the threshold is adversarial or nothing is (the model is monotone). ``clean0``
+applies to any model and decides eps 0 only (certified where correct). ``unsound``
 certifies every sample (a broken certificate, for the contradiction check);
 ``smooth1d`` is the same but registered as smoothed (it certifies "another classifier").
 Use them through the ``doubles`` fixture, which registers them and removes them afterwards.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -45,18 +47,22 @@ def _applies(model: nn.Module, norm: str) -> str | None:
     return None if isinstance(model, Threshold) else "threshold models only"
 
 
+def _any(model: nn.Module, norm: str) -> str | None:
+    return None
+
+
 def _results(model, x, y, eps, norm, method, decide):
     out = []
     for e in eps:
         t0 = time.perf_counter()
-        correct = model(x).argmax(1) == y
-        step = torch.where(y == 1, -e, e).view(-1, 1).to(x.dtype)
-        far = (x + step).clamp(0, 1)
+        with torch.no_grad():
+            correct = model(x).argmax(1) == y
+        far = (x + torch.where(y == 1, -e, e).view(-1, *([1] * (x.dim() - 1)))).clamp(0, 1)
         certified, broken, x_adv = decide(model, x, y, far, e, norm, correct)
         n = len(x)
         seconds = (time.perf_counter() - t0) / max(n, 1)
-        radius = torch.where(correct, (x[:, 0] - model.t).abs().double(), torch.zeros(n,
-                             dtype=torch.float64))
+        gap = (x.flatten(1)[:, 0] - getattr(model, "t", 0.5)).abs().double()
+        radius = torch.where(correct, gap, torch.zeros(n, dtype=torch.float64))
         out.append(CertifyResult(e, norm, certified, broken, x_adv, radius,
                                  torch.full((n,), seconds, dtype=torch.float64), method,
                                  ("",) * n, {"double": True}))
@@ -74,6 +80,21 @@ def _everything(model, x, y, far, e, norm, correct):
     return torch.ones_like(correct), torch.zeros_like(correct), x
 
 
+def _clean_only(model, x, y, far, e, norm, correct):
+    # exact at eps 0 (the ball is x itself), undecided beyond: sound for any model
+    wrong = ~correct
+    return correct if e == 0 else torch.zeros_like(correct), wrong, x
+
+
+def clean0(model, x, y, *, eps, norm, time_limit, **params):
+    """Decides eps 0 exactly (correct or not), nothing beyond: sound for any model."""
+    out = _results(model, x, y, eps, norm, "clean0", _clean_only)
+    n = len(x)
+    return [r if r.eps == 0 else dataclasses.replace(
+        r, reasons=tuple("" if b else "clean0 decides eps 0 only" for b in r.broken.tolist()),
+        radius=torch.full((n,), float("nan"), dtype=torch.float64)) for r in out]
+
+
 def exact1d(model, x, y, *, eps, norm, time_limit, **params):
     """Exact certificate of a 1-D threshold model (test double)."""
     return _results(model, x, y, eps, norm, "exact1d", _exact)
@@ -89,9 +110,12 @@ def smooth1d(model, x, y, *, eps, norm, time_limit, **params):
     return _results(model, x, y, eps, norm, "smooth1d", _everything)
 
 
+# Priorities above the real methods' (10-50): ``auto`` picks a double only where no real
+# certificate applies (exact1d: threshold models only, which no real one takes).
 SPECS = (CertifySpec("exact1d", exact1d, _applies, priority=1, exact=True),
-         CertifySpec("unsound", unsound, _applies, priority=2),
-         CertifySpec("smooth1d", smooth1d, _applies, priority=3, smoothed=True))
+         CertifySpec("clean0", clean0, _any, priority=900),
+         CertifySpec("unsound", unsound, _any, priority=1000),
+         CertifySpec("smooth1d", smooth1d, _any, priority=1001, smoothed=True))
 
 
 @pytest.fixture()

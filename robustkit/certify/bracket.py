@@ -174,7 +174,7 @@ def bracket(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     """
     eps_t = check_eps(eps)
     check_norm(norm)
-    spec = None if attack == NO_ATTACK else _attack_spec(attack, norm, attack_params or {})
+    spec = None if attack == NO_ATTACK else check_attack(attack, norm, attack_params or {})
     with eval_mode(model):
         results = cast("list[CertifyResult]", certify(
             model, x, y, eps=list(eps_t), norm=norm, method=method, time_limit=time_limit,
@@ -195,7 +195,9 @@ def bracket(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     return out
 
 
-def _attack_spec(name: str, norm: str, params: Mapping[str, Any]) -> AttackSpec:
+def check_attack(name: str, norm: str, params: Mapping[str, Any]) -> AttackSpec:
+    """The registry entry of attack ``name`` once it is known to be a fixed-budget attack in
+    ``norm`` whose ``params`` are valid; else ValueError naming what is wrong."""
     spec = attacks.get(name)
     if spec.kind != "fixed":
         raise ValueError(f"attack={name!r} is a {spec.kind} attack; a bracket needs a "

@@ -190,7 +190,10 @@ def bracket(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         out = []
         for res, (broken, x_adv) in zip(results, found):
             if not smoothed:
-                _check(res, model, x, y, broken, x_adv, attack)
+                check_result(res, model, x, y)
+                if x_adv is not None:
+                    check_against_attack(res, broken, x_adv, model=model, x=x, y=y,
+                                         what=f"attack {attack!r}")
             out.append(Bracket(res.eps, norm, res, attack, broken.cpu(), seconds, smoothed))
     return out
 
@@ -237,16 +240,14 @@ def _run_attack(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Te
     return out, seconds
 
 
-def _check(res: CertifyResult, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-           broken: torch.Tensor, x_adv: torch.Tensor | None, attack: str) -> None:
-    """The run-time soundness checks: a certified sample is classified correctly and not
-    broken by the attack; a certificate's witnesses are adversarial on the model."""
+def check_result(res: CertifyResult, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+                 ) -> None:
+    """The run-time checks of a certificate on its own: a certified sample is classified
+    correctly (``CertificateContradiction`` otherwise), and every witness is adversarial on
+    the model (RuntimeError otherwise). Not for smoothed certificates."""
     with torch.no_grad():
         wrong = model(x).argmax(1) != y
     check_against_attack(res, wrong, what="the clean input itself (it is misclassified)")
-    if x_adv is not None:
-        check_against_attack(res, broken, x_adv, model=model, x=x, y=y,
-                             what=f"attack {attack!r}")
     if bool(res.broken.any()):
         real = verify_witness(model, x, y, res.x_adv, res.eps, res.norm)
         fake = res.broken & ~real

@@ -125,9 +125,11 @@ def ranking(ok: pd.DataFrame) -> Ranking | None:
     return Ranking(values.loc[order], attacks.loc[order], clean.loc[order], norm, defended)
 
 
-def ranking_html(r: Ranking, *, caption: str) -> str:
+def ranking_html(r: Ranking, *, caption: str, notes: pd.DataFrame | None = None) -> str:
     """The ranking as a compact table: rank, model, clean, then one column per eps holding
-    the headline accuracy in % with the attack that produced it underneath."""
+    the headline accuracy in % with the attack that produced it underneath (``notes``:
+    label x eps HTML shown instead of the number where not empty, e.g. a certified
+    bracket from ``robustkit.report.bracket``)."""
     from html import escape
 
     from robustkit.report.data import fmt_num
@@ -141,7 +143,9 @@ def ranking_html(r: Ranking, *, caption: str) -> str:
         tag = " <span class='badge def'>defended</span>" if label in r.defended else ""
         cells = [_rank_cell(r.clean[label], bool(best.at[label, "clean"]), "", "clean")]
         cells += [_rank_cell(r.values.at[label, e], bool(best.at[label, e]),
-                             r.attacks.at[label, e], str(e)) for e in r.values.columns]
+                             r.attacks.at[label, e], str(e),
+                             "" if notes is None else str(notes.at[label, e] or ""))
+                  for e in r.values.columns]
         body.append(f"<tr><td class='rank'>{i}</td><th scope='row'>{escape(str(label))}{tag}"
                     f"</th>{''.join(cells)}</tr>")
     return (f'<div class="table-wrap"><table class="grid ranking" id="ranking-table">'
@@ -151,7 +155,7 @@ def ranking_html(r: Ranking, *, caption: str) -> str:
             f"{norm}</th></tr><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
-def _rank_cell(value: object, best: bool, attack: object, col: str) -> str:
+def _rank_cell(value: object, best: bool, attack: object, col: str, note: str = "") -> str:
     from html import escape
 
     if pd.isna(value):
@@ -160,4 +164,4 @@ def _rank_cell(value: object, best: bool, attack: object, col: str) -> str:
     cls = ' class="best" title="best in column"' if best else ""
     style = f"background:hsl({int(120 * max(0.0, min(1.0, v)))},70%,90%)"
     by = f"<br><span class='by'>{escape(attack)}</span>" if isinstance(attack, str) and attack else ""
-    return f'<td{cls} data-col="{col}" style="{style}">{100 * v:.1f}{by}</td>'
+    return f'<td{cls} data-col="{col}" style="{style}">{note or f"{100 * v:.1f}"}{by}</td>'

@@ -6,7 +6,7 @@ towards the threshold is adversarial or nothing is (the model is monotone). ``cl
 applies to any model and decides eps 0 only (certified where correct). ``unsound``
 certifies every sample (a broken certificate, for the contradiction check);
 ``smooth1d`` is the same but registered as smoothed (it certifies "another classifier").
-Use them through the ``doubles`` fixture, which registers them and removes them afterwards.
+Use them through the ``doubles`` fixture (import ``doubles_fixture``), which registers them and removes them afterwards.
 """
 from __future__ import annotations
 
@@ -118,8 +118,8 @@ SPECS = (CertifySpec("exact1d", exact1d, _applies, priority=1, exact=True),
          CertifySpec("smooth1d", smooth1d, _any, priority=1001, smoothed=True))
 
 
-@pytest.fixture()
-def doubles(monkeypatch):
+@pytest.fixture(name="doubles")
+def doubles_fixture(monkeypatch):
     """Register the doubles for one test; monkeypatch removes them afterwards."""
     for spec in SPECS:
         monkeypatch.setitem(CERTIFIERS._items, spec.name, spec)

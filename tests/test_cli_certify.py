@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 import pytest
-from _certify_doubles import doubles  # noqa: F401
+from _certify_doubles import doubles_fixture  # noqa: F401
 from click.testing import CliRunner
 
 from robustkit import models, store

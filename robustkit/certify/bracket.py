@@ -180,11 +180,10 @@ def bracket(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             model, x, y, eps=list(eps_t), norm=norm, method=method, time_limit=time_limit,
             **params))  # an eps list gives a list
         smoothed = results[0].method != "none" and get(results[0].method).smoothed
-        if spec is None:
-            found: list[tuple[torch.Tensor, torch.Tensor | None]] = \
-                [(torch.zeros(len(x), dtype=torch.bool), None)] * len(eps_t)
-            seconds = 0.0
-        else:
+        found: Sequence[tuple[torch.Tensor, torch.Tensor | None]] = \
+            [(torch.zeros(len(x), dtype=torch.bool), None)] * len(eps_t)
+        seconds = 0.0
+        if spec is not None:
             found, seconds = _run_attack(spec, model, x, y, eps_t, norm,
                                          dict(attack_params or {}), batch_size, seed)
         out = []

@@ -30,7 +30,8 @@ BALL_TOL = 1e-6
 def certify_options(value: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:
     """``certify=`` of ``evaluate`` as options (None: no certificate): ``True`` means
     ``{"method": "auto"}``; a mapping may set ``method``, ``time_limit`` (seconds per
-    sample, > 0) and ``params`` (the certificate's parameters). ValueError names a bad one.
+    sample, > 0) and ``params`` (the certificate's parameters). A bad one raises ValueError
+    (TypeError for a wrong type) naming it.
 
     Example:
         >>> certify_options({"time_limit": 5})
@@ -41,7 +42,7 @@ def certify_options(value: bool | Mapping[str, Any] | None) -> dict[str, Any] | 
     if value is True:
         value = {}
     if not isinstance(value, Mapping):
-        raise ValueError(f"certify={value!r} is not valid: expected True, False, None or a "
+        raise TypeError(f"certify={value!r} is not valid: expected True, False, None or a "
                          f"mapping with keys {', '.join(OPTIONS)}")
     unknown = sorted(set(value) - set(OPTIONS))
     if unknown:
@@ -55,7 +56,7 @@ def certify_options(value: bool | Mapping[str, Any] | None) -> dict[str, Any] | 
         raise ValueError(f"certify.time_limit={limit!r} is not valid: expected seconds > 0")
     params = value.get("params", {})
     if not isinstance(params, Mapping):
-        raise ValueError(f"certify.params={params!r} is not valid: expected a mapping")
+        raise TypeError(f"certify.params={params!r} is not valid: expected a mapping")
     return {"method": method, "time_limit": float(limit), "params": dict(params)}
 
 

@@ -72,8 +72,8 @@ def certify_cmd(model_name: str, eps: tuple[float, ...], norm: str, method: str,
         robustkit certify --model my-mlp --eps 0.02 --time-limit 30 --limit 100 --json
     """
     from robustkit import certify, load_dataset
-    from robustkit.cli import emit_json, parse_params
     from robustkit.certify.bracket import NO_ATTACK, SMOOTHED_NOTE, bracket
+    from robustkit.cli import emit_json, parse_params
     from robustkit.models import resolve_device
 
     cert_kw, attack_kw = parse_params(params), parse_params(attack_params)

@@ -98,18 +98,17 @@ def bounds(ok: pd.DataFrame, r: Ranking) -> Bounds | None:
 def cell_notes(b: Bounds) -> pd.DataFrame:
     """Per label x eps the HTML a ranking cell shows instead of its number: the bracket in
     % and the exact share (empty string where that cell has no certificate)."""
-    def note(lo: object, hi: object, exact: object) -> str:
+    def note(lo: float, hi: float, exact: float) -> str:
         if pd.isna(lo) or pd.isna(hi):
             return ""
-        share = "" if pd.isna(exact) else \
-            f"<br><span class='by'>exact {100 * float(exact):.0f}%</span>"  # type: ignore[arg-type]
+        share = "" if pd.isna(exact) else f"<br><span class='by'>exact {100 * exact:.0f}%</span>"
         # lower above upper: a certified sample was broken (the run-time check should have
         # stopped it; rows of different runs mixed in one folder can still show it)
-        bad = "<br><span class='badge warn'>contradiction</span>" if float(lo) > float(hi) \
-            else ""  # type: ignore[arg-type]
-        return f"[{100 * float(lo):.1f}, {100 * float(hi):.1f}]{share}{bad}"  # type: ignore[arg-type]
+        bad = "<br><span class='badge warn'>contradiction</span>" if lo > hi else ""
+        return f"[{100 * lo:.1f}, {100 * hi:.1f}]{share}{bad}"
 
-    return pd.DataFrame([[note(b.lower.at[i, e], b.upper.at[i, e], b.exact.at[i, e])
+    return pd.DataFrame([[note(float(b.lower.at[i, e]), float(b.upper.at[i, e]),
+                               float(b.exact.at[i, e]))
                           for e in b.lower.columns] for i in b.lower.index],
                         index=b.lower.index, columns=b.lower.columns)
 

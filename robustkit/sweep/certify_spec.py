@@ -90,7 +90,7 @@ def certify_problems(path: str, spec_entry: Mapping[str, Any] | None,
             continue
         try:
             certify_options({k: v for k, v in entry.items() if k in OPTION_KEYS})
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             out.append(f"{where}: {exc}")
         for key, declared in (("attacks", attacks), ("models", set(model_entries))):
             out += [f"{where}.{key}: {n!r} is not one of this spec's {key}; valid: "

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from _certify_doubles import Threshold, doubles, threshold_data  # noqa: F401
+from _certify_doubles import Threshold, doubles_fixture, threshold_data  # noqa: F401
 
 from robustkit.certify import CertificateContradiction
 from robustkit.certify.bracket import STATUSES, bracket

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from _certify_doubles import Threshold, doubles, threshold_data  # noqa: F401
+from _certify_doubles import Threshold, doubles_fixture, threshold_data  # noqa: F401
 
 from robustkit.certify import CertificateContradiction
 from robustkit.certify.columns import COLUMNS, certify_options
@@ -61,10 +61,11 @@ def test_options_defaults_and_errors(doubles):
     for bad, match in [({"method": "nope"}, "certify.method='nope'"),
                        ({"time_limit": 0}, "certify.time_limit=0"),
                        ({"time_limit": True}, "certify.time_limit=True"),
-                       ({"limit": 3}, r"unknown key\(s\) \['limit'\]"),
-                       ({"params": 3}, "certify.params=3"),
-                       ("yes", "certify='yes'")]:
+                       ({"limit": 3}, r"unknown key\(s\) \['limit'\]")]:
         with pytest.raises(ValueError, match=match):
+            certify_options(bad)
+    for bad, match in [({"params": 3}, "certify.params=3"), ("yes", "certify='yes'")]:
+        with pytest.raises(TypeError, match=match):
             certify_options(bad)
     model, (x, y) = Threshold(), threshold_data()
     with pytest.raises(ValueError, match="certify.method"):

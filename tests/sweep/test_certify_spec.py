@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from _certify_doubles import doubles  # noqa: F401
+from _certify_doubles import doubles_fixture  # noqa: F401
 
 from robustkit.sweep import expand, load_spec, read_rows, run_sweep
 from robustkit.sweep.spec import SpecError, parse_spec

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from robustkit import store
-from robustkit.datasets import Dataset, load_dataset
+from robustkit.data import Dataset, load_dataset
 
 ONNX_TOLERANCE = 1e-5
 

@@ -17,7 +17,8 @@ from typing import Any
 import click
 import torch
 
-from robustkit import datasets, defenses, models, store
+from robustkit import data as datasets
+from robustkit import defenses, models, store
 from robustkit.cli import emit_json, parse_params
 from robustkit.cli.usage import FiniteFloat, refuse
 from robustkit.defenses.checkpoint import CheckpointError

@@ -67,7 +67,7 @@ def data_problems(specs: Iterable[Spec], *, data_root: str | os.PathLike | None 
 
 
 def _datasets(spec: Spec, data_root: Any, *, files: bool = True) -> list[str]:
-    from robustkit import datasets
+    from robustkit import data as datasets
 
     out = []
     for i, ds in enumerate(spec.datasets):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from robustkit.datasets import Dataset, DatasetInfo, subset_index
+from robustkit.data.base import Dataset, DatasetInfo, subset_index
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
               ".pgm")

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from robustkit import datasets, load_dataset
-from robustkit.dataformats import read_cifar_batch, read_idx
+from robustkit import data as datasets
+from robustkit import load_dataset
+from robustkit.data.formats import read_cifar_batch, read_idx
 
 rng = np.random.default_rng(0)
 

@@ -96,3 +96,11 @@ def test_rows_carry_the_certificate_columns_and_contradictions_fail_the_cell(
     bad = [r for r in rows if r["model"] == "mlp-16"]
     assert bad and all(r["status"] == "error" for r in bad)
     assert all("'unsound' certified samples [" in r["error"] for r in bad)
+
+
+def test_streamed_datasets_are_refused(tiny_spec, doubles):
+    path = tiny_spec(CERTIFY)
+    path.write_text(path.read_text().replace("test_limit = 60", "test_limit = 60\nstream = true"))
+    with pytest.raises(SpecError, match=r"certify: datasets \['digits'\] are streamed"):
+        validate([load_spec(path)], data=False)
+    assert all(c.certify is None for c in expand([load_spec(path)]))

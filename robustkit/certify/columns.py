@@ -2,7 +2,8 @@
 
 Each row gains ``certified_accuracy`` (share of inputs certified), ``exact_share`` (share
 decided: certified, or broken by the certificate's or the row's attack's verified
-witness), ``certify_method`` and ``certify_seconds``. The row's own robust accuracy stays
+witness), ``certify_method`` and ``certify_seconds`` (``certify_method`` "none" and empty numbers where no certificate
+applies to the model). The row's own robust accuracy stays
 the attack's; the bracket's upper end counting every witness is
 ``certified_accuracy + 1 - exact_share``. The attack's predictions are checked against
 the certificate: a certified sample that the attack broke inside the ball raises
@@ -88,8 +89,11 @@ def with_certificates(rows: Sequence[dict[str, Any]], model: nn.Module, x: torch
             check_against_attack(res, broken, what=f"attack {attack!r} (its x_adv, predicted "
                                                    f"by the model inside the ball)")
         decided = res.certified | res.broken | broken
-        out.append({**row, "certified_accuracy": res.certified_accuracy,
-                    "exact_share": math.nan if smoothed else float(decided.double().mean()),
+        # no certificate applies ("none"): no numbers, so that no bracket [0, attacked] is shown
+        none = res.method == "none"
+        out.append({**row, "certified_accuracy": math.nan if none else res.certified_accuracy,
+                    "exact_share": math.nan if smoothed or none
+                    else float(decided.double().mean()),
                     "certify_method": res.method,
                     "certify_seconds": float(res.seconds.sum())})
     return out

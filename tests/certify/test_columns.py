@@ -70,3 +70,18 @@ def test_options_defaults_and_errors(doubles):
     model, (x, y) = Threshold(), threshold_data()
     with pytest.raises(ValueError, match="certify.method"):
         evaluate(model, "pgd", x, y, eps=[0.1], certify={"method": "nope"})
+
+
+def test_no_applicable_certificate_gives_no_numbers(doubles, monkeypatch):
+    from robustkit.certify.base import CERTIFIERS
+
+    for name in list(CERTIFIERS._items):  # only the doubles that need a threshold model
+        if CERTIFIERS.get(name).applies(Threshold(), "linf") is None and name != "exact1d":
+            monkeypatch.delitem(CERTIFIERS._items, name)
+    model, (x, y) = Threshold(), threshold_data()
+    (row,) = evaluate(model, "fgsm", x, y, eps=[0.1], certify=True)
+    assert row["certify_method"] == "exact1d"
+    monkeypatch.delitem(CERTIFIERS._items, "exact1d")
+    (row,) = evaluate(model, "fgsm", x, y, eps=[0.1], certify=True)
+    assert row["certify_method"] == "none"
+    assert math.isnan(row["certified_accuracy"]) and math.isnan(row["exact_share"])

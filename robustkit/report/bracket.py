@@ -10,6 +10,9 @@ and eps, over the rows of the headline's norm:
   certificate's own witnesses say so (``certified + 1 - exact_share``);
 - exact = the largest share of inputs decided by one row, mean over seeds.
 
+A cell whose seeds were not all certified gets no bracket (a mean over some seeds bounds
+nothing).
+
 Rows of smoothed certificates (randomized smoothing: ``exact_share`` empty) certify another
 classifier and never enter the bracket. Without certificate rows nothing changes: no
 bracket is ever shown that was not computed.
@@ -78,7 +81,14 @@ def bounds(ok: pd.DataFrame, r: Ranking) -> Bounds | None:
     rows, norm = headline_rows(certificate_columns(ok))
     if rows.empty or norm != r.norm:
         return None
+    seeds = rows.groupby(["label", "eps"])["seed"].nunique()
     rows = rows[rows["certified_accuracy"].notna() & rows["exact_share"].notna()]
+    if rows.empty:
+        return None
+    # a mean over seeds is bounded only by certificates of every one of those seeds
+    certified_seeds = rows.groupby(["label", "eps"])["seed"].nunique()
+    whole = certified_seeds[certified_seeds == seeds.reindex(certified_seeds.index)].index
+    rows = rows[pd.MultiIndex.from_frame(rows[["label", "eps"]]).isin(whole)]
     if rows.empty:
         return None
     rows = rows.assign(own_upper=rows["certified_accuracy"] + 1 - rows["exact_share"])

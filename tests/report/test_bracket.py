@@ -82,3 +82,20 @@ def test_a_lower_bound_above_the_attacked_one_is_flagged(run_factory, tmp_path):
     ok = load_run(out).ok
     notes = bracket.cell_notes(bracket.bounds(ok, ranking.ranking(ok)))
     assert "contradiction" in notes.at["linear", 0.3]
+
+
+def test_a_cell_needs_certificates_of_every_seed(run_factory, tmp_path):
+    out = run_factory(tmp_path / "seeds", defenses=False, artifacts=False, failures=False)
+    frame = pd.read_csv(out / "results.csv")
+    frame = pd.concat([frame, frame.assign(seed=1)], ignore_index=True)
+    frame.to_csv(out / "results.csv", index=False)
+    _certify(out, {("linear", "pgd", 0.05): (0.2, 0.9, "linear")})  # both seeds
+    frame = pd.read_csv(out / "results.csv")
+    frame.loc[(frame["seed"] == 1) & (frame["eps"] == 0.05), "extra"] = ""  # seed 1 lost it
+    frame.loc[(frame["model"] == "linear") & (frame["attack"] == "pgd") & (frame["eps"] == 0.1),
+              "extra"] = json.dumps({"certified_accuracy": 0.05, "exact_share": 0.8,
+                                     "certify_method": "linear"})
+    frame.to_csv(out / "results.csv", index=False)
+    ok = load_run(out).ok
+    b = bracket.bounds(ok, ranking.ranking(ok))
+    assert pd.isna(b.lower.at["linear", 0.05]) and b.lower.at["linear", 0.1] == 0.05

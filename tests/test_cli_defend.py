@@ -31,6 +31,9 @@ def defended(workdir):
 def test_defend_trains_stores_and_scores(defended, workdir):
     assert defended["defense"] == "fgsm_rs" and defended["params"]["eps"] == 0.1
     assert defended["train_seconds"] > 0 and defended["time_ratio"] > 0
+    # The cost ratio is one of process CPU times, and says so.
+    assert defended["time_ratio_clock"] == "cpu" and defended["train_cpu_seconds"] > 0
+    assert defended["time_ratio"] == defended["train_cpu_seconds"] / defended["plain_cpu_seconds"]
     rows = defended["score"]["rows"]
     assert {r["attack"] for r in rows} == {"fgsm", "pgd", "noise"}
     assert defended["score"]["possible_gradient_masking"] is False
@@ -49,6 +52,7 @@ def test_score_a_stored_model(defended, workdir):
     assert result.exit_code == 0, result.output
     assert "sanity checks: " in result.output and "fgsm" in result.output
     assert "training:" in result.output  # timing comes from the stored metadata
+    assert "plain training in process CPU time" in result.output
 
 
 def test_defend_retrain_on_svm_text_output(workdir):

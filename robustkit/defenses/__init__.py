@@ -25,7 +25,7 @@ from robustkit.defenses.base import (
 # Modules whose import registers defenses. The detector family is optional: its modules
 # join the registry when present.
 _MODULES = ("adversarial", "universal", "retrain")
-_OPTIONAL = ("detector", "rectifier", "adaptive")
+_OPTIONAL = ("wrappers",)
 
 
 def _load() -> None:

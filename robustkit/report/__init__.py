@@ -23,7 +23,9 @@ _RANKING_LEAD = (
     "per-sample attacks run (preference on ties: {prefs}), the attack named under the number. "
     "Defended systems count attacks that know the defense (<i>adaptive</i>); detectors are "
     "scored as systems, where a rejected clean input is an error. Ranked by the mean over "
-    "&epsilon;; <b>&#9733;</b> marks the best in each column.")
+    "&epsilon;; <b>&#9733;</b> marks the best in each column. <b>&#9888; weak attack</b> marks "
+    "a cell no AutoAttack scored (for a detector or rectifier: no adaptive AutoAttack): its "
+    "number is an upper bound from weaker attacks and may fall under a stronger one.")
 _SUMMARY_LEAD = (
     "Share of test inputs still classified correctly under each attack and radius &epsilon; "
     "(higher is more robust); <i>clean</i> is accuracy without attack. "
@@ -49,9 +51,11 @@ _DEFENSE_LEAD = (
     "Accuracy of each defended model (undefended first, for reference) under the attacks of the "
     "sweep; for detectors, system accuracy (a rejected adversarial input counts as defended, a "
     "rejected clean input as an error). <span class='badge warn'>adaptive</span> columns are "
-    "attacks that know the defense. Flags report failed sanity checks (iterative weaker than "
-    "single-step, accuracy not falling to 0 at large &epsilon;, noise beating white-box): "
-    "possible gradient masking.")
+    "attacks that know the defense. Flags report failed sanity checks of PGD, run on every "
+    "model PGD attacked (adaptive PGD for detectors): iterative weaker than single-step, "
+    "accuracy not falling to 0 at large &epsilon;, noise beating white-box (possible "
+    "gradient masking), and PGD above AutoAttack (a weak attack: PGD alone overestimates "
+    "robustness). <i>none</i>: every check that could run passed; &ndash;: not checked.")
 
 
 def _seeds_note(data: RunData) -> str:

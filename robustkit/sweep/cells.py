@@ -141,8 +141,9 @@ def cell_id(key: str, dataset: DatasetEntry, attack: AttackEntry,
 
 
 # Attacks a defended system (classifier behind a detector/rectifier) is scored with, and
-# their names in ``robustkit.defenses.system.detection_scores``.
-SYSTEM_ATTACKS = {"fgsm": "fgsm", "pgd": "pgd", "uap_sgd": "uap", "noise": "noise"}
+# their names in ``robustkit.defenses.detection.detection_scores``.
+SYSTEM_ATTACKS = {"fgsm": "fgsm", "pgd": "pgd", "uap_sgd": "uap", "noise": "noise",
+                  "autoattack": "autoattack"}
 
 
 def is_wrapper(defense: DefenseEntry) -> bool:

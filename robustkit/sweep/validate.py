@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 RUNNER_ARGS = ("eps", "seed", "fit_x", "fit_y", "x", "y", "model", "device", "on_result")
 EVALUATE_ARGS = ("batch_size",)
 # Parameters ``detection_scores`` takes per system attack (uap_sgd: all of its own).
-SYSTEM_PARAMS = {"fgsm": ("norm",), "pgd": ("norm", "steps"), "noise": ("norm",)}
+SYSTEM_PARAMS = {"fgsm": ("norm",), "pgd": ("norm", "steps"), "noise": ("norm",),
+                 "autoattack": ("norm", "version", "steps", "targets", "queries")}
 
 
 def validate(specs: Iterable[Spec], *, data_root: str | os.PathLike | None = None,

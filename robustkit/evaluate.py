@@ -13,7 +13,7 @@ Definitions (per row, over the n evaluated samples):
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from torch import nn
 
 from robustkit.attacks import AttackResult, AttackSpec, get
 from robustkit.attacks.base import eval_mode
+from robustkit.certify.columns import certify_options, with_certificates
 from robustkit.evaluate_checks import canonical, check_batch_size, check_data, check_eps, clock
 from robustkit.evaluate_runs import OnResult
 from robustkit.executors import make_executor
@@ -59,7 +60,9 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
              on_result: OnResult | None = None, workers: int = 0, executor: Any = None,
              devices: Sequence[str] | None = None, shard_size: int | None = None,
              out: str | Path | None = None, threads: int | None = None,
-             on_shard: OnShard | None = None, **params: Any) -> list[dict[str, Any]]:
+             on_shard: OnShard | None = None,
+             certify: bool | Mapping[str, Any] | None = None, **params: Any
+             ) -> list[dict[str, Any]]:
     """Attack ``model`` on (x, y) at every eps and measure the outcome, one row per eps.
 
     Fixed-budget attacks run once per eps, except those with a grid path (``autoattack``:
@@ -103,6 +106,10 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
         out: folder for the per-sample table and the finished shards (resume).
         threads: torch intra-op threads per worker (None: 1 in worker processes).
         on_shard: called in this process with every finished ShardResult (progress).
+        certify: also certify (x, y) at every eps (``True``, or ``{"method": ...,
+            "time_limit": ..., "params": {...}}``; default: no): rows gain
+            ``robustkit.certify.columns.COLUMNS``, and a certified sample the attack broke
+            raises ``CertificateContradiction``.
         **params: attack hyperparameters.
 
     Returns:
@@ -121,7 +128,7 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
                             fit_x=fit_x, fit_y=fit_y, seed=seed, on_result=on_result,
                             workers=workers, executor=executor, devices=devices,
                             shard_size=shard_size, out=out, threads=threads,
-                            on_shard=on_shard, **params)[0]
+                            on_shard=on_shard, certify=certify, **params)[0]
 
 
 def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor,
@@ -132,6 +139,7 @@ def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor
                      executor: Any = None, devices: Sequence[str] | None = None,
                      shard_size: int | None = None, out: str | Path | None = None,
                      threads: int | None = None, on_shard: OnShard | None = None,
+                     certify: bool | Mapping[str, Any] | None = None,
                      **params: Any) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """:func:`evaluate`'s rows and its per-sample table (``robustkit.samples``' columns).
 
@@ -155,6 +163,7 @@ def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor
     if found:
         raise ValueError("; ".join(found))
     check_batch_size(batch_size)
+    cert = certify_options(certify)
     if shard_size is not None:
         check_batch_size(shard_size, "shard_size")
     dev = canonical(resolve_device(device) if device is not None else model_device(model))
@@ -192,7 +201,17 @@ def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor
                for i in range(len(eps_list))]
     if out is not None:
         write_table(Path(out) / "samples.parquet", frame)
-    return rows_from(frame, spec.name, eps_list, seconds, str(dev)), frame
+    rows = rows_from(frame, spec.name, eps_list, seconds, str(dev))
+    if cert is not None:
+        norm = str(params.get("norm", spec.norm))
+        per_eps = [frame[frame["eps"] == e] for e in eps_list]  # sorted by sample
+        with eval_mode(model):
+            rows = with_certificates(
+                rows, model, x.to(dev), y.to(dev), norm=norm, options=cert, attack=spec.name,
+                preds=[torch.from_numpy(f["adv_pred"].to_numpy().copy()) for f in per_eps],
+                dists=[torch.from_numpy(f["l2" if norm == "l2" else "linf"].to_numpy().copy())
+                       for f in per_eps])
+    return rows, frame
 
 
 def _run(ex: Any, job: ShardJob, x: torch.Tensor, y: torch.Tensor,

@@ -57,6 +57,7 @@ class Affine:
 
 
 Op = Affine | str  # "relu" for a ReLU
+MAX_ENTRIES = 50_000_000  # 400 MB of float64 per dense layer
 
 
 def _p(t: Tensor | None, like: Tensor) -> Tensor | None:
@@ -261,10 +262,16 @@ def run(ops: list[Op], x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def network(ops: list[Op], shape: tuple[int, ...] | torch.Size,
-            dtype: torch.dtype = torch.float64) -> list[tuple[Tensor, Tensor]]:
+            dtype: torch.dtype = torch.float64,
+            max_entries: int = MAX_ENTRIES) -> list[tuple[Tensor, Tensor]]:
     """Fold the chain into dense layers ``[(W_1, b_1), ..., (W_L, b_L)]`` (W_k of shape
     (out, in), float64 by default) for inputs of ``shape`` (one sample, flattened in
-    order): ``logits = W_L relu(... relu(W_1 x + b_1) ...) + b_L``."""
+    order): ``logits = W_L relu(... relu(W_1 x + b_1) ...) + b_L``.
+
+    Raises:
+        Unsupported: a layer whose dense matrix would exceed ``max_entries`` numbers (a
+            convolution over a large image: IBP, which keeps convolutions, still applies).
+    """
     groups: list[list[Affine]] = [[]]
     for op in ops:
         if op == "relu":
@@ -279,6 +286,12 @@ def network(ops: list[Op], shape: tuple[int, ...] | torch.Size,
         dim = 1
         for s in shape:
             dim *= int(s)
+        probe = torch.zeros(1, *shape, dtype=dtype)
+        for op in group:
+            probe = op.fn(probe)
+            if probe.numel() * (dim + 1) > max_entries:
+                raise Unsupported(f"a layer too large for dense bounds ({dim} inputs x "
+                                  f"{probe.numel()} outputs > {max_entries:,} numbers)")
         basis = torch.cat([torch.zeros(1, dim, dtype=dtype), torch.eye(dim, dtype=dtype)])
         out = basis.reshape(dim + 1, *shape)
         for op in group:

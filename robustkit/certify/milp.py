@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustkit.certify.base import CertifyResult, register, verify_witness
+from robustkit.certify.base import CertifyResult, register, undecided, verify_witness
 from robustkit.certify.bounds import allowance, attack_witness, input_box, result
 from robustkit.certify.crown import (
     margin_bounds,
     preactivation_bounds,
     unstable_counts,
 )
-from robustkit.certify.layers import network, ops_of, reason
+from robustkit.certify.layers import Unsupported, network, ops_of, reason
 from robustkit.certify.milp_model import build, solve_pair
 
 Tensor = torch.Tensor
@@ -74,7 +74,10 @@ def milp(model: nn.Module, x: Tensor, y: Tensor, *, eps: tuple[float, ...], norm
     if bounds not in BOUNDS:
         raise ValueError(f"bounds={bounds!r} is not valid; valid: {', '.join(BOUNDS)}")
     start = time.perf_counter()
-    layers = network(ops_of(model), tuple(x.shape[1:]))
+    try:
+        layers = network(ops_of(model), tuple(x.shape[1:]))
+    except Unsupported as exc:
+        return [undecided(x, e, norm, "milp", f"cannot read {exc}") for e in eps]
     with torch.no_grad():
         logits = model(x)
     correct = logits.argmax(1) == y

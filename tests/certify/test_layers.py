@@ -78,3 +78,16 @@ def test_sklearn_relu_mlp_and_onnx_chain():
         torch.onnx.export(net, (torch.rand(2, 1, 8, 8),), buf, input_names=["x"],
                           output_names=["logits"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
     _check(from_onnx(buf.getvalue(), [1, 8, 8]), te.x[:20], tol=1e-5)
+
+
+def test_convolutions_too_large_for_dense_bounds_are_unknown_not_a_crash():
+    from robustkit.certify import certify
+
+    net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(32 * 48 * 48, 2)).eval()
+    x, y = torch.rand(2, 3, 48, 48), torch.tensor([0, 1])
+    for method in ("crown", "milp"):
+        r = certify(net, x, y, eps=0.01, method=method)
+        assert r.decided_share == 0 or r.broken.all()
+        assert all("too large for dense bounds" in why for why in r.reasons if why)
+    assert certify(net, x, y, eps=0.0, method="ibp").decided_share == 1.0

@@ -4,14 +4,15 @@ Run: .venv/bin/python benchmarks/certify_linear.py [--n 450]
 Writes benchmarks/results/certify_linear.csv (certified accuracy vs AutoAttack's robust
 accuracy per model, norm and eps, with the samples on which they disagree) and
 certify_linear_radius.csv (the exact minimal distance vs the distance FAB and DeepFool
-find, on the inputs where the [0, 1] box does not bind at the minimum).
+find, on every clean-correct input they break; ``box_inactive`` counts the inputs whose
+minimum does not touch the [0, 1] box: none on digits, whose background pixels sit at 0).
 """
 from __future__ import annotations
 
 import argparse
-import subprocess
 
 import torch
+from attacks_common import code_version
 from common import RESULTS, device_name, write_csv
 
 from robustkit import load_dataset, models
@@ -50,7 +51,7 @@ def radius_rows(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Ten
             found.append(("deepfool", deepfool(model, x, y)))
         for attack, r in found:
             dist = (r.linf if norm == "linf" else r.l2).double()
-            ok = inactive & r.success
+            ok = (exact > 0) & r.success
             diff = dist[ok] - exact[ok]
             rows.append({
                 "model": name, "norm": norm, "attack": attack, "n": len(x),
@@ -63,16 +64,18 @@ def radius_rows(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Ten
     return rows
 
 
+def setup(n: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """One torch thread; the first n digits test inputs and labels; the machine columns."""
+    torch.set_num_threads(1)
+    te = load_dataset("digits", "test", seed=0)
+    return te.x[:n], te.y[:n], {"device": device_name(torch.device("cpu")), "threads": 1,
+                                "commit": code_version()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=450)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    te = load_dataset("digits", "test", seed=0)
-    x, y = te.x[:args.n], te.y[:args.n]
-    machine = {"device": device_name(torch.device("cpu")), "threads": 1,
-               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False,
-                                        capture_output=True, text=True).stdout.strip()}
+    x, y, machine = setup(ap.parse_args().n)
     rows, radii = [], []
     for name, family, params in MODELS:
         model = models.train(family, "digits", device="cpu", **params)[0]

@@ -18,12 +18,12 @@ Parts:
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 
 import torch
-from common import RESULTS, device_name, write_csv
+from certify_linear import setup
+from common import RESULTS, write_csv
 
 from robustkit import load_dataset, models
 from robustkit.attacks.autoattack import autoattack
@@ -119,12 +119,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--time-limit", type=float, default=30.0)
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    te = load_dataset("digits", "test", seed=0)
-    x, y = te.x[:args.n], te.y[:args.n]
-    machine = {"device": device_name(torch.device("cpu")), "threads": 1,
-               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"],
-                                        check=False, capture_output=True, text=True).stdout.strip()}
+    x, y, machine = setup(args.n)
     if args.part == "cost":
         write_csv([{**r, **machine} for r in cost_rows(x, y)], RESULTS / "certify_cost.csv")
         return

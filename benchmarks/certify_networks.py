@@ -10,7 +10,8 @@ input against AutoAttack (a contradiction raises).
 Parts:
   bars  default digits MLP (one hidden layer of 256) at eps 0.01, 0.02, an IBP-trained one
         (trained at eps 0.1) at 0.05, 0.1: the bar is exact on >= 95% within 30 s per input.
-  hard  default and PGD-trained (eps 0.1) MLPs at eps 0.05, 0.1.
+  hard  default and PGD-trained (eps 0.1) MLPs at eps 0.05, 0.1 (run with --n 30
+        --time-limit 5 for the committed CSV).
   bigm  an MLP with two hidden layers of 128, where CROWN tightens the second layer's
         big-M constants over IBP's (with one hidden layer both are exact): MILP with each.
   cost  IBP and CROWN time over one forward + backward pass of the same batch.

@@ -20,7 +20,8 @@ from robustkit.attacks.autoattack import autoattack
 from robustkit.attacks.deepfool import deepfool
 from robustkit.attacks.fab import fab
 from robustkit.certify import certify, check_against_attack
-from robustkit.certify.layers import network, ops_of
+from robustkit.certify.dense import network
+from robustkit.certify.layers import ops_of
 from robustkit.certify.linear import pair_margins
 
 MODELS = [("linear logistic", "linear", {"loss": "logistic"}),

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from robustkit import load_dataset, models
-from robustkit.certify.layers import network, ops_of
+from robustkit.certify.dense import network
+from robustkit.certify.layers import ops_of
 
 
 @functools.cache

@@ -32,7 +32,8 @@ from robustkit.certify.bounds import (
     result,
 )
 from robustkit.certify.boxball import worst_l2
-from robustkit.certify.layers import Unsupported, network, ops_of, reason
+from robustkit.certify.dense import network
+from robustkit.certify.layers import Unsupported, ops_of, reason
 
 Tensor = torch.Tensor
 Layers = list[tuple[Tensor, Tensor]]

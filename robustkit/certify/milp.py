@@ -27,7 +27,8 @@ from robustkit.certify.crown import (
     preactivation_bounds,
     unstable_counts,
 )
-from robustkit.certify.layers import Unsupported, network, ops_of, reason
+from robustkit.certify.dense import network
+from robustkit.certify.layers import Unsupported, ops_of, reason
 from robustkit.certify.milp_model import build, solve_pair
 
 Tensor = torch.Tensor

@@ -9,7 +9,8 @@ import torch
 from _fixtures import digits, fitted_model
 from torch import nn
 
-from robustkit.certify.layers import Unsupported, network, ops_of, run
+from robustkit.certify.dense import network
+from robustkit.certify.layers import Unsupported, ops_of, run
 from robustkit.models import Normalized
 from robustkit.models.torch_model import TorchModel
 

@@ -8,7 +8,8 @@ from _certify_nets import exact_margins, grid_margins, lp_margins, tiny_task
 
 from robustkit.certify import certify
 from robustkit.certify.crown import margin_bounds, preactivation_bounds
-from robustkit.certify.layers import network, ops_of
+from robustkit.certify.dense import network
+from robustkit.certify.layers import ops_of
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.08)])

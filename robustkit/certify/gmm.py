@@ -97,7 +97,7 @@ def gaussians(model: nn.Module) -> Gaussians | str:
     if isinstance(peeled, str):
         return peeled
     front, head = peeled
-    mz, mu, const, cls, prior, rel = parts
+    mz, mu, const, cls, prior, rel = _head_parts(head)
     # u = Mz (A x + a - mu) = (Mz A) x + Mz (a - mu)
     mx = mz if front.weight is None else mz @ front.weight
     v = torch.einsum("crd,cd->cr", mz, front.bias - mu)

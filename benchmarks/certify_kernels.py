@@ -30,11 +30,11 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attacks_common import code_version, cpu_clock  # noqa: E402
-from common import RESULTS, device_name, write_csv  # noqa: E402
+from attacks_common import code_version, cpu_clock
+from common import RESULTS, device_name, write_csv
 
-from robustkit import certify, load_dataset, models  # noqa: E402
-from robustkit.attacks.autoattack import autoattack_curve  # noqa: E402
+from robustkit import certify, load_dataset, models
+from robustkit.attacks.autoattack import autoattack_curve
 
 DIGITS_EPS = (0.02, 0.05, 0.1)
 TWO_D_EPS = (0.05, 0.1)

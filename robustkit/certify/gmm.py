@@ -201,7 +201,7 @@ def gmm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: tuple[float,
     """
     g = gaussians(model)
     if isinstance(g, str):
-        raise ValueError(f"certificate 'gmm' does not apply: {g}")
+        raise TypeError(f"certificate 'gmm' does not apply: {g}")
     c, r, d = g.M.shape
     size = chunk or max(1, 2_000_000 // max(1, c * max(r, d)))
     budget = Budget(rounds=rounds if branch else 1, boxes=max_boxes, seconds=time_limit,

@@ -165,7 +165,10 @@ def kernel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: tuple[flo
         >>> from robustkit import certify, models
         >>> model, _ = models.train("svm", "moons")  # doctest: +SKIP
     """
-    front, head = kernel_head(model)  # type: ignore[misc]
+    found = kernel_head(model)
+    if isinstance(found, str):
+        raise TypeError(f"certificate 'kernel' does not apply: {found}")
+    front, head = found
     d = head.sv.shape[1]
     size = chunk or max(1, 2_000_000 // max(1, head.sv.shape[0] * d))
     make = _argmax_bound if head.rule == "argmax" else _ovo_bound

@@ -14,9 +14,7 @@ import torch
 from torch import nn
 
 # Each method module registers itself when imported.
-import robustkit.certify.gmm  # noqa: F401
-import robustkit.certify.kernel  # noqa: F401
-import robustkit.certify.smoothing  # noqa: F401
+from robustkit.certify import gmm, kernel, smoothing  # noqa: F401
 from robustkit.certify.base import (
     CERTIFIERS,
     CertificateContradiction,

@@ -89,7 +89,8 @@ def _dot_kernel(spec: dict, sv: torch.Tensor, zl: torch.Tensor, zh: torch.Tensor
 
 
 def expansion_bounds(spec: dict, sv: torch.Tensor, coef: torch.Tensor, bias: torch.Tensor,
-                     front: Affine, lo: torch.Tensor, hi: torch.Tensor
+                     front: Affine, lo: torch.Tensor, hi: torch.Tensor,
+                     magnitude: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bounds of the expansions over input boxes.
 
@@ -98,10 +99,12 @@ def expansion_bounds(spec: dict, sv: torch.Tensor, coef: torch.Tensor, bias: tor
         sv: support vectors (n, d) in z space; coef: (B, n, P) per box or (n, P) shared;
         bias: (B, P) or (P,).
         front: z = front(x) on flattened inputs; lo, hi: input boxes (B, D).
+        magnitude: |coefficients| the model actually adds up, like ``coef`` (default
+            ``|coef|``), for ``scale``.
 
     Returns:
         (lower, upper) (B, P) sound bounds of each f_p over each box, ``scale`` (B, P) the
-        magnitude sum_i |c_ip| max k_i + |b_p| (for rounding slack), and ``spread`` (B, P, D)
+        magnitude sum_i |c_ip| max k_i (for rounding slack), and ``spread`` (B, P, D)
         the per-coordinate contributions r_d max |d_d f_p| of the mean-value bound (where a
         split helps most).
     """
@@ -129,5 +132,5 @@ def expansion_bounds(spec: dict, sv: torch.Tensor, coef: torch.Tensor, bias: tor
     mv_r = spread.sum(-1)
     lower = torch.maximum(naive_c - naive_r, at_c - mv_r)
     upper = torch.minimum(naive_c + naive_r, at_c + mv_r)
-    scale = contract(torch.maximum(kl.abs(), kh.abs()), acoef) + bias.abs()
+    scale = contract(torch.maximum(kl.abs(), kh.abs()), acoef if magnitude is None else magnitude)
     return lower, upper, scale, spread

@@ -4,10 +4,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from robustkit import load_dataset, models
 
@@ -60,25 +58,3 @@ def toy_task(dataset: str, family: str, n: int = 60
     """``toy_model(dataset, family)`` and the first n points and labels of the test split."""
     te = load_dataset(dataset, "test", seed=0)
     return toy_model(dataset, family), te.x[:n], te.y[:n]
-
-
-FOLDER_CLASSES = ("cat", "dog", "emu")  # the classes write_folder writes
-
-
-def write_folder(root: Path, name: str = "pets", *, n: int = 3, size: int = 12,
-                 mode: str = "RGB", seed: int = 0) -> dict[str, list[tuple[np.ndarray, int]]]:
-    """``root/name/{train,test}/<class>/<i>.png``; returns the pixels written, in order."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, list[tuple[np.ndarray, int]]] = {}
-    for split in ("train", "test"):
-        out[split] = []
-        for k, c in enumerate(FOLDER_CLASSES):
-            folder = root / name / split / c
-            folder.mkdir(parents=True)
-            for i in range(n):
-                shape = (size, size, 3) if mode == "RGB" else (size, size)
-                px = rng.integers(0, 256, size=shape, dtype=np.uint8)
-                Image.fromarray(px, mode=mode).save(folder / f"{i}.png")
-                out[split].append((px, k))
-            (folder / "notes.txt").write_text("not an image: ignored")
-    return out

@@ -173,7 +173,7 @@ params = {{ epochs = 1 }}
 
 
 def test_a_sweep_streams_an_image_folder(tmp_path):
-    from _fixtures import write_folder
+    from _datafiles import write_folder
 
     from robustkit.sweep import parse_spec, read_rows, run_sweep
 

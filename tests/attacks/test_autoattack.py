@@ -66,7 +66,8 @@ def test_autoattack_at_least_as_strong_as_its_first_attack(mlp, data):
 def _fake_fab(scale: float):
     """A stand-in for FAB: a stronger APGD-T (9 targets) in the ball of radius scale * eps."""
 
-    def fab(model, x, y, *, eps=None, norm="linf", steps=100, restarts=1, targets=0, seed=0):
+    def fab(model, x, y, *, eps=None, norm="linf", steps=100, restarts=1, targets=0, seed=0,
+            **_):
         res = apgd_t(model, x, y, eps=scale * eps, steps=50, targets=9, seed=seed + 1)
         return make_result(model, x, res.x_adv, y)
 
@@ -149,7 +150,7 @@ def test_evaluate_uses_the_grid_path(mlp, data):
 @pytest.mark.parametrize("family", ["svm", "gmm"])
 def test_binary_tasks_run_every_version(family):
     model, x, y = toy_task("moons", family, 50)
-    for version in ("standard", "fast", "rand"):
+    for version in ("standard", "fast", "rand", "lean"):
         res = autoattack(model, x, y, eps=0.15, version=version, steps=10, queries=50, eot=2)
         assert float(res.linf.max()) <= 0.15 + 1e-6
         assert res.success.any() and len(res.info["broken_by"]) == len(x)

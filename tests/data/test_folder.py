@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _fixtures import FOLDER_CLASSES as CLASSES
-from _fixtures import write_folder
+from _datafiles import FOLDER_CLASSES as CLASSES
+from _datafiles import write_folder
 from PIL import Image
 
 from robustkit import data as datasets

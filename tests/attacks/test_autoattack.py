@@ -66,7 +66,8 @@ def test_autoattack_at_least_as_strong_as_its_first_attack(mlp, data):
 def _fake_fab(scale: float):
     """A stand-in for FAB: a stronger APGD-T (9 targets) in the ball of radius scale * eps."""
 
-    def fab(model, x, y, *, eps=None, norm="linf", steps=100, restarts=1, targets=0, seed=0):
+    def fab(model, x, y, *, eps=None, norm="linf", steps=100, restarts=1, targets=0, seed=0,
+            **_):
         res = apgd_t(model, x, y, eps=scale * eps, steps=50, targets=9, seed=seed + 1)
         return make_result(model, x, res.x_adv, y)
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from robustkit.attacks import AttackResult, AttackSpec, get
-from robustkit.attacks.base import eval_mode
+from robustkit.attacks.base import check_not_meta, eval_mode
 from robustkit.models.registry import model_device, resolve_device
 
 if TYPE_CHECKING:
@@ -87,6 +87,8 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
         raise ValueError("; ".join(found))
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if torch.is_tensor(x):
+        check_not_meta(model, x)
     dev = _canonical(resolve_device(device) if device is not None else model_device(model))
     if _canonical(model_device(model)) != dev:
         model = copy.deepcopy(model).to(dev)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
+from robustkit.sweep.dask_address import check_dask_address
+
 Task = Callable[..., Any]
 
 
@@ -121,7 +123,7 @@ def make_executor(*, workers: int = 0, dask: Any = None, threads: int | None = N
     if dask is not None and workers > 1:
         raise ValueError("give either workers > 1 or a dask address, not both")
     if dask is not None:
-        return DaskExecutor(dask)
+        return DaskExecutor(check_dask_address(dask))
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     if workers > 1:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from robustkit import store
-from robustkit.datasets import Dataset, check_name, load_dataset
+from robustkit.data import Dataset, check_name, load_dataset
 from robustkit.models.outputs import (
     check_finite_state,
     check_output_shape,

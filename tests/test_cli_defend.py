@@ -32,6 +32,9 @@ def defended(workdir):
 def test_defend_trains_stores_and_scores(defended, workdir):
     assert defended["defense"] == "fgsm_rs" and defended["params"]["eps"] == 0.1
     assert defended["train_seconds"] > 0 and defended["time_ratio"] > 0
+    # The cost ratio is one of process CPU times, and says so.
+    assert defended["time_ratio_clock"] == "cpu" and defended["train_cpu_seconds"] > 0
+    assert defended["time_ratio"] == defended["train_cpu_seconds"] / defended["plain_cpu_seconds"]
     rows = defended["score"]["rows"]
     assert {r["attack"] for r in rows} == {"fgsm", "pgd", "noise"}
     assert defended["score"]["possible_gradient_masking"] is False
@@ -50,6 +53,7 @@ def test_score_a_stored_model(defended, workdir):
     assert result.exit_code == 0, result.output
     assert "sanity checks: " in result.output and "fgsm" in result.output
     assert "training:" in result.output  # timing comes from the stored metadata
+    assert "plain training in process CPU time" in result.output
 
 
 def test_defend_retrain_on_svm_text_output(workdir):
@@ -140,7 +144,7 @@ def _check_system_fgsm_row(row, folder):
     """The row, recomputed from the stored system on the inputs score used (the seed-0
     subset of 100 test inputs): AUC by counting (adversarial, clean) score pairs, the
     system accuracy from its own decisions on the same FGSM inputs."""
-    from robustkit import datasets
+    from robustkit import data as datasets
     from robustkit.defenses.adaptive import attack_system
     from robustkit.defenses.system import load_system, system_accuracy
 

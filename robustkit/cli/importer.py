@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from robustkit import datasets, store
+from robustkit import data as datasets
+from robustkit import store
 from robustkit.models.outputs import OUTPUTS
 
 

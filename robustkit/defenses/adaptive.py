@@ -18,18 +18,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from robustkit.attacks.autoattack import autoattack
 from robustkit.attacks.base import AttackResult, check_inputs, generator, make_result, project
-from robustkit.attacks.fgsm import ascent_direction, random_delta
-from robustkit.attacks.pgd import margin_loss
-from robustkit.defenses.system import REJECT, decide_from, system_accuracy
-
-if TYPE_CHECKING:
-    from robustkit.defenses.system import DefendedSystem
+from robustkit.attacks.fgsm import ascent_direction, fgm, fgsm, random_delta
+from robustkit.attacks.noise import noise
+from robustkit.attacks.pgd import margin_loss, pgd
+from robustkit.attacks.universal import uap_sgd
+from robustkit.defenses.adaptive_autoattack import adaptive_autoattack
+from robustkit.defenses.system import REJECT, DefendedSystem, decide_from, system_accuracy
 
 Objective = tuple[float, str]  # (lambda, "evade" | "both" | "rect" | "plain")
 
@@ -173,8 +174,6 @@ def adaptive_uap(system: DefendedSystem, x: torch.Tensor, y: torch.Tensor, *, xi
     Reference: Shafahi et al., "Universal Adversarial Training", AAAI 2020
     (arXiv:1812.03705); Akhtar, Liu & Mian, CVPR 2018 (the defended pipeline).
     """
-    from robustkit.attacks.universal import uap_sgd
-
     check_inputs(system.model, x, y, eps=xi)
     found: dict[str, torch.Tensor] = {}
     kw = dict(uap_params or {})
@@ -223,22 +222,20 @@ def attack_system(system: DefendedSystem, attack: str, eps: float, x: torch.Tens
                   norm: str = "linf", steps: int = 50,
                   lambdas: Sequence[float] = (0.1, 1.0, 10.0),
                   uap_params: Mapping[str, Any] | None = None,
+                  autoattack_params: Mapping[str, Any] | None = None,
                   seed: int = 0) -> tuple[torch.Tensor, str]:
     """Perturb x with ``attack`` at ``eps``: against the bare classifier, or adaptively.
 
     Non-adaptive: ``fgsm`` (``fgm`` for L2), ``pgd``, ``uap`` (``uap_sgd`` on fit_x),
-    ``noise``. Adaptive: ``uap`` -> :func:`adaptive_uap` on fit_x, any other ->
-    :func:`adaptive_pgd`. Returns ``(x_adv, method)``, method naming what ran.
+    ``noise``, ``autoattack`` (with ``autoattack_params``). Adaptive: ``uap`` ->
+    :func:`adaptive_uap` on fit_x, ``autoattack`` -> ``adaptive_autoattack`` (the chain
+    against the system's decision), any other -> :func:`adaptive_pgd`. Returns
+    ``(x_adv, method)``, method naming what ran.
 
     Example:
         >>> x_adv, method = attack_system(system, "uap", 0.3, x, y, adaptive=True,
         ...                               fit_x=x_fit, fit_y=y_fit)  # doctest: +SKIP
     """
-    from robustkit.attacks.fgsm import fgm, fgsm
-    from robustkit.attacks.noise import noise
-    from robustkit.attacks.pgd import pgd
-    from robustkit.attacks.universal import uap_sgd
-
     model, kw = system.model, dict(uap_params or {})
     if attack == "uap":
         if adaptive:
@@ -249,6 +246,14 @@ def attack_system(system: DefendedSystem, attack: str, eps: float, x: torch.Tens
             v = uap_sgd(model, fit_x, fit_y, xi=eps, norm=norm, seed=seed, **kw).v
             method = "uap_sgd"
         return (x + v.to(x).reshape(x.shape[1:])).clamp(0, 1), method
+    if attack == "autoattack":
+        aa = dict(autoattack_params or {})
+        if adaptive:
+            x_adv, info = adaptive_autoattack(system, x, y, eps=eps, norm=norm, seed=seed,
+                                              **aa)
+            return x_adv, f"adaptive_autoattack[{_tally(info['counts'])}]"
+        res = autoattack(model, x, y, eps=eps, norm=norm, seed=seed, **aa)
+        return res.x_adv, f"autoattack[{_tally(res.info['counts'])}]"
     if adaptive:
         r = adaptive_pgd(system, x, y, eps=eps, norm=norm, steps=steps, lambdas=lambdas,
                          seed=seed)
@@ -259,4 +264,9 @@ def attack_system(system: DefendedSystem, attack: str, eps: float, x: torch.Tens
         return pgd(model, x, y, eps=eps, norm=norm, steps=steps, seed=seed).x_adv, "pgd"
     if attack == "noise":
         return noise(model, x, y, eps=eps, norm=norm, seed=seed).x_adv, "noise"
-    raise ValueError(f"attack must be 'fgsm', 'pgd', 'uap' or 'noise', got {attack!r}")
+    raise ValueError(f"attack must be 'fgsm', 'pgd', 'uap', 'noise' or 'autoattack', "
+                     f"got {attack!r}")
+
+
+def _tally(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}:{v}" for k, v in counts.items())

@@ -119,7 +119,7 @@ def _fits(spec: Spec, where: str, m: ModelEntry, src: StoredModel) -> list[str]:
 
 
 def _dataset_shape(name: str) -> tuple[int, ...] | None:
-    from robustkit import datasets
+    from robustkit import data as datasets
 
     try:
         return tuple(datasets.describe(name)["input_shape"])

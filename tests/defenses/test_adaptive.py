@@ -10,8 +10,9 @@ from conftest import fitted_model
 
 from robustkit import load_dataset
 from robustkit.defenses.adaptive import adaptive_pgd, adaptive_uap
+from robustkit.defenses.detection import detection_scores
 from robustkit.defenses.detector import fit_detector
-from robustkit.defenses.system import DefendedSystem, detection_scores, system_accuracy
+from robustkit.defenses.system import DefendedSystem, system_accuracy
 
 UAP = {"epochs": 3}
 

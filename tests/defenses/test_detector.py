@@ -12,14 +12,9 @@ from sklearn.metrics import roc_auc_score
 
 from robustkit import defenses, load_dataset
 from robustkit.attacks.universal import uap_sgd
+from robustkit.defenses.detection import detection_scores
 from robustkit.defenses.detector import Detector, fit_detector
-from robustkit.defenses.system import (
-    DefendedSystem,
-    detection_scores,
-    load_system,
-    save_system,
-    system_accuracy,
-)
+from robustkit.defenses.system import DefendedSystem, load_system, save_system, system_accuracy
 
 XI = 0.3
 UAP = {"epochs": 3}

@@ -37,7 +37,7 @@ from common import RESULTS, device_name, markdown_table, mnist_root, write_csv
 from torch import nn
 
 from robustkit import defenses, load_dataset, models, store
-from robustkit.datasets import Dataset, subset
+from robustkit.data import Dataset, subset
 from robustkit.defenses.detection import detection_scores
 from robustkit.defenses.detector import Detector
 from robustkit.defenses.system import DefendedSystem, load_system, save_system

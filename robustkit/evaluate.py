@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from torch import nn
 
 from robustkit.attacks import AttackResult, AttackSpec, get
 from robustkit.attacks.base import eval_mode
+from robustkit.certify.columns import certify_options, with_certificates
 from robustkit.models.registry import model_device, resolve_device
 
 if TYPE_CHECKING:
@@ -39,7 +40,9 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
              eps: float | Sequence[float], batch_size: int = 1024,
              device: str | torch.device | None = None, fit_x: torch.Tensor | None = None,
              fit_y: torch.Tensor | None = None, seed: int = 0,
-             on_result: OnResult | None = None, **params: Any) -> list[dict[str, Any]]:
+             on_result: OnResult | None = None,
+             certify: bool | Mapping[str, Any] | None = None, **params: Any
+             ) -> list[dict[str, Any]]:
     """Attack ``model`` on (x, y) at every eps and measure the outcome, one row per eps.
 
     Fixed-budget attacks run once per eps, except those with a grid path (``autoattack``:
@@ -64,6 +67,10 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
         seed: base seed; batch b starting at sample s uses ``seed + s``.
         on_result: called with (eps, AttackResult) for every attack call (eps None for the
             single run of a minimal attack); e.g. to keep a UAP's ``info["v"]``.
+        certify: also certify (x, y) at every eps (``True``, or ``{"method": ...,
+            "time_limit": ..., "params": {...}}``; default: no): rows gain
+            ``robustkit.certify.columns.COLUMNS``, and a certified sample the attack broke
+            raises ``CertificateContradiction``.
         **params: attack hyperparameters.
 
     Returns:
@@ -87,6 +94,7 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
         raise ValueError("; ".join(found))
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    cert = certify_options(certify)
     dev = _canonical(resolve_device(device) if device is not None else model_device(model))
     if _canonical(model_device(model)) != dev:
         model = copy.deepcopy(model).to(dev)
@@ -104,7 +112,13 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
             raise ValueError(f"attack {spec.name!r} has unknown kind {spec.kind!r}")
         ctx = _Context(dev, batch_size, fit_x, fit_y, seed, on_result, params, clean)
         stats = run(spec, model, x, y, eps_list, ctx)
-    return [_row(spec.name, e, y.cpu(), clean, *s, str(dev)) for e, s in zip(eps_list, stats)]
+        rows = [_row(spec.name, e, y.cpu(), clean, *s, str(dev)) for e, s in zip(eps_list, stats)]
+        if cert is not None:
+            norm = str(params.get("norm", spec.norm))
+            rows = with_certificates(rows, model, x.to(dev), y.to(dev), norm=norm, options=cert,
+                                     preds=[s[0] for s in stats], attack=spec.name,
+                                     dists=[s[1] if norm == "l2" else s[2] for s in stats])
+    return rows
 
 
 def evaluate_frame(*args: Any, **kwargs: Any) -> pd.DataFrame:

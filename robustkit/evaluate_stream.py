@@ -49,7 +49,7 @@ def evaluate_stream(model: nn.Module, attack: str | AttackSpec, batches: Batches
         model: classifier returning logits (N, K); left unchanged.
         attack: a registry name or an AttackSpec.
         batches: any iterable of (x (B, ...) in [0, 1], y (B,) int64): a
-            ``torch.utils.data.DataLoader``, :func:`robustkit.datasets_user.iter_batches`,
+            ``torch.utils.data.DataLoader``, :func:`robustkit.data.iter_batches`,
             a list. Read once (re-iterable only when a universal attack fits on it).
         eps: one budget or a list (each >= 0); the radius xi for universal attacks.
         device: where to compute: None (the model's device), ``"auto"``, ``"cpu"``, ...

@@ -37,8 +37,8 @@ from robustkit.tensorfiles import (  # noqa: F401
 )
 
 if TYPE_CHECKING:
-    from robustkit.datasets import DatasetInfo
-    from robustkit.models.registry import TrainRecord
+    from robustkit.data import DatasetInfo
+    from robustkit.models.trainer import TrainRecord
 
 # Modules: a group of kind "module" whose JSON says how to rebuild it.
 
@@ -131,7 +131,7 @@ def _scale(info: DatasetInfo | None) -> dict[str, Any]:
     """A table's training min/max per feature (``extra["data_scale"]``): what eps means."""
     if info is None or getattr(info, "scale", None) is None:
         return {}
-    from robustkit.datasets_table import scale_doc
+    from robustkit.data import scale_doc
 
     return {"data_scale": scale_doc(info)}
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from robustkit.attacks.apgd import apgd
 from robustkit.attacks.apgd_targeted import apgd_t
+from robustkit.attacks.autoattack_lean import lean_chain
 from robustkit.attacks.base import (
     NORMS,
     AttackResult,
@@ -30,7 +31,7 @@ from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer
 from robustkit.progress import status
 
-VERSIONS = ("standard", "fast", "rand")
+VERSIONS = ("standard", "fast", "rand", "lean")
 FAB_SLACK = 1e-6  # a FAB point counts when its norm is <= eps + this (then projected)
 
 
@@ -45,11 +46,12 @@ def _fab() -> Callable[..., AttackResult] | None:
 
 
 def _fab_t(fab: Callable[..., AttackResult], model: nn.Module, x: torch.Tensor,
-           y: torch.Tensor, *, eps: float, norm: str, steps: int, targets: int, seed: int
-           ) -> AttackResult:
+           y: torch.Tensor, *, eps: float, norm: str, steps: int, targets: int, seed: int,
+           rank: str = "logit") -> AttackResult:
     # FAB is a minimal-norm attack: keep its point only inside the ball (projected, so
     # that rounding cannot leave it), x elsewhere; the chain re-checks the prediction.
-    res = fab(model, x, y, eps=eps, norm=norm, steps=steps, targets=targets, seed=seed)
+    res = fab(model, x, y, eps=eps, norm=norm, steps=steps, targets=targets, seed=seed,
+              rank=rank)
     size = res.linf if norm == "linf" else res.l2
     inside = (size <= eps + FAB_SLACK).view(-1, *([1] * (x.dim() - 1)))
     x_adv = torch.where(inside, (x + project(res.x_adv - x, eps, norm)).clamp(0, 1), x)
@@ -64,12 +66,17 @@ def chain(version: str, norm: str, *, steps: int, targets: int, queries: int, eo
         out = [("apgd_ce", partial(apgd, norm=norm, loss="ce", steps=steps, eot=eot)),
                ("apgd_dlr", partial(apgd, norm=norm, loss="dlr", steps=steps, eot=eot))]
         return out, []
+    fab = _fab()
+    if version == "lean":
+        fab_t = None if fab is None else partial(_fab_t, fab)
+        return ([("lean", partial(lean_chain, norm=norm, steps=steps, targets=targets,
+                                  queries=queries, fab_t=fab_t))],
+                ["fab_t"] if fab is None else [])
     out = [("apgd_ce", partial(apgd, norm=norm, loss="ce", steps=steps)),
            ("apgd_t", partial(apgd_t, norm=norm, targets=targets, steps=steps))]
     if version == "fast":
         return out, []
     skipped = []
-    fab = _fab()
     if fab is None:
         skipped.append("fab_t")
     else:
@@ -159,6 +166,7 @@ def _at_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: float, *,
         by = [b if b else (p if k else "") for b, p, k in
               zip(by, before.info["broken_by"], kept.tolist())]
     counts, evaluated, seconds = {}, {}, {}
+    triggers: dict[str, str] = {}
     best = x.clone()  # per-sample worst case among the attacks that failed
     worst = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
     for name, attack in attacks:
@@ -176,18 +184,27 @@ def _at_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: float, *,
         closer = m < worst[rows]
         best[rows[closer]], worst[rows[closer]] = res.x_adv[closer], m[closer].to(worst.dtype)
         x_adv[rows[hit]], broken[rows[hit]] = res.x_adv[hit], True
-        for i in rows[hit].tolist():
-            by[i] = name
+        stage = res.info.get("broken_by", [name] * len(rows))
+        for i, j in zip(rows[hit].tolist(), hit.nonzero().squeeze(1).tolist()):
+            by[i] = stage[j] or name
         counts[name] = int(hit.sum())
+        if "counts" in res.info:  # a chain of its own (lean): its stages' numbers
+            del counts[name]
+            for key, into in (("counts", counts), ("evaluated", evaluated),
+                              ("seconds", seconds)):
+                into.update(res.info[key])
+            del evaluated[name]
+            triggers.update(res.info.get("triggers", {}))
     final = torch.where(broken.view(shape), x_adv, best)
     inferred = int((~broken & ~todo).sum())
     return make_result(model, x, final, y, iterations=0, info={
         **info, "broken_by": by, "counts": counts, "evaluated": evaluated,
-        "seconds": seconds, "inferred_robust": inferred})
+        "seconds": seconds, "inferred_robust": inferred,
+        **({"triggers": triggers} if triggers else {})})
 
 
 RULES = {"norm": choice("linf", "l2"),
-         "version": choice("standard", "fast", "rand"),
+         "version": choice(*VERSIONS),
          "steps": integer(1),
          "targets": integer(1),
          "queries": integer(1),

@@ -72,7 +72,7 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     """
     from robustkit import attacks, load_dataset
     from robustkit.cli import emit_json, parse_params
-    from robustkit.datasets_table import describe_eps, eps_in_units
+    from robustkit.data import describe_eps, eps_in_units
     from robustkit.evaluate import COLUMNS, evaluate
     from robustkit.models import resolve_device
     from robustkit.progress import bar
@@ -170,8 +170,7 @@ def _stream_rows(spec: Any, model: torch.nn.Module, name: str, split: str,
                  params: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
     """Rows of ``evaluate_stream`` over lazily read batches (a universal v fitted on the
     streamed train split), and the first few inputs as a Dataset (for the PNG of v)."""
-    from robustkit.datasets import Dataset
-    from robustkit.datasets_user import iter_batches
+    from robustkit.data import Dataset, iter_batches
     from robustkit.evaluate_stream import evaluate_stream
 
     batches = iter_batches(name, split, root, batch_size=batch_size, seed=seed, limit=limit)
@@ -187,7 +186,7 @@ def _units(name: str, workdir: str, info: Any) -> tuple[tuple[str, ...], Any] | 
     """Feature names and training (min, max) of a table model: the stored ones (checked
     against the data's), else the data's; None for data that is not a table."""
     from robustkit import store
-    from robustkit.datasets_table import scale_from_doc
+    from robustkit.data import scale_from_doc
 
     folder = store.model_dir(workdir, name)
     doc = (store.read_model_meta(folder).extra.get("data_scale")

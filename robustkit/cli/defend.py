@@ -16,7 +16,8 @@ from typing import Any
 import click
 import torch
 
-from robustkit import datasets, defenses, models, store
+from robustkit import data as datasets
+from robustkit import defenses, models, store
 from robustkit.cli import parse_params
 from robustkit.cli.score import jsonable, print_result, run_score, score_cmd, score_options
 from robustkit.cli.usage import FiniteFloat, refuse

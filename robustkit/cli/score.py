@@ -11,7 +11,8 @@ from typing import Any
 import click
 import torch
 
-from robustkit import datasets, models, store
+from robustkit import data as datasets
+from robustkit import models, store
 from robustkit.cli import emit_json
 from robustkit.cli.usage import FiniteFloat
 from robustkit.defenses.score import cost_line, score

@@ -24,7 +24,7 @@ from robustkit.defenses.base import (
 
 # Modules whose import registers defenses. The detector family is optional: its modules
 # join the registry when present.
-_MODULES = ("adversarial", "universal", "retrain")
+_MODULES = ("adversarial", "universal", "retrain", "certified")
 _OPTIONAL = ("wrappers",)
 
 

@@ -149,7 +149,7 @@ def test_evaluate_uses_the_grid_path(mlp, data):
 @pytest.mark.parametrize("family", ["svm", "gmm"])
 def test_binary_tasks_run_every_version(family):
     model, x, y = toy_task("moons", family, 50)
-    for version in ("standard", "fast", "rand"):
+    for version in ("standard", "fast", "rand", "lean"):
         res = autoattack(model, x, y, eps=0.15, version=version, steps=10, queries=50, eot=2)
         assert float(res.linf.max()) <= 0.15 + 1e-6
         assert res.success.any() and len(res.info["broken_by"]) == len(x)

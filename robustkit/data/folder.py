@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from robustkit.datasets import Dataset, DatasetInfo, subset_index
+from robustkit.data.base import Dataset, DatasetInfo, subset_index
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
               ".pgm")
@@ -48,7 +48,7 @@ def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
             im = f.convert("L" if channels == 1 else "RGB")
             if im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
+            arr = np.array(im, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         msg = " ".join(str(exc).split())
         raise ValueError(f"{path}: corrupt or unreadable image ({msg})") from None

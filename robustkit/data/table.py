@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustkit.datasets import Dataset, DatasetInfo
+from robustkit.data.base import Dataset, DatasetInfo
 
 SUFFIXES = (".csv", ".parquet")
 Scale = tuple[tuple[float, float], ...]

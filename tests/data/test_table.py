@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from robustkit import load_dataset
-from robustkit.datasets_table import eps_in_units, scale_doc, scale_from_doc, unscale
+from robustkit.data.table import eps_in_units, scale_doc, scale_from_doc, unscale
 
 TRAIN = "age,income,label\n20,1000,low\n40,3000,high\n30,2000,low\n60,5000,high\n"
 TEST = "age,income,label\n10,2000,low\n50,6000,high\n40,4000,low\n"

@@ -2,43 +2,15 @@
 from __future__ import annotations
 
 import gzip
-import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _datafiles import cifar_bytes, idx_bytes, rng, write_cifar, write_mnist
 
-from robustkit import datasets, load_dataset
-from robustkit.dataformats import read_cifar_batch, read_idx
-
-rng = np.random.default_rng(0)
-
-
-def idx_bytes(arr: np.ndarray) -> bytes:
-    """An IDX file of unsigned bytes holding ``arr``."""
-    head = bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    return head + arr.astype(np.uint8).tobytes()
-
-
-def write_mnist(root: Path, folder: str, *, gz: bool, n: dict[str, int]) -> dict:
-    """Tiny MNIST-layout files under ``root/folder``; returns the arrays written."""
-    raw = root / folder
-    raw.mkdir(parents=True)
-    out = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        x = rng.integers(0, 256, size=(n[split], 28, 28), dtype=np.uint8)
-        x[0, 0, 0], x[0, 0, 1] = 0, 255
-        y = np.arange(n[split]) % 10
-        for kind, arr in (("images-idx3", x), ("labels-idx1", y)):
-            name = f"{prefix}-{kind}-ubyte"
-            data = idx_bytes(arr)
-            if gz:
-                (raw / f"{name}.gz").write_bytes(gzip.compress(data))
-            else:
-                (raw / name).write_bytes(data)
-        out[split] = (x, y)
-    return out
+from robustkit import data as datasets
+from robustkit import load_dataset
+from robustkit.data.formats import read_cifar_batch, read_idx
 
 
 @pytest.mark.parametrize("gz", [True, False], ids=["gz", "raw"])
@@ -110,30 +82,16 @@ def test_idx_wrong_ndim_and_label_mismatch(tmp_path):
         load_dataset("mnist", "test", root=tmp_path)
 
 
-def cifar_bytes(n: int, label_offset: int = 0) -> tuple[bytes, np.ndarray, np.ndarray]:
-    x = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
-    y = (np.arange(n) + label_offset) % 10
-    recs = np.concatenate([y[:, None].astype(np.uint8), x.reshape(n, -1)], axis=1)
-    return recs.tobytes(), x, y
-
-
 def test_cifar10_binary_batches(tmp_path):
-    folder = tmp_path / "cifar-10-batches-bin"
-    folder.mkdir()
-    parts = []
-    for i in range(1, 6):
-        data, x, y = cifar_bytes(3, label_offset=i)
-        (folder / f"data_batch_{i}.bin").write_bytes(data)
-        parts.append((x, y))
-    data, xt, yt = cifar_bytes(4)
-    (folder / "test_batch.bin").write_bytes(data)
+    written = write_cifar(tmp_path, n=3)
     x, y, info = load_dataset("cifar10", "train", root=tmp_path)
     assert x.shape == (15, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
-    wx = np.concatenate([p[0] for p in parts])
+    wx, wy = written["train"]
     assert torch.equal(x, torch.from_numpy(wx).float() / 255)
-    assert y.tolist() == np.concatenate([p[1] for p in parts]).tolist()
+    assert y.tolist() == wy.tolist()
     assert info.classes[0] == "airplane" and info.n_classes == 10
     x, y, _ = load_dataset("cifar10", "test", root=tmp_path)
+    xt, yt = written["test"]
     assert torch.equal(x, torch.from_numpy(xt).float() / 255) and y.tolist() == yt.tolist()
 
 

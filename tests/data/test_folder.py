@@ -6,31 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _datafiles import FOLDER_CLASSES as CLASSES
+from _datafiles import write_folder
 from PIL import Image
 
-from robustkit import datasets, load_dataset
-from robustkit.datasets_user import iter_batches, parse_name
-
-CLASSES = ("cat", "dog", "emu")
-
-
-def write_folder(root: Path, name: str = "pets", *, n: int = 3, size: int = 12,
-                 mode: str = "RGB", seed: int = 0) -> dict[str, list[tuple[np.ndarray, int]]]:
-    """``root/name/{train,test}/<class>/<i>.png``; returns the pixels written, in order."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, list[tuple[np.ndarray, int]]] = {}
-    for split in ("train", "test"):
-        out[split] = []
-        for k, c in enumerate(CLASSES):
-            folder = root / name / split / c
-            folder.mkdir(parents=True)
-            for i in range(n):
-                shape = (size, size, 3) if mode == "RGB" else (size, size)
-                px = rng.integers(0, 256, size=shape, dtype=np.uint8)
-                Image.fromarray(px, mode=mode).save(folder / f"{i}.png")
-                out[split].append((px, k))
-            (folder / "notes.txt").write_text("not an image: ignored")
-    return out
+from robustkit import data as datasets
+from robustkit import load_dataset
+from robustkit.data import iter_batches, parse_name
 
 
 def test_loads_pixels_classes_and_labels_exactly(tmp_path):

@@ -14,9 +14,9 @@ from robustkit.certify.front import Affine, peel
 from robustkit.certify.kernel import kernel_head
 from robustkit.certify.kernel_bounds import expansion_bounds, kernel_values
 from robustkit.models.preprocess import Normalized
+from robustkit.models.sklearn import from_sklearn
 from robustkit.models.sklearn.svm import SVCHead
 from robustkit.models.svm import KernelSVM
-from robustkit.models.sklearn import from_sklearn
 
 
 @functools.cache

@@ -16,7 +16,7 @@ from common import RESULTS, mnist_root
 from torch import nn
 
 from robustkit import load_dataset, models, store
-from robustkit.datasets import Dataset, subset
+from robustkit.data import Dataset, subset
 
 CACHE = RESULTS.parents[1] / "runs" / "bench-attacks"  # trained models (git-ignored)
 FAMILIES = ("mlp", "cnn", "svm", "gmm")

@@ -81,7 +81,7 @@ def child(mode: str, n: int, root: str) -> None:
 
     torch.set_num_threads(1)
     from robustkit import load_dataset
-    from robustkit.datasets_user import iter_batches
+    from robustkit.data import iter_batches
     from robustkit.evaluate import evaluate
     from robustkit.evaluate_stream import evaluate_stream
 

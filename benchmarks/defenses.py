@@ -31,7 +31,7 @@ from common import RESULTS, device_name, mnist_root, write_csv
 from defenses_rows import SETTING_KEYS, merge
 
 from robustkit import load_dataset, models, store
-from robustkit.datasets import subset
+from robustkit.data import subset
 from robustkit.defenses import defend
 from robustkit.defenses.score import score
 

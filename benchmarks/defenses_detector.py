@@ -1,7 +1,7 @@
 """Perturbation detectors against their target (issue 4): Akhtar et al.'s DCT detector
 (``detector``: flagged inputs are rejected) and PRN pipeline (``prn``: flagged inputs are
 rectified, then classified) in front of the small CNN, scored by attacks that ignore them
-and by attacks that know them (``robustkit.defenses.system.detection_scores``).
+and by attacks that know them (``robustkit.defenses.detection.detection_scores``).
 
 Run in pieces (MNIST on a 2-core CPU takes a while):
     .venv/bin/python benchmarks/defenses_detector.py --dataset digits --threads 1
@@ -37,14 +37,10 @@ from common import RESULTS, device_name, markdown_table, mnist_root, write_csv
 from torch import nn
 
 from robustkit import defenses, load_dataset, models, store
-from robustkit.datasets import Dataset, subset
+from robustkit.data import Dataset, subset
+from robustkit.defenses.detection import detection_scores
 from robustkit.defenses.detector import Detector
-from robustkit.defenses.system import (
-    DefendedSystem,
-    detection_scores,
-    load_system,
-    save_system,
-)
+from robustkit.defenses.system import DefendedSystem, load_system, save_system
 
 OUT = RESULTS / "defenses_detector.csv"
 CACHE = RESULTS.parents[1] / "runs" / "bench-detector"

@@ -7,6 +7,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from robustkit.datasets import Dataset, DatasetInfo, load_dataset
+from robustkit.data import Dataset, DatasetInfo, load_dataset
 
 __all__ = ["Dataset", "DatasetInfo", "__version__", "load_dataset"]

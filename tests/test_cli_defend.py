@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from robustkit import store
@@ -31,6 +32,9 @@ def defended(workdir):
 def test_defend_trains_stores_and_scores(defended, workdir):
     assert defended["defense"] == "fgsm_rs" and defended["params"]["eps"] == 0.1
     assert defended["train_seconds"] > 0 and defended["time_ratio"] > 0
+    # The cost ratio is one of process CPU times, and says so.
+    assert defended["time_ratio_clock"] == "cpu" and defended["train_cpu_seconds"] > 0
+    assert defended["time_ratio"] == defended["train_cpu_seconds"] / defended["plain_cpu_seconds"]
     rows = defended["score"]["rows"]
     assert {r["attack"] for r in rows} == {"fgsm", "pgd", "noise"}
     assert defended["score"]["possible_gradient_masking"] is False
@@ -49,6 +53,7 @@ def test_score_a_stored_model(defended, workdir):
     assert result.exit_code == 0, result.output
     assert "sanity checks: " in result.output and "fgsm" in result.output
     assert "training:" in result.output  # timing comes from the stored metadata
+    assert "plain training in process CPU time" in result.output
 
 
 def test_defend_retrain_on_svm_text_output(workdir):
@@ -127,13 +132,37 @@ def test_defend_with_a_detector_then_score_it_as_a_system(defense, extra, attack
     # score always adds PGD; adaptive fgsm is adaptive PGD, so it is one row, under pgd
     want = (want - {"system:fgsm+adaptive"}) | {"system:pgd+adaptive"}
     assert want <= set(system) and "system:fgsm+adaptive" not in system
-    for r in system.values():
-        assert 0 <= r["detection_auc"] <= 1 and 0 <= r["robust_accuracy"] <= 1
+    _check_system_fgsm_row(system["system:fgsm"], workdir / name)
     bare = run(main, ["score", "--model", name, "--no-detector", "--attack", "fgsm",
                       "--workdir", str(workdir), "--json", *FAST])
     assert bare.exit_code == 0, bare.output
     assert not any(r["attack"].startswith("system:")
                    for r in json.loads(bare.output)["score"]["rows"])
+
+
+def _check_system_fgsm_row(row, folder):
+    """The row, recomputed from the stored system on the inputs score used (the seed-0
+    subset of 100 test inputs): AUC by counting (adversarial, clean) score pairs, the
+    system accuracy from its own decisions on the same FGSM inputs."""
+    from robustkit import data as datasets
+    from robustkit.defenses.detection import attack_system
+    from robustkit.defenses.system import load_system, system_accuracy
+
+    model, _ = store.load(folder)
+    system = load_system(folder, model)
+    x, y, _ = datasets.subset(datasets.load_dataset("digits", "test", seed=0), 100, seed=0)
+    x_adv, _ = attack_system(system, "fgsm", 0.3, x, y, adaptive=False, fit_x=x, fit_y=y)
+    with torch.no_grad():
+        clean, adv = system.score(x).double(), system.score(x_adv).double()
+        dec, clean_dec = system.decide(x_adv), system.decide(x)
+    pairs = (adv[:, None] > clean[None, :]).double() + 0.5 * (adv[:, None] == clean[None, :])
+    assert row["detection_auc"] == pytest.approx(float(pairs.mean()), abs=1e-12)
+    assert row["robust_accuracy"] == pytest.approx(
+        system_accuracy(dec, y, adversarial=True), abs=1e-12)
+    assert row["clean_accuracy"] == pytest.approx(
+        system_accuracy(clean_dec, y, adversarial=False), abs=1e-12)
+    assert row["classifier_robust_accuracy"] == pytest.approx(
+        float((model(x_adv).argmax(1) == y).double().mean()), abs=1e-7)
 
 
 def test_score_needs_eps_for_a_model_without_a_training_eps(workdir):

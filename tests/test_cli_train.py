@@ -7,7 +7,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from robustkit import datasets, models, store
+from robustkit import data as datasets
+from robustkit import models, store
 from robustkit.cli import main
 
 FAST = ["--model", "linear", "--param", "epochs=2"]

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from robustkit.attacks.base import generator
 from robustkit.attacks.universal import uap, uap_sgd
 from robustkit.attacks.universal_stream import uap_sgd_stream, uap_stream
-from robustkit.datasets_user import iter_batches
+from robustkit.data import iter_batches
 from robustkit.evaluate import evaluate
 from robustkit.evaluate_stream import evaluate_stream
 
@@ -173,7 +173,7 @@ params = {{ epochs = 1 }}
 
 
 def test_a_sweep_streams_an_image_folder(tmp_path):
-    from test_datasets_folder import write_folder
+    from _datafiles import write_folder
 
     from robustkit.sweep import parse_spec, read_rows, run_sweep
 

@@ -34,7 +34,8 @@ from torch import nn
 
 from robustkit.attacks.apgd import apgd, run_apgd
 from robustkit.attacks.apgd_common import resolve_loss
-from robustkit.attacks.base import AttackResult, eval_mode, generator, make_result
+from robustkit.attacks.base import AttackResult, eval_mode, make_result
+from robustkit.attacks.rng import sample_rng
 from robustkit.attacks.square import SQUARE_P_INIT, margin, square
 from robustkit.attacks.targets import (
     interleave,
@@ -53,17 +54,20 @@ NO_PROGRESS = 0.999  # r above this: APGD-CE did not move the margin (a sign of 
 
 def lean_chain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                norm: str, steps: int, targets: int, queries: int, seed: int,
-               fab_t: Callable[..., AttackResult] | None) -> AttackResult:
+               fab_t: Callable[..., AttackResult] | None,
+               sample_ids: torch.Tensor | None = None) -> AttackResult:
     """The lean chain on x (all predicted as y); see the module docstring. ``fab_t``: the
     chain's FAB-T (None: skipped). ``info["broken_by"]`` names the stage per sample."""
     n = len(x)
+    ids = sample_rng(seed, x, sample_ids, "apgd").ids  # draws per sample, not per batch
     by = [""] * n
     counts: dict[str, int] = {}
     evaluated: dict[str, int] = {}
     seconds: dict[str, float] = {}
     with eval_mode(model):
         t0 = time.perf_counter()
-        res = apgd(model, x, y, eps=eps, norm=norm, loss="ce", steps=steps, seed=seed)
+        res = apgd(model, x, y, eps=eps, norm=norm, loss="ce", steps=steps, seed=seed,
+                   sample_ids=ids)
         x_adv, broken = res.x_adv.clone(), res.success.clone()
         _note("apgd_ce", broken, by, counts, evaluated, n, seconds, t0)
         rows = (~broken).nonzero().squeeze(1)
@@ -84,11 +88,11 @@ def lean_chain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
             masked = (r > NO_PROGRESS) | dist.isinf().all(1)
             late = _apgd_t(state, rows, r, m0.clamp_min(1e-12),
                            cls[:, :min(targets, cls.shape[1])], budget=TARGET_RUNS * n,
-                           eps=eps, norm=norm, steps=steps, seed=seed)
+                           eps=eps, norm=norm, steps=steps, seed=seed, ids=ids)
             evaluated["apgd_t"], counts["apgd_t"] = len(rows), int(state.broken[rows].sum())
             seconds["apgd_t"] = time.perf_counter() - t0
             triggers = _tail(state, rows, r, cls, masked, late, eps=eps, norm=norm,
-                             steps=steps, queries=queries, seed=seed, fab_t=fab_t,
+                             steps=steps, queries=queries, seed=seed, ids=ids, fab_t=fab_t,
                              counts=counts, evaluated=evaluated, seconds=seconds)
         else:
             triggers = {"fab_t": "none", "square": "none"}
@@ -122,13 +126,13 @@ class _State:
 
 def _apgd_t(s: _State, rows: torch.Tensor, r: torch.Tensor, m0: torch.Tensor,
             cls: torch.Tensor, *, budget: float,
-            eps: float, norm: str, steps: int, seed: int) -> int:
+            eps: float, norm: str, steps: int, seed: int, ids: torch.Tensor) -> int:
     """Targeted APGD in rank order: ranks 1 and 2 on every row, rank j > 2 on the closest
     ``c / (j - 1)`` share (by r, updated after rank 1), c >= 1 so that all ranks together
     make at most ``budget`` target runs where that allows more. Returns the breaks at
     ranks >= 2."""
     loss, _ = resolve_loss("dlr", int(cls.shape[1]) + 1, targeted=True)
-    gen = generator(seed, s.x.device)
+    gen = sample_rng(seed, s.x, ids, "apgd")
     n0, top = len(rows), int(cls.shape[1])
     harmonic = sum(1 / (j - 1) for j in range(3, top + 1))
     c = max(1.0, (budget - 2 * n0) / (n0 * harmonic)) if harmonic else 1.0
@@ -143,7 +147,7 @@ def _apgd_t(s: _State, rows: torch.Tensor, r: torch.Tensor, m0: torch.Tensor,
             return 0
         i = rows[sample]
         xa, ok, _, _, _ = run_apgd(s.model, s.x[i], s.y[i], eps=eps, norm=norm, loss=loss,
-                                   steps=steps, rho=0.75, gen=gen,
+                                   steps=steps, rho=0.75, gen=gen.take(i, rank - 1),
                                    target=cls[sample, rank - 1], group=sample)
         before = int(s.broken[rows].sum())
         for j in ranks:  # a sample keeps its best-ranked target's break
@@ -170,7 +174,8 @@ def _apgd_t(s: _State, rows: torch.Tensor, r: torch.Tensor, m0: torch.Tensor,
 
 def _tail(s: _State, rows: torch.Tensor, r: torch.Tensor, cls: torch.Tensor,
           masked: torch.Tensor, late: int, *, eps: float, norm: str, steps: int,
-          queries: int, seed: int, fab_t: Callable[..., AttackResult] | None,
+          queries: int, seed: int, ids: torch.Tensor,
+          fab_t: Callable[..., AttackResult] | None,
           counts: dict[str, int], evaluated: dict[str, int], seconds: dict[str, float]
           ) -> dict[str, Any]:
     """FAB-T and Square where APGD-T still broke samples (the closest SHARE) or, Square
@@ -194,10 +199,12 @@ def _tail(s: _State, rows: torch.Tensor, r: torch.Tensor, cls: torch.Tensor,
         i = rows[sub]
         if fab_t is not None and name == "fab_t":
             res = fab_t(s.model, s.x[i], s.y[i], eps=eps, norm=norm, steps=steps,
-                        targets=min(FAB_TARGETS, cls.shape[1]), seed=seed, rank="linearized")
+                        targets=min(FAB_TARGETS, cls.shape[1]), seed=seed, rank="linearized",
+                        sample_ids=ids[i])
         else:
             full = bool(masked[sub].any())
-            res = square(s.model, s.x[i], s.y[i], eps=eps, norm=norm, seed=seed, p_init=SQUARE_P_INIT,
+            res = square(s.model, s.x[i], s.y[i], eps=eps, norm=norm, seed=seed,
+                         p_init=SQUARE_P_INIT, sample_ids=ids[i],
                          queries=queries if full else max(queries // SHORT_SQUARE, 1))
         with torch.no_grad():
             hit = s.model(res.x_adv).argmax(1) != s.y[i]

@@ -13,6 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustkit.certify import crown as _crown  # noqa: F401  (registers "crown", "ibp")
+from robustkit.certify import gmm as _gmm  # noqa: F401  (registers "gmm")
+from robustkit.certify import kernel as _kernel  # noqa: F401  (registers "kernel")
+from robustkit.certify import linear as _linear  # noqa: F401  (registers "linear")
+from robustkit.certify import milp as _milp  # noqa: F401  (registers "milp")
+from robustkit.certify import smoothing as _smoothing  # noqa: F401  (registers "smoothing")
 from robustkit.certify.base import (
     CERTIFIERS,
     CertificateContradiction,
@@ -41,7 +47,7 @@ def choose(model: nn.Module, norm: str) -> tuple[CertifySpec | None, list[str]]:
     """The method ``method="auto"`` uses for ``model`` in ``norm`` (lowest priority number
     that applies; randomized smoothing is never chosen automatically, since it certifies a
     different classifier), and the reasons the others gave."""
-    reasons = []
+    reasons: list[str] = []
     for spec in sorted((CERTIFIERS.get(n) for n in names()), key=lambda s: (s.priority, s.name)):
         if spec.smoothed:
             continue
@@ -82,9 +88,9 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             return out[0] if isinstance(eps, (int, float)) else out
     else:
         spec = get(method)
-        why = spec.applies(model, norm)
-        if why is not None:
-            raise ValueError(f"certificate {method!r} does not apply: {why}")
+        refusal = spec.applies(model, norm)
+        if refusal is not None:
+            raise ValueError(f"certificate {method!r} does not apply: {refusal}")
     results = spec.fn(model, x, y, eps=eps_t, norm=norm, time_limit=float(time_limit), **params)
     return results[0] if isinstance(eps, (int, float)) else results
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from robustkit.dask_address import check_dask_address
+
 DEMO_SPECS = ("attacks/digits.toml", "defenses/digits.toml")
 DEMO_OUT = "reports/demo"
 
@@ -34,6 +36,16 @@ def default_out(specs: list) -> Path:
     return Path("reports") / folder
 
 
+def _dask_address(value: str | None) -> str | None:
+    """A malformed ``--dask`` address is a usage error (exit 2), found before connecting."""
+    if value is None:
+        return None
+    try:
+        return str(check_dask_address(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--dask") from None
+
+
 @click.command("sweep")
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -42,6 +54,7 @@ def default_out(specs: list) -> Path:
               help="Run cells in N local processes (0 or 1: in this process). "
                    "Default: one per CPU.")
 @click.option("--dask", "dask_address", metavar="ADDRESS", default=None,
+              callback=lambda ctx, param, value: _dask_address(value),
               help="Submit cells to a Dask distributed scheduler, e.g. tcp://host:8786.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Torch threads per task (default 1). Rows are identical across "
@@ -103,20 +116,40 @@ def sweep(specs: tuple[str, ...], out: str | None, workers: int | None,
                         data_root=data_root, models_dir=models_dir, retry_errors=retry_errors,
                         threads=threads, report=not no_report, progress=True, command=sys.argv,
                         validate=False, workdir=workdir)
+    failed = _failed_cells(parsed, Path(summary.out_dir))
     if as_json:
         emit_json(vars(summary))
     else:
+        # With failed cells the summary goes to stderr, beside the error line.
+        err = bool(failed)
         click.echo(f"{summary.run} cells run ({summary.errors} with errors), "
                    f"{summary.skipped} already done, {summary.models_trained} models trained, "
-                   f"{summary.seconds:.1f} s -> {Path(summary.out_dir) / 'results.csv'}")
+                   f"{summary.seconds:.1f} s -> {Path(summary.out_dir) / 'results.csv'}",
+                   err=err)
         if summary.stale:
             click.echo(f"note: {summary.stale} rows of {summary.out_dir}/results.csv belong to "
                        f"cells no longer in these specs (and appear in the report); use a "
-                       f"new --out for a clean run")
+                       f"new --out for a clean run", err=err)
         if summary.report:
-            click.echo(f"report: {summary.report}")
+            click.echo(f"report: {summary.report}", err=err)
     if summary.report_error:
         fail(f"report not built: {summary.report_error}")
+    if failed:
+        earlier = failed - summary.errors if failed > summary.errors else 0
+        fail(f"{failed} cells ended with errors (status=error rows in "
+             f"{Path(summary.out_dir) / 'results.csv'}"
+             + (f"; {earlier} from an earlier run" if earlier else "")
+             + "); fix the cause and rerun with --retry-errors")
+
+
+def _failed_cells(parsed: list, out_dir: Path) -> int:
+    """How many cells of these specs have an error row in ``out_dir/results.csv``."""
+    from robustkit.sweep import expand
+    from robustkit.sweep.results import read_rows
+
+    ids = {c.cell_id for c in expand(parsed)}
+    return len({r["cell_id"] for r in read_rows(out_dir / "results.csv")
+                if r.get("status") == "error" and r.get("cell_id") in ids})
 
 
 def _dry_run(parsed: list, out_dir: Path, data_root: str | None, as_json: bool) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from robustkit import datasets, models, store
+from robustkit import data as datasets
+from robustkit import models, store
 from robustkit.cli import emit_json, parse_params
 from robustkit.cli.usage import refuse
 

@@ -24,8 +24,8 @@ from robustkit.defenses.base import (
 
 # Modules whose import registers defenses. The detector family is optional: its modules
 # join the registry when present.
-_MODULES = ("adversarial", "universal", "retrain")
-_OPTIONAL = ("detector", "rectifier", "adaptive")
+_MODULES = ("adversarial", "universal", "retrain", "certified")
+_OPTIONAL = ("wrappers",)
 
 
 def _load() -> None:

@@ -7,9 +7,7 @@ buffer calibrated to a 5% false-positive rate on held-out clean inputs.
 """
 from __future__ import annotations
 
-import copy
 import math
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,17 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustkit.attacks.base import generator
-from robustkit.defenses.base import DefenseContext, DefenseResult, register
+from robustkit.attacks.fgsm import fgm, fgsm
+from robustkit.attacks.noise import noise
 from robustkit.defenses.dct import dct, dct2
-from robustkit.defenses.rectifier import (
-    WRAPPER_RULES,
-    Rectifier,
-    check_counts,
-    check_range,
-    perturb_with,
-    uap_pool,
-)
+from robustkit.defenses.pool import check_counts, check_range, perturb_with, uap_pool
+from robustkit.defenses.rectifier import Rectifier
 from robustkit.models.preprocess import Standardize
+from robustkit.models.registry import model_device
+from robustkit.models.training import seeded
 
 FEATURES = ("dct", "raw")
 POSITIVES = ("uap", "fgsm", "noise")
@@ -127,11 +122,11 @@ def fit_detector(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     (clean, or random noise if ``"noise"`` is among ``negatives``) and one positive: a
     perturbation by an attack drawn from ``positives`` at a radius from 5 levels spread
     over ``eps`` -- a universal perturbation from ``pool`` (real UAPs against the model
-    plus synthetic ones, :func:`~robustkit.defenses.rectifier.uap_pool`), FGSM (FGM for
+    plus synthetic ones, :func:`~robustkit.defenses.pool.uap_pool`), FGSM (FGM for
     L2) against the model, or random noise. The threshold is the (1 - fpr) quantile of
     the logits of the held-out clean inputs. A detector gives no guarantee against
     perturbations unlike its positives, nor against an attacker who knows it (score it
-    with ``defenses.system.detection_scores``, which runs adaptive attacks).
+    with ``defenses.detection.detection_scores``, which runs adaptive attacks).
 
     Args:
         model: the classifier whose attacks are detected (left unchanged).
@@ -150,9 +145,6 @@ def fit_detector(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     Reference: Akhtar, Liu & Mian, "Defense against Universal Adversarial Perturbations",
     CVPR 2018 (arXiv:1711.05929).
     """
-    from robustkit.models.registry import model_device
-    from robustkit.models.training import seeded
-
     lo, hi = _check_fit_args(features, positives, negatives, eps, norm, holdout, fpr)
     check_counts(epochs=epochs, batch_size=batch_size)
     gen = generator(seed, "cpu")
@@ -184,9 +176,6 @@ def fit_detector(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 def _perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kinds: Sequence[str],
              levels: list[float], norm: str, pool: torch.Tensor | None,
              gen: torch.Generator, seed: int) -> torch.Tensor:
-    from robustkit.attacks.fgsm import fgm, fgsm
-    from robustkit.attacks.noise import noise
-
     kind = torch.randint(len(kinds), (len(x),), generator=gen)
     level = torch.randint(len(levels), (len(x),), generator=gen)
     out = x.clone()
@@ -253,50 +242,3 @@ def _check_fit_args(features: str, positives: Sequence[str], negatives: Sequence
     if not 0 < fpr < 1:
         raise ValueError(f"fpr must be in (0, 1), got {fpr!r}")
     return check_range(eps, "eps", norm)
-
-
-def on_device(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor) -> tuple[nn.Module, float]:
-    """The undefended model to wrap (``ctx.base`` or a fresh fit) on ``ctx.device``, and
-    the seconds a fresh fit took; ``ctx.base`` itself is never moved."""
-    t0 = time.perf_counter()
-    base = ctx.base
-    if base is None:
-        base = ctx.spec.fit(x, y, n_classes=ctx.n_classes, seed=ctx.seed, device=ctx.device)
-    fit_seconds = time.perf_counter() - t0 if ctx.base is None else 0.0
-    if ctx.device.type != "cpu":
-        base = copy.deepcopy(base).to(ctx.device)
-    return base, fit_seconds
-
-
-@register("detector", kind="wrapper", defaults={
-    "features": "dct", "positives": ("uap", "fgsm"), "negatives": ("clean",),
-    "eps_low": 1 / 3, "norm": "linf", "n_uaps": 4, "n_synthetic": 8, "epochs": 20,
-    "holdout": 0.2, "fpr": 0.05, "uap_epochs": None}, rules=WRAPPER_RULES)
-def detector_defense(ctx: DefenseContext, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-                     eps_low: float, uap_epochs: int | None, **params: Any) -> DefenseResult:
-    """Put a clean-vs-perturbed detector (rejecting flagged inputs) in front of a model.
-
-    The detector trains on perturbations with radii in [eps_low * eps, eps]; see
-    :func:`fit_detector` for the other parameters. ``extras["detector"]`` holds it; score
-    it with ``robustkit.defenses.system.detection_scores``. It does not make the model
-    itself any more robust: an attacker who evades the detector meets the bare model.
-
-    Example:
-        >>> res = defend("detector", "cnn", x, y, eps=0.3)  # doctest: +SKIP
-
-    Reference: Akhtar, Liu & Mian, CVPR 2018 (arXiv:1711.05929).
-    """
-    base, fit_seconds = on_device(ctx, x, y)
-    t0 = time.perf_counter()
-    det = fit_detector(base, x, y, eps=(eps * eps_low, eps), seed=ctx.seed,
-                       uap_params=_uap_params(uap_epochs), **params)
-    return DefenseResult(
-        model=base.cpu().eval(), defense="detector",
-        params={**params, "eps": eps, "eps_low": eps_low, "uap_epochs": uap_epochs},
-        seconds=time.perf_counter() - t0,
-        info={"threshold": float(det.threshold), "base_fit_seconds": fit_seconds},
-        extras={"detector": det.cpu().eval()})
-
-
-def _uap_params(uap_epochs: int | None) -> dict[str, Any]:
-    return {} if uap_epochs is None else {"epochs": int(uap_epochs)}

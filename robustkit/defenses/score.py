@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustkit.defenses.detection import SCORE_ATTACKS, detection_scores
 from robustkit.defenses.score_checks import CHECKS, WEAK_PGD, SanityCheck, sanity_checks
 
 DEFAULT_ATTACKS = ("autoattack", "fgsm", "pgd", "uap")
@@ -64,9 +65,7 @@ class ScoreResult:
             lines.append("  ".join(f"{_fmt(r.get(c)):>15}" for c in cols))
         first = self.rows[0] if self.rows else {}
         if first.get("train_seconds") is not None:
-            ratio = first.get("time_ratio")
-            lines.append(f"training: {first['train_seconds']:.1f} s"
-                         + (f" ({ratio:.2f}x plain training)" if ratio is not None else ""))
+            lines.append(f"training: {cost_line(first)}")
         lines += [f"autoattack at eps={r['eps']:g}: broken by {r['broken_by'] or 'none'}"
                   for r in self.rows if r.get("broken_by") is not None]
         lines.append(f"sanity checks: {sum(c.passed for c in self.checks)}/{len(self.checks)}"
@@ -96,7 +95,7 @@ def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
         fit_x, fit_y: data universal perturbations are fitted on (held out from x;
             default x, y).
         detector: a ``DefendedSystem`` (model behind a detector/rectifier); its detection
-            and system rows come from ``robustkit.defenses.detector.detection_scores``.
+            and system rows come from ``robustkit.defenses.detection.detection_scores``.
         attack_params: per-attack extra parameters, e.g. ``{"uap": {"max_passes": 5}}``.
         checks: run the sanity checks.
         tolerance: slack of every check (absolute accuracy).
@@ -105,7 +104,8 @@ def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
         device: where attacks run (default the model's device).
         batch_size: samples per attack call.
         info: columns added to every row, e.g. ``model``, ``defense``, ``train_seconds``,
-            ``plain_seconds`` (``time_ratio`` is derived from the last two).
+            ``plain_seconds``, ``train_cpu_seconds``, ``plain_cpu_seconds``
+            (``time_ratio`` is derived from them, see :func:`training_cost`).
         on_result: called with (attack name, eps, AttackResult) after every attack call
             (eps None for minimal-perturbation attacks), e.g. to report progress.
 
@@ -156,7 +156,7 @@ def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
         found = sanity_checks(rows, tolerance=tolerance, large_eps_row=large)
     flag = any(not c.passed for c in found if c.check != WEAK_PGD)
     for r in rows:
-        r.update(_info_columns(info))
+        r.update(training_cost(info))
         r["possible_gradient_masking"] = flag
     return ScoreResult(rows, found)
 
@@ -211,8 +211,6 @@ def _merge_detection(rows: list[dict[str, Any]], model: nn.Module, system: Any,
     ``robust_accuracy`` is then the system's accuracy (a rejected adversarial input counts
     as defended), ``clean_accuracy`` the system's on clean inputs (a rejection is an error),
     plus ``detection_auc`` and ``tpr_at_5fpr``."""
-    from robustkit.defenses.system import SCORE_ATTACKS, detection_scores
-
     wanted = tuple(a for a in names if a in SCORE_ATTACKS)
     det_rows = detection_scores(model, system, x, y, attacks=wanted, eps=tuple(eps_list),
                                 fit_x=fit_x, fit_y=fit_y, steps=steps, seed=seed)
@@ -228,12 +226,38 @@ def _merge_detection(rows: list[dict[str, Any]], model: nn.Module, system: Any,
     return out
 
 
-def _info_columns(info: Mapping[str, Any] | None) -> dict[str, Any]:
+def training_cost(info: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``info`` with ``time_ratio`` (defended over plain training) and ``time_ratio_clock``
+    (``"cpu"`` or ``"wall"``) added: from the process CPU seconds (``train_cpu_seconds``,
+    ``plain_cpu_seconds``) when both are known, else from the wall seconds
+    (``train_seconds``, ``plain_seconds``). On a shared machine wall time mostly measures
+    the contention; CPU time measures the work (on a GPU it misses the device's share).
+
+    Example:
+        >>> training_cost({"train_seconds": 90, "plain_seconds": 10,
+        ...                "train_cpu_seconds": 40, "plain_cpu_seconds": 8})["time_ratio"]
+        5.0
+    """
     cols = dict(info or {})
-    t, p = cols.get("train_seconds"), cols.get("plain_seconds")
-    if t is not None and p:
-        cols["time_ratio"] = float(t) / float(p)
+    for clock, t, p in (("cpu", "train_cpu_seconds", "plain_cpu_seconds"),
+                        ("wall", "train_seconds", "plain_seconds")):
+        if cols.get(t) is not None and cols.get(p):
+            cols["time_ratio"] = float(cols[t]) / float(cols[p])
+            cols["time_ratio_clock"] = clock
+            break
     return cols
+
+
+def cost_line(cols: Mapping[str, Any]) -> str:
+    """The training time and cost ratio in words, saying which clock the ratio uses:
+    ``"12.3 s wall, 10.1 s CPU (2.50x plain training in process CPU time)"``."""
+    text = f"{float(cols['train_seconds']):.1f} s wall"
+    if cols.get("train_cpu_seconds") is not None:
+        text += f", {float(cols['train_cpu_seconds']):.1f} s CPU"
+    if cols.get("time_ratio") is not None:
+        clock = "process CPU time" if cols.get("time_ratio_clock") == "cpu" else "wall time"
+        text += f" ({float(cols['time_ratio']):.2f}x plain training in {clock})"
+    return text
 
 
 def _is_universal(name: str) -> bool:

@@ -7,11 +7,12 @@ wrapped in :class:`Normalized` if it expects normalized inputs.
 """
 from __future__ import annotations
 
+# Importing the family modules registers them (each at its definition site).
+from robustkit.models import cnn, gmm, imported, linear, mlp, svm  # noqa: F401
 from robustkit.models.preprocess import Normalized
 from robustkit.models.registry import (
     Family,
     ModelSpec,
-    TrainRecord,
     accuracy,
     build,
     check_params,
@@ -23,9 +24,9 @@ from robustkit.models.registry import (
     predict,
     register,
     resolve_device,
-    train,
 )
 from robustkit.models.sklearn import from_sklearn
+from robustkit.models.trainer import TrainRecord, train
 
 __all__ = [
     "Family", "ModelSpec", "Normalized", "TrainRecord", "accuracy", "build", "check_params",

@@ -1,5 +1,9 @@
 """The model registry: one ``Family`` per classifier kind, all producing torch modules.
 
+Families register themselves where they are defined (``register(Family(...))`` in
+``models/linear.py``...); the package's entry point, :mod:`robustkit.models`, imports
+every family module, so importing any part of ``robustkit.models`` fills the registry.
+
 Every fitted model is an ``nn.Module`` mapping x in [0, 1] to logits (N, n_classes),
 differentiable with respect to x, whatever the family (SVM and GMM included). Each
 module keeps the constructor arguments it was built with in ``module.arch`` (a
@@ -7,7 +11,6 @@ JSON-serializable dict) so that the store can rebuild it without pickle.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,12 +55,10 @@ def register(family: Family) -> Family:
 
 def names() -> list[str]:
     """Registered family names."""
-    _load_families()
     return FAMILIES.names()
 
 
 def get(name: str) -> Family:
-    _load_families()
     return FAMILIES.get(name)
 
 
@@ -86,7 +87,7 @@ class ModelSpec:
     ) -> nn.Module:
         """Fit on x (N, ...) in [0, 1] and y (N,) int64; returns the module in eval mode on CPU."""
         _check_xy(x, y)
-        _check_seed(seed)
+        check_seed(seed)
         k = int(n_classes if n_classes is not None else int(y.max()) + 1)
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= k:
@@ -139,7 +140,6 @@ def build(name: str, arch: Mapping[str, Any], directory: Any = None) -> nn.Modul
     ``name`` may also be an imported kind (``sklearn``, ``onnx``, ``torch``); those builders
     get the model's folder ``directory`` (an ONNX graph is kept there).
     """
-    _load_families()
     if name in IMPORTED:
         return IMPORTED.get(name)(arch, directory)
     fam = get(name)
@@ -148,87 +148,26 @@ def build(name: str, arch: Mapping[str, Any], directory: Any = None) -> nn.Modul
 
 def imported_kinds() -> list[str]:
     """Names of the imported model kinds the store can rebuild."""
-    _load_families()
     return IMPORTED.names()
-
-
-@dataclass(frozen=True)
-class TrainRecord:
-    """What ``train`` did: family, params, data, seed, accuracies and wall time."""
-
-    model: str
-    params: dict
-    dataset: str
-    seed: int
-    n_train: int
-    n_test: int
-    train_accuracy: float
-    test_accuracy: float
-    seconds: float
-    device: str
-
-
-def train(
-    name: str,
-    dataset: str | tuple = "digits",
-    *,
-    seed: int = 0,
-    device: str | torch.device = "auto",
-    progress: bool = False,
-    root: str | None = None,
-    limit: int | None = None,
-    **params: Any,
-) -> tuple[nn.Module, TrainRecord]:
-    """Fit family ``name`` on a dataset's train split and score both splits.
-
-    Args:
-        name: a family from :func:`names`.
-        dataset: a dataset name (loaded with ``load_dataset``) or a ``(train, test)``
-            pair of ``Dataset`` objects.
-        seed: seeds the split, the subset and the training.
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
-        limit: train on a stratified subset of this many samples.
-        **params: family parameters (see ``get(name).defaults``).
-
-    Returns:
-        ``(module, record)``; the module is in eval mode on the CPU.
-
-    Example:
-        >>> model, rec = train("linear", "digits", epochs=5)
-        >>> rec.test_accuracy > 0.8
-        True
-    """
-    from robustkit.datasets import load_dataset
-
-    spec = create(name, **params)
-    _check_seed(seed)
-    if isinstance(dataset, str):
-        tr = load_dataset(dataset, "train", root=root, seed=seed, limit=limit)
-        te = load_dataset(dataset, "test", root=root, seed=seed)
-    else:
-        tr, te = dataset
-    dev = resolve_device(device)
-    t0 = time.perf_counter()
-    module = spec.fit(tr.x, tr.y, n_classes=tr.info.n_classes, seed=seed, device=dev,
-                      progress=progress)
-    seconds = time.perf_counter() - t0
-    rec = TrainRecord(
-        model=name, params=dict(spec.params), dataset=tr.info.name, seed=seed,
-        n_train=len(tr.y), n_test=len(te.y),
-        train_accuracy=accuracy(module, tr.x, tr.y),
-        test_accuracy=accuracy(module, te.x, te.y),
-        seconds=seconds, device=str(dev),
-    )
-    return module, rec
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """``"auto"`` -> CUDA when available else CPU; anything else as torch understands it."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a device; use 'auto', 'cpu', 'cuda' or "
+                         f"'cuda:N'") from None
+    if dev.type == "meta":
+        raise ValueError("device='meta' holds shapes, no data: models and attacks need "
+                         "'auto', 'cpu' or 'cuda'")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} asked for CUDA but none is available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={str(device)!r}: there are {torch.cuda.device_count()} CUDA "
+                         f"devices (cuda:0..cuda:{torch.cuda.device_count() - 1})")
     return dev
 
 
@@ -280,12 +219,8 @@ def _check_xy(x: torch.Tensor, y: torch.Tensor) -> None:
 SEEDS = integer(0, 2**32 - 1)  # what numpy and scikit-learn take as random_state
 
 
-def _check_seed(seed: Any) -> None:
+def check_seed(seed: Any) -> None:
+    """ValueError unless ``seed`` is an integer numpy and scikit-learn take (0 to 2**32-1)."""
     why = SEEDS(seed)
     if why is not None:
         raise ValueError(f"seed must be {why}, got {seed!r}")
-
-
-def _load_families() -> None:
-    # Importing the family modules registers them (at their definition site).
-    from robustkit.models import cnn, gmm, imported, linear, mlp, svm  # noqa: F401

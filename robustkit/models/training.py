@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustkit.progress import bar as progress_bar
+from robustkit.progress import iterate
+
 LOSSES = ("ce", "hinge", "perceptron")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cyclic", "cosine")
@@ -174,10 +177,8 @@ def fit_torch(
 def _bar(total: int, progress: bool, desc: str) -> Any:
     if not progress:
         return None
-    from robustkit.progress import bar
-
     # A bar on a terminal; elsewhere a status line every few seconds.
-    return bar(total, desc, "epoch", leave=False)
+    return progress_bar(total, desc, "epoch", leave=False)
 
 
 def per_class(classes: list[int], progress: bool, desc: str) -> Iterable[int]:
@@ -185,6 +186,4 @@ def per_class(classes: list[int], progress: bool, desc: str) -> Iterable[int]:
     stderr is not a terminal): the one-model-per-class fits of svm and gmm."""
     if not progress:
         return classes
-    from robustkit.progress import iterate
-
     return iterate(classes, desc, "class")

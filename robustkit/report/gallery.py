@@ -245,12 +245,17 @@ def _deepfool_input(art: Artifact, i: int) -> str:
 def _deepfool_cell(art: Artifact, i: int) -> str:
     x = art.arrays["x"][i]
     r = art.arrays["delta"][i].reshape(x.shape)
-    y0, y1 = art.get("y_clean"), art.get("y_adv")
+    y, y0, y1 = art.get("y"), art.get("y_clean"), art.get("y_adv")
     l2, x_norm = float(np.linalg.norm(r)), float(np.linalg.norm(x)) or 1.0
     adv = (_arrow(art, y0[i], y1[i]) if y0 is not None and y1 is not None
            else f"&rarr; {_name(art, y1[i])}" if y1 is not None else "x + r")
     norm = (f"&#8214;r&#8214;<sub>2</sub>={fmt_num(l2, 2)}<br>"
             f"<span class='muted'>{fmt_pct(l2 / x_norm, 0)} of &#8214;x&#8214;</span>")
+    if y is not None and y0 is not None and int(np.asarray(y0[i])) != int(np.asarray(y[i])):
+        # The model errs on x already: DeepFool has nothing to do ("6 -> 6" in green lied).
+        adv = (f'<span class="lbl bad">{_name(art, y0[i])}</span> misclassified, '
+               "no perturbation needed")
+        norm = "<span class='muted'>r = 0</span>"
     title = escape(model_label(art.meta["model"], art.meta["defense"]))
     return (f'<div class="df-col"><h5>{title}</h5>'
             + _figure(image_uri(np.clip(x + r, 0, 1)), adv, alt="minimal adversarial input")

@@ -56,6 +56,8 @@ td.na{color:#98a2b3;text-align:center}
 td.outranked{color:#98a2b3;text-decoration:line-through;text-decoration-color:#d0d5dd}
 table.ranking td{line-height:1.2;min-width:64px}table.ranking .by{font-size:10.5px;color:var(--muted);
 font-weight:400}td.rank{color:var(--muted);text-align:center}
+table.ranking td.weak{outline:1px dashed #f08c00;outline-offset:-2px}
+table.ranking .weak-mark{display:block;font-size:10px;color:#a34700;font-weight:600}
 .badge.def{background:#eef2ff;color:#364fc7;border:1px solid #dbe4ff;font-size:10.5px;padding:0 5px;
 margin-left:4px}
 table.records td{text-align:left;white-space:normal;max-width:520px}

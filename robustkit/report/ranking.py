@@ -5,15 +5,20 @@ For each (model, eps) cell the headline is the LOWEST accuracy among the attacks
 systems), labelled with the attack that produced it. Robust accuracy is an upper bound
 that only a stronger attack can lower, so the worst case over the attacks run is the
 honest number; the list's order breaks ties, so that when an AutoAttack row exists it
-becomes the label of every cell it ties or wins.
+becomes the label of every cell it ties or wins. A cell no AutoAttack scored (for a
+defended system: no adaptive AutoAttack, the strongest attack that knows the detector) is
+marked weak: its number is an upper bound from weaker attacks only.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from html import escape
 
 import pandas as pd
 
-from robustkit.report.data import attack_norms, ordered_unique
+from robustkit.report.data import attack_norms, fmt_num, ordered_unique
+from robustkit.report.grid import best_mask, heat
+from robustkit.report.scores import clean_scores, method_of, scores
 
 # Per-sample, norm-bounded attacks whose robust accuracy can headline a cell, strongest
 # first (the order breaks ties). Universal, noise and patch attacks answer other questions,
@@ -26,43 +31,15 @@ HEADLINE_ATTACKS: tuple[str, ...] = (
 class Ranking:
     """Ranked models of one dataset: ``values`` and ``attacks`` are (label x eps) frames,
     ``clean`` the clean accuracy per label (system accuracy for detectors), ``norm`` the
-    norm of every eps (``"L∞"``), ``defended`` the labels of defended models."""
+    norm of every eps (``"L∞"``), ``defended`` the labels of defended models, ``weak``
+    (label x eps, bool) the cells no AutoAttack scored (adaptive for systems)."""
 
     values: pd.DataFrame
     attacks: pd.DataFrame
     clean: pd.Series
     norm: str
     defended: frozenset[str]
-
-
-def method_of(rows: pd.DataFrame) -> pd.Series:
-    """The registry name of each row's attack (``attack_method``, else the display name)."""
-    if "attack_method" in rows.columns:
-        return rows["attack_method"].astype("string").fillna(rows["attack"])
-    return rows["attack"]
-
-
-def scores(rows: pd.DataFrame) -> pd.Series:
-    """Accuracy of each row as the user sees it: system accuracy for detectors, else robust
-    accuracy; at eps = 0 a rejected clean input is an error, so eps 0 scores the clean
-    (system) accuracy."""
-    score = pd.to_numeric(rows.get("robust_accuracy", pd.Series(float("nan"), rows.index)),
-                          errors="coerce")
-    if "system_accuracy" in rows.columns:
-        score = pd.to_numeric(rows["system_accuracy"], errors="coerce").fillna(score)
-    if "clean_system_accuracy" not in rows.columns:
-        return score
-    clean = pd.to_numeric(rows["clean_system_accuracy"], errors="coerce")
-    return score.where(~((rows["eps"] == 0) & clean.notna()), clean)
-
-
-def clean_scores(rows: pd.DataFrame) -> pd.Series:
-    """Clean accuracy per row, the detector's system accuracy where it has one."""
-    clean = pd.to_numeric(rows.get("clean_accuracy", pd.Series(float("nan"), rows.index)),
-                          errors="coerce")
-    if "clean_system_accuracy" in rows.columns:
-        clean = pd.to_numeric(rows["clean_system_accuracy"], errors="coerce").fillna(clean)
-    return clean
+    weak: pd.DataFrame | None = None
 
 
 def headline_rows(ok: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -122,17 +99,28 @@ def ranking(ok: pd.DataFrame) -> Ranking | None:
     key = pd.DataFrame({"mean": values.mean(axis=1), "clean": clean})
     order = key.sort_values(["mean", "clean"], ascending=False, kind="stable").index
     defended = frozenset(rows.loc[~rows["undefended"], "label"])
-    return Ranking(values.loc[order], attacks.loc[order], clean.loc[order], norm, defended)
+    weak = ~strong_cells(rows).reindex(index=labels, columns=positive, fill_value=False)
+    return Ranking(values.loc[order], attacks.loc[order], clean.loc[order], norm, defended,
+                   weak.loc[order].astype(bool))
 
 
-def ranking_html(r: Ranking, *, caption: str) -> str:
+def strong_cells(rows: pd.DataFrame) -> pd.DataFrame:
+    """(label x eps) True where AutoAttack scored the cell: its adaptive form for a system
+    (a label with adaptive rows), where a non-adaptive attack only met the bare classifier."""
+    systems = set(rows.loc[rows["adaptive"].astype(bool), "label"])
+    aa = rows[(rows["method"] == "autoattack") & rows["score"].notna()
+              & (rows["adaptive"].astype(bool) | ~rows["label"].isin(systems))]
+    if aa.empty:
+        return pd.DataFrame(dtype=bool)
+    return aa.assign(ok=True).pivot_table(index="label", columns="eps", values="ok",
+                                          aggfunc="any").fillna(False).astype(bool)
+
+
+def ranking_html(r: Ranking, *, caption: str, notes: pd.DataFrame | None = None) -> str:
     """The ranking as a compact table: rank, model, clean, then one column per eps holding
-    the headline accuracy in % with the attack that produced it underneath."""
-    from html import escape
-
-    from robustkit.report.data import fmt_num
-    from robustkit.report.tables import best_mask
-
+    the headline accuracy in % with the attack that produced it underneath (``notes``:
+    label x eps HTML shown instead of the number where not empty, e.g. a certified
+    bracket from ``robustkit.report.bracket``)."""
     best = best_mask(pd.concat([r.clean.rename("clean"), r.values], axis=1))
     head = "".join(f"<th>{fmt_num(e)}</th>" for e in r.values.columns)
     norm = f" <span class='norm'>{escape(r.norm)}</span>" if r.norm else ""
@@ -141,7 +129,10 @@ def ranking_html(r: Ranking, *, caption: str) -> str:
         tag = " <span class='badge def'>defended</span>" if label in r.defended else ""
         cells = [_rank_cell(r.clean[label], bool(best.at[label, "clean"]), "", "clean")]
         cells += [_rank_cell(r.values.at[label, e], bool(best.at[label, e]),
-                             r.attacks.at[label, e], str(e)) for e in r.values.columns]
+                             r.attacks.at[label, e], str(e),
+                             weak=r.weak is not None and bool(r.weak.at[label, e]),
+                             note="" if notes is None else str(notes.at[label, e] or ""))
+                  for e in r.values.columns]
         body.append(f"<tr><td class='rank'>{i}</td><th scope='row'>{escape(str(label))}{tag}"
                     f"</th>{''.join(cells)}</tr>")
     return (f'<div class="table-wrap"><table class="grid ranking" id="ranking-table">'
@@ -151,13 +142,20 @@ def ranking_html(r: Ranking, *, caption: str) -> str:
             f"{norm}</th></tr><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
-def _rank_cell(value: object, best: bool, attack: object, col: str) -> str:
-    from html import escape
+WEAK_TITLE = ("no AutoAttack (adaptive for a defended system) at this radius: an upper "
+              "bound from weaker attacks")
 
+
+def _rank_cell(value: object, best: bool, attack: object, col: str, *,
+               weak: bool = False, note: str = "") -> str:
     if pd.isna(value):
         return f'<td class="na" data-col="{col}">–</td>'
     v = float(value)  # type: ignore[arg-type]
     cls = ' class="best" title="best in column"' if best else ""
-    style = f"background:hsl({int(120 * max(0.0, min(1.0, v)))},70%,90%)"
+    if weak:
+        cls = f' class="weak{" best" if best else ""}" title="{WEAK_TITLE}"'
+    style = heat(v)
     by = f"<br><span class='by'>{escape(attack)}</span>" if isinstance(attack, str) and attack else ""
-    return f'<td{cls} data-col="{col}" style="{style}">{100 * v:.1f}{by}</td>'
+    mark = " <span class='weak-mark'>&#9888; weak attack</span>" if weak else ""
+    return (f'<td{cls} data-col="{col}" style="{style}">{note or f"{100 * v:.1f}"}{by}{mark}'
+            f"</td>")

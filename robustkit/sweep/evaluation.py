@@ -59,7 +59,7 @@ def evaluate_cell(cell: Cell, eps: tuple[float, ...], ctx: Context
         if spec.kind == "universal":
             fd = fit_data(cell.job, ctx)
             kw = {"fit_x": fd.x, "fit_y": fd.y}
-        rows = evaluate(model, spec, te.x, te.y, **kw, **common)
+        rows = evaluate(model, spec, te.x, te.y, **kw, **common, certify=cell.certify)
     facts = train_facts(cell, meta, ctx)
     rows = [{**r, **facts, "eps": e} for r, e in zip(rows, eps)]
     arts = [uap_artifact(cell, e, v, model, ctx, meta)
@@ -103,7 +103,8 @@ def evaluate_system(cell: Cell, eps: tuple[float, ...], ctx: Context, model: tor
     (adaptive or not, as the cell says) and one ROC artifact per eps."""
     import copy
 
-    from robustkit.defenses.system import detection_scores, load_system
+    from robustkit.defenses.detection import detection_scores
+    from robustkit.defenses.system import load_system
 
     dev = torch.device(ctx.device)
     model = copy.deepcopy(model).to(dev)  # the cached model stays where it is
@@ -116,10 +117,12 @@ def evaluate_system(cell: Cell, eps: tuple[float, ...], ctx: Context, model: tor
         kw["steps"] = params.pop("steps")
     if name == "uap":
         kw["uap_params"], params = params, {}
+    if name == "autoattack":
+        kw["autoattack_params"], params = params, {}
     if params:
         raise ValueError(f"parameters {sorted(params)} of {cell.attack.attack!r} are not "
                          f"supported when scoring a defended system (detection_scores takes "
-                         f"norm, steps for pgd, any uap_sgd parameter)")
+                         f"norm, steps for pgd, any uap_sgd or autoattack parameter)")
     found = detection_scores(model, system, te.x.to(dev), te.y.to(dev), attacks=(name,),
                              eps=tuple(eps), adaptive=cell.attack.adaptive,
                              fit_x=fit.x.to(dev), fit_y=fit.y.to(dev), seed=cell.job.seed,

@@ -30,7 +30,7 @@ class Context:
 
 @functools.lru_cache(maxsize=16)
 def _data(name: str, split: str, root: str | None, seed: int, limit: int | None):
-    from robustkit.datasets import load_dataset
+    from robustkit.data import load_dataset
 
     return load_dataset(name, split, root=root, seed=seed, limit=limit)
 
@@ -48,7 +48,7 @@ def test_data(job: ModelJob, ctx: Context):
 @functools.lru_cache(maxsize=8)
 def _stream(name: str, split: str, root: str | None, seed: int, limit: int | None,
             batch_size: int):
-    from robustkit.datasets_user import iter_batches
+    from robustkit.data import iter_batches
 
     return iter_batches(name, split, root, batch_size=batch_size, seed=seed, limit=limit)
 

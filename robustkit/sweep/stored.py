@@ -21,6 +21,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from robustkit import data as datasets
+from robustkit import store
+from robustkit.models import imported_kinds
 from robustkit.sweep.cells import applies, digest, is_wrapper
 from robustkit.sweep.spec import NO_DEFENSE, ModelEntry, Spec, SpecError, StoredModel
 
@@ -32,17 +35,18 @@ def content_of(meta: Any) -> str:
 
 
 def find(workdir: str | os.PathLike, name: str) -> StoredModel:
-    """The stored model ``name`` of ``workdir``, verified (JSON, size, SHA-256).
+    """The stored model ``name`` of ``workdir``, verified (JSON, size, SHA-256); an
+    imported one is loaded, so that a builder that no longer imports or a graph that no
+    longer converts is found before the sweep runs.
 
     Raises:
         ValueError: an unsafe name, or files that do not load (``StoreError``).
         FileNotFoundError: no such model; the message lists the stored ones.
     """
-    from robustkit import store
-    from robustkit.models import imported_kinds
-
     folder = store.find_model(workdir, name)
     meta = store.verify(folder)
+    if meta.family in imported_kinds():
+        store.load(folder)
     shape = tuple(meta.input_shape) if meta.input_shape else None
     return StoredModel(str(Path(folder).resolve()), content_of(meta), meta.family,
                        meta.dataset, shape, meta.family in imported_kinds()
@@ -115,8 +119,6 @@ def _fits(spec: Spec, where: str, m: ModelEntry, src: StoredModel) -> list[str]:
 
 
 def _dataset_shape(name: str) -> tuple[int, ...] | None:
-    from robustkit import datasets
-
     try:
         return tuple(datasets.describe(name)["input_shape"])
     except (KeyError, ValueError, OSError, TypeError):

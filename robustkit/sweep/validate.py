@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from robustkit.params import integer, problems
+from robustkit.sweep.certify_spec import certify_problems
 from robustkit.sweep.spec import NO_DEFENSE, AttackEntry, DefenseEntry, Spec, SpecError
 
 if TYPE_CHECKING:
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 RUNNER_ARGS = ("eps", "seed", "fit_x", "fit_y", "x", "y", "model", "device", "on_result")
 EVALUATE_ARGS = ("batch_size",)
 # Parameters ``detection_scores`` takes per system attack (uap_sgd: all of its own).
-SYSTEM_PARAMS = {"fgsm": ("norm",), "pgd": ("norm", "steps"), "noise": ("norm",)}
+SYSTEM_PARAMS = {"fgsm": ("norm",), "pgd": ("norm", "steps"), "noise": ("norm",),
+                 "autoattack": ("norm", "version", "steps", "targets", "queries")}
 
 
 def validate(specs: Iterable[Spec], *, data_root: str | os.PathLike | None = None,
@@ -52,6 +54,9 @@ def validate(specs: Iterable[Spec], *, data_root: str | os.PathLike | None = Non
         problems += _models(spec)
         problems += _defenses(spec)
         problems += _attacks(spec)
+        problems += certify_problems(
+            spec.path, spec.certify, {m.name: m.certify for m in spec.models},
+            {a.name for a in spec.attacks}, [d.name for d in spec.datasets if d.stream])
     if problems:
         raise SpecError(problems)
 
@@ -63,7 +68,7 @@ def data_problems(specs: Iterable[Spec], *, data_root: str | os.PathLike | None 
 
 
 def _datasets(spec: Spec, data_root: Any, *, files: bool = True) -> list[str]:
-    from robustkit import datasets
+    from robustkit import data as datasets
 
     out = []
     for i, ds in enumerate(spec.datasets):

@@ -10,7 +10,7 @@ from _fixtures import FAST_PARAMS, fitted_model
 
 from robustkit.attacks.pgd import pgd as pgd_attack
 from robustkit.defenses import defend, get, names
-from robustkit.defenses.adversarial import _collapse_watch
+from robustkit.defenses.adversarial_fit import collapse_watch
 from robustkit.defenses.checkpoint import CheckpointError, read_checkpoint_meta
 
 EPS = 0.1
@@ -63,7 +63,7 @@ def test_collapse_restores_best_epoch(digits_train, digits_test):
 def test_collapse_watch_keeps_best_state(digits_train):
     model = fitted_model("linear")
     x, y = digits_train.x[:100], digits_train.y[:100]
-    watch = _collapse_watch(x, y, eps=EPS, steps=3, drop=0.2, seed=0)
+    watch = collapse_watch(x, y, eps=EPS, steps=3, drop=0.2, seed=0)
     state: dict = {}
     stop, rec = watch(0, model, state)
     assert not stop and rec["watch_pgd_accuracy"] > 0.3
@@ -190,7 +190,7 @@ def test_collapse_watch_recovers_then_stops():
         model.weight.copy_(torch.tensor([[5.0, 5.0], [-5.0, -5.0]]))
         model.bias.copy_(torch.tensor([-5.0, 5.0]))
     good = {k: v.clone() for k, v in model.state_dict().items()}
-    watch = _collapse_watch(x, y, eps=0.01, steps=2, drop=0.2, seed=0, recover=1, factor=0.5)
+    watch = collapse_watch(x, y, eps=0.01, steps=2, drop=0.2, seed=0, recover=1, factor=0.5)
     state: dict = {}
     stop, rec = watch(0, model, state)
     assert not stop and rec["watch_pgd_accuracy"] == 1.0
@@ -210,7 +210,7 @@ def test_collapse_watch_recovers_then_stops():
 def test_fgsm_rs_reports_recovered_collapses(monkeypatch):
     """A collapse answered by recover= still counts as catastrophic overfitting in info,
     with stopped_on_collapse False when training went on to the end."""
-    import robustkit.defenses.adversarial as adv
+    import robustkit.defenses.adversarial_fit as adv
 
     accs = iter([0.9, 0.1, 0.85])  # epoch 1 collapses, then training goes on
 
@@ -270,7 +270,7 @@ def test_recover_reset_clears_the_optimizer_state(monkeypatch, tmp_path, reset):
     written right after the recovering epoch, the last one here)."""
     from safetensors.torch import load_file
 
-    import robustkit.defenses.adversarial as adv
+    import robustkit.defenses.adversarial_fit as adv
 
     accs = iter([0.9, 0.1])  # the last epoch collapses and is recovered
 
@@ -299,10 +299,10 @@ def test_collapse_ratio_catches_a_collapse_below_the_absolute_drop():
         model.weight.copy_(torch.tensor([[-5.0, -5.0], [5.0, 5.0]]))
         model.bias.copy_(torch.tensor([5.0, -5.0]))
     for ratio, expect in ((None, False), (0.5, True)):
-        watch = _collapse_watch(x, y, eps=0.01, steps=2, drop=0.2, seed=0, ratio=ratio)
+        watch = collapse_watch(x, y, eps=0.01, steps=2, drop=0.2, seed=0, ratio=ratio)
         stop, rec = watch(3, model, {"best_acc": torch.tensor(0.15)})
         assert rec["watch_pgd_accuracy"] == 0.0 and stop is expect
     # a fall by less than 0.05 is noise on a small watch batch, whatever the ratio
-    stop, _ = _collapse_watch(x, y, eps=0.01, steps=2, drop=0.2, seed=0, ratio=0.5)(
+    stop, _ = collapse_watch(x, y, eps=0.01, steps=2, drop=0.2, seed=0, ratio=0.5)(
         3, model, {"best_acc": torch.tensor(0.04)})
     assert not stop

@@ -10,7 +10,8 @@ from conftest import fitted_model
 
 from robustkit import defenses, load_dataset
 from robustkit.attacks.universal import uap_sgd
-from robustkit.defenses.rectifier import Rectifier, fit_rectifier, uap_pool
+from robustkit.defenses.pool import uap_pool
+from robustkit.defenses.rectifier import Rectifier, fit_rectifier
 from robustkit.defenses.system import DefendedSystem, system_accuracy
 from robustkit.models.registry import accuracy
 

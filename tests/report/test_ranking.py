@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -92,6 +93,25 @@ def test_defended_systems_rank_by_their_adaptive_numbers() -> None:
     assert r.defended == {"cnn + detector", "cnn + pgd-at"}
 
 
+def test_cells_without_autoattack_or_its_adaptive_form_are_marked_weak() -> None:
+    lines = DEFENDED + [
+        _row("cnn", "autoattack", 0.3, 0.0, clean=0.98),
+        # The system's non-adaptive AutoAttack met the bare classifier: it does not count.
+        _row("cnn", "autoattack", 0.3, 0.0, clean=0.98, defense="detector", system="0.95",
+             clean_system="0.93")]
+    r = ranking.ranking(_ok(lines))
+    assert r is not None and r.weak is not None
+    assert r.weak.to_dict()[0.3] == {"cnn + pgd-at": True, "cnn + detector": True, "cnn": False}
+    html = ranking.ranking_html(r, caption="c")
+    assert html.count("weak attack</span>") == 2
+    adaptive = lines + [_row("cnn", "autoattack", 0.3, 0.05, clean=0.98, defense="detector",
+                             adaptive=True, system="0.08", clean_system="0.93")]
+    r2 = ranking.ranking(_ok(adaptive))
+    assert r2 is not None and not bool(r2.weak.at["cnn + detector", 0.3])
+    assert r2.values.at["cnn + detector", 0.3] == pytest.approx(0.08)
+    assert r2.attacks.at["cnn + detector", 0.3] == "autoattack (adaptive)"
+
+
 def test_defense_table_eps0_equals_clean_and_non_adaptive_never_starred() -> None:
     frame = tables.defense_frame(_ok(DEFENDED))
     det = "cnn + detector"
@@ -126,6 +146,7 @@ def test_fake_run_ranks_every_model_with_autoattack_absent(built_report) -> None
     table = html.split('id="ranking-table"')[1].split("</table>")[0]
     assert table.count("<tr><td class='rank'>") == 13  # 8 models + 5 defended
     assert "pgd (adaptive)" in table and "autoattack" not in table
+    assert table.count("weak attack</span>") > 0  # no AutoAttack ran: every cell says so
 
 
 def test_uap_gallery_one_attack_and_xi_per_dataset_and_count_honoured(tmp_path, run_factory) -> None:
@@ -173,3 +194,19 @@ def test_autoattack_rows_become_the_headline_of_a_built_report(tmp_path, run_fac
     assert rows["linear"].count(">autoattack<") == radii and ">pgd<" not in rows["linear"]
     assert rows["cnn + pgd "].count(">pgd<") == radii  # no autoattack rows for it
     assert rows["cnn + detector "].count(">pgd (adaptive)<") == radii
+
+
+def test_deepfool_tile_of_an_input_the_model_already_misclassifies(tmp_path) -> None:
+    from robustkit.report.artifacts import Artifact
+
+    x = np.random.default_rng(0).random((2, 1, 8, 8))
+    delta = np.zeros_like(x)
+    delta[1, 0, 3, 3] = 0.2
+    art = Artifact("deepfool", {"dataset": "digits", "model": "cnn", "defense": "none",
+                                "seed": "0"},
+                   {"x": x, "delta": delta, "y": np.array([6, 3]),
+                    "y_clean": np.array([5, 3]), "y_adv": np.array([5, 8])}, tmp_path)
+    html = gallery.deepfool_gallery([art], [])
+    first, second = html.split('class="df-row"')[1:]
+    assert "misclassified, no perturbation needed" in first and "lbl good" not in first
+    assert "no perturbation needed" not in second and "lbl bad" in second

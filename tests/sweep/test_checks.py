@@ -43,3 +43,56 @@ def test_flags_name_each_failed_check_on_its_eps_row():
     assert flagged[2]["masking_flags"].startswith("large_eps: PGD accuracy 0.300")
     clean = ev.flag(pgd, [{"eps": 0.1, "status": "ok", "robust_accuracy": 0.1}])
     assert clean[0]["masking_flags"] == ""
+
+
+SYSTEM_SPEC = """
+[[datasets]]
+name = "digits"
+[[models]]
+family = "mlp"
+[[defenses]]
+name = "none"
+defense = "none"
+[[defenses]]
+defense = "detector"
+[[attacks]]
+attack = "autoattack"
+[[attacks]]
+attack = "pgd"
+eps = [0.1, 0.2]
+[[attacks]]
+attack = "autoattack"
+adaptive = true
+[[attacks]]
+attack = "pgd"
+eps = [0.1, 0.2]
+adaptive = true
+"""
+
+
+def test_pgd_is_compared_with_autoattack_plain_and_adaptive():
+    cells = expand([parse_spec(SYSTEM_SPEC)])
+    checked = {(c.job.defense.defense, c.attack.attack, c.attack.adaptive)
+               for c in cells if is_checked(c)}
+    # Plain PGD on the plain model, adaptive PGD on the system: nothing else.
+    assert checked == {("none", "pgd", False), ("detector", "pgd", True)}
+    plain = next(c for c in cells if is_checked(c) and not c.attack.adaptive)
+    system = next(c for c in cells if is_checked(c) and c.attack.adaptive)
+    ev = Evidence([
+        {"attack_method": "autoattack", "status": "ok", "adaptive": False,
+         "model_key": plain.job.key, "eps": 0.1, "robust_accuracy": 0.3},
+        # The system's non-adaptive AutoAttack attacks the bare classifier: no partner.
+        {"attack_method": "autoattack", "status": "ok", "adaptive": False,
+         "model_key": system.job.key, "eps": 0.1, "robust_accuracy": 0.0,
+         "system_accuracy": 0.9},
+        {"attack_method": "autoattack", "status": "ok", "adaptive": True,
+         "model_key": system.job.key, "eps": 0.2, "robust_accuracy": 0.0,
+         "system_accuracy": 0.1}])
+    (row,) = ev.flag(plain, [{"eps": 0.1, "status": "ok", "robust_accuracy": 0.5}])
+    assert row["masking_flags"].startswith("pgd_close_to_autoattack: PGD 0.500 vs AutoAttack 0.300")
+    flagged = ev.flag(system, [
+        {"eps": 0.1, "status": "ok", "robust_accuracy": 0.0, "system_accuracy": 0.6},
+        {"eps": 0.2, "status": "ok", "robust_accuracy": 0.0, "system_accuracy": 0.4}])
+    assert flagged[0]["masking_flags"] == ""  # 0.9 was not adaptive: not compared
+    assert flagged[1]["masking_flags"].startswith(
+        "pgd_close_to_autoattack: PGD 0.400 vs AutoAttack 0.100")

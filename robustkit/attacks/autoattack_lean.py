@@ -4,8 +4,8 @@
    ``r = margin at its best point / margin at x`` (z_y - max_{j != y} z_j; small r: APGD
    brought it near the boundary). r >= 1 (no progress at all) or a zero input gradient
    are signs of gradient masking.
-2. APGD-T toward targets ranked by linearized distance (MALT) at APGD-CE's best point,
-   interleaved with AutoAttack's order (largest clean logits): the first two targets on
+2. APGD-T toward targets ranked by linearized distance at x (MALT), interleaved with
+   AutoAttack's order (largest clean logits): the first two targets on
    every survivor, then target j on the ``c / (j - 1)`` share of the survivors closest to
    the boundary only (A3's discarding: the far ones are dropped; c >= 1 spends up to
    ``TARGET_RUNS`` runs per sample given to the chain, so that few survivors get every
@@ -76,12 +76,9 @@ def lean_chain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
             t0 = time.perf_counter()
             m0 = state.margins(x[rows], rows)
             r = state.margins(x_adv[rows], rows) / m0.clamp_min(1e-12)
-            # ranked at APGD-CE's best point: nearer the boundary, the linearization is
-            # better (digits RBF-SVM at eps 0.2: more of the targets APGD-T breaks with
-            # rank first there than at x)
-            cls, dist = linearized_distance(model, x_adv[rows], y[rows], norm)
-            # merged with AutoAttack's order (the largest clean logits): on the digits
-            # models each ranks first targets the other ranks 2-4
+            # MALT's ranking at x, interleaved with AutoAttack's (the largest clean logits):
+            # on the digits models each ranks first targets the other ranks 2-6
+            cls, dist = linearized_distance(model, x[rows], y[rows], norm)
             with torch.no_grad():
                 by_logit = model(x[rows]).argsort(dim=1, descending=True)[:, 1:]
             cls = interleave(cls, by_logit)

@@ -51,7 +51,8 @@ def ours(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
 def reference_chain(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
                     n_classes: int, seed: int = 0) -> tuple[Any, ...] | None:
     """AutoAttack's standard chain assembled from torchattacks, each attack on the points
-    the earlier ones left robust (None without torchattacks)."""
+    the earlier ones left robust (None without torchattacks); APGD-T and FAB-T on 9 targets
+    at most, APGD-T left out below 4 classes (its loss is undefined there)."""
     ta = peer("torchattacks")
     if ta is None:
         return None
@@ -61,15 +62,19 @@ def reference_chain(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ep
                    ta.FAB(model, eps=eps, steps=100, multi_targeted=True,
                           n_classes=n_classes, seed=seed),
                    ta.Square(model, eps=eps, n_queries=5000, seed=seed)]
+    for atk in attacks[1:3]:  # AutoAttack's 9 targets (torchattacks takes n_classes - 1)
+        atk.n_target_classes = min(9, n_classes - 1)
+    if n_classes < 4:  # targeted DLR needs 4 classes: AutoAttack cannot run APGD-T there
+        del attacks[1]
     x_adv = x.clone()
     robust = predict(model, x) == y
-    flat = x.dim() == 2  # torchattacks' Square takes images: rows go in as (N, 1, 1, D)
-    for i, atk in enumerate(attacks):
+    flat = x.dim() == 2  # torchattacks takes images: rows go in as (N, 1, 1, D)
+    for atk in attacks:
         atk.set_device(x.device)
         rows = robust.nonzero().squeeze(1)
         if not len(rows):
             break
-        if flat and i == 3:
+        if flat:
             atk.model = _Flat(model)
             out = atk(x[rows][:, None, None, :], y[rows]).detach().reshape(len(rows), -1)
         else:

@@ -53,3 +53,21 @@ def lean_table(rows: list[Row]) -> Rendered:
             ", ".join(f"{k}: {v}" for k, v in json.loads(r.get("triggers") or "{}").items()),
             ratio(curve["seconds"], r["seconds"]) if curve else ""])
     return head, body
+
+
+def square_flat(rows: list[Row]) -> Rendered:
+    """Per task and method: broken samples per seed (mean, min-max), and over all seeds."""
+    head = ["task", "eps", "n", "method", "seeds", "broken per seed: mean (min-max)",
+            "broken by any seed", "of them by no seed of the other"]
+    groups: dict[tuple[str, str, str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["eps"], r["n"], r["method"]), []).append(r)
+    body = []
+    for (task, eps, n, method), sel in groups.items():
+        per = [int(r["broken"]) for r in sel if not r["seed"].startswith("any")]
+        union = next((r for r in sel if r["seed"].startswith("any")), None)
+        body.append([task, eps, n, method, str(len(per)),
+                     f"{statistics.mean(per):.1f} ({min(per)}-{max(per)})",
+                     union["broken"] if union else "(run stopped)",
+                     union["only_this_method"] if union else ""])
+    return head, body

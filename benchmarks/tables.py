@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from a path
-from table_lean import lean_table
+from table_lean import lean_table, square_flat
 from table_renderers import autoattack_floor, autoattack_pivot, defenses, fgsm_pivot, num
 
 HERE = Path(__file__).resolve().parent
@@ -155,6 +155,11 @@ TABLES: list[Table] = [
                "bar applies from 20%). The dataset \"unseen\" holds three models the "
                "benchmark had not used (benchmarks/autoattack_unseen.py). No GPU row exists "
                "yet: this session had no GPU."),
+    Table("attacks_square_flat.csv", "Square on flat inputs: robustkit vs torchattacks",
+          "python benchmarks/attacks_square_flat.py --seeds 10", render=square_flat,
+          note="Linf, 5,000 queries, on the correctly classified test samples; torchattacks "
+               "gets flat rows as (N, 1, 1, D) images. The digits runs were stopped to "
+               "free the CPU for the AutoAttack rows (gmm: 5 seeds, mlp: none)."),
     Table("attacks_autoattack.csv", "AutoAttack time against its floor",
           "python benchmarks/attacks_autoattack.py --threads 1", render=autoattack_floor,
           note="The floor is the time of the model passes a method makes, nothing else: "

@@ -10,11 +10,12 @@
    the boundary only (A3's discarding: the far ones are dropped; c >= 1 spends up to
    ``TARGET_RUNS`` runs per sample given to the chain, so that few survivors get every
    target); each sample stops at its first break.
-3. FAB-T (best ``FAB_TARGETS`` ranked targets) and Square (``queries / SHORT_SQUARE``)
-   on the ``SHARE`` closest survivors, only where APGD-T still broke samples at its
-   later targets in step 2 ("breaking": the gradient attacks have not converged); Square
-   also, with its full ``queries``, on every survivor that showed signs of masking
-   ("masking"). ``info["triggers"]`` says which, per attack. Square's cost is mostly its
+3. FAB-T (best ``FAB_TARGETS`` targets by linearized distance) on the ``SHARE`` closest
+   survivors: a short test by another geometry (on a breast-cancer GMM, FAB-T broke 3
+   samples that every APGD run left). Square (``queries / SHORT_SQUARE``) on them only
+   where APGD-T's later targets or FAB-T still broke samples ("breaking": the attacks
+   have not converged), and with its full ``queries`` on every survivor that showed signs
+   of masking ("masking"). ``info["triggers"]`` says why each ran. Square's cost is mostly its
    sequential iterations (the batch shrinks, the loop does not), hence the short budget
    where it only backs up the gradient attacks.
 
@@ -175,20 +176,24 @@ def _tail(s: _State, rows: torch.Tensor, r: torch.Tensor, cls: torch.Tensor,
           fab_t: Callable[..., AttackResult] | None,
           counts: dict[str, int], evaluated: dict[str, int], seconds: dict[str, float]
           ) -> dict[str, Any]:
-    """FAB-T and Square where APGD-T still broke samples (the closest SHARE) or, Square
-    only, where gradients showed masking. Returns the trigger of each."""
-    alive = ~s.broken[rows]
-    close = torch.zeros_like(alive)
-    if late:
-        k = math.ceil(SHARE * len(rows))
-        close[r.argsort()[:k]] = True
-    triggers: dict[str, Any] = {}
+    """FAB-T on the closest SHARE of the survivors (a short test by another geometry),
+    then Square on them where APGD-T's later targets or FAB-T still broke samples
+    ("breaking"), and on every survivor where gradients showed masking ("masking").
+    Returns the trigger of each."""
+    close = torch.zeros_like(masked)
+    close[r.argsort()[:math.ceil(SHARE * len(rows))]] = True
+    triggers: dict[str, Any] = {"fab_t": "closest share"}
     for name in ("fab_t", "square"):
-        want = close | (masked if name == "square" else torch.zeros_like(masked))
-        sub = (want & ~s.broken[rows]).nonzero().squeeze(1)
-        triggers[name] = ("breaking" if late else "") + \
-            ("+masking" if name == "square" and bool((masked & alive).any()) else "")
-        triggers[name] = triggers[name].strip("+") or "none"
+        alive = ~s.broken[rows]
+        if name == "square":
+            breaking = bool(late or counts.get("fab_t"))
+            masking = bool((masked & alive).any())
+            triggers[name] = "+".join(w for w, on in (("breaking", breaking),
+                                                      ("masking", masking)) if on) or "none"
+            want = (close if breaking else torch.zeros_like(close)) | masked
+        else:
+            want = close
+        sub = (want & alive).nonzero().squeeze(1)
         evaluated[name], counts[name] = len(sub), 0
         if not len(sub) or (name == "fab_t" and fab_t is None):
             continue

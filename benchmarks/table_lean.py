@@ -18,7 +18,7 @@ def lean_table(rows: list[Row]) -> Rendered:
     head = ["dataset", "model", "eps", "n", "lean", "standard", "reference mean (seeds)",
             "lean - ref. mean (points)", "ref. breaks, lean misses", "survive", "lean fwd / img",
             "lean bwd / img", "fwd / ref.", "bwd / ref.", "time / ref.", "time / standard",
-            "FAB-T, Square ran for", "5-eps curve / this eps", "ref. in the same run"]
+            "FAB-T, Square ran for", "5-eps curve / this eps", "ref. at the same commit"]
     body = []
     for r in rows:
         if r["method"] != LEAN or not r.get("forward_images"):

@@ -229,9 +229,12 @@ def gmm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: tuple[float,
         One CertifyResult per eps.
 
     Example:
-        >>> from robustkit import certify, models
-        >>> model, _ = models.train("gmm", "blobs")  # doctest: +SKIP
-        >>> certify.certify(model, x, y, eps=0.05, method="gmm")  # doctest: +SKIP
+        >>> from robustkit import certify, load_dataset, models
+        >>> model, _ = models.train("gmm", "blobs")
+        >>> x, y, _ = load_dataset("blobs", "test", limit=20)
+        >>> r = certify.certify(model, x, y, eps=0.05, method="gmm")
+        >>> r.decided_share
+        1.0
     """
     g = gaussians(model)
     if isinstance(g, str):

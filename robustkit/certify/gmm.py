@@ -230,11 +230,10 @@ def gmm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: tuple[float,
 
     Example:
         >>> from robustkit import certify, load_dataset, models
-        >>> model, _ = models.train("gmm", "blobs")
         >>> x, y, _ = load_dataset("blobs", "test", limit=20)
-        >>> r = certify.certify(model, x, y, eps=0.05, method="gmm")
-        >>> r.decided_share
-        1.0
+        >>> rs = certify.certify(models.train("gmm", "blobs")[0], x, y, eps=[0.02, 0.05])
+        >>> [(r.method, r.decided_share) for r in rs]
+        [('gmm', 1.0), ('gmm', 1.0)]
     """
     g = gaussians(model)
     if isinstance(g, str):

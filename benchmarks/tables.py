@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from a path
+from table_lean import lean_table, square_flat
 from table_renderers import autoattack_floor, autoattack_pivot, defenses, fgsm_pivot, num
 
 HERE = Path(__file__).resolve().parent
@@ -139,6 +140,26 @@ TABLES: list[Table] = [
                "row's eps in one call. ART's AutoAttack runs its defaults (APGD-CE and "
                "APGD-DLR with 5 starts, DeepFool, Square 5 x 5000) on the first n images, "
                "robustkit's on the same ones. \"(no FAB-T)\": measured before FAB existed."),
+    Table("attacks_autoattack.csv", "AutoAttack lean version vs standard vs the reference",
+          "python benchmarks/attacks_autoattack.py --threads 1 [--dataset unseen]",
+          render=lean_table,
+          note="Robust accuracy (Linf) of robustkit's lean and standard AutoAttack and the "
+               "mean of the reference chain (torchattacks, AutoAttack's original strength) "
+               "over its seeds; \"ref. breaks, lean misses\": samples some reference seed "
+               "broke and lean left robust. Passes are images through forward / backward "
+               "passes per test image (robustkit.attacks.passes), ratios are lean's over the "
+               "reference chain's (seed 0) in the same process; time is thread CPU seconds. "
+               "For scale, A3 (Liu et al., CVPR 2022) reports per CIFAR-10 image 4,960 "
+               "forward / 1,230 backward passes for AutoAttack and 431 / 212 for A3 on "
+               "Gowal2020 WRN-28-10. \"survive\": the reference's robust accuracy (the work "
+               "bar applies from 20%). The dataset \"unseen\" holds three models the "
+               "benchmark had not used (benchmarks/autoattack_unseen.py). No GPU row exists "
+               "yet: this session had no GPU."),
+    Table("attacks_square_flat.csv", "Square on flat inputs: robustkit vs torchattacks",
+          "python benchmarks/attacks_square_flat.py --seeds 10", render=square_flat,
+          note="Linf, 5,000 queries, on the correctly classified test samples; torchattacks "
+               "gets flat rows as (N, 1, 1, D) images. The digits runs were stopped to "
+               "free the CPU for the AutoAttack rows (gmm: 5 seeds, mlp: none)."),
     Table("attacks_autoattack.csv", "AutoAttack time against its floor",
           "python benchmarks/attacks_autoattack.py --threads 1", render=autoattack_floor,
           note="The floor is the time of the model passes a method makes, nothing else: "

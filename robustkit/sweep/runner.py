@@ -21,13 +21,14 @@ from typing import Any
 import torch
 
 from robustkit.sweep import artifacts, results
+from robustkit.sweep.cell_shards import Pending, is_sharded
 from robustkit.sweep.cells import Cell, ModelJob, expand, is_wrapper, model_jobs, model_key
 from robustkit.sweep.checks import Evidence, is_checked
 from robustkit.sweep.executors import make_executor
 from robustkit.sweep.jobdata import is_ready
 from robustkit.sweep.results import ResultsWriter, eps_key
 from robustkit.sweep.spec import NO_DEFENSE, DefenseEntry, Spec
-from robustkit.sweep.tasks import Context, cell_task, gallery_task, is_trained, train_task
+from robustkit.sweep.tasks import Context, gallery_task, is_trained, train_task, wave_task
 
 
 @dataclass
@@ -227,15 +228,31 @@ def _run_cells(ex: Any, todo: list[tuple[Cell, tuple[float, ...]]], failed: dict
                 evidence)
     for wave in ([t for t in runnable if not is_checked(t[0])],
                  [t for t in runnable if is_checked(t[0])]):
-        labels[:] = [c.label for c, _ in wave]
-        for i, res in ex.imap(cell_task, [(c, eps, ctx) for c, eps in wave]):
-            cell = wave[i][0]
-            for art in res["artifacts"]:
-                artifacts.write_cell_artifact(out_dir, cell, art)
-            rows = [artifacts.identify(cell, r) for r in res["rows"]]
-            if is_checked(cell):
-                rows = evidence.flag(cell, rows)
-            _record(writer, cell, rows, summary, bar, evidence)
+        pending = {c.cell_id: Pending.start(c, eps, ctx, out_dir)
+                   for c, eps in wave if is_sharded(c)}
+        tasks: list[tuple[Cell, tuple[float, ...], Context, tuple[int, int] | None]] = [
+            (c, eps, ctx, None) for c, eps in wave if c.cell_id not in pending]
+        tasks += [(p.cell, p.eps, ctx, s) for p in pending.values() for s in p.todo()]
+        labels[:] = [c.label + (f" [{s[0]}:{s[1]}]" if s else "") for c, _, _, s in tasks]
+
+        def finish(cell: Cell, full: list[dict[str, Any]]) -> None:
+            rows = [artifacts.identify(cell, r) for r in full]
+            _record(writer, cell, evidence.flag(cell, rows) if is_checked(cell) else rows,
+                    summary, bar, evidence)
+
+        for p in [p for p in pending.values() if not p.todo()]:  # finished before a kill
+            finish(p.cell, p.rows(ctx))
+        for i, res in ex.imap(wave_task, tasks):
+            cell, eps, _, span = tasks[i]
+            if span is None:
+                for art in res["artifacts"]:
+                    artifacts.write_cell_artifact(out_dir, cell, art)
+                finish(cell, res["rows"])
+            elif cell.cell_id in pending and "error" in res:
+                del pending[cell.cell_id]
+                finish(cell, [{"eps": e, "status": "error", "error": res["error"]} for e in eps])
+            elif cell.cell_id in pending and pending[cell.cell_id].add(res):
+                finish(cell, pending.pop(cell.cell_id).rows(ctx))
 
 
 def _record(writer: ResultsWriter, cell: Cell, full: list[dict], summary: SweepSummary,

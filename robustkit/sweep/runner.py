@@ -69,9 +69,9 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
         data_root: where file-based datasets live (default ``$ROBUSTKIT_DATA``).
         models_dir: the model store (default ``<out>/models``); share one between sweeps.
         retry_errors: drop rows with ``status=error`` and run those cells again.
-        threads: torch intra-op threads per task (default 1; on Dask: the workers' own
-            setting). Rows are bit-identical across executors run with the same
-            ``threads``; timing columns always differ.
+        threads: torch intra-op threads per task (default 1, on Dask too). Rows are
+            bit-identical across executors run with the same ``threads``; timing columns
+            always differ.
         report: build ``index.html`` with ``robustkit.report.build`` at the end.
         progress: one progress bar over cells on stderr (when stderr is not a terminal:
             a status line every ``$ROBUSTKIT_PROGRESS_SECONDS`` seconds, default 10).
@@ -99,10 +99,12 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
     specs = resolved(specs, workdir)  # stored models: found and keyed by their content
     out_dir = Path(out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    if threads is None and dask is None:
+    if threads is None:
         threads = 1  # small models gain little from intra-op threads, and lose much when
         # the cores are shared (OpenMP threads spinning); one thread per task, one task per
-        # core (``workers``) is faster and makes rows identical across executors.
+        # core (``workers``) is faster and makes rows identical across executors. Also on
+        # Dask: a worker started without a nanny (which sets OMP_NUM_THREADS=1), or with
+        # several task threads, would otherwise give every task all the machine's cores.
     ctx = Context(str(Path(models_dir).resolve() if models_dir else out_dir / "models"),
                   str(data_root) if data_root else None, str(resolve_device(device)), threads)
     Path(ctx.models_dir).mkdir(parents=True, exist_ok=True)

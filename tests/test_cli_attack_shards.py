@@ -5,17 +5,28 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
+from robustkit import models, store
 from robustkit.cli import main
 from robustkit.samples import SAMPLE_COLUMNS
 
-ARGS = ("--model", "linear", "--attack", "pgd", "--eps", "0.05", "--eps", "0.1", "--param",
+ARGS = ("--model", "lin", "--attack", "pgd", "--eps", "0.05", "--eps", "0.1", "--param",
         "steps=2", "--limit", "40", "--device", "cpu", "--batch-size", "10")
+WORKDIR: list[str] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    module, rec = models.train("linear", "digits", epochs=3)
+    store.save(module, root / "lin", record=rec)
+    WORKDIR[:] = [str(root)]
 
 
 def _run(*args: str):
-    return CliRunner().invoke(main, ["attack", *ARGS, *args])
+    return CliRunner().invoke(main, ["attack", *ARGS, "--workdir", WORKDIR[0], *args])
 
 
 def test_out_dir_keeps_samples_rows_and_card_and_resumes(tmp_path):

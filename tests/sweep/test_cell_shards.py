@@ -4,6 +4,7 @@ shards that are missing."""
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from robustkit.sweep import load_spec, read_rows, run_sweep
 from robustkit.sweep.results import ResultsWriter
@@ -23,6 +24,7 @@ def _spec(tiny_spec, shard):
     return load_spec(path)
 
 
+@pytest.mark.slow
 def test_sharded_cells_equal_whole_cells_and_resume(tmp_path, tiny_spec):
     models = tmp_path / "models"
     whole, sharded = tmp_path / "whole", tmp_path / "sharded"

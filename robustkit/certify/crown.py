@@ -22,7 +22,7 @@ import time
 import torch
 from torch import nn
 
-from robustkit.certify.base import CertifyResult, register
+from robustkit.certify.base import CertifyResult, register, undecided
 from robustkit.certify.bounds import (
     allowance,
     attack_witness,
@@ -32,7 +32,8 @@ from robustkit.certify.bounds import (
     result,
 )
 from robustkit.certify.boxball import worst_l2
-from robustkit.certify.layers import network, ops_of, reason
+from robustkit.certify.dense import network
+from robustkit.certify.layers import Unsupported, ops_of, reason
 
 Tensor = torch.Tensor
 Layers = list[tuple[Tensor, Tensor]]
@@ -138,7 +139,10 @@ def _run(model: nn.Module, x: Tensor, y: Tensor, eps: tuple[float, ...], norm: s
     correct = logits.argmax(1) == y
     x0 = x.detach().flatten(1).double().cpu()
     yc = y.cpu()
-    layers = network(ops, tuple(x.shape[1:])) if method == "crown" else []
+    try:
+        layers = network(ops, tuple(x.shape[1:])) if method == "crown" else []
+    except Unsupported as exc:
+        return [undecided(x, e, norm, method, f"cannot read {exc}") for e in eps]
     depth = max(len(layers), sum(op == "relu" for op in ops) + 1)
     width = max([x0.shape[1]] + [w.shape[0] for w, _ in layers])
     tol = allowance(model, logits, depth, width).cpu()

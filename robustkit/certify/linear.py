@@ -26,7 +26,8 @@ from torch import nn
 
 from robustkit.certify.base import CertifyResult, register, verify_witness
 from robustkit.certify.boxball import dist_l2, dist_linf, point, worst_l2, worst_linf
-from robustkit.certify.layers import network, ops_of, reason
+from robustkit.certify.dense import network
+from robustkit.certify.layers import ops_of, reason
 
 
 def _applies(model: nn.Module, norm: str) -> str | None:

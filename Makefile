@@ -11,6 +11,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[test]"
+	# torchattacks pins requests~=2.25 (clashing with selenium): --no-deps; the APGD/FAB
+	# comparisons in tests/attacks need it
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps torchattacks==3.5.1
 	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 

@@ -8,12 +8,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from robustkit import attacks, models
+from robustkit import attacks, models, store
 from robustkit.attacks.base import AttackSpec, make_result
 from robustkit.cli import main
 from robustkit.evaluate import COLUMNS
-
-store = pytest.importorskip("robustkit.store", reason="robustkit.store is not written yet")
 
 
 @pytest.fixture(scope="module")

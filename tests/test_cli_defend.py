@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from robustkit import store
@@ -131,13 +132,37 @@ def test_defend_with_a_detector_then_score_it_as_a_system(defense, extra, attack
     # score always adds PGD; adaptive fgsm is adaptive PGD, so it is one row, under pgd
     want = (want - {"system:fgsm+adaptive"}) | {"system:pgd+adaptive"}
     assert want <= set(system) and "system:fgsm+adaptive" not in system
-    for r in system.values():
-        assert 0 <= r["detection_auc"] <= 1 and 0 <= r["robust_accuracy"] <= 1
+    _check_system_fgsm_row(system["system:fgsm"], workdir / name)
     bare = run(main, ["score", "--model", name, "--no-detector", "--attack", "fgsm",
                       "--workdir", str(workdir), "--json", *FAST])
     assert bare.exit_code == 0, bare.output
     assert not any(r["attack"].startswith("system:")
                    for r in json.loads(bare.output)["score"]["rows"])
+
+
+def _check_system_fgsm_row(row, folder):
+    """The row, recomputed from the stored system on the inputs score used (the seed-0
+    subset of 100 test inputs): AUC by counting (adversarial, clean) score pairs, the
+    system accuracy from its own decisions on the same FGSM inputs."""
+    from robustkit import data as datasets
+    from robustkit.defenses.adaptive import attack_system
+    from robustkit.defenses.system import load_system, system_accuracy
+
+    model, _ = store.load(folder)
+    system = load_system(folder, model)
+    x, y, _ = datasets.subset(datasets.load_dataset("digits", "test", seed=0), 100, seed=0)
+    x_adv, _ = attack_system(system, "fgsm", 0.3, x, y, adaptive=False, fit_x=x, fit_y=y)
+    with torch.no_grad():
+        clean, adv = system.score(x).double(), system.score(x_adv).double()
+        dec, clean_dec = system.decide(x_adv), system.decide(x)
+    pairs = (adv[:, None] > clean[None, :]).double() + 0.5 * (adv[:, None] == clean[None, :])
+    assert row["detection_auc"] == pytest.approx(float(pairs.mean()), abs=1e-12)
+    assert row["robust_accuracy"] == pytest.approx(
+        system_accuracy(dec, y, adversarial=True), abs=1e-12)
+    assert row["clean_accuracy"] == pytest.approx(
+        system_accuracy(clean_dec, y, adversarial=False), abs=1e-12)
+    assert row["classifier_robust_accuracy"] == pytest.approx(
+        float((model(x_adv).argmax(1) == y).double().mean()), abs=1e-7)
 
 
 def test_score_needs_eps_for_a_model_without_a_training_eps(workdir):

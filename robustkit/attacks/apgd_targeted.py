@@ -14,11 +14,11 @@ from robustkit.attacks.base import (
     AttackResult,
     check_inputs,
     eval_mode,
-    generator,
     make_result,
     register,
 )
-from robustkit.attacks.targets import pairs, row_budget, run_batches
+from robustkit.attacks.rng import sample_rng
+from robustkit.attacks.targets import RANKS, linearized_order, pairs, row_budget, run_batches
 from robustkit.params import choice, integer, number
 
 
@@ -27,14 +27,20 @@ from robustkit.params import choice, integer, number
                                         "steps": integer(1),
                                         "restarts": integer(1),
                                         "rho": number(0, 1, open_low=True),
-                                        "eot": integer(1)})
+                                        "eot": integer(1),
+                                        "rank": choice(*RANKS)})
 def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
            norm: str = "linf", targets: int = 9, steps: int = 100, restarts: int = 1,
-           rho: float = 0.75, eot: int = 1, seed: int = 0) -> AttackResult:
+           rho: float = 0.75, eot: int = 1, rank: str = "logit", seed: int = 0,
+           sample_ids: torch.Tensor | None = None) -> AttackResult:
     """Untargeted attack by targeted APGD on the targeted DLR loss, one target at a time.
 
     Targets are the runner-up classes of the clean logits, most likely first: the second
-    largest logit, then the third, ... (``targets`` of them, at most K - 1). Each target's
+    largest logit, then the third, ... (``targets`` of them, at most K - 1); with
+    ``rank="linearized"`` the classes whose boundary with y is closest in the linearization
+    at x (:func:`robustkit.attacks.targets.linearized_distance`, MALT's ranking: K - 1
+    more backward passes per sample, and on more than 10 classes better targets than the
+    top logits). Each target's
     run starts from a fresh random point on the samples still classified correctly; a
     sample keeps its first misclassified point, else its point of highest targeted DLR
     over all targets. With K < 4 classes the targeted DLR is undefined and the targeted
@@ -49,6 +55,7 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         targets: runner-up classes to try (>= 1; capped at K - 1).
         steps, restarts, rho, eot, seed: as for :func:`robustkit.attacks.apgd.apgd`, per
             target.
+        rank: ``"logit"`` (AutoAttack's order) or ``"linearized"`` (above).
 
     Returns:
         AttackResult with success = misclassified; ``info["target"]`` is the class whose
@@ -68,21 +75,27 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     check_params(norm, "dlr", steps, restarts, rho, eot)
     if not isinstance(targets, int) or isinstance(targets, bool) or targets < 1:
         raise ValueError(f"targets must be an integer >= 1, got {targets!r}")
+    if rank not in RANKS:
+        raise ValueError(f"rank must be one of {RANKS}, got {rank!r}")
     if eps == 0:
         return make_result(model, x, x.clone(), y, iterations=0)
-    x, gen = x.detach(), generator(seed, x.device)
+    x, gen = x.detach(), sample_rng(seed, x, sample_ids, "apgd")
     n = len(x)
     with eval_mode(model):
         with torch.no_grad():
             clean = model(x)
         k = clean.shape[1]
         loss, info = resolve_loss("dlr", k, targeted=True)
-        order = clean.argsort(dim=1, descending=True)
         done = clean.argmax(1) != y
+        tried = min(targets, k - 1)
+        top = clean.argsort(dim=1, descending=True)[:, 1:]
+        if rank == "linearized":
+            top = linearized_order(model, x, y, norm, ~done, top)
+        top = top[:, :tried]
         x_adv, best = x.clone(), torch.full((n,), -math.inf, device=x.device, dtype=x.dtype)
         iters = torch.zeros(n, dtype=torch.long, device=x.device)
         broke_for = torch.full((n,), -1, dtype=torch.long, device=x.device)
-        evaluated, tried = n, min(targets, k - 1)
+        evaluated = n
 
         def run(ranks: list[int]) -> None:
             nonlocal evaluated
@@ -90,15 +103,16 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                 rows = (~done).nonzero().squeeze(1)
                 if not len(rows):
                     break
-                sample, rank = pairs(rows, ranks)
-                t = order[sample, rank]
+                sample, row_rank = pairs(rows, ranks)
+                t = top[sample, row_rank - 1]
                 xa, ok, f, it, ev = run_apgd(model, x[sample], y[sample], eps=eps, norm=norm,
-                                             loss=loss, steps=steps, rho=rho, gen=gen,
+                                             loss=loss, steps=steps, rho=rho,
+                                             gen=gen.take(sample, row_rank - 1),
                                              target=t, eot=eot, group=sample)
                 iters.index_add_(0, sample, it)
                 evaluated += ev
                 for j in ranks:  # in rank order: a sample keeps its first target's break
-                    sel = rank == j
+                    sel = row_rank == j
                     i, okj, fj = sample[sel], ok[sel], f[sel]
                     free = ~done[i]
                     better = free & (okj | (fj > best[i]))
@@ -108,5 +122,5 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
 
         run_batches(list(range(1, tried + 1)), lambda: int((~done).sum()),
                     math.prod(x.shape[1:]), run, row_budget(x.device))
-    info.update(loss=loss, target=broke_for, targets=tried, evaluations=evaluated)
+    info.update(loss=loss, target=broke_for, targets=tried, evaluations=evaluated, rank=rank)
     return make_result(model, x, x_adv, y, iterations=iters, info=info)

@@ -16,6 +16,7 @@ from torch import nn
 
 from robustkit.attacks.apgd import apgd
 from robustkit.attacks.apgd_targeted import apgd_t
+from robustkit.attacks.autoattack_lean import lean_chain
 from robustkit.attacks.base import (
     NORMS,
     AttackResult,
@@ -25,12 +26,13 @@ from robustkit.attacks.base import (
     project,
     register,
 )
+from robustkit.attacks.rng import sample_rng
 from robustkit.attacks.square import margin, square
 from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer
 from robustkit.progress import status
 
-VERSIONS = ("standard", "fast", "rand")
+VERSIONS = ("standard", "fast", "rand", "lean")
 FAB_SLACK = 1e-6  # a FAB point counts when its norm is <= eps + this (then projected)
 
 
@@ -45,11 +47,12 @@ def _fab() -> Callable[..., AttackResult] | None:
 
 
 def _fab_t(fab: Callable[..., AttackResult], model: nn.Module, x: torch.Tensor,
-           y: torch.Tensor, *, eps: float, norm: str, steps: int, targets: int, seed: int
-           ) -> AttackResult:
+           y: torch.Tensor, *, eps: float, norm: str, steps: int, targets: int, seed: int,
+           rank: str = "logit", sample_ids: torch.Tensor | None = None) -> AttackResult:
     # FAB is a minimal-norm attack: keep its point only inside the ball (projected, so
     # that rounding cannot leave it), x elsewhere; the chain re-checks the prediction.
-    res = fab(model, x, y, eps=eps, norm=norm, steps=steps, targets=targets, seed=seed)
+    res = fab(model, x, y, eps=eps, norm=norm, steps=steps, targets=targets, seed=seed,
+              rank=rank, sample_ids=sample_ids)
     size = res.linf if norm == "linf" else res.l2
     inside = (size <= eps + FAB_SLACK).view(-1, *([1] * (x.dim() - 1)))
     x_adv = torch.where(inside, (x + project(res.x_adv - x, eps, norm)).clamp(0, 1), x)
@@ -64,12 +67,17 @@ def chain(version: str, norm: str, *, steps: int, targets: int, queries: int, eo
         out = [("apgd_ce", partial(apgd, norm=norm, loss="ce", steps=steps, eot=eot)),
                ("apgd_dlr", partial(apgd, norm=norm, loss="dlr", steps=steps, eot=eot))]
         return out, []
+    fab = _fab()
+    if version == "lean":
+        fab_t = None if fab is None else partial(_fab_t, fab)
+        return ([("lean", partial(lean_chain, norm=norm, steps=steps, targets=targets,
+                                  queries=queries, fab_t=fab_t))],
+                ["fab_t"] if fab is None else [])
     out = [("apgd_ce", partial(apgd, norm=norm, loss="ce", steps=steps)),
            ("apgd_t", partial(apgd_t, norm=norm, targets=targets, steps=steps))]
     if version == "fast":
         return out, []
     skipped = []
-    fab = _fab()
     if fab is None:
         skipped.append("fab_t")
     else:
@@ -81,7 +89,8 @@ def chain(version: str, norm: str, *, steps: int, targets: int, queries: int, eo
 def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                      eps: Sequence[float], norm: str = "linf", version: str = "standard",
                      steps: int = 100, targets: int = 9, queries: int = 5000, eot: int = 20,
-                     seed: int = 0) -> list[AttackResult]:
+                     seed: int = 0, sample_ids: torch.Tensor | None = None
+                     ) -> list[AttackResult]:
     """AutoAttack at every eps of a grid, for far less than one run per eps.
 
     The largest eps runs first, on every sample. A ball of the grid lies inside every
@@ -122,9 +131,10 @@ def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     attacks, skipped = chain(version, norm, steps=steps, targets=targets, queries=queries,
                              eot=eot)
     x = x.detach()
+    ids = sample_rng(seed, x, sample_ids, "autoattack").ids  # checked; arange(N) by default
     with eval_mode(model), torch.no_grad():
         clean = model(x).argmax(1) != y
-    run = partial(_at_eps, model, x, y, attacks=attacks, seed=seed, clean=clean,
+    run = partial(_at_eps, model, x, y, attacks=attacks, seed=seed, ids=ids, clean=clean,
                   info={"skipped": list(skipped), "version": version, "norm": norm})
     *smaller, top = sorted(set(grid))
     out = {top: run(top, todo=~clean, before=None)}
@@ -145,6 +155,7 @@ def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
 def _at_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: float, *,
             attacks: list[tuple[str, Callable[..., AttackResult]]], seed: int,
+            ids: torch.Tensor,
             clean: torch.Tensor, info: dict[str, Any], todo: torch.Tensor,
             before: AttackResult | None) -> AttackResult:
     """The chain at eps ``e`` on the samples ``todo``; ``clean``: misclassified on x;
@@ -159,6 +170,7 @@ def _at_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: float, *,
         by = [b if b else (p if k else "") for b, p, k in
               zip(by, before.info["broken_by"], kept.tolist())]
     counts, evaluated, seconds = {}, {}, {}
+    triggers: dict[str, str] = {}
     best = x.clone()  # per-sample worst case among the attacks that failed
     worst = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
     for name, attack in attacks:
@@ -168,7 +180,7 @@ def _at_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: float, *,
             continue
         status(f"autoattack eps {e:g}: {name} on {len(rows)} of {n} samples")
         t0 = time.perf_counter()
-        res = attack(model, x[rows], y[rows], eps=e, seed=seed)
+        res = attack(model, x[rows], y[rows], eps=e, seed=seed, sample_ids=ids[rows])
         with eval_mode(model), torch.no_grad():
             logits = model(res.x_adv)
         seconds[name] = time.perf_counter() - t0
@@ -176,18 +188,27 @@ def _at_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: float, *,
         closer = m < worst[rows]
         best[rows[closer]], worst[rows[closer]] = res.x_adv[closer], m[closer].to(worst.dtype)
         x_adv[rows[hit]], broken[rows[hit]] = res.x_adv[hit], True
-        for i in rows[hit].tolist():
-            by[i] = name
+        stage = res.info.get("broken_by", [name] * len(rows))
+        for i, j in zip(rows[hit].tolist(), hit.nonzero().squeeze(1).tolist()):
+            by[i] = stage[j] or name
         counts[name] = int(hit.sum())
+        if "counts" in res.info:  # a chain of its own (lean): its stages' numbers
+            del counts[name]
+            for key, into in (("counts", counts), ("evaluated", evaluated),
+                              ("seconds", seconds)):
+                into.update(res.info[key])
+            del evaluated[name]
+            triggers.update(res.info.get("triggers", {}))
     final = torch.where(broken.view(shape), x_adv, best)
     inferred = int((~broken & ~todo).sum())
     return make_result(model, x, final, y, iterations=0, info={
         **info, "broken_by": by, "counts": counts, "evaluated": evaluated,
-        "seconds": seconds, "inferred_robust": inferred})
+        "seconds": seconds, "inferred_robust": inferred,
+        **({"triggers": triggers} if triggers else {})})
 
 
 RULES = {"norm": choice("linf", "l2"),
-         "version": choice("standard", "fast", "rand"),
+         "version": choice(*VERSIONS),
          "steps": integer(1),
          "targets": integer(1),
          "queries": integer(1),
@@ -197,8 +218,8 @@ RULES = {"norm": choice("linf", "l2"),
 @register("autoattack", norm="linf", curve=autoattack_curve, rules=RULES)
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                norm: str = "linf", version: str = "standard", steps: int = 100,
-               targets: int = 9, queries: int = 5000, eot: int = 20, seed: int = 0
-               ) -> AttackResult:
+               targets: int = 9, queries: int = 5000, eot: int = 20, seed: int = 0,
+               sample_ids: torch.Tensor | None = None) -> AttackResult:
     """AutoAttack: an ensemble of parameter-free attacks, each on the survivors of the last.
 
     ``standard``: APGD-CE (``steps``, no restarts), APGD-T (``targets`` runner-up classes x
@@ -220,6 +241,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
         queries: Square's query budget per sample.
         eot: passes averaged per step in ``rand``.
         seed: seeds every attack of the chain.
+        sample_ids: int64 (N,) the samples' indices in the evaluated data (default
+            ``arange(N)``): each sample's random draws depend on its id, not its batch.
 
     Returns:
         AttackResult: x_adv is each sample's first break, else its lowest-margin point over
@@ -240,7 +263,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     if not isinstance(eps, (int, float)) or isinstance(eps, bool):
         raise TypeError(f"eps must be a number (autoattack_curve takes a grid), got {eps!r}")
     return autoattack_curve(model, x, y, eps=[eps], norm=norm, version=version, steps=steps,
-                            targets=targets, queries=queries, eot=eot, seed=seed)[0]
+                            targets=targets, queries=queries, eot=eot, seed=seed,
+                            sample_ids=sample_ids)[0]
 
 
 autoattack_l2 = l2_variant(autoattack, "autoattack_l2", title="AutoAttack in the L2 ball",

@@ -1,4 +1,5 @@
-"""What every attack shares: the result type, the registry entry, input checks, projections.
+"""What every attack shares: the result type, the registry entry, input checks, projections
+(the checks and the model calls live in ``checks`` and ``model_calls``, re-exported here).
 
 An attack is a plain function ``attack(model, x, y, *, eps, ..., seed=0) -> AttackResult``
 over x in [0, 1]; it never changes the model (parameters, their .grad, train/eval mode).
@@ -6,8 +7,6 @@ over x in [0, 1]; it never changes the model (parameters, their .grad, train/eva
 from __future__ import annotations
 
 import inspect
-import math
-import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,10 +15,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustkit.attacks.checks import check_inputs
+from robustkit.attacks.model_calls import check_logits, eval_mode, input_grad, n_classes
+from robustkit.attacks.passes import counted
 from robustkit.params import Rule, problems, rules_from
 from robustkit.registry import Registry
 
 NORMS = ("linf", "l2")
+__all__ = ["ATTACKS", "CALLER_ARGS", "NORMS", "AttackResult", "AttackSpec", "check_inputs",
+           "check_logits", "eval_mode", "generator", "input_grad", "make_result", "n_classes",
+           "project", "register"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,7 +128,7 @@ class AttackSpec:
 
 
 # Arguments every attack takes from its caller rather than as a hyperparameter.
-CALLER_ARGS = ("eps", "seed", "fit_x", "fit_y")
+CALLER_ARGS = ("eps", "seed", "fit_x", "fit_y", "sample_ids")
 
 ATTACKS: Registry[AttackSpec] = Registry("attack")
 
@@ -141,11 +146,12 @@ def register(name: str, *, norm: str, kind: str = "fixed",
     def deco(fn: Callable[..., AttackResult]) -> Callable[..., AttackResult]:
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         defaults = {p.name: p.default for p in inspect.signature(fn).parameters.values()
-                    if p.kind is p.KEYWORD_ONLY and p.name not in ("eps", "fit_x", "fit_y")
+                    if p.kind is p.KEYWORD_ONLY and p.name not in ("eps", "fit_x", "fit_y", "sample_ids")
                     and p.default is not p.empty}
-        ATTACKS.add(name, AttackSpec(name, fn, norm, kind, doc, rules_from(defaults, rules),
-                                     curve))
-        return fn
+        wrapped = counted(fn)
+        ATTACKS.add(name, AttackSpec(name, wrapped, norm, kind, doc,
+                                     rules_from(defaults, rules), curve))
+        return wrapped
 
     return deco
 
@@ -181,146 +187,6 @@ def generator(seed: int, device: torch.device | str) -> torch.Generator:
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     return gen
-
-
-class eval_mode:
-    """Context manager: the model in eval mode for the block, its previous (per-module)
-    modes restored after.
-
-    A class rather than a generator (it runs on every attack call), walking ``_modules``
-    directly: ``model.modules()`` builds a name for every submodule.
-    """
-
-    __slots__ = ("_model", "_modes", "_mods", "_switch")
-
-    def __init__(self, model: nn.Module) -> None:
-        self._model = model
-        mods, stack = [], [model]
-        while stack:
-            m = stack.pop()
-            mods.append(m)
-            stack.extend(c for c in m._modules.values() if c is not None)
-        self._mods = mods
-        self._modes = [m.training for m in mods]
-        self._switch = any(self._modes)  # all in eval mode already: nothing to do
-
-    def __enter__(self) -> None:
-        if self._switch:
-            self._model.eval()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._switch:
-            for m, mode in zip(self._mods, self._modes):
-                m.training = mode
-
-
-def input_grad(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor]
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradient of ``loss_fn(model(x)).sum()`` with respect to x, without touching the
-    parameters' .grad. Returns (grad, logits)."""
-    x = x.detach().requires_grad_(True)
-    logits = model(x)
-    (g,) = torch.autograd.grad(loss_fn(logits).sum(), x)
-    return g, logits.detach()
-
-
-def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                 eps: float | None = None, target: torch.Tensor | None = None) -> int | None:
-    """Validate the data contract before any work; raise ValueError/TypeError naming the
-    parameter. Returns the model's class count K (None for an empty batch).
-
-    Besides x, y, eps and target themselves, it checks that y (and target) hold classes in
-    [0, K). K is ``model.arch["n_classes"]`` for robustkit models; for other models one
-    forward pass on x's first two rows finds it, checking that the model takes x (shape,
-    dtype) and returns finite logits (rows, K).
-    """
-    if not torch.is_tensor(x) or not x.is_floating_point():
-        got = f"a {x.dtype} tensor" if torch.is_tensor(x) else type(x).__name__
-        raise TypeError(f"x must be a floating-point tensor, got {got}")
-    if x.dim() < 2:
-        raise ValueError(f"x must be a batch (N, ...) with N the first axis, got shape "
-                         f"{tuple(x.shape)}")
-    if not torch.is_tensor(y) or y.dtype != torch.int64:
-        got = f"a {y.dtype} tensor" if torch.is_tensor(y) else type(y).__name__
-        raise TypeError(f"y must be an int64 tensor, got {got}")
-    if y.dim() != 1 or len(y) != len(x):
-        raise ValueError(f"y must have shape ({len(x)},), got {tuple(y.shape)}")
-    if y.device != x.device:
-        raise ValueError(f"y is on {y.device} but x is on {x.device}; put them on one device")
-    if x.numel():
-        # One pass over x (this runs on every attack call): NaN propagates through
-        # aminmax, and an inf shows up as the min or max.
-        lo, hi = _range(x)
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError("x contains NaN or inf")
-        if lo < 0 or hi > 1:
-            raise ValueError(f"x must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
-    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, numbers.Real)
-                            or not math.isfinite(eps) or eps < 0):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-    if target is not None and (not torch.is_tensor(target) or target.shape != y.shape
-                               or target.dtype != torch.int64):
-        raise ValueError(f"target must be an int64 tensor of shape {tuple(y.shape)}")
-    if len(x) == 0:
-        return None
-    arch = getattr(model, "arch", None)
-    known = arch.get("n_classes") if isinstance(arch, dict) else None
-    # robustkit models know their class count (and check x's shape in forward); the
-    # attack's own forward passes check their logits (make_result, pgd, deepfool)
-    k = known if isinstance(known, int) and known >= 2 else n_classes(model, x)
-    for name, labels in (("y", y), ("target", target)):
-        if labels is not None:
-            lo_l, hi_l = _range(labels)
-            if lo_l < 0 or hi_l >= k:
-                raise ValueError(f"{name} must hold class indices in [0, {k}) (the model "
-                                 f"returns {k} logits), got values in [{lo_l}, {hi_l}]")
-    return k
-
-
-def _range(t: torch.Tensor) -> tuple[Any, Any]:
-    lo_t, hi_t = torch.aminmax(t)
-    if t.device.type == "cpu":
-        return lo_t.item(), hi_t.item()
-    # one device-to-host copy (one synchronization) instead of two
-    lo, hi = torch.stack((lo_t, hi_t)).tolist()
-    return lo, hi
-
-
-def n_classes(model: nn.Module, x: torch.Tensor) -> int:
-    """The model's class count K from one forward pass on x's first two rows (eval mode, no
-    gradient), checking that the model takes x and returns finite logits (rows, K): two rows,
-    so that a model returning a fixed number of rows is caught too."""
-    probe = x[:2]
-    with torch.no_grad(), eval_mode(model):
-        try:
-            out = model(probe)
-        except RuntimeError as exc:
-            dtypes = {p.dtype for p in model.parameters()}
-            if dtypes and x.dtype not in dtypes and "dtype" in str(exc).lower():
-                raise TypeError(f"x is {x.dtype} but the model computes in "
-                                f"{', '.join(map(str, dtypes))}: cast x (x.to(...)) or the "
-                                f"model ({exc})") from exc
-            raise ValueError(f"the model cannot take x of shape {tuple(x.shape)} "
-                             f"({type(exc).__name__}: {exc})") from exc
-    check_logits(out, len(probe))
-    return int(out.shape[1])
-
-
-def check_logits(logits: Any, n: int) -> torch.Tensor:
-    """Raise ValueError unless ``logits`` is a finite tensor (n, K), K >= 2: a model that
-    returns another number of rows or NaN would otherwise give silent, wrong successes."""
-    if not torch.is_tensor(logits) or not logits.is_floating_point():
-        got = f"a {logits.dtype} tensor" if torch.is_tensor(logits) else type(logits).__name__
-        raise ValueError(f"the model must return floating-point logits (N, n_classes), "
-                         f"got {got}")
-    if logits.dim() != 2 or logits.shape[0] != n or logits.shape[1] < 2:
-        raise ValueError(f"the model must return logits of shape (N, n_classes) with "
-                         f"n_classes >= 2; for {n} input(s) it returned shape "
-                         f"{tuple(logits.shape)}")
-    # one reduction: a NaN or an inf anywhere makes the sum non-finite
-    if not math.isfinite(float(logits.sum())):
-        raise ValueError("the model returned NaN or infinite logits")
-    return logits
 
 
 def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:

@@ -21,12 +21,14 @@ from robustkit.attacks.base import (
     make_result,
     register,
 )
+from robustkit.attacks.deepfool_refine import refine as _refine
+from robustkit.attacks.deepfool_refine import smaller as _smaller
+from robustkit.attacks.linearize import MARGIN  # noqa: F401 (MARGIN: API)
+from robustkit.attacks.linearize import closest_step as _step
+from robustkit.attacks.linearize import differences as _differences
+from robustkit.attacks.linearize import flat as _flat
 from robustkit.params import choice, integer, number
 
-# Added to each linearized distance, as foolbox does: without it a sample whose step
-# is partly clamped away approaches the boundary geometrically and never crosses it.
-MARGIN = 1e-4
-BISECTION_STEPS = 10
 BOX_MODES = ("both", "mask", "clip")
 RULES = {"norm": choice(*NORMS), "overshoot": number(0), "max_iter": integer(1),
          "candidates": integer(2), "refine": integer(0), "box": choice(*BOX_MODES)}
@@ -35,8 +37,8 @@ RULES = {"norm": choice(*NORMS), "overshoot": number(0), "max_iter": integer(1),
 @register("deepfool", norm="l2", kind="minimal", rules=RULES)
 def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2",
              overshoot: float = 0.02, max_iter: int = 50, candidates: int = 10,
-             refine: int = 2, box: str = "both", seed: int = 0, eps: float | None = None
-             ) -> AttackResult:
+             refine: int = 2, box: str = "both", seed: int = 0, eps: float | None = None,
+             sample_ids: torch.Tensor | None = None) -> AttackResult:
     """Find a near-minimal perturbation that flips each sample's label (DeepFool).
 
     Each iteration linearizes ``f_k - f_y`` for the ``candidates - 1`` classes with the
@@ -68,7 +70,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
             (by clean logit); capped at K, at least 2.
         refine: boundary refinement rounds after DeepFool (see above).
         box: ``"clip"``, ``"mask"`` or ``"both"``: how steps treat the [0, 1] box (above).
-        seed: accepted for registry uniformity; DeepFool is deterministic.
+        seed, sample_ids: accepted for registry uniformity; DeepFool is deterministic.
         eps: ignored (kind ``"minimal"``: evaluation applies eps as a budget afterwards).
 
     Returns:
@@ -118,7 +120,8 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
 def deepfool_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                   overshoot: float = 0.02, max_iter: int = 50, candidates: int = 10,
                   refine: int = 2, box: str = "both", seed: int = 0,
-                  eps: float | None = None) -> AttackResult:
+                  eps: float | None = None, sample_ids: torch.Tensor | None = None
+                  ) -> AttackResult:
     """Find a near-minimal Linf perturbation that flips each sample's label.
 
     ``deepfool(..., norm="linf")`` under its own registry name; see :func:`deepfool`.
@@ -194,125 +197,6 @@ def deepfool_from(model: nn.Module, x: torch.Tensor, label: torch.Tensor, *, nor
         x_adv, pred = _refine(model, x, x_adv, pred, label, rounds=refine, norm=norm,
                               overshoot=overshoot, mask=mask)
     return x_adv, iters, pred, started
-
-
-def _differences(model: nn.Module, x: torch.Tensor, label: torch.Tensor, others: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logit differences f (n, k) = f_other - f_label at x, their input gradients
-    w (n, k, D) and the prediction (n,), from one forward and one batched backward pass."""
-    n, k = others.shape
-    xg = x.detach().requires_grad_(True)
-    out = model(xg)
-    # Row j seeds the backward pass with d(f_other_j - f_label) for every sample at once.
-    seed = out.new_zeros(k, n, out.shape[1])
-    seed.scatter_(2, others.T[..., None], 1.0)
-    seed.scatter_add_(2, label.expand(k, n)[..., None], out.new_full((k, n, 1), -1.0))
-    try:
-        (g,) = torch.autograd.grad(out, xg, grad_outputs=seed, is_grads_batched=True)
-    except (RuntimeError, NotImplementedError):
-        # Operations without a vmap rule (custom autograd functions): one backward each.
-        g = torch.stack([torch.autograd.grad(out, xg, grad_outputs=s, retain_graph=j < k - 1)[0]
-                         for j, s in enumerate(seed)])
-    out = out.detach()
-    diff = out.gather(1, others) - out.gather(1, label[:, None])
-    return diff, g.reshape(k, n, -1).transpose(0, 1), out.argmax(1)
-
-
-def _step(f: torch.Tensor, w: torch.Tensor, x: torch.Tensor, norm: str, mask: torch.Tensor
-          ) -> torch.Tensor:
-    """DeepFool's step (n, D) from x (n, D) to the closest linearized boundary
-    ``f_j + w_j . r = 0`` among the k candidates (f (n, k) < 0, w (n, k, D)); for the
-    samples where ``mask`` (n,) is True, moving only the coordinates that can move: a
-    pixel at 0 (1) is not pushed further down (up). A sample with no reachable candidate
-    (every coordinate of every w_j blocked or zero) or a non-finite step gets a zero step."""
-    if bool(mask.any()):
-        blocked = ((x[:, None] <= 0) & (w < 0)) | ((x[:, None] >= 1) & (w > 0))
-        w = w.masked_fill(blocked & mask[:, None, None], 0.0)
-    tiny = torch.finfo(w.dtype).tiny
-    # Divide by the largest entry first: tiny gradients would underflow when squared.
-    top = w.abs().amax(2, keepdim=True).clamp_min(tiny)
-    u = w / top
-    dual = u.norm(dim=2) if norm == "l2" else u.abs().sum(2)  # dual norm of w, over top
-    # A candidate whose (masked) gradient is zero cannot be reached by a linear step.
-    dist = (f.abs() / (top.squeeze(2) * dual).clamp_min(tiny)).masked_fill(dual == 0, math.inf)
-    best = dist.argmin(1)
-    rows = torch.arange(len(f), device=f.device)
-    u, dist = u[rows, best], (dist[rows, best] + MARGIN)[:, None]
-    if norm == "l2":
-        step = dist * u / dual[rows, best, None].clamp_min(tiny)
-    else:
-        step = dist * u.sign()
-    # inf * 0 (nothing reachable) and NaN gradients give non-finite rows: no step there
-    return step.masked_fill(~step.isfinite().all(1, keepdim=True), 0.0)
-
-
-def _refine(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, pred: torch.Tensor,
-            label: torch.Tensor, *, rounds: int, norm: str, overshoot: float,
-            mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tighten the flipped perturbations: bisect back to the boundary, then up to
-    ``rounds - 1`` times project x onto the boundary's tangent plane at the current point
-    (``f + w . (z - x_b) = 0``) and keep the bisected projection where it is smaller."""
-    idx = (pred != label).nonzero().squeeze(1)
-    if idx.numel() == 0:
-        return x_adv, pred
-    x0, lab, mask = x[idx], label[idx], mask[idx]
-    cur = _bisect(model, x0, x_adv[idx], lab)
-    size = _size(cur - x0, norm)
-    for _ in range(rounds - 1):
-        with torch.no_grad():
-            other = model(cur).argmax(1)
-        f, w, _ = _differences(model, cur, lab, other[:, None])
-        f0 = f + (w[:, 0] * _flat(x0 - cur)).sum(1, keepdim=True)  # linearized f at x0
-        step = _step(f0, w, _flat(x0), norm, mask).view_as(x0)
-        z = (x0 + (1 + overshoot) * step).clamp(0, 1)
-        with torch.no_grad():
-            hit = (model(z).argmax(1) != lab).nonzero().squeeze(1)
-        if hit.numel() == 0:
-            break
-        z = _bisect(model, x0[hit], z[hit], lab[hit])
-        better = _size(z - x0[hit], norm) < size[hit]
-        cur[hit[better]], size[hit[better]] = z[better], _size(z[better] - x0[hit[better]], norm)
-    out = x_adv.clone()
-    out[idx] = cur
-    with torch.no_grad():
-        pred = model(out).argmax(1)
-    return out, pred
-
-
-@torch.no_grad()
-def _bisect(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, label: torch.Tensor
-            ) -> torch.Tensor:
-    """The smallest ``x + t * (x_adv - x)``, t in (0, 1] on a grid of 2^-10, that is still
-    off ``label`` (x_adv itself is); the points stay in [0, 1] by convexity."""
-    d = x_adv - x
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    lo, hi = torch.zeros(len(x), device=x.device), torch.ones(len(x), device=x.device)
-    for _ in range(BISECTION_STEPS):
-        mid = (lo + hi) / 2
-        off = model((x + mid.view(shape).to(x.dtype) * d).clamp(0, 1)).argmax(1) != label
-        hi, lo = torch.where(off, mid, hi), torch.where(off, lo, mid)
-    moved = (x + hi.view(shape).to(x.dtype) * d).clamp(0, 1)
-    return torch.where((hi < 1).view(shape), moved, x_adv)
-
-
-def _smaller(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...], x: torch.Tensor,
-             y: torch.Tensor, norm: str) -> tuple[torch.Tensor, ...]:
-    """Per sample, run ``b``'s (x_adv, iterations, pred) where it flips the label and
-    ``a``'s does not, or both do and ``b``'s perturbation is smaller in ``norm``; also
-    returns where ``b`` was taken."""
-    ok_a, ok_b = a[2] != y, b[2] != y
-    take = ok_b & (~ok_a | (_size(b[0] - x, norm) < _size(a[0] - x, norm)))
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    return (torch.where(take.view(shape), b[0], a[0]), torch.where(take, b[1], a[1]),
-            torch.where(take, b[2], a[2]), take)
-
-
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1)
-
-
-def _size(d: torch.Tensor, norm: str) -> torch.Tensor:
-    return _flat(d).norm(dim=1) if norm == "l2" else _flat(d).abs().amax(1)
 
 
 def check_params(*, norm: str, overshoot: float, max_iter: int, candidates: int) -> None:

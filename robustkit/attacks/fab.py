@@ -17,16 +17,16 @@ from robustkit.attacks.base import (
     AttackResult,
     check_inputs,
     eval_mode,
-    generator,
     make_result,
     register,
 )
-from robustkit.attacks.deepfool import _differences
 from robustkit.attacks.fab_polish import last as _last
 from robustkit.attacks.fab_polish import size as _size
 from robustkit.attacks.fab_polish import tighten
 from robustkit.attacks.hyperplane import project_to_hyperplane
-from robustkit.attacks.targets import pairs, row_budget, run_batches
+from robustkit.attacks.linearize import differences as _differences
+from robustkit.attacks.rng import SampleRNG, rand, randn, sample_rng
+from robustkit.attacks.targets import RANKS, linearized_order, pairs, row_budget, run_batches
 from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer, number
 
@@ -37,14 +37,15 @@ RULES = {"norm": choice("linf", "l2"),
          "targets": integer(0),
          "alpha_max": number(0, 1),
          "eta": number(1),
-         "beta": number(0, 1, open_high=True)}
+         "beta": number(0, 1, open_high=True),
+         "rank": choice(*RANKS)}
 
 
 @register("fab", norm="linf", kind="minimal", rules=RULES)
 def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None,
         norm: str = "linf", steps: int = 100, restarts: int = 1, targets: int = 0,
-        alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, seed: int = 0
-        ) -> AttackResult:
+        alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, rank: str = "logit",
+        seed: int = 0, sample_ids: torch.Tensor | None = None) -> AttackResult:
     """Find a minimal-norm perturbation that flips each sample's label (FAB).
 
     Each step linearizes ``f = f_s - f_y`` at the current point ``x_i`` (s: the class whose
@@ -56,7 +57,10 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
     smallest so far and pulled back to ``(1 - beta) x + beta x_i``. Restarts after the first
     start at random points at radius ``min(best, eps) / 2`` (the linearized distance from x
     where neither exists). ``targets=k`` runs FAB-T instead: one run per runner-up class
-    (the k largest clean logits after y's; the first alone, the others batched). Each run ends by tightening its best point:
+    (the k largest clean logits after y's, or with ``rank="linearized"`` the k classes
+    whose linearized boundary is closest to x: :func:`robustkit.attacks.targets.
+    linearized_distance`; the first alone, the others batched, a sample leaving at its
+    first target that breaks it within eps). Each run ends by tightening its best point:
     x projected onto the boundary linearized there, then a line search back toward x (both
     only ever shrink it), which makes FAB exact on linear models, box included.
 
@@ -74,6 +78,7 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
         alpha_max: largest weight of the step from x, in [0, 1].
         eta: extrapolation of each projection step, >= 1.
         beta: pull-back factor toward x after a step lands adversarial, in [0, 1).
+        rank: ``"logit"`` or ``"linearized"``: the order of the targets (above).
         seed: seeds the random restarts.
 
     Returns:
@@ -95,7 +100,9 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
     check_inputs(model, x, y, eps=eps)
     _check_params(norm=norm, steps=steps, restarts=restarts, targets=targets,
                   alpha_max=alpha_max, eta=eta, beta=beta)
-    gen = generator(seed, x.device)
+    if rank not in RANKS:
+        raise ValueError(f"rank must be one of {RANKS}, got {rank!r}")
+    gen = sample_rng(seed, x, sample_ids, "fab")
     n = len(x)
     best_x, iters = x.detach().clone(), torch.zeros(n, dtype=torch.long, device=x.device)
     best = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
@@ -112,6 +119,9 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
         # targets: ranks 1.. of the runner-up classes, batched (robustkit.attacks.targets);
         # untargeted: one pass (rank 0) over all other classes
         top = logits.scatter(1, y[:, None], -math.inf).topk(min(targets, k - 1), dim=1).indices
+        if targets and rank == "linearized":
+            full = linearized_order(model, x, y, norm, playing, others)
+            top = torch.where(playing[:, None], full[:, :top.shape[1]], top)
         fallback = torch.full_like(best, math.inf)
         limit = -math.inf if eps is None else eps  # samples broken within eps are done
 
@@ -124,7 +134,7 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
                 goal = top[sample, rank - 1, None] if targets else others[sample]
                 x0 = x[sample]
                 start = x0 if r == 0 else _random_start(x0, best[sample], fallback[sample],
-                                                        eps, norm, gen)
+                                                        eps, norm, gen.take(sample, rank))
                 found, dist, lin = _run(model, x0, y[sample], goal, start, norm=norm,
                                         steps=steps, alpha_max=alpha_max, eta=eta, beta=beta)
                 iters.index_add_(0, sample, torch.full_like(sample, steps))
@@ -139,7 +149,7 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
                     lambda: int((playing & (best > limit)).sum()), x[0].numel(), run,
                     row_budget(x.device))
     return make_result(model, x, best_x, y, iterations=iters,
-                       info={"norm": norm, "distance": best, "targets": targets})
+                       info={"norm": norm, "distance": best, "targets": targets, "rank": rank})
 
 
 fab_l2 = l2_variant(fab, "fab_l2", title="Find a minimal L2 perturbation (FAB)",
@@ -224,16 +234,16 @@ def _record(cur: torch.Tensor, adv: torch.Tensor, x0: torch.Tensor, found: torch
 
 
 def _random_start(x0: torch.Tensor, best: torch.Tensor, fallback: torch.Tensor,
-                  eps: float | None, norm: str, gen: torch.Generator) -> torch.Tensor:
+                  eps: float | None, norm: str, gen: SampleRNG) -> torch.Tensor:
     """x0 plus a random perturbation of ``norm`` min(best, eps) / 2 (the first linearized
     distance where neither is finite), clamped to [0, 1]."""
     radius = best if eps is None else best.clamp(max=eps)
     radius = torch.where(radius.isfinite(), radius, fallback)
     radius = torch.where(radius.isfinite(), radius, torch.zeros_like(radius)) / 2
     if norm == "linf":
-        u = torch.rand(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype) * 2 - 1
+        u = rand(gen, x0.shape, device=x0.device, dtype=x0.dtype) * 2 - 1
     else:
-        u = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
+        u = randn(gen, x0.shape, device=x0.device, dtype=x0.dtype)
     u = u / _size(u, norm).clamp_min(1e-12).view(-1, *[1] * (x0.dim() - 1))
     return (x0 + radius.view(-1, *[1] * (x0.dim() - 1)) * u).clamp(0, 1)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustkit.attacks.deepfool import _differences
 from robustkit.attacks.hyperplane import project_to_hyperplane
+from robustkit.attacks.linearize import differences as _differences
 
 POLISH_ROUNDS = 2
 POLISH_MARGIN = 1e-4

@@ -9,9 +9,13 @@ out-of-memory a batch splits in half and runs again.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
+from torch import nn
+
+from robustkit.attacks.linearize import differences, other_classes
 
 # Elements per input-sized state tensor of one batched run: on CUDA 128 MiB in float32
 # (larger batches keep the device busy); on CPU 2 MiB, since larger batches fall out of the
@@ -19,6 +23,7 @@ import torch
 # target at a time; 2 MiB batches the 8 targets of digits-sized inputs and equals the
 # sequential time on MNIST).
 ROW_BUDGET = {"cuda": 2 ** 25, "cpu": 2 ** 19}
+RANKS = ("logit", "linearized")  # how the targeted attacks order their targets
 
 
 def row_budget(device: torch.device) -> int:
@@ -70,3 +75,46 @@ def run_batches(ranks: list[int], open_rows: Callable[[], int], numel: int,
             torch.cuda.empty_cache()
             continue
         left = left[len(group):]
+
+
+def linearized_distance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(classes (n, K - 1), distance (n, K - 1)): every class but y, sorted by the
+    linearized distance from x to its boundary with y, |z_y - z_t| / ||grad(z_y - z_t)||_dual
+    (dual norm: L1 for ``norm="linf"``, L2 for ``"l2"``), closest first: exact, box aside,
+    on a linear model. A zero or non-finite gradient gives distance inf (ranked last, in
+    logit order among themselves). One forward and K - 1 backward passes per sample (one
+    batched pass). The model must already be in eval mode.
+
+    Example:
+        >>> w = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 4.0]])
+        >>> model = torch.nn.Linear(2, 3)
+        >>> with torch.no_grad():
+        ...     _ = model.weight.copy_(w), model.bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
+        >>> cls, dist = linearized_distance(model, torch.full((1, 2), 0.5), torch.tensor([0]),
+        ...                                 "l2")
+        >>> cls.tolist(), [round(d, 3) for d in dist[0].tolist()]
+        ([[2, 1]], [0.25, 0.5])
+    """
+    f, g, _ = differences(model, x, y, None)
+    others = other_classes(y, f.shape[1] + 1)
+    dual = g.norm(dim=2) if norm == "l2" else g.abs().sum(2)
+    dist = f.abs() / dual
+    dist = torch.where(dist.isfinite() & (dual > 0), dist, torch.full_like(dist, math.inf))
+    # ties (inf) broken by logit (f = z_t - z_y): a stable sort over the logit order
+    by_logit = f.argsort(dim=1, descending=True)
+    d = dist.gather(1, by_logit)
+    order = by_logit.gather(1, d.argsort(dim=1, stable=True))
+    return others.gather(1, order), dist.gather(1, order)
+
+
+def linearized_order(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
+                     rows: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``order`` (n, K - 1) with the rows where ``rows`` (n,) bool is True replaced by
+    their classes in :func:`linearized_distance` order (only those rows are run)."""
+    idx = rows.nonzero().squeeze(1)
+    if not len(idx):
+        return order
+    out = order.clone()
+    out[idx] = linearized_distance(model, x[idx], y[idx], norm)[0]
+    return out

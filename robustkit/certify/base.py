@@ -181,7 +181,10 @@ def check_against_attack(result: CertifyResult, attack_success: torch.Tensor,
     """Raise ``CertificateContradiction`` naming the samples certified robust that an
     attack broke at the same eps (the attack's success is re-verified on the model when
     ``model``, ``x``, ``y`` and ``attack_x_adv`` are given, so that an attack's own
-    bookkeeping error is not blamed on the certificate)."""
+    bookkeeping error is not blamed on the certificate). Results of smoothed methods
+    (randomized smoothing) are skipped: they certify another classifier than the model."""
+    if result.method in CERTIFIERS and CERTIFIERS.get(result.method).smoothed:
+        return  # it certified the smoothed classifier g; the attack ran on the model f
     success = attack_success.to(result.certified.device).bool()
     if attack_x_adv is not None and model is not None and x is not None and y is not None:
         success = success & verify_witness(model, x, y, attack_x_adv, result.eps, result.norm)

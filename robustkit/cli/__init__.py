@@ -84,4 +84,4 @@ def _attach(modules: list[str]) -> None:
         register(main)
 
 
-_attach(["train", "attack", "defend", "sweep", "report", "importer"])
+_attach(["train", "attack", "certify", "defend", "sweep", "report", "importer"])

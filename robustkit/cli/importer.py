@@ -11,6 +11,10 @@ from typing import Any
 
 import click
 
+from robustkit import data as datasets
+from robustkit import store
+from robustkit.models.outputs import OUTPUTS
+
 
 def register(main: click.Group) -> None:
     """Attach the ``import`` group to the ``robustkit`` group."""
@@ -28,10 +32,33 @@ def import_group() -> None:
     """
 
 
+def _checked(check: Callable[[str], Any]) -> Callable[..., str]:
+    """A click callback: ``check(value)``'s ValueError is a usage error (exit 2), found
+    before any file or dataset is read."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str) -> str:
+        try:
+            check(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        return value
+
+    return callback
+
+
+def _builder(value: str) -> str:
+    from robustkit.models.torch_model import check_builder
+
+    return check_builder(value)
+
+
 # The options every ``import`` subcommand takes, in the order ``--help`` lists them.
 _OPTIONS = (
-    click.option("--name", required=True, help="Name to store the model under."),
-    click.option("--dataset", required=True, help="Dataset the model classifies."),
+    click.option("--name", required=True, help="Name to store the model under.",
+                 callback=_checked(lambda v: store.check_name(v, "model name"))),
+    click.option("--dataset", required=True, help="Dataset the model classifies.",
+                 callback=_checked(datasets.check_name)),
+    click.option("--force", is_flag=True, help="Replace a model stored under that name."),
     click.option("--workdir", type=click.Path(file_okay=False), default="runs",
                  show_default=True, help="Workspace folder."),
     click.option("--data-root", type=click.Path(file_okay=False), default=None,
@@ -39,6 +66,10 @@ _OPTIONS = (
     click.option("--json", "as_json", is_flag=True, help="Print the record as JSON."),
 )
 _FILE = click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+_OUTPUTS = click.option(
+    "--outputs", type=click.Choice(OUTPUTS), default="logits", show_default=True,
+    help="What the network returns: logits, or probabilities (it ends in a softmax; "
+         "their log is stored, since attacks on probabilities are weaker).")
 
 
 def _import_command(name: str, *arguments: Callable[..., Any]
@@ -68,7 +99,7 @@ def sklearn_cmd(file: Path, **store: Any) -> Any:
     return import_sklearn(file, **store)
 
 
-@_import_command("onnx", _FILE)
+@_import_command("onnx", _FILE, _OUTPUTS)
 def onnx_cmd(file: Path, **store: Any) -> Any:
     """Import an ONNX classifier (checked against onnxruntime to 1e-5)."""
     from robustkit.importing import import_onnx
@@ -76,9 +107,9 @@ def onnx_cmd(file: Path, **store: Any) -> Any:
     return import_onnx(file, **store)
 
 
-@_import_command("torch", click.argument("builder"),
+@_import_command("torch", click.argument("builder", callback=_checked(_builder)),
                  click.argument("weights", type=click.Path(exists=True, dir_okay=False,
-                                                           path_type=Path)))
+                                                           path_type=Path)), _OUTPUTS)
 def torch_cmd(builder: str, weights: Path, **store: Any) -> Any:
     """Import a network: BUILDER is module:function returning it, WEIGHTS a safetensors
     state dict (loaded with strict=True). Loading imports BUILDER's module again."""

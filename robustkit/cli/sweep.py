@@ -103,20 +103,40 @@ def sweep(specs: tuple[str, ...], out: str | None, workers: int | None,
                         data_root=data_root, models_dir=models_dir, retry_errors=retry_errors,
                         threads=threads, report=not no_report, progress=True, command=sys.argv,
                         validate=False, workdir=workdir)
+    failed = _failed_cells(parsed, Path(summary.out_dir))
     if as_json:
         emit_json(vars(summary))
     else:
+        # With failed cells the summary goes to stderr, beside the error line.
+        err = bool(failed)
         click.echo(f"{summary.run} cells run ({summary.errors} with errors), "
                    f"{summary.skipped} already done, {summary.models_trained} models trained, "
-                   f"{summary.seconds:.1f} s -> {Path(summary.out_dir) / 'results.csv'}")
+                   f"{summary.seconds:.1f} s -> {Path(summary.out_dir) / 'results.csv'}",
+                   err=err)
         if summary.stale:
             click.echo(f"note: {summary.stale} rows of {summary.out_dir}/results.csv belong to "
                        f"cells no longer in these specs (and appear in the report); use a "
-                       f"new --out for a clean run")
+                       f"new --out for a clean run", err=err)
         if summary.report:
-            click.echo(f"report: {summary.report}")
+            click.echo(f"report: {summary.report}", err=err)
     if summary.report_error:
         fail(f"report not built: {summary.report_error}")
+    if failed:
+        earlier = failed - summary.errors if failed > summary.errors else 0
+        fail(f"{failed} cells ended with errors (status=error rows in "
+             f"{Path(summary.out_dir) / 'results.csv'}"
+             + (f"; {earlier} from an earlier run" if earlier else "")
+             + "); fix the cause and rerun with --retry-errors")
+
+
+def _failed_cells(parsed: list, out_dir: Path) -> int:
+    """How many cells of these specs have an error row in ``out_dir/results.csv``."""
+    from robustkit.sweep import expand
+    from robustkit.sweep.results import read_rows
+
+    ids = {c.cell_id for c in expand(parsed)}
+    return len({r["cell_id"] for r in read_rows(out_dir / "results.csv")
+                if r.get("status") == "error" and r.get("cell_id") in ids})
 
 
 def _dry_run(parsed: list, out_dir: Path, data_root: str | None, as_json: bool) -> None:

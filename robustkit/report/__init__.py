@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustkit.report import artifacts, gallery, html, meta, plots, ranking, tables
+from robustkit.report import artifacts, bracket, gallery, html, meta, plots, ranking, tables
 from robustkit.report.data import RunData, attack_norms, load_run, ordered_unique, parsed_specs
 
 __all__ = ["build", "load_run"]
@@ -109,6 +109,9 @@ def _sections(data: RunData, arts: artifacts.Artifacts) -> list[html.Section]:
     if ranked:
         lead = _RANKING_LEAD.format(prefs=" &gt; ".join(ranking.HEADLINE_ATTACKS))
         sections.append(S("ranking", "Ranking", lead, ranked))
+    certified = part("certified bounds", lambda: bracket.section_body(_bounds(data)))
+    if certified:
+        sections.append(S("certified", "Certified bounds", bracket.LEAD, certified))
     summary = part("summary table", lambda: _summary_body(data))
     if summary:
         sections.append(S("summary", "Robust accuracy per attack", _SUMMARY_LEAD, summary))
@@ -150,14 +153,30 @@ def _ranking_body(data: RunData) -> str:
     datasets = ordered_unique(data.ok["dataset"])
     parts = []
     for ds in datasets:
-        r = ranking.ranking(data.ok[data.ok["dataset"] == ds])
+        sub = data.ok[data.ok["dataset"] == ds]
+        r = ranking.ranking(sub)
         if r is None:
             continue
+        b = bracket.bounds(sub, r)
         caption = (f"Accuracy in %{escape(' on ' + ds) if ds else ''} under the strongest "
-                   f"attack run, per radius &epsilon;.{_seeds_note(data)}")
+                   f"attack run, per radius &epsilon;.{_seeds_note(data)}"
+                   f"{bracket.RANKING_NOTE if b is not None else ''}")
         parts.append((f"<h3>{escape(ds)}</h3>" if len(datasets) > 1 else "")
-                     + ranking.ranking_html(r, caption=caption))
+                     + ranking.ranking_html(r, caption=caption, notes=None if b is None
+                                            else bracket.cell_notes(b)))
     return "".join(parts)
+
+
+def _bounds(data: RunData) -> list[tuple[str, pd.DataFrame, bracket.Bounds]]:
+    """Per dataset with certificate rows: (dataset, its rows, the bracket bounds)."""
+    out = []
+    for ds in ordered_unique(data.ok["dataset"]):
+        sub = data.ok[data.ok["dataset"] == ds]
+        r = ranking.ranking(sub)
+        b = None if r is None else bracket.bounds(sub, r)
+        if b is not None:
+            out.append((ds, sub, b))
+    return out
 
 
 def _summary_body(data: RunData) -> str:

@@ -116,9 +116,11 @@ def strong_cells(rows: pd.DataFrame) -> pd.DataFrame:
                                           aggfunc="any").fillna(False).astype(bool)
 
 
-def ranking_html(r: Ranking, *, caption: str) -> str:
+def ranking_html(r: Ranking, *, caption: str, notes: pd.DataFrame | None = None) -> str:
     """The ranking as a compact table: rank, model, clean, then one column per eps holding
-    the headline accuracy in % with the attack that produced it underneath."""
+    the headline accuracy in % with the attack that produced it underneath (``notes``:
+    label x eps HTML shown instead of the number where not empty, e.g. a certified
+    bracket from ``robustkit.report.bracket``)."""
     best = best_mask(pd.concat([r.clean.rename("clean"), r.values], axis=1))
     head = "".join(f"<th>{fmt_num(e)}</th>" for e in r.values.columns)
     norm = f" <span class='norm'>{escape(r.norm)}</span>" if r.norm else ""
@@ -128,7 +130,8 @@ def ranking_html(r: Ranking, *, caption: str) -> str:
         cells = [_rank_cell(r.clean[label], bool(best.at[label, "clean"]), "", "clean")]
         cells += [_rank_cell(r.values.at[label, e], bool(best.at[label, e]),
                              r.attacks.at[label, e], str(e),
-                             weak=r.weak is not None and bool(r.weak.at[label, e]))
+                             weak=r.weak is not None and bool(r.weak.at[label, e]),
+                             note="" if notes is None else str(notes.at[label, e] or ""))
                   for e in r.values.columns]
         body.append(f"<tr><td class='rank'>{i}</td><th scope='row'>{escape(str(label))}{tag}"
                     f"</th>{''.join(cells)}</tr>")
@@ -144,7 +147,7 @@ WEAK_TITLE = ("no AutoAttack (adaptive for a defended system) at this radius: an
 
 
 def _rank_cell(value: object, best: bool, attack: object, col: str, *,
-               weak: bool = False) -> str:
+               weak: bool = False, note: str = "") -> str:
     if pd.isna(value):
         return f'<td class="na" data-col="{col}">–</td>'
     v = float(value)  # type: ignore[arg-type]
@@ -154,4 +157,5 @@ def _rank_cell(value: object, best: bool, attack: object, col: str, *,
     style = heat(v)
     by = f"<br><span class='by'>{escape(attack)}</span>" if isinstance(attack, str) and attack else ""
     mark = " <span class='weak-mark'>&#9888; weak attack</span>" if weak else ""
-    return f'<td{cls} data-col="{col}" style="{style}">{100 * v:.1f}{by}{mark}</td>'
+    return (f'<td{cls} data-col="{col}" style="{style}">{note or f"{100 * v:.1f}"}{by}{mark}'
+            f"</td>")

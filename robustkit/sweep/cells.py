@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from robustkit.sweep.certify_spec import cell_certify
 from robustkit.sweep.spec import (
     NO_DEFENSE,
     AttackEntry,
@@ -54,6 +55,7 @@ class Cell:
     spec: str
     job: ModelJob
     attack: AttackEntry
+    certify: Mapping[str, Any] | None = None  # certificate options (sweep.certify_spec)
 
     @property
     def label(self) -> str:
@@ -122,12 +124,17 @@ def model_key(dataset: DatasetEntry, model: ModelEntry, defense: DefenseEntry,
     })
 
 
-def cell_id(key: str, dataset: DatasetEntry, attack: AttackEntry) -> str:
-    """The id of a cell: model key, attack, attack parameters and the attacked data."""
-    ident = {"model_key": key, "attack": attack.attack, "params": dict(attack.params),
-             "test_limit": dataset.test_limit, "fit_limit": dataset.fit_limit}
+def cell_id(key: str, dataset: DatasetEntry, attack: AttackEntry,
+            certify: Mapping[str, Any] | None = None) -> str:
+    """The id of a cell: model key, attack, attack parameters, the attacked data and the
+    certificate options (only when it certifies: other cells keep their ids)."""
+    ident: dict[str, Any] = {"model_key": key, "attack": attack.attack,
+                             "params": dict(attack.params), "test_limit": dataset.test_limit,
+                             "fit_limit": dataset.fit_limit}
     if attack.adaptive:
         ident["adaptive"] = True
+    if certify is not None:
+        ident["certify"] = dict(certify)
     if dataset.stream:  # universal fitting visits a stream in its own order
         ident["stream"] = dataset.batch_size or 1024
     return digest(ident)
@@ -219,10 +226,12 @@ def expand(specs: Iterable[Spec]) -> list[Cell]:
                         for attack in spec.attacks:
                             if not attack_applies(attack, model, defense):
                                 continue
-                            cid = cell_id(key, ds, attack)
+                            cert = None if ds.stream or is_wrapper(defense) else cell_certify(
+                                spec.certify, model.certify, model.name, attack.name)
+                            cid = cell_id(key, ds, attack, cert)
                             old = cells.get(cid)
-                            cells[cid] = Cell(cid, spec.name, job, attack) if old is None \
-                                else _merge(old, attack)
+                            cells[cid] = Cell(cid, spec.name, job, attack, cert) \
+                                if old is None else _merge(old, attack)
     return list(cells.values())
 
 

@@ -59,7 +59,7 @@ def evaluate_cell(cell: Cell, eps: tuple[float, ...], ctx: Context
         if spec.kind == "universal":
             fd = fit_data(cell.job, ctx)
             kw = {"fit_x": fd.x, "fit_y": fd.y}
-        rows = evaluate(model, spec, te.x, te.y, **kw, **common)
+        rows = evaluate(model, spec, te.x, te.y, **kw, **common, certify=cell.certify)
     facts = train_facts(cell, meta, ctx)
     rows = [{**r, **facts, "eps": e} for r, e in zip(rows, eps)]
     arts = [uap_artifact(cell, e, v, model, ctx, meta)

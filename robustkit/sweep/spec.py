@@ -39,7 +39,9 @@ evaluated as stored, never trained; ``[[defenses]]`` name, defense (``"none"`` o
 params (with ``eps``), models; ``[[attacks]]`` name, attack, params, eps (overrides the
 sweep's grid; the radius xi for universal attacks, an L2 budget for L2 attacks), models,
 defenses (names it runs on), adaptive. Once ``[[defenses]]`` are given, list ``defense =
-"none"`` among them to keep the undefended models.
+"none"`` among them to keep the undefended models. ``[certify]`` (and a model's own
+``certify = {...}``): method, time_limit, params, attacks, models: which cells also certify
+their inputs (:mod:`robustkit.sweep.certify_spec`).
 
 An attack with ``adaptive = true`` knows the defense: it runs only against defenses that
 wrap a model (detector, prn), as the adaptive attacks of ``robustkit.defenses.adaptive``;
@@ -57,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robustkit.sweep.certify_spec import parse_certify
 from robustkit.sweep.spec_values import (
     Keys,
     check_keys,
@@ -79,14 +82,14 @@ SWEEP_KEYS: Keys = {"name": str, "description": str, "seeds": list, "eps": list,
 DATASET_KEYS: Keys = {"name": str, "train_limit": int, "test_limit": int, "fit_limit": int,
                       "stream": bool, "batch_size": int}
 MODEL_KEYS: Keys = {"name": str, "family": str, "params": dict, "datasets": list,
-                    "stored": str}
+                    "stored": str, "certify": dict}
 DEFENSE_KEYS: Keys = {"name": str, "defense": str, "params": dict, "models": list}
 ATTACK_KEYS: Keys = {"name": str, "attack": str, "params": dict, "eps": list, "models": list,
                     "defenses": list, "adaptive": bool}
 REQUIRED: dict[str, tuple[str, ...]] = {"datasets": ("name",), "models": ("family", "stored"), "defenses": ("defense", "name"),
             "attacks": ("attack", "name")}
 TABLES: dict[str, Keys] = {"sweep": SWEEP_KEYS, "datasets": DATASET_KEYS, "models": MODEL_KEYS,
-          "defenses": DEFENSE_KEYS, "attacks": ATTACK_KEYS}
+          "defenses": DEFENSE_KEYS, "attacks": ATTACK_KEYS, "certify": {}}
 
 
 class SpecError(ValueError):
@@ -121,6 +124,7 @@ class ModelEntry:
     datasets: tuple[str, ...] | None = None
     stored: str | None = None  # a workspace model's name: evaluated, never trained
     source: StoredModel | None = None  # what ``stored`` names (``sweep.stored.resolve``)
+    certify: Mapping[str, Any] | None = None  # this model's certificate (sweep.certify_spec)
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,7 @@ class Spec:
     attacks: tuple[AttackEntry, ...]
     gallery: int = 8
     description: str = ""
+    certify: Mapping[str, Any] | None = None  # the spec-wide ``[certify]`` table
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -250,20 +255,23 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
     # An attack and its adaptive version share a name (the report shows "pgd (adaptive)").
     check_unique("attacks", [f"{a.name}{' (adaptive)' if a.adaptive else ''}"
                               for a in attacks], path, problems)
+    certify = parse_certify(doc.get("certify"), f"{path}: certify", problems, spec_wide=True)
     if problems:
         raise SpecError(problems)
     name = sweep.get("name") or Path(path).stem
     return Spec(path, text, name, seeds, datasets, models, defenses, tuple(attacks),
-                gallery, sweep.get("description", ""))
+                gallery, sweep.get("description", ""), certify)
 
 
 def _model(r: dict[str, Any], where: str, problems: list[str]) -> ModelEntry:
+    cert = parse_certify(r.get("certify"), f"{where}.certify", problems, spec_wide=False)
     stored = r.get("stored")
     if isinstance(stored, str):
         both = [k for k in ("family", "params") if k in r]
         if both:
             problems.append(f"{where}: {' and '.join(both)} cannot go with stored = "
                             f"{stored!r} (a stored model is evaluated as it is, never trained)")
-        return ModelEntry(r.get("name", stored), "?", {}, name_list(r.get("datasets")), stored)
+        return ModelEntry(r.get("name", stored), "?", {}, name_list(r.get("datasets")), stored,
+                          certify=cert)
     return ModelEntry(r.get("name", r.get("family", "?")), r.get("family", "?"),
-                      freeze(r.get("params", {})), name_list(r.get("datasets")))
+                      freeze(r.get("params", {})), name_list(r.get("datasets")), certify=cert)

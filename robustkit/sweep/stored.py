@@ -32,7 +32,9 @@ def content_of(meta: Any) -> str:
 
 
 def find(workdir: str | os.PathLike, name: str) -> StoredModel:
-    """The stored model ``name`` of ``workdir``, verified (JSON, size, SHA-256).
+    """The stored model ``name`` of ``workdir``, verified (JSON, size, SHA-256); an
+    imported one is loaded, so that a builder that no longer imports or a graph that no
+    longer converts is found before the sweep runs.
 
     Raises:
         ValueError: an unsafe name, or files that do not load (``StoreError``).
@@ -43,6 +45,8 @@ def find(workdir: str | os.PathLike, name: str) -> StoredModel:
 
     folder = store.find_model(workdir, name)
     meta = store.verify(folder)
+    if meta.family in imported_kinds():
+        store.load(folder)
     shape = tuple(meta.input_shape) if meta.input_shape else None
     return StoredModel(str(Path(folder).resolve()), content_of(meta), meta.family,
                        meta.dataset, shape, meta.family in imported_kinds()

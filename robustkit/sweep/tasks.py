@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 import traceback
 import uuid
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustkit.executors import init_worker  # noqa: F401 - its old home
 from robustkit.sweep.cells import Cell, ModelJob, full_defense_params, full_model_params
 from robustkit.sweep.evaluation import evaluate_cell
 from robustkit.sweep.jobdata import (
@@ -35,21 +35,6 @@ from robustkit.sweep.jobdata import (
 from robustkit.sweep.spec import NO_DEFENSE
 
 GALLERY = "gallery"
-
-
-def init_worker(threads: int) -> None:
-    """Process-pool initializer: set the thread count; on Linux, die with the parent (a
-    sweep killed with SIGKILL must not leave its workers running)."""
-    torch.set_num_threads(max(1, threads))
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):  # not glibc-like: workers exit on their own
-            return
 
 
 def use_threads(ctx: Context) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from robustkit.params import integer, problems
+from robustkit.sweep.certify_spec import certify_problems
 from robustkit.sweep.spec import NO_DEFENSE, AttackEntry, DefenseEntry, Spec, SpecError
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ def validate(specs: Iterable[Spec], *, data_root: str | os.PathLike | None = Non
         problems += _models(spec)
         problems += _defenses(spec)
         problems += _attacks(spec)
+        problems += certify_problems(
+            spec.path, spec.certify, {m.name: m.certify for m in spec.models},
+            {a.name for a in spec.attacks}, [d.name for d in spec.datasets if d.stream])
     if problems:
         raise SpecError(problems)
 

@@ -25,6 +25,16 @@ FAST = {"pgd": {"steps": 3}, "pgd_l2": {"steps": 3}, "deepfool": {"max_iter": 10
         "autoattack": {"steps": 3, "targets": 2, "queries": 20},
         "autoattack_l2": {"steps": 3, "targets": 2, "queries": 20},
         "fab": {"steps": 10}, "fab_l2": {"steps": 10}}
+# The foolbox bridge (``foolbox:<Class>``, resolved on demand, so not in names()): fixed
+# Linf and L2 attacks and minimal ones of both norms.
+FOOLBOX = ["foolbox:LinfPGD", "foolbox:L2PGD", "foolbox:FGSM", "foolbox:L2FastGradientAttack",
+           "foolbox:L2BasicIterativeAttack", "foolbox:LinfDeepFoolAttack",
+           "foolbox:L2DeepFoolAttack"]
+FAST.update({"foolbox:LinfPGD": {"steps": 3}, "foolbox:L2PGD": {"steps": 3},
+             "foolbox:L2BasicIterativeAttack": {"steps": 3},
+             "foolbox:LinfDeepFoolAttack": {"steps": 10},
+             "foolbox:L2DeepFoolAttack": {"steps": 10}})
+NAMES = attacks.names() + FOOLBOX
 N = 32
 TOL = 1e-5
 
@@ -61,7 +71,7 @@ def _norm(t: torch.Tensor, norm: str) -> torch.Tensor:
     return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
 
 
-@pytest.mark.parametrize("name", attacks.names())
+@pytest.mark.parametrize("name", NAMES)
 def test_output_in_box_and_ball_with_shape_device_dtype(fitted, family, data, name):
     spec = attacks.get(name)
     x, y = data
@@ -81,7 +91,7 @@ def test_output_in_box_and_ball_with_shape_device_dtype(fitted, family, data, na
         assert float(_norm(v, spec.norm).max()) <= eps + TOL
 
 
-@pytest.mark.parametrize("name", attacks.names())
+@pytest.mark.parametrize("name", NAMES)
 def test_model_left_untouched(fitted, data, name):
     spec = attacks.get(name)
     x, y = data
@@ -102,7 +112,7 @@ def test_model_left_untouched(fitted, data, name):
         assert (g is None and p.grad is None) or torch.equal(g, p.grad)
 
 
-@pytest.mark.parametrize("name", attacks.names())
+@pytest.mark.parametrize("name", NAMES)
 def test_eps_zero_is_identity(fitted, data, name):
     spec = attacks.get(name)
     x, y = data
@@ -117,7 +127,7 @@ def test_eps_zero_is_identity(fitted, data, name):
         assert row["robust_accuracy"] == row["clean_accuracy"]
 
 
-@pytest.mark.parametrize("name", attacks.names())
+@pytest.mark.parametrize("name", NAMES)
 def test_deterministic_for_a_seed(fitted, family, data, name):
     spec = attacks.get(name)
     x, y = data

@@ -127,7 +127,7 @@ def test_flips_correct_samples_with_distances_no_larger_than_deepfool(model, dig
 @pytest.mark.parametrize("family", ["mlp"])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_median_distance_no_larger_than_torchattacks(model, digits_test, norm):
-    ta = pytest.importorskip("torchattacks")
+    import torchattacks as ta  # installed by `make install` (--no-deps): never skipped
     x, y = digits_test.x[:64], digits_test.y[:64]
     ok = model(x).argmax(1) == y
     x, y = x[ok], y[ok]

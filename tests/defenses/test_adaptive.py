@@ -100,3 +100,32 @@ def test_adaptive_fgsm_is_not_run_again_beside_pgd():
     alone = detection_scores(system.model, system, te.x[:40], te.y[:40], attacks=("fgsm",),
                              eps=(0.3,), adaptive="only", steps=5)
     assert [(r["attack"], r["adaptive"]) for r in alone] == [("fgsm", True)]
+
+
+@pytest.mark.parametrize(("attack", "adaptive"), [("noise", False), ("uap", True)])
+def test_detection_metrics_equal_an_independent_computation(attack, adaptive):
+    """AUC, TPR at 5% FPR and the rates at the threshold, recomputed from the detector's
+    scores on the same perturbed inputs: AUC by counting pairs (Mann-Whitney), the ROC by
+    thresholding every score, the rates by the system's own rejections."""
+    from robustkit.defenses.adaptive import attack_system
+
+    system, row = _system(), _row(attack, adaptive)
+    tr, te = load_dataset("digits", "train", seed=0), load_dataset("digits", "test", seed=0)
+    x, y = te.x[:200], te.y[:200]
+    x_adv, _ = attack_system(system, attack, 0.3, x, y, adaptive=adaptive, fit_x=tr.x[:500],
+                             fit_y=tr.y[:500], steps=10, uap_params=UAP)
+    clean, adv = system.score(x).double(), system.score(x_adv).double()
+    pairs = (adv[:, None] > clean[None, :]).double() + 0.5 * (adv[:, None] == clean[None, :])
+    assert row["auc"] == pytest.approx(float(pairs.mean()), abs=1e-12)
+    cuts = torch.cat([clean, adv]).unique()
+    fpr = torch.stack([(clean >= t).double().mean() for t in cuts])
+    tpr = torch.stack([(adv >= t).double().mean() for t in cuts])
+    assert row["tpr_at_5fpr"] == pytest.approx(float(tpr[fpr <= 0.05].max()), abs=1e-12)
+    # No rectifier: the system rejects exactly the inputs the detector flags (rates are
+    # float32 means: 1e-7 is far below one input's 1/200).
+    assert row["tpr_at_threshold"] == pytest.approx(row["rejection_rate"], abs=1e-7)
+    assert row["fpr_at_threshold"] == pytest.approx(row["clean_rejection_rate"], abs=1e-7)
+    flagged = system.detector.flag(x_adv).double().mean()
+    assert row["tpr_at_threshold"] == pytest.approx(float(flagged), abs=1e-7)
+    assert row["fpr_at_threshold"] == pytest.approx(
+        float(system.detector.flag(x).double().mean()), abs=1e-7)

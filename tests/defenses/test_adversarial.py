@@ -210,7 +210,7 @@ def test_collapse_watch_recovers_then_stops():
 def test_fgsm_rs_reports_recovered_collapses(monkeypatch):
     """A collapse answered by recover= still counts as catastrophic overfitting in info,
     with stopped_on_collapse False when training went on to the end."""
-    import robustkit.defenses.adversarial as adv
+    import robustkit.defenses.adversarial_fit as adv
 
     accs = iter([0.9, 0.1, 0.85])  # epoch 1 collapses, then training goes on
 
@@ -270,7 +270,7 @@ def test_recover_reset_clears_the_optimizer_state(monkeypatch, tmp_path, reset):
     written right after the recovering epoch, the last one here)."""
     from safetensors.torch import load_file
 
-    import robustkit.defenses.adversarial as adv
+    import robustkit.defenses.adversarial_fit as adv
 
     accs = iter([0.9, 0.1])  # the last epoch collapses and is recovered
 

@@ -102,11 +102,7 @@ def test_failing_training_marks_its_cells_and_the_rest_runs(tmp_path, tiny_spec)
 
 
 def test_artifacts_and_report(tmp_path, tiny_spec):
-    from robustkit import attacks
-
-    extra = '\n[[attacks]]\nattack = "uap_sgd"\neps = [0.2]\n' \
-        if "uap_sgd" in attacks.names() else ""
-    spec = load_spec(tiny_spec(extra))
+    spec = load_spec(tiny_spec('\n[[attacks]]\nattack = "uap_sgd"\neps = [0.2]\n'))
     summary = run_sweep([spec], tmp_path / "out", threads=1)
     from safetensors import safe_open
 
@@ -119,14 +115,10 @@ def test_artifacts_and_report(tmp_path, tiny_spec):
             xs.append(f.get_tensor("x"))
             assert f.get_tensor("delta").shape == xs[-1].shape == (3, 1, 8, 8)
     assert torch.equal(xs[0], xs[1])  # the same inputs for every model
-    if extra:
-        uaps = list((tmp_path / "out" / "artifacts" / "uap" / "digits").glob("*.safetensors"))
-        assert len(uaps) == 2
-    from robustkit import report
-
-    if hasattr(report, "build"):
-        assert summary.report_error is None
-        assert summary.report and summary.report.endswith("index.html")
+    uaps = list((tmp_path / "out" / "artifacts" / "uap" / "digits").glob("*.safetensors"))
+    assert len(uaps) == 2
+    assert summary.report_error is None
+    assert summary.report and summary.report.endswith("index.html")
 
 
 DETECTOR = """
@@ -148,10 +140,6 @@ adaptive = true
 
 
 def test_detector_rows_are_scored_as_a_system(tmp_path, tiny_spec):
-    from robustkit import defenses
-
-    if "detector" not in defenses.names():
-        pytest.skip("detector defense not available")
     spec = load_spec(tiny_spec(DETECTOR))
     summary = run_sweep([spec], tmp_path / "out", threads=1, report=False)
     assert summary.errors == 0, read_rows(tmp_path / "out" / "results.csv")
@@ -159,8 +147,9 @@ def test_detector_rows_are_scored_as_a_system(tmp_path, tiny_spec):
     assert sorted({(r["attack"], r["adaptive"]) for r in rows}) == [
         ("fgsm", "false"), ("pgd-3", "false"), ("pgd-3", "true")]
     for r in rows:
-        assert 0 <= float(r["system_accuracy"]) <= 1 and r["detection_auc"] != ""
         assert r["clean_system_accuracy"] != "" and r["model_key"] != ""
+    (fgsm,) = [r for r in rows if r["attack"] == "fgsm" and float(r["eps"]) == 0.1]
+    _check_system_row(fgsm, tmp_path / "out" / "models" / fgsm["model_key"])
     assert (tmp_path / "out" / "models" / rows[0]["model_key"] / "detector.json").is_file()
     rocs = list((tmp_path / "out" / "artifacts" / "roc" / "digits").glob("*.json"))
     assert len(rocs) == len(rows)
@@ -169,3 +158,36 @@ def test_detector_rows_are_scored_as_a_system(tmp_path, tiny_spec):
     # the undefended rows of the same model carry no system columns
     plain = [r for r in read_rows(tmp_path / "out" / "results.csv") if r["defense"] == "none"]
     assert plain and all(r["system_accuracy"] == "" for r in plain)
+
+
+def _check_system_row(row, folder):
+    """A sweep's system row, recomputed from the stored model and detector on the cell's
+    inputs (digits test, limit 60, seed 0): AUC by counting score pairs, TPR at 5% FPR by
+    thresholding every score, the rates and accuracies from the system's own decisions."""
+    from robustkit import load_dataset, store
+    from robustkit.defenses.adaptive import attack_system
+    from robustkit.defenses.system import load_system, system_accuracy
+
+    model, _ = store.load(folder)
+    system = load_system(folder, model)
+    te = load_dataset("digits", "test", seed=0, limit=60)
+    x, y = te.x, te.y
+    x_adv, _ = attack_system(system, "fgsm", 0.1, x, y, adaptive=False, fit_x=x, fit_y=y)
+    with torch.no_grad():
+        clean, adv = system.score(x).double(), system.score(x_adv).double()
+        dec, clean_dec = system.decide(x_adv), system.decide(x)
+        flagged, flagged_clean = system.detector.flag(x_adv), system.detector.flag(x)
+    pairs = (adv[:, None] > clean[None, :]).double() + 0.5 * (adv[:, None] == clean[None, :])
+    cuts = torch.cat([clean, adv]).unique()
+    fpr = torch.stack([(clean >= t).double().mean() for t in cuts])
+    tpr = torch.stack([(adv >= t).double().mean() for t in cuts])
+    want = {"detection_auc": float(pairs.mean()),
+            "tpr_at_5fpr": float(tpr[fpr <= 0.05].max()),
+            "system_accuracy": system_accuracy(dec, y, adversarial=True),
+            "clean_system_accuracy": system_accuracy(clean_dec, y, adversarial=False),
+            "rejection_rate": float(flagged.double().mean()),  # no rectifier
+            "flagged_rate": float(flagged.double().mean()),
+            "fpr_at_threshold": float(flagged_clean.double().mean())}
+    fields = {**row, **json.loads(row["extra"])}
+    got = {k: float(fields[k]) for k in want}
+    assert got == pytest.approx(want, abs=1e-7)

@@ -71,7 +71,7 @@ def _import(tmp_path, ws, *, components: int, c: float):
     path = tmp_path / f"svc-{components}-{c}.skops"
     sio.dump(est, path)
     res = CliRunner().invoke(main, ["import", "sklearn", str(path), "--name", "svc",
-                                    "--dataset", "digits", "--workdir", str(ws)])
+                                    "--dataset", "digits", "--workdir", str(ws), "--force"])
     assert res.exit_code == 0, res.output
 
 

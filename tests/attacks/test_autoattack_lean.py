@@ -1,0 +1,105 @@
+"""AutoAttack's lean version and the linearized target ranking: exact on linear models,
+better targets than the top logits on 100 classes, and lean as strong as standard."""
+from __future__ import annotations
+
+import pytest
+import torch
+from _fixtures import ON_MLP
+from torch import nn
+
+from robustkit.attacks.apgd_targeted import apgd_t
+from robustkit.attacks.autoattack import autoattack
+from robustkit.attacks.fab import fab
+from robustkit.attacks.targets import linearized_distance
+
+DIGITS_N = 100
+
+
+def _linear(d: int, k: int, seed: int) -> nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    model = nn.Linear(d, k)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(k, d, generator=gen))
+        model.bias.copy_(torch.randn(k, generator=gen) * 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_first_ranked_target_is_the_closest_boundary_on_a_linear_model(norm):
+    model = _linear(6, 5, seed=1)
+    gen = torch.Generator().manual_seed(2)
+    x = 0.5 + 0.05 * (torch.rand(40, 6, generator=gen) - 0.5)
+    y = model(x).argmax(1)
+    cls, dist = linearized_distance(model, x, y, norm)
+    assert bool((dist[:, 1:] >= dist[:, :-1]).all())
+    # FAB (untargeted) is exact on linear models: its minimal perturbation reaches the
+    # closest boundary, and lands in the class ranked first
+    res = fab(model, x, y, norm=norm, steps=30)
+    size = res.linf if norm == "linf" else res.l2
+    inside = dist[:, 0] < 0.4  # the box plays no part there
+    assert int(inside.sum()) >= 10
+    assert torch.allclose(size[inside], dist[inside, 0], rtol=1e-2)
+    assert torch.equal(res.pred[inside], cls[inside, 0])
+
+
+def _hundred_classes() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """100 classes, y = 0 everywhere: 98 classes with high logits whose boundaries lie
+    beyond eps = 0.1 (and which pull CE's gradient away), and class 99, the lowest logit,
+    whose boundary lies at Linf distance ~0.08 (~6 standard deviations beyond what a random
+    start in the eps box moves its logit)."""
+    gen = torch.Generator().manual_seed(0)
+    d, k = 20, 100
+    w, b = torch.zeros(k, d), torch.zeros(k)
+    w[1:99] = -0.5 + 0.01 * torch.randn(98, d, generator=gen)
+    w[99] = 10.0
+    x = 0.5 + 0.02 * (torch.rand(30, d, generator=gen) - 0.5)
+    b[1:99] = -2.0 - (w[1:99] @ x.mean(0))
+    b[99] = -16.0 - float(w[99] @ x.mean(0))
+    model = nn.Linear(d, k)
+    with torch.no_grad():
+        model.weight.copy_(w)
+        model.bias.copy_(b)
+    model.eval()
+    return model, x, torch.zeros(len(x), dtype=torch.long)
+
+
+def test_linearized_ranking_finds_the_target_the_top_logits_miss():
+    model, x, y = _hundred_classes()
+    assert bool((model(x).argmax(1) == 0).all())
+    cls, _ = linearized_distance(model, x, y, "linf")
+    assert bool((cls[:, 0] == 99).all())
+    by_logit = apgd_t(model, x, y, eps=0.1, targets=9, steps=20)
+    ranked = apgd_t(model, x, y, eps=0.1, targets=9, steps=20, rank="linearized")
+    assert not by_logit.success.any()
+    assert ranked.success.all() and bool((ranked.info["target"] == 99).all())
+    fast = autoattack(model, x, y, eps=0.1, version="fast", steps=20)
+    lean = autoattack(model, x, y, eps=0.1, version="lean", steps=20, queries=50)
+    assert not fast.success.any()
+    assert lean.success.all() and set(lean.info["broken_by"]) == {"apgd_t"}
+
+
+@ON_MLP
+def test_lean_records_its_stages_and_triggers(mlp, data):
+    x, y = data
+    res = autoattack(mlp, x, y, eps=0.1, version="lean", steps=20, targets=3, queries=100)
+    by, counts = res.info["broken_by"], res.info["counts"]
+    assert res.info["version"] == "lean"
+    assert torch.equal(torch.tensor([b != "" for b in by]), res.success)
+    assert set(counts) <= {"apgd_ce", "apgd_t", "fab_t", "square"}
+    for name, k in counts.items():
+        assert sum(b == name for b in by) == k
+    assert set(res.info["triggers"]) == {"fab_t", "square"}
+    for reason in res.info["triggers"].values():
+        assert reason in ("none", "breaking", "masking", "breaking+masking")
+    assert res.info["forward_images"] > 0 and res.info["backward_images"] > 0
+
+
+@ON_MLP
+@pytest.mark.parametrize("eps", [0.05, 0.1])
+def test_lean_as_strong_as_standard_for_fewer_passes(mlp, data, eps):
+    x, y = data
+    std = autoattack(mlp, x, y, eps=eps)
+    lean = autoattack(mlp, x, y, eps=eps, version="lean")
+    assert int(lean.success.sum()) >= int(std.success.sum())
+    assert lean.info["forward_images"] < std.info["forward_images"] / 3
+    assert lean.info["backward_images"] < std.info["backward_images"] / 2

@@ -22,6 +22,7 @@ from torch import nn
 
 from robustkit.attacks import AttackResult, AttackSpec, get
 from robustkit.attacks.base import eval_mode
+from robustkit.attacks.checks import check_not_meta
 from robustkit.certify.columns import certify_options, with_certificates
 from robustkit.evaluate_checks import canonical, check_batch_size, check_data, check_eps, clock
 from robustkit.evaluate_runs import OnResult
@@ -163,6 +164,8 @@ def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor
     if found:
         raise ValueError("; ".join(found))
     check_batch_size(batch_size)
+    if torch.is_tensor(x):
+        check_not_meta(model, x)
     cert = certify_options(certify)
     if shard_size is not None:
         check_batch_size(shard_size, "shard_size")

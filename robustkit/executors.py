@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from robustkit.dask_address import check_dask_address
+
 Task = Callable[..., Any]
 
 
@@ -151,7 +153,8 @@ class DaskExecutor:
         if isinstance(address, Client):
             self.client, self._own = address, False
         else:
-            self.client, self._own = Client(address, set_as_default=False), True
+            self.client = Client(check_dask_address(address), set_as_default=False)
+            self._own = True
         info = self.client.scheduler_info()
         self.workers = max(1, len(info.get("workers", {})))
         self.address = getattr(self.client.scheduler, "address", str(address))

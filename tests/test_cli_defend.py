@@ -145,7 +145,7 @@ def _check_system_fgsm_row(row, folder):
     subset of 100 test inputs): AUC by counting (adversarial, clean) score pairs, the
     system accuracy from its own decisions on the same FGSM inputs."""
     from robustkit import data as datasets
-    from robustkit.defenses.adaptive import attack_system
+    from robustkit.defenses.detection import attack_system
     from robustkit.defenses.system import load_system, system_accuracy
 
     model, _ = store.load(folder)

@@ -27,7 +27,7 @@ from robustkit.attacks.base import (
     register,
 )
 from robustkit.attacks.rng import sample_rng
-from robustkit.attacks.square import margin, square
+from robustkit.attacks.square import SQUARE_P_INIT, margin, square
 from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer
 from robustkit.progress import status
@@ -82,7 +82,9 @@ def chain(version: str, norm: str, *, steps: int, targets: int, queries: int, eo
         skipped.append("fab_t")
     else:
         out.append(("fab_t", partial(_fab_t, fab, norm=norm, steps=steps, targets=targets)))
-    out.append(("square", partial(square, norm=norm, queries=queries)))
+    # p_init 0.8 in both norms, as the original AutoAttack runs Square (Square's own L2
+    # default is 0.1)
+    out.append(("square", partial(square, norm=norm, queries=queries, p_init=SQUARE_P_INIT)))
     return out, skipped
 
 

@@ -32,6 +32,7 @@ from robustkit.params import choice, integer, number
 
 # Iterations (out of 10,000; rescaled to the budget) after which p halves (paper, sec. 3).
 HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+SQUARE_P_INIT = 0.8  # AutoAttack's Square in both norms (fra31/auto-attack autoattack.py)
 
 
 def p_schedule(p_init: float, it: int, budget: int) -> float:

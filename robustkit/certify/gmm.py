@@ -23,13 +23,14 @@ Bounds over a box B (the Linf ball in [0, 1], or the box bounding the L2 ball):
   terms): ``m(x) >= m(c) - sum_d r_d max |d_d m(B)|``, with the gradient
   ``-sum_m pi_m M_m^T u_m`` enclosed through intervals of the responsibilities pi_m.
 
-Float64 throughout; a margin must clear a rounding slack of ``rel`` (2e-5 for float32
-models, 1e-12 for float64) times the magnitude of the terms the model adds up.
+Float64 throughout; a margin must clear a rounding slack of ``rel`` (2e-5 where the model
+computes in float32, 1e-12 in float64; see ``kernel``) times the magnitude of the terms the
+model adds up.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -56,6 +57,7 @@ class Gaussians:
     cls: torch.Tensor
     prior: torch.Tensor
     rel: float
+    follows_input: bool = False  # computes in the dtype of x (the gmm family), not float64
 
 
 def _head_parts(head: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
@@ -97,11 +99,12 @@ def gaussians(model: nn.Module) -> Gaussians | str:
     if isinstance(peeled, str):
         return peeled
     front, head = peeled
-    mz, mu, const, cls, prior, rel = parts
+    mz, mu, const, cls, prior, rel = _head_parts(head)
     # u = Mz (A x + a - mu) = (Mz A) x + Mz (a - mu)
     mx = mz if front.weight is None else mz @ front.weight
     v = torch.einsum("crd,cd->cr", mz, front.bias - mu)
-    return Gaussians(mx, v, const, cls, prior, rel)
+    return Gaussians(mx, v, const, cls, prior, rel,
+                     follows_input=isinstance(head, GaussianMixtureClassifier))
 
 
 def _applies(model: nn.Module, norm: str) -> str | None:
@@ -201,7 +204,9 @@ def gmm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: tuple[float,
     """
     g = gaussians(model)
     if isinstance(g, str):
-        raise ValueError(f"certificate 'gmm' does not apply: {g}")
+        raise TypeError(f"certificate 'gmm' does not apply: {g}")
+    if g.follows_input:
+        g = replace(g, rel=max(g.rel, rounding_slack(x.dtype)))
     c, r, d = g.M.shape
     size = chunk or max(1, 2_000_000 // max(1, c * max(r, d)))
     budget = Budget(rounds=rounds if branch else 1, boxes=max_boxes, seconds=time_limit,

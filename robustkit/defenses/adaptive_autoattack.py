@@ -1,11 +1,15 @@
 """AutoAttack against a defended system: the strongest adaptive attack robustkit has.
 
-The chain of :mod:`robustkit.attacks.autoattack` (APGD-CE, APGD-T, FAB-T, Square) runs on
+An ensemble in AutoAttack's manner (per sample, the first member that breaks the system
+wins): adaptive PGD (:func:`~robustkit.defenses.adaptive.adaptive_pgd`, the detector as
+a penalty, ``steps`` steps per lambda) first, then the chain of :mod:`robustkit.attacks.autoattack` (APGD-CE, APGD-T, FAB-T, Square) runs on
 :class:`SystemLogits`, a module whose argmax is the system's decision: white-box attacks
 differentiate through the branch the detector picks (rectified or direct), and a detector
 that rejects adds a "rejected" class whose logit crosses the top class's exactly where the
 detector's logit crosses its threshold, so that the targeted attacks must evade it; Square
-sees the same outputs and nothing else. A sample counts as broken only when the system's
+sees the same outputs and nothing else. Adaptive PGD leads because the chain alone is
+weak against a rejecting detector: its targeted losses compare the target's logit with
+the true class's only, so they never see the rejected class. A sample counts as broken only when the system's
 own decision is wrong and not a rejection; an attack that ends on a rejection leaves the
 sample to the next attack of the chain. The untargeted attacks of the chain count any
 label but y as success, the rejected class included, so they may stop on a rejection:
@@ -23,6 +27,7 @@ from torch import nn
 
 from robustkit.attacks.autoattack import chain
 from robustkit.attacks.base import check_inputs
+from robustkit.defenses.adaptive import adaptive_pgd
 from robustkit.defenses.system import REJECT, DefendedSystem
 
 
@@ -59,9 +64,9 @@ def adaptive_autoattack(system: DefendedSystem, x: torch.Tensor, y: torch.Tensor
                         eps: float, norm: str = "linf", version: str = "standard",
                         steps: int = 100, targets: int = 9, queries: int = 5000,
                         seed: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
-    """AutoAttack's chain against the whole system, each attack on the samples the
-    earlier ones left defended; then the chain against the bare classifier on what is
-    left (``info["counts"]`` names those ``"<attack>:bare"``).
+    """Adaptive PGD, then AutoAttack's chain against the whole system, each attack on the
+    samples the earlier ones left defended; then the chain against the bare classifier on
+    what is left (``info["counts"]`` names those ``"<attack>:bare"``).
 
     Args:
         system: the classifier behind its detector and/or rectifier (nothing changes).
@@ -90,6 +95,13 @@ def adaptive_autoattack(system: DefendedSystem, x: torch.Tensor, y: torch.Tensor
     broken = (dec != y) & (dec != REJECT)
     by = ["clean" if b else "" for b in broken.tolist()]
     x_adv, counts = x.clone(), {}
+    if eps > 0 and system.detector is not None:
+        lead = adaptive_pgd(system, x, y, eps=eps, norm=norm, steps=steps, seed=seed)
+        hit = lead.success.to(y.device) & ~broken
+        x_adv, broken = lead.x_adv.detach().clone(), broken | hit
+        for i in hit.nonzero().squeeze(1).tolist():
+            by[i] = "adaptive_pgd"
+        counts["adaptive_pgd"] = int(hit.sum())
     for target, suffix in ((surrogate, ""), (system.model, ":bare")):
         for name, attack in attacks:
             rows = (~broken).nonzero().squeeze(1)

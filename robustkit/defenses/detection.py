@@ -4,6 +4,7 @@ accuracy (a rejection under attack counts as defended), non-adaptive and adaptiv
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,13 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
 
-from robustkit.defenses.adaptive import attack_system
+from robustkit.attacks.autoattack import autoattack
+from robustkit.attacks.fgsm import fgm, fgsm
+from robustkit.attacks.noise import noise
+from robustkit.attacks.pgd import pgd
+from robustkit.attacks.universal import uap_sgd
+from robustkit.defenses.adaptive import adaptive_pgd, adaptive_uap
+from robustkit.defenses.adaptive_autoattack import adaptive_autoattack
 from robustkit.defenses.detector import Detector
 from robustkit.defenses.system import REJECT, DefendedSystem, system_accuracy
 from robustkit.models.registry import accuracy
@@ -34,9 +41,9 @@ def detection_scores(model: nn.Module, defense: Detector | DefendedSystem, x: to
     Non-adaptive attacks target the bare classifier: ``fgsm`` (``fgm`` for L2), ``pgd``
     (``steps`` steps), ``uap`` (``uap_sgd`` fitted on ``fit_x``, radius eps, seed
     ``seed``; a detector trained with the same ``seed`` used UAPs of seeds seed + 1...),
-    ``noise``. Adaptive ones know the system: ``fgsm``/``pgd`` -> :func:`adaptive_pgd`
+    ``noise``. Adaptive ones know the system: ``fgsm``/``pgd`` -> :func:`~robustkit.defenses.adaptive.adaptive_pgd`
     at the same eps (one adaptive row for the pair when both are asked for, under
-    ``pgd``), ``uap`` -> :func:`adaptive_uap` fitted on ``fit_x``, ``autoattack`` ->
+    ``pgd``), ``uap`` -> :func:`~robustkit.defenses.adaptive.adaptive_uap` fitted on ``fit_x``, ``autoattack`` ->
     AutoAttack's chain against the system's decision (``adaptive_autoattack``;
     non-adaptive: AutoAttack on the bare classifier); noise has no adaptive row. AUC and ROC compare the detector logits of x and of the perturbed x
     (every perturbed input is a positive, fooling or not).
@@ -125,3 +132,58 @@ def _detection(system: DefendedSystem, clean: torch.Tensor | None,
 
 def _rejected(decisions: torch.Tensor) -> float:
     return float((decisions == REJECT).float().mean()) if len(decisions) else float("nan")
+
+
+def attack_system(system: DefendedSystem, attack: str, eps: float, x: torch.Tensor,
+                  y: torch.Tensor, *, adaptive: bool, fit_x: torch.Tensor, fit_y: torch.Tensor,
+                  norm: str = "linf", steps: int = 50,
+                  lambdas: Sequence[float] = (0.1, 1.0, 10.0),
+                  uap_params: Mapping[str, Any] | None = None,
+                  autoattack_params: Mapping[str, Any] | None = None,
+                  seed: int = 0) -> tuple[torch.Tensor, str]:
+    """Perturb x with ``attack`` at ``eps``: against the bare classifier, or adaptively.
+
+    Non-adaptive: ``fgsm`` (``fgm`` for L2), ``pgd``, ``uap`` (``uap_sgd`` on fit_x),
+    ``noise``, ``autoattack`` (with ``autoattack_params``). Adaptive: ``uap`` ->
+    :func:`~robustkit.defenses.adaptive.adaptive_uap` on fit_x, ``autoattack`` -> ``adaptive_autoattack`` (the chain
+    against the system's decision), any other -> :func:`~robustkit.defenses.adaptive.adaptive_pgd`. Returns
+    ``(x_adv, method)``, method naming what ran.
+
+    Example:
+        >>> x_adv, method = attack_system(system, "uap", 0.3, x, y, adaptive=True,
+        ...                               fit_x=x_fit, fit_y=y_fit)  # doctest: +SKIP
+    """
+    model, kw = system.model, dict(uap_params or {})
+    if attack == "uap":
+        if adaptive:
+            res = adaptive_uap(system, fit_x, fit_y, xi=eps, norm=norm, lambdas=lambdas,
+                               epochs=int(kw.get("epochs", 10)), uap_params=kw, seed=seed)
+            v, method = res.v, f"adaptive_uap[{res.method}]"
+        else:
+            v = uap_sgd(model, fit_x, fit_y, xi=eps, norm=norm, seed=seed, **kw).v
+            method = "uap_sgd"
+        return (x + v.to(x).reshape(x.shape[1:])).clamp(0, 1), method
+    if attack == "autoattack":
+        aa = dict(autoattack_params or {})
+        if adaptive:
+            x_adv, info = adaptive_autoattack(system, x, y, eps=eps, norm=norm, seed=seed,
+                                              **aa)
+            return x_adv, f"adaptive_autoattack[{_tally(info['counts'])}]"
+        res = autoattack(model, x, y, eps=eps, norm=norm, seed=seed, **aa)
+        return res.x_adv, f"autoattack[{_tally(res.info['counts'])}]"
+    if adaptive:
+        r = adaptive_pgd(system, x, y, eps=eps, norm=norm, steps=steps, lambdas=lambdas,
+                         seed=seed)
+        return r.x_adv, f"adaptive_pgd[{steps} steps, lambdas={list(lambdas)}]"
+    if attack == "fgsm":
+        return (fgsm if norm == "linf" else fgm)(model, x, y, eps=eps).x_adv, "fgsm"
+    if attack == "pgd":
+        return pgd(model, x, y, eps=eps, norm=norm, steps=steps, seed=seed).x_adv, "pgd"
+    if attack == "noise":
+        return noise(model, x, y, eps=eps, norm=norm, seed=seed).x_adv, "noise"
+    raise ValueError(f"attack must be 'fgsm', 'pgd', 'uap', 'noise' or 'autoattack', "
+                     f"got {attack!r}")
+
+
+def _tally(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}:{v}" for k, v in counts.items())

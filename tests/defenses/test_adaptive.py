@@ -107,7 +107,7 @@ def test_detection_metrics_equal_an_independent_computation(attack, adaptive):
     """AUC, TPR at 5% FPR and the rates at the threshold, recomputed from the detector's
     scores on the same perturbed inputs: AUC by counting pairs (Mann-Whitney), the ROC by
     thresholding every score, the rates by the system's own rejections."""
-    from robustkit.defenses.adaptive import attack_system
+    from robustkit.defenses.detection import attack_system
 
     system, row = _system(), _row(attack, adaptive)
     tr, te = load_dataset("digits", "train", seed=0), load_dataset("digits", "test", seed=0)

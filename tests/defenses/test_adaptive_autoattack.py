@@ -11,6 +11,7 @@ from conftest import fitted_model
 
 from robustkit import load_dataset
 from robustkit.attacks.autoattack import autoattack
+from robustkit.defenses.adaptive import adaptive_pgd
 from robustkit.defenses.adaptive_autoattack import SystemLogits, adaptive_autoattack
 from robustkit.defenses.detector import fit_detector
 from robustkit.defenses.rectifier import Rectifier
@@ -54,7 +55,10 @@ def test_breaks_are_system_errors_inside_the_ball_and_beat_the_blind_attack():
     broken = torch.tensor([b not in ("", "clean") for b in info["broken_by"]])
     assert bool(((dec != y) & (dec != REJECT))[broken].all())
     assert sum(info["counts"].values()) == int(broken.sum()) > 0
+    assert next(iter(info["counts"])) == "adaptive_pgd"  # the ensemble leads with it
     blind = autoattack(system.model, x, y, eps=eps, **FAST).x_adv
     adaptive_acc = system_accuracy(dec, y, adversarial=True)
     assert adaptive_acc < system_accuracy(system.decide(blind), y, adversarial=True)
+    pgd_only = adaptive_pgd(system, x, y, eps=eps, steps=FAST["steps"])
+    assert adaptive_acc <= system_accuracy(pgd_only.pred, y, adversarial=True)
     assert all(torch.equal(v, system.model.state_dict()[k]) for k, v in before.items())

@@ -165,7 +165,7 @@ def _check_system_row(row, folder):
     inputs (digits test, limit 60, seed 0): AUC by counting score pairs, TPR at 5% FPR by
     thresholding every score, the rates and accuracies from the system's own decisions."""
     from robustkit import load_dataset, store
-    from robustkit.defenses.adaptive import attack_system
+    from robustkit.defenses.detection import attack_system
     from robustkit.defenses.system import load_system, system_accuracy
 
     model, _ = store.load(folder)

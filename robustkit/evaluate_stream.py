@@ -5,9 +5,9 @@ and dropped; what is kept per sample is what the rows are computed from (label, 
 adversarial prediction, L2 and Linf norm of the applied delta: about 8 + 16 bytes per
 sample and eps; 50,000 samples at 5 eps is 5 MB). Keeping those small vectors, rather
 than running sums, makes the medians exact and the rows the very same numbers as
-``evaluate`` on the concatenated data: the per-batch work is evaluate's own (batch b
-starting at sample s uses seed ``seed + s`` there and here), so with ``batch_size`` equal
-to the stream's batch size the rows agree to the last digit (``seconds`` aside).
+``evaluate`` on the concatenated data: the per-batch work is evaluate's own, and sample i
+of the stream draws its randomness from (seed, i) there and here, so with ``batch_size``
+equal to the stream's batch size the rows agree to the last digit (``seconds`` aside).
 """
 from __future__ import annotations
 
@@ -20,20 +20,10 @@ from torch import nn
 
 from robustkit.attacks import AttackResult, AttackSpec, get
 from robustkit.attacks.base import eval_mode
-from robustkit.evaluate import (
-    OnResult,
-    Stats,
-    _canonical,
-    _check_data,
-    _check_eps,
-    _clock,
-    _Context,
-    _fixed,
-    _minimal,
-    _predict,
-    _row,
-)
+from robustkit.evaluate_checks import canonical, check_data, check_eps, clock
+from robustkit.evaluate_runs import Context, OnResult, Outcome, predict, run_block
 from robustkit.models.registry import model_device, resolve_device
+from robustkit.samples import row
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -56,7 +46,7 @@ def evaluate_stream(model: nn.Module, attack: str | AttackSpec, batches: Batches
         fit: what a universal perturbation is fitted on: a re-iterable of batches (fitted
             with :mod:`robustkit.attacks.universal_stream`), a ``(fit_x, fit_y)`` pair of
             tensors (fitted as ``evaluate`` does), or None (``batches`` themselves).
-        seed: base seed; the batch starting at sample s uses ``seed + s``.
+        seed: base seed; sample i of the stream draws from (seed, i).
         on_result: called with (eps, AttackResult) for every attack call; for a universal
             attack fitted on a stream, once per eps with ``info["v"]`` and ``info["uap"]``.
         **params: attack hyperparameters.
@@ -79,27 +69,23 @@ def evaluate_stream(model: nn.Module, attack: str | AttackSpec, batches: Batches
         raise TypeError(f"attack must be a name or an AttackSpec, got {type(attack).__name__}")
     if spec.kind not in ("fixed", "minimal", "universal"):
         raise ValueError(f"attack {spec.name!r} has unknown kind {spec.kind!r}")
-    eps_list = _check_eps(eps)
-    dev = _canonical(resolve_device(device) if device is not None else model_device(model))
-    if _canonical(model_device(model)) != dev:
+    eps_list = check_eps(eps)
+    dev = canonical(resolve_device(device) if device is not None else model_device(model))
+    if canonical(model_device(model)) != dev:
         model = copy.deepcopy(model).to(dev)
     ys: list[torch.Tensor] = []
     cleans: list[torch.Tensor] = []
-    parts: list[list[Stats]] = []
+    parts: list[list[Outcome]] = []
     with eval_mode(model):
         fitted = _fit(spec, model, batches, fit, eps_list, dev, seed, on_result, params) \
             if spec.kind == "universal" else []
         vs, fit_seconds = [v for v, _ in fitted], [t for _, t in fitted]
         k, offset = None, 0
         for xb, yb in batches:
-            k = _check_data(model, xb, yb, "x", "y", dev, k)
-            clean = _predict(model, xb.to(dev)).cpu()
-            ctx = _Context(dev, len(xb), None, None, seed + offset, on_result, params, clean)
-            if spec.kind == "universal":
-                parts.append([_apply(model, xb, v, dev) for v in vs])
-            else:
-                run = _fixed if spec.kind == "fixed" else _minimal
-                parts.append(run(spec, model, xb, yb, eps_list, ctx))
+            k = check_data(model, xb, yb, "x", "y", dev, k)
+            clean = predict(model, xb.to(dev)).cpu()
+            ctx = Context(dev, len(xb), seed, offset, on_result, params, clean, tuple(vs))
+            parts.append(run_block(spec, model, xb, yb, eps_list, ctx))
             ys.append(yb.cpu())
             cleans.append(clean)
             offset += len(xb)
@@ -108,10 +94,10 @@ def evaluate_stream(model: nn.Module, attack: str | AttackSpec, batches: Batches
     y, clean = torch.cat(ys), torch.cat(cleans)
     rows = []
     for i, e in enumerate(eps_list):
-        pred = torch.cat([p[i][0] for p in parts])
-        l2, linf = torch.cat([p[i][1] for p in parts]), torch.cat([p[i][2] for p in parts])
-        seconds = sum(p[i][3] for p in parts) + (fit_seconds[i] if fit_seconds else 0.0)
-        rows.append(_row(spec.name, e, y, clean, pred, l2, linf, seconds, str(dev)))
+        pred = torch.cat([p[i].pred for p in parts])
+        l2, linf = torch.cat([p[i].l2 for p in parts]), torch.cat([p[i].linf for p in parts])
+        seconds = sum(p[i].seconds for p in parts) + (fit_seconds[i] if fit_seconds else 0.0)
+        rows.append(row(spec.name, e, y, clean, pred, l2, linf, seconds, str(dev)))
     return rows
 
 
@@ -124,7 +110,7 @@ def _fit(spec: AttackSpec, model: nn.Module, batches: Batches,
 
     out = []
     for e in eps_list:
-        t0 = _clock(dev)
+        t0 = clock(dev)
         if _is_pair(fit):
             fx, fy = fit[0].to(dev), fit[1].to(dev)  # type: ignore[index]
             res = spec.fn(model, fx[:1], fy[:1], eps=e, fit_x=fx, fit_y=fy, seed=seed,
@@ -146,19 +132,9 @@ def _fit(spec: AttackSpec, model: nn.Module, batches: Batches,
                                {"v": v, "uap": uap, "fooling_rate": uap.fooling_rate})
         if on_result is not None:
             on_result(e, res)
-        out.append((v, _clock(dev) - t0))
+        out.append((v, clock(dev) - t0))
     return out
 
 
 def _is_pair(fit: object) -> bool:
     return isinstance(fit, tuple) and len(fit) == 2 and all(torch.is_tensor(t) for t in fit)
-
-
-def _apply(model: nn.Module, x: torch.Tensor, v: torch.Tensor, dev: torch.device) -> Stats:
-    """Predictions on clamp(x + v, 0, 1), the L2/Linf norms of the applied delta, seconds."""
-    t0 = _clock(dev)
-    xb = x.to(dev)
-    x_adv = (xb + v.reshape(xb.shape[1:])).clamp(0, 1)
-    flat = (x_adv - xb).reshape(len(xb), -1)
-    pred = _predict(model, x_adv).cpu()
-    return pred, flat.norm(dim=1).cpu(), flat.abs().amax(dim=1).cpu(), _clock(dev) - t0

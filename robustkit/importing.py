@@ -25,6 +25,7 @@ from torch import nn
 
 from robustkit import store
 from robustkit.data import Dataset, check_name, load_dataset
+from robustkit.models.onnx_model import check_onnxruntime, from_onnx, save_onnx
 from robustkit.models.outputs import (
     check_finite_state,
     check_output_shape,
@@ -32,6 +33,9 @@ from robustkit.models.outputs import (
     check_scores,
 )
 from robustkit.models.registry import accuracy
+from robustkit.models.sklearn import classes_of, from_sklearn
+from robustkit.models.sklearn.skops_io import load_skops, sha256_file
+from robustkit.models.torch_model import check_builder, from_builder, read_weights
 
 ONNX_TOLERANCE = 1e-5
 CHECK_BATCH = 512
@@ -97,9 +101,6 @@ def import_sklearn(file: str | os.PathLike, *, name: str, dataset: str,
     _need("skops")
     import sklearn
 
-    from robustkit.models.sklearn import classes_of, from_sklearn
-    from robustkit.models.sklearn.skops_io import load_skops, sha256_file
-
     est = load_skops(file)
     te = load_dataset(dataset, "test", root=root, seed=seed)
     dim = math.prod(te.info.input_shape)
@@ -151,8 +152,6 @@ def import_onnx(file: str | os.PathLike, *, name: str, dataset: str,
     _need("onnx", "onnxruntime", "onnx2torch")
     import onnx
 
-    from robustkit.models.onnx_model import check_onnxruntime, from_onnx, save_onnx
-
     data = Path(file).read_bytes()
     te = load_dataset(dataset, "test", root=root, seed=seed)
     model = from_onnx(data, list(te.info.input_shape), outputs=outputs)
@@ -185,9 +184,6 @@ def import_torch(builder: str, weights: str | os.PathLike, *, name: str, dataset
             the dataset's classes (or probabilities without ``outputs="probabilities"``).
         FileExistsError: ``name`` is taken and ``force`` is False.
     """
-    from robustkit.models.sklearn.skops_io import sha256_file
-    from robustkit.models.torch_model import check_builder, from_builder, read_weights
-
     target = target_dir(workdir, name, force=force)
     check_name(dataset)
     check_builder(builder)

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from robustkit import load_dataset, models
-from robustkit.certify.layers import network, ops_of
+from robustkit.certify.dense import network
+from robustkit.certify.layers import ops_of
 
 
 @functools.cache
@@ -98,3 +99,35 @@ def tiny_linear() -> torch.nn.Module:
     """The linear family (softmax regression) on blobs, cached."""
     tr = load_dataset("blobs", "train", seed=0)
     return models.create("linear").fit(tr.x, tr.y, n_classes=int(tr.y.max()) + 1, seed=0)
+
+
+def lp_margins(model: torch.nn.Module, x0: torch.Tensor, y: int, eps: float) -> np.ndarray:
+    """Minimum of each margin under the LP relaxation of the MILP (binaries relaxed to
+    [0, 1], i.e. the triangle relaxation of each unstable ReLU) with the CROWN
+    pre-activation bounds: no bound computed from the same pre-activation bounds by a
+    linear relaxation (CROWN) can exceed it."""
+    import highspy
+
+    from robustkit.certify.crown import preactivation_bounds
+    from robustkit.certify.milp_model import build
+
+    layers = network(ops_of(model), tuple(x0.shape))
+    flat = x0.double().flatten()[None]
+    bounds = [(lo[0], hi[0]) for lo, hi in preactivation_bounds(layers, flat, eps, "linf")]
+    lo, hi = (flat[0] - eps).clamp(0, 1), (flat[0] + eps).clamp(0, 1)
+    prog = build(layers, bounds, lo, hi)
+    prog.lp.integrality_ = [highspy.HighsVarType.kContinuous] * prog.lp.num_col_
+    k = layers[-1][0].shape[0]
+    out = []
+    for j in (j for j in range(k) if j != y):
+        spec = np.zeros(k)
+        spec[y], spec[j] = 1.0, -1.0
+        cost = np.zeros(prog.lp.num_col_)
+        cost[prog.last_cols] = (spec @ prog.w_out)[prog.last_pos]
+        prog.lp.col_cost_ = cost
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        h.passModel(prog.lp)
+        h.run()
+        out.append(h.getInfo().objective_function_value + float(spec @ prog.b_out))
+    return np.array(out)

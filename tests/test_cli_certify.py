@@ -53,10 +53,21 @@ def test_table_output_names_method_bracket_and_exact_share(workdir, doubles):
     assert "unknown: clean0 decides eps 0 only" in res.output
 
 
-def test_smoothing_says_it_certifies_another_classifier(workdir, doubles):
-    res = _run(workdir, "--eps", "0.1", "--method", "smooth1d", "--attack", "none")
+def test_the_linear_certificate_closes_the_bracket_on_a_stored_linear_model(workdir):
+    res = _run(workdir, "--eps", "0.05", "--eps", "0.1", "--norm", "l2", "--attack", "pgd",
+               "--attack-param", "steps=10", "--json")
     assert res.exit_code == 0, res.output
-    assert "certifies the smoothed classifier" in res.output
+    for r in json.loads(res.stdout):
+        assert r["method"] == "linear"  # auto: the exact certificate of affine models
+        assert r["exact_share"] == 1.0 and r["unknown"] == 0
+        assert r["certified_accuracy"] == r["upper"] <= r["attacked_accuracy"]
+
+
+def test_smoothing_says_it_certifies_another_classifier(workdir):
+    res = _run(workdir, "--eps", "0.1", "--norm", "l2", "--method", "smoothing", "--attack",
+               "none", "--param", "n0=20", "--param", "n=200")
+    assert res.exit_code == 0, res.output
+    assert "note: smoothing certifies the smoothed classifier" in res.output
     assert "n/a" in res.output  # no exact share, no bracket
 
 

@@ -17,13 +17,13 @@ from robustkit.attacks.base import (
     AttackResult,
     check_inputs,
     eval_mode,
-    generator,
     input_grad,
     make_result,
     project,
     register,
 )
 from robustkit.attacks.fgsm import ascent_direction, ascent_loss, ce_input_direction
+from robustkit.attacks.rng import SampleRNG, rand, randn, sample_rng
 from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer, number
 
@@ -54,13 +54,13 @@ def value_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return loss_value(logits, y, target, loss), torch.stack(grads).mean(0), logits
 
 
-def _start(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -> torch.Tensor:
+def _start(x: torch.Tensor, eps: float, norm: str, gen: SampleRNG | torch.Generator) -> torch.Tensor:
     """The paper's random start: uniform in the Linf box, or on the L2 sphere of radius eps
     (a Gaussian direction), then clipped to [0, 1]."""
     if norm == "linf":
-        u = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
+        u = rand(gen, x.shape, device=x.device, dtype=x.dtype) * 2 - 1
         return (x + eps * u).clamp(0, 1)
-    u = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+    u = randn(gen, x.shape, device=x.device, dtype=x.dtype)
     return (x + eps * ascent_direction(u, "l2")).clamp(0, 1)
 
 
@@ -69,7 +69,7 @@ def _proj(x: torch.Tensor, v: torch.Tensor, eps: float, norm: str) -> torch.Tens
 
 
 def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
-             loss: str, steps: int, rho: float, gen: torch.Generator,
+             loss: str, steps: int, rho: float, gen: SampleRNG | torch.Generator,
              target: torch.Tensor | None = None, stop_on_target: bool = False, eot: int = 1,
              group: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
@@ -172,7 +172,7 @@ RULES = {"norm": choice("linf", "l2"),
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
          norm: str = "linf", loss: str = "ce", steps: int = 100, restarts: int = 1,
          rho: float = 0.75, target: torch.Tensor | None = None, eot: int = 1,
-         seed: int = 0) -> AttackResult:
+         seed: int = 0, sample_ids: torch.Tensor | None = None) -> AttackResult:
     """Auto-PGD in the Linf or L2 ball of radius eps.
 
     Step size 2 * eps at first (both norms), momentum 0.75, and at each checkpoint of
@@ -196,6 +196,8 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         target: int64 (N,) target labels: descend toward them, success = pred == target.
         eot: gradient and loss averaged over this many passes (stochastic models).
         seed: seeds the random starts.
+        sample_ids: int64 (N,) the samples' ids, default ``arange(N)``: random draws
+            are per sample (:mod:`robustkit.attacks.rng`), not per batch.
 
     Returns:
         AttackResult; ``iterations`` counts each sample's gradient steps; ``info`` has
@@ -215,7 +217,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     check_params(norm, loss, steps, restarts, rho, eot)
     if eps == 0:
         return make_result(model, x, x.clone(), y, target=target, iterations=0)
-    x, gen = x.detach(), generator(seed, x.device)
+    x, gen = x.detach(), sample_rng(seed, x, sample_ids, "apgd")
     n = len(x)
     with eval_mode(model):
         with torch.no_grad():
@@ -232,7 +234,8 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                 break
             t = None if target is None else target[rows]
             xa, ok, f, it, ev = run_apgd(model, x[rows], y[rows], eps=eps, norm=norm,
-                                         loss=used, steps=steps, rho=rho, gen=gen, target=t,
+                                         loss=used, steps=steps, rho=rho, gen=gen.take(rows),
+                                         target=t,
                                          stop_on_target=t is not None, eot=eot)
             better = ok | (f > best[rows])
             x_adv[rows[better]], best[rows[better]] = xa[better], f[better]

@@ -14,10 +14,10 @@ from robustkit.attacks.base import (
     AttackResult,
     check_inputs,
     eval_mode,
-    generator,
     make_result,
     register,
 )
+from robustkit.attacks.rng import sample_rng
 from robustkit.attacks.targets import RANKS, linearized_order, pairs, row_budget, run_batches
 from robustkit.params import choice, integer, number
 
@@ -31,8 +31,8 @@ from robustkit.params import choice, integer, number
                                         "rank": choice(*RANKS)})
 def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
            norm: str = "linf", targets: int = 9, steps: int = 100, restarts: int = 1,
-           rho: float = 0.75, eot: int = 1, rank: str = "logit", seed: int = 0
-           ) -> AttackResult:
+           rho: float = 0.75, eot: int = 1, rank: str = "logit", seed: int = 0,
+           sample_ids: torch.Tensor | None = None) -> AttackResult:
     """Untargeted attack by targeted APGD on the targeted DLR loss, one target at a time.
 
     Targets are the runner-up classes of the clean logits, most likely first: the second
@@ -79,7 +79,7 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         raise ValueError(f"rank must be one of {RANKS}, got {rank!r}")
     if eps == 0:
         return make_result(model, x, x.clone(), y, iterations=0)
-    x, gen = x.detach(), generator(seed, x.device)
+    x, gen = x.detach(), sample_rng(seed, x, sample_ids, "apgd")
     n = len(x)
     with eval_mode(model):
         with torch.no_grad():
@@ -106,7 +106,8 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                 sample, row_rank = pairs(rows, ranks)
                 t = top[sample, row_rank - 1]
                 xa, ok, f, it, ev = run_apgd(model, x[sample], y[sample], eps=eps, norm=norm,
-                                             loss=loss, steps=steps, rho=rho, gen=gen,
+                                             loss=loss, steps=steps, rho=rho,
+                                             gen=gen.take(sample, row_rank - 1),
                                              target=t, eot=eot, group=sample)
                 iters.index_add_(0, sample, it)
                 evaluated += ev

@@ -26,7 +26,8 @@ from robustkit.attacks.base import (
     project,
     register,
 )
-from robustkit.attacks.square import margin, square
+from robustkit.attacks.rng import sample_rng
+from robustkit.attacks.square import SQUARE_P_INIT, margin, square
 from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer
 from robustkit.progress import status
@@ -47,11 +48,11 @@ def _fab() -> Callable[..., AttackResult] | None:
 
 def _fab_t(fab: Callable[..., AttackResult], model: nn.Module, x: torch.Tensor,
            y: torch.Tensor, *, eps: float, norm: str, steps: int, targets: int, seed: int,
-           rank: str = "logit") -> AttackResult:
+           rank: str = "logit", sample_ids: torch.Tensor | None = None) -> AttackResult:
     # FAB is a minimal-norm attack: keep its point only inside the ball (projected, so
     # that rounding cannot leave it), x elsewhere; the chain re-checks the prediction.
     res = fab(model, x, y, eps=eps, norm=norm, steps=steps, targets=targets, seed=seed,
-              rank=rank)
+              rank=rank, sample_ids=sample_ids)
     size = res.linf if norm == "linf" else res.l2
     inside = (size <= eps + FAB_SLACK).view(-1, *([1] * (x.dim() - 1)))
     x_adv = torch.where(inside, (x + project(res.x_adv - x, eps, norm)).clamp(0, 1), x)
@@ -81,14 +82,17 @@ def chain(version: str, norm: str, *, steps: int, targets: int, queries: int, eo
         skipped.append("fab_t")
     else:
         out.append(("fab_t", partial(_fab_t, fab, norm=norm, steps=steps, targets=targets)))
-    out.append(("square", partial(square, norm=norm, queries=queries)))
+    # p_init 0.8 in both norms, as the original AutoAttack runs Square (Square's own L2
+    # default is 0.1)
+    out.append(("square", partial(square, norm=norm, queries=queries, p_init=SQUARE_P_INIT)))
     return out, skipped
 
 
 def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                      eps: Sequence[float], norm: str = "linf", version: str = "standard",
                      steps: int = 100, targets: int = 9, queries: int = 5000, eot: int = 20,
-                     seed: int = 0) -> list[AttackResult]:
+                     seed: int = 0, sample_ids: torch.Tensor | None = None
+                     ) -> list[AttackResult]:
     """AutoAttack at every eps of a grid, for far less than one run per eps.
 
     The largest eps runs first, on every sample. A ball of the grid lies inside every
@@ -129,9 +133,10 @@ def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     attacks, skipped = chain(version, norm, steps=steps, targets=targets, queries=queries,
                              eot=eot)
     x = x.detach()
+    ids = sample_rng(seed, x, sample_ids, "autoattack").ids  # checked; arange(N) by default
     with eval_mode(model), torch.no_grad():
         clean = model(x).argmax(1) != y
-    run = partial(_at_eps, model, x, y, attacks=attacks, seed=seed, clean=clean,
+    run = partial(_at_eps, model, x, y, attacks=attacks, seed=seed, ids=ids, clean=clean,
                   info={"skipped": list(skipped), "version": version, "norm": norm})
     *smaller, top = sorted(set(grid))
     out = {top: run(top, todo=~clean, before=None)}
@@ -152,6 +157,7 @@ def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
 def _at_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: float, *,
             attacks: list[tuple[str, Callable[..., AttackResult]]], seed: int,
+            ids: torch.Tensor,
             clean: torch.Tensor, info: dict[str, Any], todo: torch.Tensor,
             before: AttackResult | None) -> AttackResult:
     """The chain at eps ``e`` on the samples ``todo``; ``clean``: misclassified on x;
@@ -176,7 +182,7 @@ def _at_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: float, *,
             continue
         status(f"autoattack eps {e:g}: {name} on {len(rows)} of {n} samples")
         t0 = time.perf_counter()
-        res = attack(model, x[rows], y[rows], eps=e, seed=seed)
+        res = attack(model, x[rows], y[rows], eps=e, seed=seed, sample_ids=ids[rows])
         with eval_mode(model), torch.no_grad():
             logits = model(res.x_adv)
         seconds[name] = time.perf_counter() - t0
@@ -214,15 +220,20 @@ RULES = {"norm": choice("linf", "l2"),
 @register("autoattack", norm="linf", curve=autoattack_curve, rules=RULES)
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                norm: str = "linf", version: str = "standard", steps: int = 100,
-               targets: int = 9, queries: int = 5000, eot: int = 20, seed: int = 0
-               ) -> AttackResult:
+               targets: int = 9, queries: int = 5000, eot: int = 20, seed: int = 0,
+               sample_ids: torch.Tensor | None = None) -> AttackResult:
     """AutoAttack: an ensemble of parameter-free attacks, each on the survivors of the last.
 
     ``standard``: APGD-CE (``steps``, no restarts), APGD-T (``targets`` runner-up classes x
     ``steps``), FAB-T (same; skipped with ``info["skipped"] = ["fab_t"]`` while no ``fab``
-    attack is registered) and Square (``queries``). ``fast``: APGD-CE and APGD-T. ``rand``
-    (stochastic models): APGD-CE and APGD-DLR with loss and gradient averaged over ``eot``
-    passes. Samples misclassified on x count as broken by ``"clean"`` (x_adv = x); a
+    attack is registered) and Square (``queries``, p_init 0.8 in both norms). ``fast``:
+    APGD-CE and APGD-T. ``rand`` (stochastic models): APGD-CE and APGD-DLR with loss and
+    gradient averaged over ``eot`` passes. ``lean``: the same attacks with budgets that
+    follow the samples (:mod:`robustkit.attacks.autoattack_lean`: targets ranked by
+    linearized distance, APGD-T's later targets and FAB-T/Square only on the survivors
+    closest to the boundary, Square in full where gradients show masking), for a fraction
+    of standard's passes; ``info["triggers"]`` says why FAB-T and Square ran. The version
+    is named in ``info["version"]``; ``standard`` is AutoAttack as published. Samples misclassified on x count as broken by ``"clean"`` (x_adv = x); a
     FAB point counts only inside the ball (projected onto it) and when misclassified there.
 
     Args:
@@ -231,12 +242,14 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
         y: int64 (N,) true labels.
         eps: budget (>= 0) in ``norm``.
         norm: ``"linf"`` or ``"l2"``.
-        version: ``"standard"``, ``"fast"`` or ``"rand"``.
+        version: ``"standard"``, ``"fast"``, ``"rand"`` or ``"lean"``.
         steps: APGD (and FAB) iterations per run.
         targets: target classes of APGD-T and FAB-T (capped at K - 1).
         queries: Square's query budget per sample.
         eot: passes averaged per step in ``rand``.
         seed: seeds every attack of the chain.
+        sample_ids: int64 (N,) the samples' indices in the evaluated data (default
+            ``arange(N)``): each sample's random draws depend on its id, not its batch.
 
     Returns:
         AttackResult: x_adv is each sample's first break, else its lowest-margin point over
@@ -257,7 +270,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     if not isinstance(eps, (int, float)) or isinstance(eps, bool):
         raise TypeError(f"eps must be a number (autoattack_curve takes a grid), got {eps!r}")
     return autoattack_curve(model, x, y, eps=[eps], norm=norm, version=version, steps=steps,
-                            targets=targets, queries=queries, eot=eot, seed=seed)[0]
+                            targets=targets, queries=queries, eot=eot, seed=seed,
+                            sample_ids=sample_ids)[0]
 
 
 autoattack_l2 = l2_variant(autoattack, "autoattack_l2", title="AutoAttack in the L2 ball",

@@ -128,7 +128,7 @@ class AttackSpec:
 
 
 # Arguments every attack takes from its caller rather than as a hyperparameter.
-CALLER_ARGS = ("eps", "seed", "fit_x", "fit_y")
+CALLER_ARGS = ("eps", "seed", "fit_x", "fit_y", "sample_ids")
 
 ATTACKS: Registry[AttackSpec] = Registry("attack")
 
@@ -146,7 +146,7 @@ def register(name: str, *, norm: str, kind: str = "fixed",
     def deco(fn: Callable[..., AttackResult]) -> Callable[..., AttackResult]:
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         defaults = {p.name: p.default for p in inspect.signature(fn).parameters.values()
-                    if p.kind is p.KEYWORD_ONLY and p.name not in ("eps", "fit_x", "fit_y")
+                    if p.kind is p.KEYWORD_ONLY and p.name not in ("eps", "fit_x", "fit_y", "sample_ids")
                     and p.default is not p.empty}
         wrapped = counted(fn)
         ATTACKS.add(name, AttackSpec(name, wrapped, norm, kind, doc,

@@ -35,6 +35,7 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         raise ValueError(f"y must have shape ({len(x)},), got {tuple(y.shape)}")
     if y.device != x.device:
         raise ValueError(f"y is on {y.device} but x is on {x.device}; put them on one device")
+    check_not_meta(model, x)
     if x.numel():
         # One pass over x (this runs on every attack call): NaN propagates through
         # aminmax, and an inf shows up as the min or max.
@@ -63,6 +64,19 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                 raise ValueError(f"{name} must hold class indices in [0, {k}) (the model "
                                  f"returns {k} logits), got values in [{lo_l}, {hi_l}]")
     return k
+
+
+def check_not_meta(model: nn.Module, x: torch.Tensor) -> None:
+    """Meta tensors have shapes and no data: refuse them before any raw torch error."""
+    if x.device.type == "meta":
+        raise ValueError("x is a meta tensor (a shape without data); attacks need inputs on "
+                         "'cpu' or 'cuda'")
+    meta = next((n for n, t in [*model.named_parameters(), *model.named_buffers()]
+                 if t.device.type == "meta"), None)
+    if meta is not None:
+        raise ValueError(f"the model's tensor {meta!r} is on the meta device (no data): "
+                         f"load its weights first (model.to_empty(device='cpu') then "
+                         f"load_state_dict, or robustkit.store.load)")
 
 
 def _range(t: torch.Tensor) -> tuple[Any, Any]:

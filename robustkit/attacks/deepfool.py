@@ -37,8 +37,8 @@ RULES = {"norm": choice(*NORMS), "overshoot": number(0), "max_iter": integer(1),
 @register("deepfool", norm="l2", kind="minimal", rules=RULES)
 def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2",
              overshoot: float = 0.02, max_iter: int = 50, candidates: int = 10,
-             refine: int = 2, box: str = "both", seed: int = 0, eps: float | None = None
-             ) -> AttackResult:
+             refine: int = 2, box: str = "both", seed: int = 0, eps: float | None = None,
+             sample_ids: torch.Tensor | None = None) -> AttackResult:
     """Find a near-minimal perturbation that flips each sample's label (DeepFool).
 
     Each iteration linearizes ``f_k - f_y`` for the ``candidates - 1`` classes with the
@@ -70,7 +70,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
             (by clean logit); capped at K, at least 2.
         refine: boundary refinement rounds after DeepFool (see above).
         box: ``"clip"``, ``"mask"`` or ``"both"``: how steps treat the [0, 1] box (above).
-        seed: accepted for registry uniformity; DeepFool is deterministic.
+        seed, sample_ids: accepted for registry uniformity; DeepFool is deterministic.
         eps: ignored (kind ``"minimal"``: evaluation applies eps as a budget afterwards).
 
     Returns:
@@ -120,7 +120,8 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
 def deepfool_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                   overshoot: float = 0.02, max_iter: int = 50, candidates: int = 10,
                   refine: int = 2, box: str = "both", seed: int = 0,
-                  eps: float | None = None) -> AttackResult:
+                  eps: float | None = None, sample_ids: torch.Tensor | None = None
+                  ) -> AttackResult:
     """Find a near-minimal Linf perturbation that flips each sample's label.
 
     ``deepfool(..., norm="linf")`` under its own registry name; see :func:`deepfool`.

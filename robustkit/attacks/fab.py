@@ -17,7 +17,6 @@ from robustkit.attacks.base import (
     AttackResult,
     check_inputs,
     eval_mode,
-    generator,
     make_result,
     register,
 )
@@ -26,6 +25,7 @@ from robustkit.attacks.fab_polish import size as _size
 from robustkit.attacks.fab_polish import tighten
 from robustkit.attacks.hyperplane import project_to_hyperplane
 from robustkit.attacks.linearize import differences as _differences
+from robustkit.attacks.rng import SampleRNG, rand, randn, sample_rng
 from robustkit.attacks.targets import RANKS, linearized_order, pairs, row_budget, run_batches
 from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer, number
@@ -45,7 +45,7 @@ RULES = {"norm": choice("linf", "l2"),
 def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None,
         norm: str = "linf", steps: int = 100, restarts: int = 1, targets: int = 0,
         alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, rank: str = "logit",
-        seed: int = 0) -> AttackResult:
+        seed: int = 0, sample_ids: torch.Tensor | None = None) -> AttackResult:
     """Find a minimal-norm perturbation that flips each sample's label (FAB).
 
     Each step linearizes ``f = f_s - f_y`` at the current point ``x_i`` (s: the class whose
@@ -80,6 +80,8 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
         beta: pull-back factor toward x after a step lands adversarial, in [0, 1).
         rank: ``"logit"`` or ``"linearized"``: the order of the targets (above).
         seed: seeds the random restarts.
+        sample_ids: int64 (N,) the samples' ids, default ``arange(N)``: random draws
+            are per sample (:mod:`robustkit.attacks.rng`), not per batch.
 
     Returns:
         ``AttackResult``: x_adv is the smallest adversarial found (x where none was),
@@ -102,7 +104,7 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
                   alpha_max=alpha_max, eta=eta, beta=beta)
     if rank not in RANKS:
         raise ValueError(f"rank must be one of {RANKS}, got {rank!r}")
-    gen = generator(seed, x.device)
+    gen = sample_rng(seed, x, sample_ids, "fab")
     n = len(x)
     best_x, iters = x.detach().clone(), torch.zeros(n, dtype=torch.long, device=x.device)
     best = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
@@ -134,7 +136,7 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
                 goal = top[sample, rank - 1, None] if targets else others[sample]
                 x0 = x[sample]
                 start = x0 if r == 0 else _random_start(x0, best[sample], fallback[sample],
-                                                        eps, norm, gen)
+                                                        eps, norm, gen.take(sample, rank))
                 found, dist, lin = _run(model, x0, y[sample], goal, start, norm=norm,
                                         steps=steps, alpha_max=alpha_max, eta=eta, beta=beta)
                 iters.index_add_(0, sample, torch.full_like(sample, steps))
@@ -234,16 +236,16 @@ def _record(cur: torch.Tensor, adv: torch.Tensor, x0: torch.Tensor, found: torch
 
 
 def _random_start(x0: torch.Tensor, best: torch.Tensor, fallback: torch.Tensor,
-                  eps: float | None, norm: str, gen: torch.Generator) -> torch.Tensor:
+                  eps: float | None, norm: str, gen: SampleRNG) -> torch.Tensor:
     """x0 plus a random perturbation of ``norm`` min(best, eps) / 2 (the first linearized
     distance where neither is finite), clamped to [0, 1]."""
     radius = best if eps is None else best.clamp(max=eps)
     radius = torch.where(radius.isfinite(), radius, fallback)
     radius = torch.where(radius.isfinite(), radius, torch.zeros_like(radius)) / 2
     if norm == "linf":
-        u = torch.rand(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype) * 2 - 1
+        u = rand(gen, x0.shape, device=x0.device, dtype=x0.dtype) * 2 - 1
     else:
-        u = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
+        u = randn(gen, x0.shape, device=x0.device, dtype=x0.dtype)
     u = u / _size(u, norm).clamp_min(1e-12).view(-1, *[1] * (x0.dim() - 1))
     return (x0 + radius.view(-1, *[1] * (x0.dim() - 1)) * u).clamp(0, 1)
 

@@ -14,11 +14,11 @@ from robustkit.attacks.base import (
     AttackResult,
     check_inputs,
     eval_mode,
-    generator,
     make_result,
     project,
     register,
 )
+from robustkit.attacks.rng import SampleRNG, rand, randn, sample_rng
 from robustkit.params import number
 
 FAST_RULES = {"alpha": number(0, none=True)}
@@ -43,15 +43,16 @@ def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
     raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
 
 
-def random_delta(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -> torch.Tensor:
+def random_delta(x: torch.Tensor, eps: float, norm: str,
+                 gen: SampleRNG | torch.Generator) -> torch.Tensor:
     """A random start: uniform in the Linf box, or uniform in the L2 ball, of radius eps,
     cut so that x + delta stays in [0, 1]."""
     if norm == "linf":
-        delta = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+        delta = (rand(gen, x.shape, device=x.device, dtype=x.dtype) * 2 - 1) * eps
     elif norm == "l2":
         d = math.prod(x.shape[1:])
-        u = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-        r = torch.rand(len(x), generator=gen, device=x.device, dtype=x.dtype) ** (1.0 / d)
+        u = randn(gen, x.shape, device=x.device, dtype=x.dtype)
+        r = rand(gen, (len(x),), device=x.device, dtype=x.dtype) ** (1.0 / d)
         delta = ascent_direction(u, "l2") * (eps * r).view(-1, *([1] * (x.dim() - 1)))
     else:
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
@@ -109,7 +110,8 @@ def ce_input_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 def _fast_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                    norm: str, target: torch.Tensor | None, random_start: bool,
-                   alpha: float | None, seed: int, predict: bool) -> AttackResult:
+                   alpha: float | None, seed: int, predict: bool,
+                   sample_ids: torch.Tensor | None = None) -> AttackResult:
     check_inputs(model, x, y, eps=eps, target=target)
     if alpha is not None and (not isinstance(alpha, (int, float)) or not alpha >= 0):
         raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
@@ -117,7 +119,7 @@ def _fast_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
         return make_result(model, x, x.clone(), y, target=target, predict=predict)
     x = x.detach()
     step = alpha if alpha is not None else (1.25 * eps if random_start else eps)
-    delta = random_delta(x, eps, norm, generator(seed, x.device)) if random_start else None
+    delta = random_delta(x, eps, norm, sample_rng(seed, x, sample_ids, "fgsm")) if random_start else None
     x0 = x if delta is None else x + delta
     with eval_mode(model):
         grad, _ = ce_input_direction(model, x0, y, target)
@@ -131,7 +133,8 @@ def _fast_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
 @register("fgsm", norm="linf", rules=FAST_RULES)
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
          target: torch.Tensor | None = None, random_start: bool = False,
-         alpha: float | None = None, seed: int = 0, predict: bool = True) -> AttackResult:
+         alpha: float | None = None, seed: int = 0, predict: bool = True,
+         sample_ids: torch.Tensor | None = None) -> AttackResult:
     """Fast gradient sign method: one Linf step of size eps along sign(grad CE).
 
     Costs one forward and one backward pass, plus one forward on x_adv to fill
@@ -147,6 +150,8 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
             project back onto the box and [0, 1].
         alpha: step size; default eps, or 1.25 * eps with ``random_start``.
         seed: seeds the random start.
+        sample_ids: int64 (N,) the samples' ids, default ``arange(N)``: random draws
+            are per sample (:mod:`robustkit.attacks.rng`), not per batch.
         predict: compute predictions on x_adv (one extra forward pass).
 
     Returns:
@@ -163,13 +168,15 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     Wong, Rice & Kolter, ICLR 2020 (arXiv:2001.03994).
     """
     return _fast_gradient(model, x, y, eps=eps, norm="linf", target=target,
-                          random_start=random_start, alpha=alpha, seed=seed, predict=predict)
+                          random_start=random_start, alpha=alpha, seed=seed, predict=predict,
+                          sample_ids=sample_ids)
 
 
 @register("fgm", norm="l2", rules=FAST_RULES)
 def fgm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         target: torch.Tensor | None = None, random_start: bool = False,
-        alpha: float | None = None, seed: int = 0, predict: bool = True) -> AttackResult:
+        alpha: float | None = None, seed: int = 0, predict: bool = True,
+         sample_ids: torch.Tensor | None = None) -> AttackResult:
     """Fast gradient method: one L2 step of length eps along grad CE / ||grad CE||_2.
 
     Args:
@@ -181,6 +188,8 @@ def fgm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         random_start: start uniformly in the L2 ball, step ``alpha``, project back.
         alpha: step length; default eps, or 1.25 * eps with ``random_start``.
         seed: seeds the random start.
+        sample_ids: int64 (N,) the samples' ids, default ``arange(N)``: random draws
+            are per sample (:mod:`robustkit.attacks.rng`), not per batch.
         predict: compute predictions on x_adv (one extra forward pass).
 
     Returns:
@@ -198,4 +207,5 @@ def fgm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     Miyato et al., ICLR 2017 (arXiv:1605.07725).
     """
     return _fast_gradient(model, x, y, eps=eps, norm="l2", target=target,
-                          random_start=random_start, alpha=alpha, seed=seed, predict=predict)
+                          random_start=random_start, alpha=alpha, seed=seed, predict=predict,
+                          sample_ids=sample_ids)

@@ -53,7 +53,12 @@ def foolbox_spec(name: str) -> AttackSpec:
     attack_cls = cast(type, cls)  # _kind checked that it is a class
 
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None,
-            target: torch.Tensor | None = None, seed: int = 0, **params: Any) -> AttackResult:
+            target: torch.Tensor | None = None, seed: int = 0,
+            sample_ids: torch.Tensor | None = None, **params: Any) -> AttackResult:
+        # foolbox draws from torch's global RNG for the whole batch: per batch, not per
+        # sample; seeded by the batch's first sample id, as evaluation did before.
+        if sample_ids is not None and len(sample_ids):
+            seed = seed + int(sample_ids[0])
         return _run(attack_cls, kind, model, x, y, eps=eps, target=target, seed=seed, **params)
 
     run.__doc__ = f"foolbox.attacks.{name} through the robustkit bridge."

@@ -18,11 +18,11 @@ from robustkit.attacks.base import (
     check_inputs,
     check_logits,
     eval_mode,
-    generator,
     make_result,
     register,
 )
 from robustkit.attacks.fgsm import ascent_direction
+from robustkit.attacks.rng import randint, randn, sample_rng
 from robustkit.params import choice, integer
 
 LOCATIONS = ("random", "center", "worst")
@@ -32,7 +32,8 @@ PATTERNS = ("gradient", "random")
 
 @register("noise", norm="linf", rules={"norm": choice("linf", "l2")})
 def noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-          norm: str = "linf", seed: int = 0) -> AttackResult:
+          norm: str = "linf", seed: int = 0,
+          sample_ids: torch.Tensor | None = None) -> AttackResult:
     """Add random noise of norm eps: +-eps signs (Linf) or a Gaussian direction (L2).
 
     Args:
@@ -43,6 +44,8 @@ def noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
             perturbation has L2 norm eps (L2), before clipping to [0, 1].
         norm: ``"linf"`` or ``"l2"``.
         seed: seeds the noise.
+        sample_ids: int64 (N,) the samples' ids, default ``arange(N)``: random draws
+            are per sample (:mod:`robustkit.attacks.rng`), not per batch.
 
     Returns:
         AttackResult (delta is the clipped noise actually applied).
@@ -63,19 +66,19 @@ def noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
     if eps == 0:
         return make_result(model, x, x.clone(), y)
-    gen = generator(seed, x.device)
+    gen = sample_rng(seed, x, sample_ids, "noise")
     if norm == "linf":
-        signs = torch.randint(0, 2, x.shape, generator=gen, device=x.device).to(x.dtype)
+        signs = randint(gen, 0, 2, x.shape, device=x.device).to(x.dtype)
         delta = (signs * 2 - 1) * eps
     else:
-        u = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        u = randn(gen, x.shape, device=x.device, dtype=x.dtype)
         delta = ascent_direction(u, "l2") * eps
     return make_result(model, x, (x.detach() + delta).clamp(0, 1), y)
 
 
 @register("noise_l2", norm="l2")
 def noise_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-             seed: int = 0) -> AttackResult:
+             seed: int = 0, sample_ids: torch.Tensor | None = None) -> AttackResult:
     """Add Gaussian-direction noise of L2 norm eps: ``noise(..., norm="l2")``.
 
     Args:
@@ -93,7 +96,7 @@ def noise_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
 
     Reference: Fawzi, Moosavi-Dezfooli & Frossard, NeurIPS 2016.
     """
-    return noise(model, x, y, eps=eps, norm="l2", seed=seed)
+    return noise(model, x, y, eps=eps, norm="l2", seed=seed, sample_ids=sample_ids)
 
 
 @register("patch", norm="l2", rules={
@@ -101,7 +104,8 @@ def noise_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     "pattern": choice(*PATTERNS)})
 def patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, size: int = 4,
           location: str = "random", mode: str = "local", pattern: str = "gradient",
-          k: int = 8, seed: int = 0) -> AttackResult:
+          k: int = 8, seed: int = 0,
+          sample_ids: torch.Tensor | None = None) -> AttackResult:
     """Spend an L2 budget eps in one square block of pixels (local) or over the whole input
     (diffuse), along the loss gradient or a random direction.
 
@@ -121,6 +125,8 @@ def patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, siz
         pattern: ``"gradient"`` (cross-entropy gradient) or ``"random"`` (Gaussian).
         k: candidate positions for ``location="worst"`` (>= 1).
         seed: seeds positions and the random pattern.
+        sample_ids: int64 (N,) the samples' ids, default ``arange(N)``: random draws
+            are per sample (:mod:`robustkit.attacks.rng`), not per batch.
 
     Returns:
         AttackResult; ``info["top"]``, ``info["left"]`` hold the block positions (local).
@@ -142,9 +148,9 @@ def patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, siz
     if eps == 0:
         return make_result(model, x, x.clone(), y)
     x = x.detach()
-    gen = generator(seed, x.device)
+    gen = sample_rng(seed, x, sample_ids, "patch")
     if pattern == "random":
-        direction = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        direction = randn(gen, x.shape, device=x.device, dtype=x.dtype)
     else:
         with eval_mode(model):
             xg = x.clone().requires_grad_(True)
@@ -162,8 +168,8 @@ def patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, siz
             if location == "center":
                 top, left = torch.full_like(y, (h - sh) // 2), torch.full_like(y, (w - sw) // 2)
             else:
-                top = torch.randint(0, h - sh + 1, y.shape, generator=gen, device=x.device)
-                left = torch.randint(0, w - sw + 1, y.shape, generator=gen, device=x.device)
+                top = randint(gen, 0, h - sh + 1, y.shape, device=x.device)
+                left = randint(gen, 0, w - sw + 1, y.shape, device=x.device)
             x_adv = _apply(x, direction, _block_mask(x, top, left, sh, sw), eps)
             if n_pos == 1:
                 return make_result(model, x, x_adv, y, info={"top": top, "left": left})

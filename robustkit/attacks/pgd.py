@@ -11,7 +11,6 @@ from robustkit.attacks.base import (
     check_inputs,
     check_logits,
     eval_mode,
-    generator,
     input_grad,
     make_result,
     project,
@@ -23,6 +22,7 @@ from robustkit.attacks.fgsm import (
     ce_input_direction,
     random_delta,
 )
+from robustkit.attacks.rng import sample_rng
 from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer, positive
 
@@ -58,7 +58,7 @@ def pgd_step(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, y: torch.Te
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
         steps: int = 10, step_size: float | None = None, random_start: bool = True,
         restarts: int = 1, loss: str = "ce", target: torch.Tensor | None = None,
-        seed: int = 0) -> AttackResult:
+        seed: int = 0, sample_ids: torch.Tensor | None = None) -> AttackResult:
     """Projected gradient descent in the Linf or L2 ball of radius eps.
 
     Each restart starts at a random point of the ball (or at x without ``random_start``)
@@ -78,6 +78,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm:
         loss: ``"ce"`` (cross-entropy) or ``"margin"`` (max_{j != y} z_j - z_y, as in C&W).
         target: int64 (N,) target labels for a targeted attack.
         seed: seeds the random starts.
+        sample_ids: int64 (N,) the samples' ids, default ``arange(N)``: random draws
+            are per sample (:mod:`robustkit.attacks.rng`), not per batch.
 
     Returns:
         AttackResult; ``iterations`` counts gradient steps (steps * restarts).
@@ -97,7 +99,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm:
     if eps == 0:
         return make_result(model, x, x.clone(), y, target=target, iterations=0)
     size = step_size if step_size is not None else 2.5 * eps / steps
-    gen = generator(seed, x.device)
+    gen = sample_rng(seed, x, sample_ids, "pgd")
     x = x.detach()
 
     def restart() -> Run:

@@ -22,16 +22,17 @@ from robustkit.attacks.base import (
     check_inputs,
     check_logits,
     eval_mode,
-    generator,
     make_result,
     register,
 )
+from robustkit.attacks.rng import SampleRNG, randint, sample_rng
 from robustkit.attacks.square_windows import l2_candidate, l2_init, side, signs
 from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer, number
 
 # Iterations (out of 10,000; rescaled to the budget) after which p halves (paper, sec. 3).
 HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+SQUARE_P_INIT = 0.8  # AutoAttack's Square in both norms (fra31/auto-attack autoattack.py)
 
 
 def p_schedule(p_init: float, it: int, budget: int) -> float:
@@ -57,7 +58,7 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return own - logits.scatter(1, y[:, None], float("-inf")).amax(1)
 
 
-def _linf_init(x: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Tensor:
+def _linf_init(x: torch.Tensor, eps: float, gen: SampleRNG) -> torch.Tensor:
     # vertical stripes: one random sign per (sample, channel, column)
     n, c, _, w = x.shape
     return (x + eps * signs((n, c, 1, w), gen, x)).clamp(0, 1)
@@ -71,12 +72,12 @@ def _offsets(sh: int, sw: int, w: int, device: torch.device) -> torch.Tensor:
 
 
 def _linf_candidate(x: torch.Tensor, best: torch.Tensor, eps: float, p: float,
-                    gen: torch.Generator) -> torch.Tensor:
+                    gen: SampleRNG) -> torch.Tensor:
     n, c, h, w = x.shape
     sh, sw = side(p, h, w)
     # the window's pixels by flat index (corner + offsets; the draws of
     # square_windows.windows): only the window is read and written
-    r0, c0 = (torch.randint(0, m - s + 1, (n, 1), generator=gen, device=x.device)
+    r0, c0 = (randint(gen, 0, m - s + 1, (n, 1), device=x.device)
               for m, s in ((h, sh), (w, sw)))
     idx = (r0 * w + c0 + _offsets(sh, sw, w, x.device)).unsqueeze(1).expand(n, c, sh * sw)
     step = eps * signs((n, c, 1), gen, x)
@@ -90,7 +91,8 @@ def _linf_candidate(x: torch.Tensor, best: torch.Tensor, eps: float, p: float,
 
 
 def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
-            queries: int, p_init: float, seed: int) -> AttackResult:
+            queries: int, p_init: float, seed: int,
+            sample_ids: torch.Tensor | None = None) -> AttackResult:
     check_inputs(model, x, y, eps=eps)
     if not isinstance(queries, int) or isinstance(queries, bool) or queries < 1:
         raise ValueError(f"queries must be an integer >= 1, got {queries!r}")
@@ -100,7 +102,7 @@ def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, n
     q = torch.zeros(n, dtype=torch.long, device=dev)
     if eps == 0:
         return make_result(model, x, x.clone(), y, iterations=q, info={"queries": q})
-    x4, gen = _as_4d(x.detach()), generator(seed, dev)
+    x4, gen = _as_4d(x.detach()), sample_rng(seed, x, sample_ids, "square")
     init, candidate = ((_linf_init, _linf_candidate) if norm == "linf"
                        else (l2_init, l2_candidate))
     with eval_mode(model), torch.no_grad():
@@ -113,7 +115,7 @@ def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, n
         rows = (pred == y).nonzero().squeeze(1)
         if queries > 1 and len(rows):
             xs, ys = x4[rows], y[rows]
-            best = init(xs, eps, gen)
+            best = init(xs, eps, gen.take(rows))
             logits = ask(best)
             q[rows] += 1
             s = {"idx": rows, "x": xs, "y": ys, "best": best, "m": margin(logits, ys),
@@ -122,7 +124,8 @@ def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, n
             for it in range(queries - 2):
                 if not len(s["idx"]):
                     break
-                cand = candidate(s["x"], s["best"], eps, p_schedule(p_init, it, queries), gen)
+                cand = candidate(s["x"], s["best"], eps, p_schedule(p_init, it, queries),
+                                 gen.take(s["idx"]))
                 logits = ask(cand)
                 q[s["idx"]] += 1
                 m, p = margin(logits, s["y"]), logits.argmax(1)
@@ -155,7 +158,7 @@ RULES = {"norm": choice("linf", "l2"),
 @register("square", norm="linf", rules=RULES)
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
            norm: str = "linf", queries: int = 5000, p_init: float | None = None,
-           seed: int = 0) -> AttackResult:
+           seed: int = 0, sample_ids: torch.Tensor | None = None) -> AttackResult:
     """Square attack: random search over square-shaped updates, from the logits alone.
 
     Linf: start at vertical stripes (x + eps * a random sign per column and channel); each
@@ -177,6 +180,8 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         queries: model evaluations per sample at most (>= 1), counting the clean one.
         p_init: initial window share; default 0.8 (Linf), 0.1 (L2), as in the paper.
         seed: seeds the windows and signs.
+        sample_ids: int64 (N,) the samples' ids, default ``arange(N)``: random draws
+            are per sample (:mod:`robustkit.attacks.rng`), not per batch.
 
     Returns:
         AttackResult; ``info["queries"]`` (= ``iterations``): int64 (N,) queries per sample.
@@ -195,7 +200,8 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     p = p_init if p_init is not None else (0.8 if norm == "linf" else 0.1)
-    return _square(model, x, y, eps=eps, norm=norm, queries=queries, p_init=p, seed=seed)
+    return _square(model, x, y, eps=eps, norm=norm, queries=queries, p_init=p, seed=seed,
+                   sample_ids=sample_ids)
 
 
 square_l2 = l2_variant(square, "square_l2", title="Square attack in the L2 ball",

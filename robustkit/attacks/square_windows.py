@@ -8,6 +8,7 @@ import math
 import torch
 
 from robustkit.attacks.base import project
+from robustkit.attacks.rng import SampleRNG, rand, randint
 
 
 def side(p: float, h: int, w: int, at_least: int = 1) -> tuple[int, int]:
@@ -18,20 +19,20 @@ def side(p: float, h: int, w: int, at_least: int = 1) -> tuple[int, int]:
     return s, s
 
 
-def windows(n: int, h: int, w: int, sh: int, sw: int, gen: torch.Generator,
+def windows(n: int, h: int, w: int, sh: int, sw: int, gen: SampleRNG,
              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample random window positions: (mask (n, 1, h, w) bool, row offsets, col offsets)
     of each pixel relative to its sample's window corner."""
-    r0 = torch.randint(0, h - sh + 1, (n, 1, 1, 1), generator=gen, device=device)
-    c0 = torch.randint(0, w - sw + 1, (n, 1, 1, 1), generator=gen, device=device)
+    r0 = randint(gen, 0, h - sh + 1, (n, 1, 1, 1), device=device)
+    c0 = randint(gen, 0, w - sw + 1, (n, 1, 1, 1), device=device)
     rows = torch.arange(h, device=device).view(1, 1, h, 1) - r0
     cols = torch.arange(w, device=device).view(1, 1, 1, w) - c0
     mask = (rows >= 0) & (rows < sh) & (cols >= 0) & (cols < sw)
     return mask, rows, cols
 
 
-def signs(shape: tuple, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    u = torch.rand(shape, generator=gen, device=like.device, dtype=like.dtype)
+def signs(shape: tuple, gen: SampleRNG, like: torch.Tensor) -> torch.Tensor:
+    u = rand(gen, shape, device=like.device, dtype=like.dtype)
     return torch.where(u < 0.5, -1.0, 1.0).to(like.dtype)
 
 
@@ -79,7 +80,7 @@ def _l2_scale(delta: torch.Tensor, eps: float) -> torch.Tensor:
     return delta * (eps / norm)
 
 
-def l2_init(x: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Tensor:
+def l2_init(x: torch.Tensor, eps: float, gen: SampleRNG) -> torch.Tensor:
     # a grid of pseudo-Gaussian blocks with random signs per (sample, channel, block)
     n, c, h, w = x.shape
     bh, bw = (1, max(w // 5, 1)) if h == 1 else (max(h // 5, 1), max(w // 5, 1))
@@ -92,7 +93,7 @@ def l2_init(x: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Tensor:
 
 
 def l2_candidate(x: torch.Tensor, best: torch.Tensor, eps: float, p: float,
-                  gen: torch.Generator) -> torch.Tensor:
+                  gen: SampleRNG) -> torch.Tensor:
     n, c, h, w = x.shape
     sh, sw = side(p, h, w, at_least=3)
     if sh > 1 and sh % 2 == 0 and sh + 1 < min(h, w):
@@ -103,7 +104,7 @@ def l2_candidate(x: torch.Tensor, best: torch.Tensor, eps: float, p: float,
     pat = meta_pattern(sh, sw, x.device, x.dtype)
     new = _place(pat, m1, r1, c1)
     if sh == sw and sh > 1:  # the split runs either way at random
-        flip = torch.rand(n, 1, 1, 1, generator=gen, device=x.device) < 0.5
+        flip = rand(gen, (n, 1, 1, 1), device=x.device) < 0.5
         new = torch.where(flip, _place(pat.T.contiguous(), m1, r1, c1), new)
     new = new * signs((n, c, 1, 1), gen, x)
     old = delta * m1

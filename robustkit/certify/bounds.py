@@ -51,15 +51,29 @@ def split_head(ops: list[Op]) -> tuple[list[Op], list[Affine]]:
 
 def head_matrix(head: list[Affine], h: Tensor) -> tuple[Tensor, Tensor]:
     """(W (K, H), b (K,)) of the affine head for inputs shaped like h (N, ...), in h's
-    dtype, differentiable in the parameters."""
+    dtype, differentiable in the parameters when gradients are on: one pass of the identity
+    basis through the head when it is small, else K backward passes at 0."""
+    train = torch.is_grad_enabled()
     dim = h[0].numel()
-    basis = torch.cat([torch.zeros(1, dim, dtype=h.dtype, device=h.device),
-                       torch.eye(dim, dtype=h.dtype, device=h.device)]).reshape(
-        dim + 1, *h.shape[1:])
-    for op in head:
-        basis = op.fn(basis)
-    out = basis.flatten(1)
-    return (out[1:] - out[:1]).T, out[0]
+    if dim * (dim + 1) <= 4_000_000:
+        basis = torch.cat([torch.zeros(1, dim, dtype=h.dtype, device=h.device),
+                           torch.eye(dim, dtype=h.dtype, device=h.device)])
+        out = basis.reshape(dim + 1, *h.shape[1:])
+        for op in head:
+            out = op.fn(out)
+        out = out.flatten(1)
+        return (out[1:] - out[:1]).T, out[0]
+    with torch.enable_grad():
+        zero = torch.zeros((1,) + tuple(h.shape[1:]), dtype=h.dtype, device=h.device,
+                           requires_grad=True)
+        out = zero
+        for op in head:
+            out = op.fn(out)
+        b = out.reshape(-1)
+        rows = [torch.autograd.grad(b[k], zero, retain_graph=True, create_graph=train)[0]
+                for k in range(len(b))]
+    w = torch.stack([r.reshape(-1) for r in rows])
+    return (w, b) if train else (w.detach(), b.detach())
 
 
 def others(y: Tensor, k: int) -> Tensor:

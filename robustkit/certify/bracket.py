@@ -100,7 +100,7 @@ class Bracket:
         """Share of inputs the attack alone failed to break (NaN without an attack)."""
         if self.attack == NO_ATTACK or not self.n:
             return math.nan
-        return 1.0 - float(self.attack_broken.double().mean())
+        return share(~self.attack_broken)
 
     @property
     def upper(self) -> float:
@@ -108,7 +108,7 @@ class Bracket:
         a smoothed certificate, the attacked accuracy of the model)."""
         if self.smoothed:
             return self.attacked_accuracy
-        return 1.0 - float(self.broken.double().mean()) if self.n else math.nan
+        return share(~self.broken)
 
     @property
     def exact_share(self) -> float:
@@ -116,7 +116,7 @@ class Bracket:
         which decides nothing about the model."""
         if self.smoothed or not self.n:
             return math.nan
-        return float((self.certified | self.broken).double().mean())
+        return share(self.certified | self.broken)
 
     @property
     def certify_seconds(self) -> float:
@@ -135,6 +135,11 @@ class Bracket:
                 "attacked_accuracy": self.attacked_accuracy, "upper": self.upper,
                 "exact_share": self.exact_share, **self.counts(),
                 "certify_seconds": self.certify_seconds, "attack_seconds": self.attack_seconds}
+
+
+def share(mask: torch.Tensor) -> float:
+    """Share of True in ``mask`` as count / n (so that equal counts give equal floats)."""
+    return int(mask.sum()) / len(mask) if len(mask) else math.nan
 
 
 def bracket(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,

@@ -20,7 +20,7 @@ from torch import nn
 
 from robustkit.certify import certify, get, names
 from robustkit.certify.base import CertifyResult, check_against_attack
-from robustkit.certify.bracket import check_result
+from robustkit.certify.bracket import check_result, share
 
 COLUMNS = ("certified_accuracy", "exact_share", "certify_method", "certify_seconds")
 OPTIONS = ("method", "time_limit", "params")
@@ -93,7 +93,7 @@ def with_certificates(rows: Sequence[dict[str, Any]], model: nn.Module, x: torch
         none = res.method == "none"
         out.append({**row, "certified_accuracy": math.nan if none else res.certified_accuracy,
                     "exact_share": math.nan if smoothed or none
-                    else float(decided.double().mean()),
+                    else share(decided.cpu()),
                     "certify_method": res.method,
                     "certify_seconds": float(res.seconds.sum())})
     return out

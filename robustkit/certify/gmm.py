@@ -23,13 +23,14 @@ Bounds over a box B (the Linf ball in [0, 1], or the box bounding the L2 ball):
   terms): ``m(x) >= m(c) - sum_d r_d max |d_d m(B)|``, with the gradient
   ``-sum_m pi_m M_m^T u_m`` enclosed through intervals of the responsibilities pi_m.
 
-Float64 throughout; a margin must clear a rounding slack of ``rel`` (2e-5 for float32
-models, 1e-12 for float64) times the magnitude of the terms the model adds up.
+Float64 throughout; a margin must clear a rounding slack of ``rel`` (2e-5 where the model
+computes in float32, 1e-12 in float64; see ``kernel``) times the magnitude of the terms the
+model adds up.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -56,6 +57,7 @@ class Gaussians:
     cls: torch.Tensor
     prior: torch.Tensor
     rel: float
+    follows_input: bool = False  # computes in the dtype of x (the gmm family), not float64
 
 
 def _head_parts(head: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
@@ -97,11 +99,12 @@ def gaussians(model: nn.Module) -> Gaussians | str:
     if isinstance(peeled, str):
         return peeled
     front, head = peeled
-    mz, mu, const, cls, prior, rel = parts
+    mz, mu, const, cls, prior, rel = _head_parts(head)
     # u = Mz (A x + a - mu) = (Mz A) x + Mz (a - mu)
     mx = mz if front.weight is None else mz @ front.weight
     v = torch.einsum("crd,cd->cr", mz, front.bias - mu)
-    return Gaussians(mx, v, const, cls, prior, rel)
+    return Gaussians(mx, v, const, cls, prior, rel,
+                     follows_input=isinstance(head, GaussianMixtureClassifier))
 
 
 def _applies(model: nn.Module, norm: str) -> str | None:
@@ -136,9 +139,37 @@ def _responsibility(a_lo: torch.Tensor, a_hi: torch.Tensor, cls: torch.Tensor
     return torch.sigmoid(a_lo - lse_hi), torch.sigmoid(a_hi - lse_lo)
 
 
+def _linear_margin(g: Gaussians, xr: torch.Tensor, q: torch.Tensor, h: torch.Tensor,
+                   curve: torch.Tensor, at_c: torch.Tensor, a_lo: torch.Tensor,
+                   a_hi: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Lower bounds (B, K) of logit_y - logit_j by one linear function of x per component.
+
+    logit_y >= its tangent at the centre (log-sum-exp is convex) with each Mahalanobis term
+    replaced by its upper bound ``q + grad . delta + curve``; logit_j <= a_m'(x) - log of
+    the lowest responsibility of any component m' of j, with a_m' below its tangent (its
+    Mahalanobis term is convex). The difference is linear in delta = x - centre and is
+    minimized over the box in closed form; the best m' of each class is kept.
+    Arguments: q (B, C) and h = M^T u (B, C, D) at the centre, ``curve`` (B, C) a bound of
+    delta^T M^T M delta over the box.
+    """
+    k = len(g.prior)
+    rows = torch.arange(len(y))
+    a0 = g.const - 0.5 * q
+    share = torch.exp(a0 - _class_lse(a0, g.cls, k)[:, g.cls])  # responsibilities at c
+    mine = (g.cls[None] == y[:, None]).to(F64) * share  # (B, C): components of class y
+    slope_y = -(mine[..., None] * h).sum(1)  # grad of the tangent of logit_y: -sum pi h
+    low_y = at_c[rows, y] - 0.5 * (mine * curve).sum(1)
+    p_lo, _ = _responsibility(a_lo, a_hi, g.cls)
+    slope = slope_y[:, None, :] + h  # (B, C, D)
+    per = (low_y[:, None] - g.prior[g.cls] - a0 + p_lo.log()
+           - (slope.abs() * xr[:, None, :]).sum(-1))
+    return torch.stack([per[:, g.cls == c].amax(1) for c in range(k)], 1)
+
+
 def _bound(g: Gaussians) -> Any:
     k = len(g.prior)
     abs_m = g.M.abs()
+    spectral = torch.linalg.matrix_norm(g.M, ord=2) ** 2 * (1 + 1e-12)  # (C,), outward
 
     def bound(lo: torch.Tensor, hi: torch.Tensor, y: torch.Tensor) -> BoxBound:
         xc, xr = (lo + hi) / 2, (hi - lo) / 2
@@ -147,7 +178,9 @@ def _bound(g: Gaussians) -> Any:
         w = torch.einsum("bcr,crD->bcD", uc, g.M)  # grad maha / 2 at the centre
         q, lin = (uc * uc).sum(-1), 2 * (xr[:, None, :] * w.abs()).sum(-1)
         maha_lo = torch.maximum(((uc.abs() - ur).clamp_min(0) ** 2).sum(-1), q - lin)
-        maha_hi = torch.minimum(((uc.abs() + ur) ** 2).sum(-1), q + lin + (ur * ur).sum(-1))
+        # delta^T M^T M delta <= min(||ur||^2, ||M||_2^2 ||r||^2)
+        curve = torch.minimum((ur * ur).sum(-1), spectral * (xr * xr).sum(1, keepdim=True))
+        maha_hi = torch.minimum(((uc.abs() + ur) ** 2).sum(-1), q + lin + curve)
         a_lo, a_hi = g.const - 0.5 * maha_hi, g.const - 0.5 * maha_lo.clamp_min(0)
         l_lo = _class_lse(a_lo, g.cls, k) + g.prior
         l_hi = _class_lse(a_hi, g.cls, k) + g.prior
@@ -165,10 +198,11 @@ def _bound(g: Gaussians) -> Any:
         spread = xr[:, None, :] * ((gc[rows, y][:, None] - gc).abs() + gr[rows, y][:, None] + gr)
         mv = at_c[rows, y][:, None] - at_c - spread.sum(-1)
         naive = l_lo[rows, y][:, None] - l_hi
+        lin = _linear_margin(g, xr, q, w, curve, at_c, a_lo, a_hi, y)
         mag = 0.5 * ((torch.einsum("bD,crD->bcr", torch.maximum(lo.abs(), hi.abs()), abs_m)
                       + g.v.abs()) ** 2).sum(-1) + g.const.abs()
         size = torch.stack([mag[:, g.cls == c].amax(1) for c in range(k)], 1) + g.prior.abs()
-        lower = torch.maximum(naive, mv) - g.rel * (size[rows, y][:, None] + size)
+        lower = torch.maximum(torch.maximum(naive, mv), lin) - g.rel * (size[rows, y][:, None] + size)
         lower[rows, y] = float("inf")
         worst = lower.argmin(1)
         m = lower[rows, worst]
@@ -195,13 +229,17 @@ def gmm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: tuple[float,
         One CertifyResult per eps.
 
     Example:
-        >>> from robustkit import certify, models
-        >>> model, _ = models.train("gmm", "blobs")  # doctest: +SKIP
-        >>> certify.certify(model, x, y, eps=0.05, method="gmm")  # doctest: +SKIP
+        >>> from robustkit import certify, load_dataset, models
+        >>> x, y, _ = load_dataset("blobs", "test", limit=20)
+        >>> rs = certify.certify(models.train("gmm", "blobs")[0], x, y, eps=[0.02, 0.05])
+        >>> [(r.method, r.decided_share) for r in rs]
+        [('gmm', 1.0), ('gmm', 1.0)]
     """
     g = gaussians(model)
     if isinstance(g, str):
-        raise ValueError(f"certificate 'gmm' does not apply: {g}")
+        raise TypeError(f"certificate 'gmm' does not apply: {g}")
+    if g.follows_input:
+        g = replace(g, rel=max(g.rel, rounding_slack(x.dtype)))
     c, r, d = g.M.shape
     size = chunk or max(1, 2_000_000 // max(1, c * max(r, d)))
     budget = Budget(rounds=rounds if branch else 1, boxes=max_boxes, seconds=time_limit,

@@ -9,9 +9,8 @@ Flatten, Identity, Dropout (eval), ReLU, robustkit's MLP, CNN, LinearModel, line
 KernelSVM, the preprocessing layers (Standardize, PCA, Normalized), imported TorchModel /
 OnnxModel made of those, and SklearnModel with a linear or ReLU-MLP head after
 StandardScaler / MinMaxScaler (no clip) / PCA steps. Anything else raises
-:class:`Unsupported` naming the layer. ``network(ops, shape)`` folds each run of affine ops
-into one dense float64 matrix: ``[(W_1, b_1), ..., (W_L, b_L)]`` with a ReLU between
-consecutive layers.
+:class:`Unsupported` naming the layer. :func:`robustkit.certify.dense.network` folds the
+chain into dense matrices for CROWN, MILP and the linear certificate.
 
 The chain's output may differ from the model's logits by a per-sample shift (scikit-learn
 MLP heads return log-probabilities: the chain stops before the log-softmax) but never in
@@ -257,33 +256,3 @@ def run(ops: list[Op], x: Tensor) -> Tensor:
     for op in ops:
         x = torch.relu(x) if op == "relu" else op.fn(x)  # type: ignore[union-attr]
     return x
-
-
-@torch.no_grad()
-def network(ops: list[Op], shape: tuple[int, ...] | torch.Size,
-            dtype: torch.dtype = torch.float64) -> list[tuple[Tensor, Tensor]]:
-    """Fold the chain into dense layers ``[(W_1, b_1), ..., (W_L, b_L)]`` (W_k of shape
-    (out, in), float64 by default) for inputs of ``shape`` (one sample, flattened in
-    order): ``logits = W_L relu(... relu(W_1 x + b_1) ...) + b_L``."""
-    groups: list[list[Affine]] = [[]]
-    for op in ops:
-        if op == "relu":
-            if groups[-1]:  # relu(relu(z)) = relu(z); a leading relu acts on x >= 0
-                groups.append([])
-        else:
-            groups[-1].append(op)  # type: ignore[arg-type]
-    if len(groups) > 1 and not groups[-1]:
-        raise Unsupported("a chain that ends in a ReLU (logits must come from an affine layer)")
-    layers = []
-    for group in groups:
-        dim = 1
-        for s in shape:
-            dim *= int(s)
-        basis = torch.cat([torch.zeros(1, dim, dtype=dtype), torch.eye(dim, dtype=dtype)])
-        out = basis.reshape(dim + 1, *shape)
-        for op in group:
-            out = op.fn(out)
-        shape = tuple(out.shape[1:])
-        out = out.flatten(1)
-        layers.append(((out[1:] - out[:1]).T.contiguous(), out[0].clone()))
-    return layers

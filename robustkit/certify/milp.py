@@ -7,7 +7,7 @@ one program (:mod:`robustkit.certify.milp_model`, the bounds as big-M constants,
 neurons eliminated), solved per class pair whose margin bound did not clear, most
 threatened pair first, stopping at the first witness (checked on the model) or when
 every pair is proven safe; ``time_limit`` seconds per sample, after which it is
-``unknown``. Linf only: an L2 ball is a quadratic constraint, outside a MILP.
+``unknown`` (CPU seconds: a busy machine does not shrink the search). Linf only: an L2 ball is a quadratic constraint, outside a MILP.
 
 Reference: Tjeng, Xiao & Tedrake, "Evaluating Robustness of Neural Networks with Mixed
 Integer Programming", ICLR 2019 (arXiv:1711.07356).
@@ -20,14 +20,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustkit.certify.base import CertifyResult, register, verify_witness
+from robustkit.certify.base import CertifyResult, register, undecided, verify_witness
 from robustkit.certify.bounds import allowance, attack_witness, input_box, result
 from robustkit.certify.crown import (
     margin_bounds,
     preactivation_bounds,
     unstable_counts,
 )
-from robustkit.certify.layers import network, ops_of, reason
+from robustkit.certify.dense import network
+from robustkit.certify.layers import Unsupported, ops_of, reason
 from robustkit.certify.milp_model import build, solve_pair
 
 Tensor = torch.Tensor
@@ -50,8 +51,8 @@ def milp(model: nn.Module, x: Tensor, y: Tensor, *, eps: tuple[float, ...], norm
         model: a model :mod:`robustkit.certify.layers` reads.
         x: (N, ...) inputs in [0, 1]; y: int64 (N,) labels.
         eps: radii, one result each. norm: ``"linf"``.
-        time_limit: seconds of solving per sample and eps; an undecided sample is
-            ``unknown``.
+        time_limit: CPU seconds (of this process) of building and solving per sample
+            and eps; an undecided sample is ``unknown``.
         bounds: ``"crown"`` (CROWN intersected with IBP) or ``"ibp"``: the pre-activation
             bounds that become big-M constants.
         attack_steps: PGD steps tried before any solve (0: none).
@@ -74,7 +75,10 @@ def milp(model: nn.Module, x: Tensor, y: Tensor, *, eps: tuple[float, ...], norm
     if bounds not in BOUNDS:
         raise ValueError(f"bounds={bounds!r} is not valid; valid: {', '.join(BOUNDS)}")
     start = time.perf_counter()
-    layers = network(ops_of(model), tuple(x.shape[1:]))
+    try:
+        layers = network(ops_of(model), tuple(x.shape[1:]))
+    except Unsupported as exc:
+        return [undecided(x, e, norm, "milp", f"cannot read {exc}") for e in eps]
     with torch.no_grad():
         logits = model(x)
     correct = logits.argmax(1) == y
@@ -134,7 +138,7 @@ def _decide(model: nn.Module, x: Tensor, y: Tensor, layers: list, hidden: list,
             x0: Tensor, e: float, margin: Tensor, safe_pair: Tensor, label: int, tol: float,
             time_limit: float) -> tuple[str, Tensor | None, float]:
     """("certified" | "broken" | a reason, witness, seconds) for one sample."""
-    start = time.perf_counter()
+    start = time.process_time()
     lo, hi = input_box(x0, e)
     prog = build(layers, hidden, lo, hi)
     k = layers[-1][0].shape[0]
@@ -142,9 +146,9 @@ def _decide(model: nn.Module, x: Tensor, y: Tensor, layers: list, hidden: list,
     open_pairs = [(float(margin[p]), oth[p]) for p in range(k - 1) if not bool(safe_pair[p])]
     why = ""
     for _, j in sorted(open_pairs):
-        left = time_limit - (time.perf_counter() - start)
+        left = time_limit - (time.process_time() - start)
         if left <= 0:
-            return f"time limit ({time_limit:g} s) reached", None, time.perf_counter() - start
+            return f"time limit ({time_limit:g} s) reached", None, time.process_time() - start
         spec = np.zeros(k)
         spec[label], spec[j] = 1.0, -1.0
         out = solve_pair(prog, spec, tol, left)
@@ -152,11 +156,10 @@ def _decide(model: nn.Module, x: Tensor, y: Tensor, layers: list, hidden: list,
             point = torch.from_numpy(np.clip(out.x, lo.numpy(), hi.numpy())).to(x.dtype)
             point = point.reshape(x.shape).to(x.device)
             if bool(verify_witness(model, x, y, point, e, "linf")[0]):
-                return "broken", point[0], time.perf_counter() - start
+                return "broken", point[0], time.process_time() - start
             why = f"MILP point for class {j} not adversarial on the model (rounding)"
         elif out.verdict == "open":
-            spent = time.perf_counter() - start
-            return (f"time limit ({time_limit:g} s) reached" if spent >= time_limit * 0.99
-                    else f"class {j}: minimum margin within the rounding allowance"
-                    ), None, spent
-    return (why or "certified"), None, time.perf_counter() - start
+            why = f"class {j}: minimum margin within the rounding allowance"
+        elif out.verdict == "timeout":
+            return f"time limit ({time_limit:g} s) reached", None, time.process_time() - start
+    return (why or "certified"), None, time.process_time() - start

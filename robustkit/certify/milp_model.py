@@ -132,8 +132,8 @@ def _quiet_highs() -> object:
 @dataclass(frozen=True)
 class Outcome:
     """A pair's verdict: "safe" (no point below the cutoff), "witness" (``x`` has a
-    negative margin in the program) or "open" (time ran out, or the minimum lies between 0 and
-    the cutoff); the solve's seconds and bounds."""
+    negative margin in the program), "open" (the minimum lies between 0 and the cutoff) or
+    "timeout"; the solve's CPU seconds and bounds."""
 
     verdict: str
     x: np.ndarray | None
@@ -144,7 +144,9 @@ class Outcome:
 
 def solve_pair(prog: Program, spec: np.ndarray, cutoff: float, time_limit: float) -> Outcome:
     """Minimize ``spec . logits`` (spec = e_y - e_j) until a negative point, a bound above
-    ``cutoff``, or ``time_limit`` seconds."""
+    ``cutoff``, or ``time_limit`` CPU seconds of this process (HiGHS's own limit, in wall
+    time, is set to twenty times that: only a backstop, since a loaded machine stretches
+    wall time several-fold)."""
     import highspy
 
     # A fresh solver per pair: one that was interrupted keeps its interrupt flag.
@@ -156,7 +158,7 @@ def solve_pair(prog: Program, spec: np.ndarray, cutoff: float, time_limit: float
     cost[prog.last_cols] = row[prog.last_pos]
     h.changeColsCost(len(cost), np.arange(len(cost), dtype=np.int32), cost)  # type: ignore
     h.changeObjectiveOffset(float(spec @ prog.b_out))  # type: ignore[attr-defined]
-    h.setOptionValue("time_limit", max(float(time_limit), 0.01))  # type: ignore
+    h.setOptionValue("time_limit", max(20 * float(time_limit), 0.01))  # type: ignore
     h.setOptionValue("objective_bound", float(cutoff))  # type: ignore[attr-defined]
     found: dict[str, np.ndarray] = {}
 
@@ -170,16 +172,18 @@ def solve_pair(prog: Program, spec: np.ndarray, cutoff: float, time_limit: float
         if e.data_out.mip_dual_bound > cutoff:  # type: ignore[attr-defined]
             found["dual"] = np.array(e.data_out.mip_dual_bound)  # type: ignore[attr-defined]
             e.interrupt()  # type: ignore[attr-defined]
+        elif time.process_time() - cpu > time_limit:
+            e.interrupt()  # type: ignore[attr-defined]
 
     h.cbMipImprovingSolution.subscribe(improving)  # type: ignore[attr-defined]
     h.cbMipInterrupt.subscribe(check)  # type: ignore[attr-defined]
-    start = time.perf_counter()
+    cpu = time.process_time()
     try:
         h.run()  # type: ignore[attr-defined]
     finally:
         h.cbMipImprovingSolution.unsubscribe(improving)  # type: ignore[attr-defined]
         h.cbMipInterrupt.unsubscribe(check)  # type: ignore[attr-defined]
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - cpu
     info = h.getInfo()  # type: ignore[attr-defined]
     status = h.getModelStatus()  # type: ignore[attr-defined]
     dual = max(float(info.mip_dual_bound), float(found.get("dual", -np.inf)))
@@ -193,4 +197,6 @@ def solve_pair(prog: Program, spec: np.ndarray, cutoff: float, time_limit: float
     if status == highspy.HighsModelStatus.kOptimal and primal < 0:
         sol = np.array(h.getSolution().col_value)[prog.x_cols]  # type: ignore[attr-defined]
         return Outcome("witness", sol, seconds, dual, primal)
-    return Outcome("open", None, seconds, dual, primal)
+    if status == highspy.HighsModelStatus.kOptimal:
+        return Outcome("open", None, seconds, dual, primal)
+    return Outcome("timeout", None, seconds, dual, primal)

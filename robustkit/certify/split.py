@@ -51,7 +51,7 @@ class frozen_eval:
         self.model.eval()
         return self.model
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for m, mode in self.modes:
             m.training = mode
 

@@ -3,24 +3,28 @@
 The model is a stored model (``<workdir>/<NAME>``, see ``robustkit train``) or a family
 name, in which case a default model of that family is trained on the fly (not stored).
 Universal attacks also write, per eps, ``v`` (safetensors + JSON) and a PNG of v with a
-few perturbed test images labelled clean -> adversarial.
+few perturbed test images labelled clean -> adversarial. ``--workers``, ``--dask`` and
+``--devices`` split the samples into shards over workers (the same per-sample results as
+one process); ``--out-dir`` keeps the per-sample table (``samples.parquet``, written shard
+by shard: a rerun resumes), the rows (``rows.csv``) and a RobustBench-style ``card.json``.
 """
 from __future__ import annotations
 
 import math
-import re
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 import torch
 
+from robustkit.cli.attack_files import N_GALLERY, save_universal, universal_stem
 from robustkit.cli.train import _dataset_name
 from robustkit.cli.usage import FiniteFloat, refuse
 
 TABLE = ("eps", "clean_accuracy", "robust_accuracy", "success_rate", "fooling_rate",
          "l2_median", "linf_median", "seconds")
-N_GALLERY = 8
+__all__ = ["attack", "register", "universal_stem"]
 
 
 def register(main: click.Group) -> None:
@@ -59,16 +63,36 @@ def register(main: click.Group) -> None:
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the rows to this CSV file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Split the samples into shards over N local processes (N > 1).")
+@click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
+              help="Run the shards on a Dask scheduler, e.g. tcp://127.0.0.1:8786.")
+@click.option("--devices", default=None, metavar="DEV,DEV",
+              help="One worker process per device, e.g. cuda:0,cuda:1.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=None,
+              help="Samples per shard (default: about 4 shards per worker; 1,000 with "
+                   "--out-dir in one process).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads per worker (default 1 in worker processes).")
+@click.option("--out-dir", type=click.Path(file_okay=False), default=None,
+              help="Keep samples.parquet (per sample, written shard by shard: rerunning "
+                   "the same command resumes), rows.csv and card.json here.")
+@click.option("--save-x-adv", is_flag=True,
+              help="With --out-dir: also the adversarial inputs of every eps (x_adv."
+                   "safetensors + JSON), as RobustBench asks of an external evaluation.")
 def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: str | None,
            split: str, params: tuple[str, ...], device: str, workdir: str,
            data_root: str | None, limit: int | None, batch_size: int, stream: bool, seed: int,
-           out: str | None, as_json: bool) -> None:
+           out: str | None, as_json: bool, workers: int, dask_address: str | None,
+           devices: str | None, shard_size: int | None, threads: int | None,
+           out_dir: str | None, save_x_adv: bool) -> None:
     """Attack a model at each --eps and report robust accuracy, rates, norms and speed.
 
     \b
     Example:
         robustkit attack --model mlp --attack fgsm --eps 0.05 --eps 0.1
         robustkit attack --model svm-rbf --attack pgd --eps 0.1 --param steps=20 --json
+        robustkit attack --model cnn --attack autoattack --eps 0.3 --workers 2 --out-dir r
     """
     from robustkit import attacks, load_dataset
     from robustkit.cli import emit_json, parse_params
@@ -92,17 +116,36 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     if not stream:
         data = load_dataset(ds_name, split, root=data_root, seed=seed, limit=limit)
         n = len(data.y)
+    devs = [d.strip() for d in devices.split(",") if d.strip()] if devices else None
+    sharded = workers > 1 or dask_address is not None or bool(devs) or out_dir is not None
+    if stream and sharded:
+        raise click.UsageError("--stream reads one batch at a time in this process; it "
+                               "cannot be combined with --workers, --dask, --devices or "
+                               "--out-dir")
+    if save_x_adv and out_dir is None:
+        raise click.UsageError("--save-x-adv needs --out-dir")
+    if sum((workers > 1, dask_address is not None, bool(devs))) > 1:
+        raise click.UsageError("give one of --workers N (N > 1), --dask or --devices")
     vs: dict[float, torch.Tensor] = {}
     total = None if spec.kind == "universal" or n is None else n * (
         1 if spec.kind == "minimal" else len(eps))
-    ticker = bar(total, f"attack {spec.name}", "samples")
+    ticker = bar(n if sharded else total, f"attack {spec.name}", "samples")
+    t0 = time.perf_counter()
 
     def keep_v(e: float | None, res: Any) -> None:
         if e is not None and "v" in res.info:
             vs[e] = torch.as_tensor(res.info["v"]).detach().cpu()
-        if spec.kind != "universal":
+        if spec.kind != "universal" and not sharded:
             ticker.update(len(res.x_adv))
         ticker.set_postfix_str("minimal perturbations" if e is None else f"eps {e:g}")
+
+    def shard_done(res: Any) -> None:
+        if not sharded:  # keep_v counted these samples attack call by attack call
+            return
+        ticker.update(res.stop - res.start)
+        rate = ticker.n / max(time.perf_counter() - t0, 1e-9)
+        ticker.set_postfix_str(f"{rate:.3g} samples/s, last shard {res.start}-{res.stop} on "
+                               f"{res.device} at {(res.stop - res.start) / res.seconds:.3g}/s")
 
     try:
         if stream:
@@ -113,8 +156,21 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
             if spec.kind == "universal":
                 train = load_dataset(ds_name, "train", root=data_root, seed=seed)
                 fit = {"fit_x": train.x, "fit_y": train.y}
-            rows = evaluate(model, spec, data.x, data.y, eps=list(eps), batch_size=batch_size,
-                            device=dev, seed=seed, on_result=keep_v, **fit, **kw)
+            executor = None
+            if dask_address is not None:
+                from robustkit.executors import DaskExecutor
+
+                executor = DaskExecutor(dask_address)
+            try:
+                rows = evaluate(model, spec, data.x, data.y, eps=list(eps),
+                                batch_size=batch_size, device=dev, seed=seed,
+                                on_result=keep_v, workers=workers, executor=executor,
+                                devices=devs, shard_size=shard_size, out=out_dir,
+                                threads=threads, on_shard=shard_done,
+                                keep_x_adv=save_x_adv, **fit, **kw)
+            finally:
+                if executor is not None:
+                    executor.close()
     finally:
         ticker.close()
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
@@ -125,7 +181,12 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
                 for r in rows]
     if out:
         _write_csv(Path(out), rows, COLUMNS)
-    saved = [_save_universal(v, e, spec.name, model_name, model, data, out, workdir, kw)
+    written = [out] if out else []
+    if out_dir is not None:
+        written += _write_out_dir(Path(out_dir), rows, model, model_name, ds_name, spec, kw,
+                                  seed)
+        written += [str(Path(out_dir) / "x_adv.safetensors")] if save_x_adv else []
+    saved = [save_universal(v, e, spec.name, model_name, model, data, out, workdir, kw)
              for e, v in vs.items()]
     if as_json:
         emit_json(rows)
@@ -135,7 +196,7 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     click.echo(_table(rows))
     if units is not None:
         click.echo("\n".join(describe_eps(list(eps), *units)))
-    for path in ([out] if out else []) + [p for pair in saved for p in pair]:
+    for path in written + [p for pair in saved for p in pair]:
         click.echo(f"wrote {path}")
 
 
@@ -182,6 +243,22 @@ def _stream_rows(spec: Any, model: torch.nn.Module, name: str, split: str,
     return Dataset(x, y, batches.info), rows
 
 
+def _write_out_dir(folder: Path, rows: list[dict[str, Any]], model: torch.nn.Module,
+                   name: str, dataset: str, spec: Any, params: dict[str, Any],
+                   seed: int) -> list[str]:
+    """rows.csv and card.json beside samples.parquet (which evaluate wrote)."""
+    from robustkit.cards import model_card, write_card
+    from robustkit.evaluate import COLUMNS
+
+    _write_csv(folder / "rows.csv", rows, COLUMNS)
+    card = model_card(rows, model, name=name, dataset=dataset,
+                      architecture=type(model).__name__, attack=spec.name, params=params,
+                      seed=seed, norm=str(params.get("norm", spec.norm)),
+                      samples="samples.parquet")
+    write_card(folder / "card.json", card)
+    return [str(folder / f) for f in ("samples.parquet", "rows.csv", "card.json")]
+
+
 def _units(name: str, workdir: str, info: Any) -> tuple[tuple[str, ...], Any] | None:
     """Feature names and training (min, max) of a table model: the stored ones (checked
     against the data's), else the data's; None for data that is not a table."""
@@ -218,73 +295,3 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...])
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, pd.DataFrame(rows, columns=list(columns)).to_csv(index=False).encode())
-
-
-def universal_stem(out: str | None, attack: str, model_name: str, eps: float) -> str:
-    """The file stem of a universal perturbation's files: a safe store name whatever the
-    --out file is called (``my results.csv`` -> ``my_results-uap-...``)."""
-    raw = f"{Path(out).stem + '-' if out else ''}{attack}-{model_name}-eps{eps:g}"
-    return re.sub(r"[^A-Za-z0-9._-]", "_", raw).lstrip("._-")[:128] or "v"
-
-
-def _save_universal(v: torch.Tensor, eps: float, attack: str, model_name: str,
-                    model: torch.nn.Module, data: Any, out: str | None, workdir: str,
-                    params: dict[str, Any]) -> tuple[str, str]:
-    """Write v (safetensors + JSON) and a PNG of v and a few perturbed inputs."""
-    from robustkit.store import check_name, save_tensors
-
-    folder = Path(out).parent if out else Path(workdir)
-    stem = check_name(universal_stem(out, attack, model_name, eps))
-    v = v.reshape(data.x.shape[1:])
-    meta = {"attack": attack, "model": model_name, "eps": eps, "params": params,
-            "dataset": data.info.name, "split": data.info.split}
-    json_path = save_tensors(folder, stem, {"v": v}, meta=meta)
-    png = folder / f"{stem}.png"
-    x = data.x[:N_GALLERY]
-    x_adv = (x + v).clamp(0, 1)
-    dev = next(iter(model.parameters()), torch.empty(0)).device
-    with torch.no_grad():
-        clean = model(x.to(dev)).argmax(1).cpu()
-        adv = model(x_adv.to(dev)).argmax(1).cpu()
-    _plot(png, v, x_adv, clean, adv, data.info.classes, f"{attack}, eps={eps:g}")
-    return str(json_path), str(png)
-
-
-def _plot(path: Path, v: torch.Tensor, x_adv: torch.Tensor, clean: torch.Tensor,
-          adv: torch.Tensor, classes: tuple[str, ...], title: str) -> None:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from robustkit.store import atomic_write
-
-    image = v.dim() == 3 and v.shape[0] in (1, 3)
-    fig, axes = plt.subplots(1, 1 + (len(x_adv) if image else 0),
-                             figsize=(1.6 * (1 + len(x_adv)), 2.0), squeeze=False)
-    ax = axes[0, 0]
-    if image:
-        lim = float(v.abs().max()) or 1.0
-        ax.imshow(_hwc(v).squeeze(-1) if v.shape[0] == 1 else _hwc(v) / (2 * lim) + 0.5,
-                  cmap="RdBu", vmin=-lim, vmax=lim)
-        for i, a in enumerate(axes[0, 1:]):
-            a.imshow(_hwc(x_adv[i]).squeeze(-1), cmap="gray", vmin=0, vmax=1)
-            a.set_title(f"{classes[int(clean[i])]} -> {classes[int(adv[i])]}", fontsize=8,
-                        color="red" if clean[i] != adv[i] else "black")
-    else:
-        ax.bar(range(v.numel()), v.flatten().numpy())
-    ax.set_title("v", fontsize=8)
-    for a in axes[0]:
-        a.set_xticks([])
-        a.set_yticks([])
-    fig.suptitle(title, fontsize=9)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
-
-
-def _hwc(t: torch.Tensor) -> Any:
-    return t.permute(1, 2, 0).numpy()

@@ -13,7 +13,10 @@ import click
 
 from robustkit import data as datasets
 from robustkit import store
+from robustkit.cli import emit_json
+from robustkit.importing import import_onnx, import_sklearn, import_torch
 from robustkit.models.outputs import OUTPUTS
+from robustkit.models.torch_model import check_builder
 
 
 def register(main: click.Group) -> None:
@@ -44,12 +47,6 @@ def _checked(check: Callable[[str], Any]) -> Callable[..., str]:
         return value
 
     return callback
-
-
-def _builder(value: str) -> str:
-    from robustkit.models.torch_model import check_builder
-
-    return check_builder(value)
 
 
 # The options every ``import`` subcommand takes, in the order ``--help`` lists them.
@@ -94,33 +91,25 @@ def _import_command(name: str, *arguments: Callable[..., Any]
 @_import_command("sklearn", _FILE)
 def sklearn_cmd(file: Path, **store: Any) -> Any:
     """Import a fitted scikit-learn classifier saved with skops.io.dump (never pickle)."""
-    from robustkit.importing import import_sklearn
-
     return import_sklearn(file, **store)
 
 
 @_import_command("onnx", _FILE, _OUTPUTS)
 def onnx_cmd(file: Path, **store: Any) -> Any:
     """Import an ONNX classifier (checked against onnxruntime to 1e-5)."""
-    from robustkit.importing import import_onnx
-
     return import_onnx(file, **store)
 
 
-@_import_command("torch", click.argument("builder", callback=_checked(_builder)),
+@_import_command("torch", click.argument("builder", callback=_checked(check_builder)),
                  click.argument("weights", type=click.Path(exists=True, dir_okay=False,
                                                            path_type=Path)), _OUTPUTS)
 def torch_cmd(builder: str, weights: Path, **store: Any) -> Any:
     """Import a network: BUILDER is module:function returning it, WEIGHTS a safetensors
     state dict (loaded with strict=True). Loading imports BUILDER's module again."""
-    from robustkit.importing import import_torch
-
     return import_torch(builder, weights, **store)
 
 
 def _print(rec: Any, as_json: bool) -> None:
-    from robustkit.cli import emit_json
-
     if as_json:
         emit_json(rec.to_dict())
         return

@@ -15,7 +15,7 @@ from robustkit import data as datasets
 from robustkit import models, store
 from robustkit.cli import emit_json
 from robustkit.cli.usage import FiniteFloat
-from robustkit.defenses.score import cost_line, score
+from robustkit.defenses import score as scoring
 from robustkit.defenses.system import load_system
 from robustkit.progress import bar
 
@@ -109,7 +109,7 @@ def run_score(model: torch.nn.Module, system: Any, tr: datasets.Dataset,
         ticker.set_postfix_str(attack if e is None else f"{attack} eps {e:g}")
 
     try:
-        res = score(model, x, y, eps=eps, attacks=opts["attacks"] or DEFAULT_ATTACKS,
+        res = scoring.score(model, x, y, eps=eps, attacks=opts["attacks"] or DEFAULT_ATTACKS,
                     pgd_steps=opts["pgd_steps"], pgd_restarts=opts["pgd_restarts"],
                     fit_x=fit.x, fit_y=fit.y, detector=system, seed=opts["seed"],
                     device=models.resolve_device(opts["device"]), info=info,
@@ -133,7 +133,7 @@ def print_result(out: dict[str, Any], as_json: bool) -> None:
     if "defense" in out:
         click.echo(f"{out['name']}: {out['model']} + {out['defense']} on {out['dataset']}: "
                    f"clean accuracy {out['clean_accuracy']:.4f} (plain "
-                   f"{out['plain_clean_accuracy']:.4f}), trained in {cost_line(out)} "
+                   f"{out['plain_clean_accuracy']:.4f}), trained in {scoring.cost_line(out)} "
                    f"-> {out['path']}")
         info = out["info"]
         if info.get("recoveries"):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from robustkit.dask_address import check_dask_address
+
 DEMO_SPECS = ("attacks/digits.toml", "defenses/digits.toml")
 DEMO_OUT = "reports/demo"
 
@@ -34,6 +36,16 @@ def default_out(specs: list) -> Path:
     return Path("reports") / folder
 
 
+def _dask_address(value: str | None) -> str | None:
+    """A malformed ``--dask`` address is a usage error (exit 2), found before connecting."""
+    if value is None:
+        return None
+    try:
+        return str(check_dask_address(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--dask") from None
+
+
 @click.command("sweep")
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -42,6 +54,7 @@ def default_out(specs: list) -> Path:
               help="Run cells in N local processes (0 or 1: in this process). "
                    "Default: one per CPU.")
 @click.option("--dask", "dask_address", metavar="ADDRESS", default=None,
+              callback=lambda ctx, param, value: _dask_address(value),
               help="Submit cells to a Dask distributed scheduler, e.g. tcp://host:8786.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Torch threads per task (default 1). Rows are identical across "

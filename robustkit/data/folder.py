@@ -8,6 +8,8 @@ image extension that does not decode is a one-line ValueError naming it.
 """
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,8 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
               ".pgm")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 DEFAULT_SIZE = 32
+# The largest side an image is resized to (a 4096x4096 RGB image is 48 MiB as uint8).
+MAX_SIDE = 4096
 
 
 class FolderImages(TorchDataset):
@@ -56,7 +60,8 @@ def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
 
 
 def parse_size(size: str | int | tuple[int, int]) -> tuple[int, int]:
-    """``32`` or ``"32"`` -> (32, 32); ``"48x64"`` -> (48, 64) (height x width)."""
+    """``32`` or ``"32"`` -> (32, 32); ``"48x64"`` -> (48, 64) (height x width), each side
+    in 1..:data:`MAX_SIDE`."""
     parts = [str(v) for v in size] if isinstance(size, tuple) else str(size).lower().split("x")
     try:
         hw = tuple(int(p) for p in parts)
@@ -66,7 +71,39 @@ def parse_size(size: str | int | tuple[int, int]) -> tuple[int, int]:
         hw = (hw[0], hw[0])
     if len(hw) != 2 or min(hw) < 1:
         raise ValueError(f"size must be a positive integer or HxW, got {size!r}")
+    if max(hw) > MAX_SIDE:
+        raise ValueError(f"size={size!r}: each side must be at most {MAX_SIDE} pixels "
+                         f"(every image is resized to it and decoded in memory)")
     return hw  # type: ignore[return-value]
+
+
+def check_channels(channels: str | int | None) -> int | None:
+    """``channels`` as 1 or 3 (None: decided by the first image), else ValueError."""
+    if channels is None:
+        return None
+    if str(channels).strip() not in ("1", "3"):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    return int(channels)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to this process now (None where it cannot be told)."""
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(n: int, shape: tuple[int, ...], size: str | int, where: Path) -> None:
+    """Refuse to decode ``n`` images of ``shape`` when the uint8 array and its float32
+    copy would not fit in the available memory, naming the ``size`` option."""
+    need = n * math.prod(shape) * 5  # uint8 decode + float32 tensor
+    free = available_memory()
+    if free is not None and need > free:
+        raise ValueError(f"{where}: {n} images at size={size} ({'x'.join(map(str, shape))}) "
+                         f"need about {need / 2**30:.1f} GiB decoded, {free / 2**30:.1f} GiB "
+                         f"is available; choose a smaller size=, a --limit, or stream them "
+                         f"(attack --stream)")
 
 
 def scan(split_dir: Path, classes: list[str] | None = None
@@ -121,6 +158,7 @@ def load_folder(name: str, folder: Path, split: str, *, size: str | int = DEFAUL
     """Every image of one split in memory: ``Dataset(x (N, C, H, W), y, info)``."""
     items, info = folder_dataset(name, folder, split, size=size, channels=channels,
                                  seed=seed, limit=limit)
+    check_memory(len(items), info.input_shape, size, folder / split)
     x = np.empty((len(items), *info.input_shape), dtype=np.uint8)
     for i, path in enumerate(items.files):
         x[i] = read_image(path, items.size, items.channels)
@@ -130,10 +168,9 @@ def load_folder(name: str, folder: Path, split: str, *, size: str | int = DEFAUL
 
 def _channels(channels: str | int | None, first: Path) -> int:
     """1 or 3: as given, else from the first training image (grayscale -> 1)."""
-    if channels is not None:
-        if str(channels) not in ("1", "3"):
-            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-        return int(channels)
+    given = check_channels(channels)
+    if given is not None:
+        return given
     from PIL import Image
 
     try:

@@ -34,6 +34,13 @@ def load_table(name: str, folder: Path, split: str, *, label: str = "label") -> 
     tr_x, tr_labels, features = read_table(tr_path, label)
     classes = _classes(tr_labels)
     lo, hi = tr_x.min(axis=0), tr_x.max(axis=0)
+    with np.errstate(over="ignore"):
+        width = hi - lo
+    if not np.isfinite(width).all():
+        j = int(np.argmin(np.isfinite(width)))
+        raise ValueError(f"{tr_path}: column {features[j]!r}: values from {lo[j]:.4g} to "
+                         f"{hi[j]:.4g} span more than float64 holds, so they cannot be "
+                         f"scaled to [0, 1]; rescale the column")
     path, x, labels = tr_path, tr_x, tr_labels
     if split != "train":
         path = locate(folder, split)
@@ -46,7 +53,8 @@ def load_table(name: str, folder: Path, split: str, *, label: str = "label") -> 
     if unknown:
         raise ValueError(f"{path}: labels {unknown[:5]} are not among the train split's "
                          f"classes {classes[:10]}")
-    scaled = (x - lo) / np.where(hi > lo, hi - lo, 1.0)
+    with np.errstate(over="ignore"):  # a test value far outside the train range: +-inf,
+        scaled = (x - lo) / np.where(hi > lo, width, 1.0)  # then clipped and counted
     clipped = int(((scaled < 0) | (scaled > 1)).sum())
     xt = torch.from_numpy(np.clip(scaled, 0.0, 1.0).astype(np.float32))
     yt = torch.tensor([index[v] for v in labels], dtype=torch.int64)
@@ -74,6 +82,7 @@ def read_table(path: Path, label: str) -> tuple[np.ndarray, list[str], list[str]
                          f"{', '.join(cols[:10])}); name another with table:PATH,label=COL")
     if not rows:
         raise ValueError(f"{path}: empty split: no data rows")
+    _check_unique(path, cols)
     li = cols.index(label)
     features = [c for i, c in enumerate(cols) if i != li]
     if not features:
@@ -173,6 +182,7 @@ def _read_parquet(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
     import pyarrow.parquet as pq
 
     try:
+        _check_unique(path, [str(c) for c in pq.read_schema(path).names])
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         msg = " ".join(str(exc).split())
@@ -181,6 +191,13 @@ def _read_parquet(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
     data = [table.column(c).to_pylist() for c in table.column_names]
     rows = [list(r) for r in zip(*data)]
     return cols, rows, list(range(1, len(rows) + 1))  # "line" = 1-based row number
+
+
+def _check_unique(path: Path, cols: list[str]) -> None:
+    dups = sorted({c for c in cols if cols.count(c) > 1})
+    if dups:
+        raise ValueError(f"{path}: duplicate column names {dups}; every column needs its "
+                         f"own name")
 
 
 def _is_number(v: Any) -> bool:

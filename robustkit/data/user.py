@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from robustkit.data.base import SOURCES, Dataset, DatasetInfo, Source, limited
-from robustkit.data.folder import FolderImages, folder_dataset, load_folder
+from robustkit.data.folder import (
+    FolderImages,
+    check_channels,
+    folder_dataset,
+    load_folder,
+    parse_size,
+)
 from robustkit.data.table import load_table
 
 KINDS: dict[str, dict[str, Any]] = {"folder": {"size": "32", "channels": None},
@@ -67,6 +73,12 @@ def parse_name(name: str) -> UserName:
             raise ValueError(f"dataset {name!r}: bad option {pair!r}; {kind} takes "
                              f"{', '.join(k + '=...' for k in options)}")
         options[key.strip()] = value.strip()
+    if kind == "folder":
+        try:
+            parse_size(options["size"])
+            check_channels(options["channels"])
+        except ValueError as exc:
+            raise ValueError(f"dataset {name!r}: {exc}") from None
     return UserName(kind, path.strip(), options)
 
 

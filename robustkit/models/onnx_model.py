@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from robustkit.models.outputs import check_output_shape, check_outputs_option, to_logits
+from robustkit.tensorfiles import atomic_write
 
 GRAPH_FILE = "model.onnx"
 
@@ -156,8 +157,6 @@ def check_onnxruntime(model: OnnxModel, x: torch.Tensor) -> float:
 
 def save_onnx(model: OnnxModel, directory: str | os.PathLike) -> Path:
     """Write the graph bytes as ``<directory>/model.onnx`` (atomically)."""
-    from robustkit.tensorfiles import atomic_write
-
     path = Path(directory) / GRAPH_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, model.graph)

@@ -155,9 +155,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
     """``"auto"`` -> CUDA when available else CPU; anything else as torch understands it."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a device; use 'auto', 'cpu', 'cuda' or "
+                         f"'cuda:N'") from None
+    if dev.type == "meta":
+        raise ValueError("device='meta' holds shapes, no data: models and attacks need "
+                         "'auto', 'cpu' or 'cuda'")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} asked for CUDA but none is available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={str(device)!r}: there are {torch.cuda.device_count()} CUDA "
+                         f"devices (cuda:0..cuda:{torch.cuda.device_count() - 1})")
     return dev
 
 

@@ -109,6 +109,15 @@ def load_weights(model: TorchModel, state: Mapping[str, torch.Tensor], weights: 
     """``model.net.load_state_dict(state, strict=True)``, with a one-line error naming the
     file, the builder and the first mismatched key (PyTorch's full list is the cause)."""
     expected = model.net.state_dict()
+    # load_state_dict casts silently: integer bits loaded into float weights are garbage.
+    kinds = [k for k, v in expected.items() if k in state
+             and v.is_floating_point() != state[k].is_floating_point()]
+    if kinds:
+        k = kinds[0]
+        raise ValueError(f"{weights} does not match the network of {model.arch['builder']!r}: "
+                         f"tensor {k!r} is {str(state[k].dtype).replace('torch.', '')} in "
+                         f"the file, {str(expected[k].dtype).replace('torch.', '')} in the "
+                         f"network")
     try:
         model.net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -21,6 +21,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from robustkit import data as datasets
+from robustkit import store
+from robustkit.models import imported_kinds
 from robustkit.sweep.cells import applies, digest, is_wrapper
 from robustkit.sweep.spec import NO_DEFENSE, ModelEntry, Spec, SpecError, StoredModel
 
@@ -40,9 +43,6 @@ def find(workdir: str | os.PathLike, name: str) -> StoredModel:
         ValueError: an unsafe name, or files that do not load (``StoreError``).
         FileNotFoundError: no such model; the message lists the stored ones.
     """
-    from robustkit import store
-    from robustkit.models import imported_kinds
-
     folder = store.find_model(workdir, name)
     meta = store.verify(folder)
     if meta.family in imported_kinds():
@@ -119,8 +119,6 @@ def _fits(spec: Spec, where: str, m: ModelEntry, src: StoredModel) -> list[str]:
 
 
 def _dataset_shape(name: str) -> tuple[int, ...] | None:
-    from robustkit import data as datasets
-
     try:
         return tuple(datasets.describe(name)["input_shape"])
     except (KeyError, ValueError, OSError, TypeError):

@@ -66,8 +66,10 @@ def test_autoattack_at_least_as_strong_as_its_first_attack(mlp, data):
 def _fake_fab(scale: float):
     """A stand-in for FAB: a stronger APGD-T (9 targets) in the ball of radius scale * eps."""
 
-    def fab(model, x, y, *, eps=None, norm="linf", steps=100, restarts=1, targets=0, seed=0):
-        res = apgd_t(model, x, y, eps=scale * eps, steps=50, targets=9, seed=seed + 1)
+    def fab(model, x, y, *, eps=None, norm="linf", steps=100, restarts=1, targets=0, seed=0,
+            sample_ids=None, **_):
+        res = apgd_t(model, x, y, eps=scale * eps, steps=50, targets=9, seed=seed + 1,
+                     sample_ids=sample_ids)
         return make_result(model, x, res.x_adv, y)
 
     return fab
@@ -99,7 +101,9 @@ def test_grid_keeps_breaks_and_attacks_fewer_samples(mlp, data):
         assert (b.success >= a.success).all()
     for e, c, s in zip(grid, curve, single):
         assert float(c.linf.max()) <= e + 1e-6
-        assert c.success.float().mean() >= s.success.float().mean() - 0.03
+        # randomness is per sample, not per batch: the subsets the grid attacks get the
+        # draws the single runs give them, so the curve equals them sample for sample
+        assert torch.equal(c.success, s.success)
     assert torch.equal(curve[-1].x_adv, single[-1].x_adv)  # the largest eps: a plain run
 
 

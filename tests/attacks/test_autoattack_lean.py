@@ -9,6 +9,7 @@ from torch import nn
 
 from robustkit.attacks.apgd_targeted import apgd_t
 from robustkit.attacks.autoattack import autoattack
+from robustkit.attacks.base import make_result
 from robustkit.attacks.fab import fab
 from robustkit.attacks.targets import linearized_distance
 
@@ -90,7 +91,7 @@ def test_lean_records_its_stages_and_triggers(mlp, data):
         assert sum(b == name for b in by) == k
     assert set(res.info["triggers"]) == {"fab_t", "square"}
     for reason in res.info["triggers"].values():
-        assert reason in ("none", "breaking", "masking", "breaking+masking")
+        assert reason in ("none", "breaking", "masking", "breaking+masking", "closest share")
     assert res.info["forward_images"] > 0 and res.info["backward_images"] > 0
 
 
@@ -103,3 +104,21 @@ def test_lean_as_strong_as_standard_for_fewer_passes(mlp, data, eps):
     assert int(lean.success.sum()) >= int(std.success.sum())
     assert lean.info["forward_images"] < std.info["forward_images"] / 3
     assert lean.info["backward_images"] < std.info["backward_images"] / 2
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_square_in_the_chain_starts_at_p_init_08_in_both_norms(monkeypatch, norm):
+    from robustkit.attacks import autoattack as aa_module
+
+    seen = []
+
+    def spy(model, x, y, **kw):
+        seen.append(kw["p_init"])
+        return make_result(model, x, x.clone(), y)
+
+    monkeypatch.setattr(aa_module, "square", spy)
+    model = _linear(4, 3, seed=0)
+    x = torch.rand(6, 4, generator=torch.Generator().manual_seed(0))
+    y = model(x).argmax(1).detach()  # all correct, and far from a 1e-4 ball's reach
+    autoattack(model, x, y, eps=1e-4, norm=norm, steps=1, targets=1, queries=5)
+    assert seen == [0.8]

@@ -47,7 +47,7 @@ def test_a_batched_backward_counts_every_gradient_row(mlp, data):
 
 @ON_MLP
 def test_nested_counts_and_no_hook_left(mlp, data):
-    x, y = data
+    x, _ = data
     with counting(mlp) as outer:
         with counting(mlp) as inner:
             mlp(x)

@@ -108,3 +108,16 @@ def test_bad_arguments_name_the_parameter(doubles, kw, match):
     model, (x, y) = Threshold(), threshold_data()
     with pytest.raises(ValueError, match=match):
         bracket(model, x, y, **{"eps": 0.1, "method": "exact1d", **kw})
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", [0.05, 0.1]), ("l2", [0.5, 1.0])])
+def test_real_linear_certificate_against_autoattack(fitted, digits_test, norm, eps):
+    model = fitted("linear")
+    x, y = digits_test.x[:40], digits_test.y[:40]
+    out = bracket(model, x, y, eps=eps, norm=norm, attack="autoattack",
+                  attack_params={"version": "fast", "steps": 10})
+    for b in out:
+        assert b.method == "linear" and b.exact_share == 1.0
+        # exact: AutoAttack cannot go below the certificate and the bracket is closed
+        assert b.certified_accuracy == b.upper <= b.attacked_accuracy
+    assert out[0].certified_accuracy > out[1].certified_accuracy

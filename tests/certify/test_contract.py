@@ -51,3 +51,13 @@ def test_certificate_contract(method, kind, norm):
             assert (grid_margins(model, x[i], int(y[i]), r.eps, norm, steps=61) > 0).all(), i
         attack = pgd(model, x, y, eps=r.eps, norm=norm, steps=40, restarts=3, seed=1)
         check_against_attack(r, attack.success, attack.x_adv, model=model, x=x, y=y)
+
+
+def test_auto_picks_the_exact_method_that_applies():
+    from robustkit.certify import choose
+
+    assert choose(tiny_linear(), "linf")[0].name == "linear"
+    assert choose(tiny_linear(), "l2")[0].name == "linear"
+    spec, reasons = choose(tiny_net(), "linf")
+    assert spec.name == "milp" and any(r.startswith("linear:") for r in reasons)
+    assert choose(tiny_net(), "l2")[0].name == "crown"

@@ -12,7 +12,12 @@ from robustkit import certify, load_dataset, models
 from robustkit.attacks import get as get_attack
 from robustkit.certify.front import Affine, peel
 from robustkit.certify.kernel import kernel_head
-from robustkit.certify.kernel_bounds import expansion_bounds, kernel_values
+from robustkit.certify.kernel_bounds import (
+    _rbf,
+    _rbf_linear_lower,
+    expansion_bounds,
+    kernel_values,
+)
 from robustkit.models.preprocess import Normalized
 from robustkit.models.sklearn import from_sklearn
 from robustkit.models.sklearn.svm import SVCHead
@@ -100,6 +105,29 @@ def test_bounds_contain_sampled_values(kernel: str) -> None:
         f = kernel_values(spec, sv, front.apply(z.flatten(0, 1))) @ coef + bias
         f = f.reshape(200, 5, -1)
         assert bool((f >= lower - 1e-9).all() and (f <= upper + 1e-9).all())
+
+
+def test_rbf_linear_relaxation_alone_is_sound_and_beats_intervals_in_high_dim() -> None:
+    gen = torch.Generator().manual_seed(1)
+    d, n = 64, 200
+    spec = {"kernel": "rbf", "gamma": 0.1, "degree": 3, "coef0": 0.0}
+    sv = torch.rand(n, d, generator=gen, dtype=torch.float64)
+    coef = torch.randn(4, n, 3, generator=gen, dtype=torch.float64)
+    bias = torch.zeros(4, 3, dtype=torch.float64)
+    x = torch.rand(4, d, generator=gen, dtype=torch.float64)
+    lo, hi = (x - 0.05).clamp(0, 1), (x + 0.05).clamp(0, 1)
+    front = Affine(None, torch.zeros(d, dtype=torch.float64))
+    kl, kh, _, _, near, far = _rbf(spec, sv, lo, hi)
+    linear = _rbf_linear_lower(spec, sv, coef, bias, front, lo, hi, lo, hi, near, far)
+    pts = torch.where(torch.rand(500, *lo.shape, generator=gen) < 0.5, lo, hi)
+    pts = torch.cat([pts, lo + (hi - lo) * torch.rand(500, *lo.shape, generator=gen,
+                                                       dtype=torch.float64)])
+    k = kernel_values(spec, sv, pts.flatten(0, 1)).reshape(1000, 4, n)
+    f = torch.einsum("mbn,bnp->mbp", k, coef)
+    assert bool((f >= linear - 1e-9).all())
+    kc, kr = (kl + kh) / 2, (kh - kl) / 2
+    naive = torch.einsum("bn,bnp->bp", kc, coef) - torch.einsum("bn,bnp->bp", kr, coef.abs())
+    assert bool((linear > naive).all())
 
 
 @pytest.mark.parametrize("kernel", ["rbf", "poly", "linear", "sigmoid"])

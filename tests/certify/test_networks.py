@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _certify_nets import exact_margins, grid_margins, tiny_task
+from _certify_nets import exact_margins, grid_margins, lp_margins, tiny_task
 
 from robustkit.certify import certify
 from robustkit.certify.crown import margin_bounds, preactivation_bounds
-from robustkit.certify.layers import network, ops_of
+from robustkit.certify.dense import network
+from robustkit.certify.layers import ops_of
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.08)])
@@ -70,3 +71,23 @@ def test_milp_refuses_l2_and_unknown_layers():
     net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Sigmoid(), torch.nn.Linear(3, 2))
     with pytest.raises(ValueError, match="Sigmoid"):
         certify(net, x, y % 2, eps=0.1, method="crown")
+
+
+def test_crown_never_beats_the_lp_relaxation_nor_the_exact_minimum():
+    """The independent check of CROWN (auto_LiRPA does not install with torch 2.14):
+    CROWN <= LP relaxation with the same pre-activation bounds <= exact minimum."""
+    model, x, y = tiny_task(10)
+    eps = 0.05
+    layers = network(ops_of(model), (2,))
+    x0 = x.double()
+    crown = margin_bounds(layers, preactivation_bounds(layers, x0, eps, "linf"), x0, y, eps,
+                          "linf").numpy()
+    gaps = []
+    for i in range(len(x)):
+        lp = lp_margins(model, x[i], int(y[i]), eps)
+        exact = exact_margins(model, x[i], int(y[i]), eps) if i < 5 else None
+        assert (crown[i] <= lp + 1e-7).all(), i
+        if exact is not None:
+            assert (lp <= exact + 1e-7).all(), i
+        gaps.append(lp - crown[i])
+    assert max(g.max() for g in gaps) > 1e-4  # the relaxations differ somewhere

@@ -296,3 +296,46 @@ def test_flat_graph_on_image_data_loads_after_import(tmp_path):
     x = torch.rand(3, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(module(x), net(x.reshape(3, 64)), atol=1e-5, rtol=1e-5)
+
+
+def test_sgd_with_the_logistic_loss_imports(tmp_path):
+    # Found by test_property_imports: sklearn >= 1.3 keeps the loss as
+    # sklearn._loss._loss.CyHalfBinomialLoss, which the trusted list refused.
+    import skops.io as sio
+    from sklearn.linear_model import SGDClassifier
+
+    from robustkit import load_dataset
+
+    tr = load_dataset("digits", "train", seed=0, limit=300)
+    x, y = tr.x.reshape(len(tr.x), -1).double().numpy(), tr.y.numpy()
+    est = SGDClassifier(loss="log_loss", random_state=0, max_iter=50, tol=None).fit(x, y)
+    sio.dump(est, tmp_path / "sgd.skops")
+    res = _run("import", "sklearn", tmp_path / "sgd.skops", "--name", "sgd", *DIGITS,
+               "--workdir", tmp_path / "ws")
+    assert res.exit_code == 0, res.output
+    module, _ = store.load(tmp_path / "ws" / "sgd")
+    te = load_dataset("digits", "test", seed=0)
+    got = module(te.x.double()).argmax(1).numpy()
+    assert (got == est.predict(te.x.reshape(len(te.x), -1).double().numpy())).all()
+
+
+def test_integer_weights_for_float_parameters_are_refused(tmp_path, nets, weights):
+    # A header edited from F32 to I32 (same byte count) loaded, silently cast, as garbage.
+    from safetensors.torch import save_file
+
+    state = {k: v.view(torch.int32) for k, v in load_file(weights).items()}
+    bad = tmp_path / "int.safetensors"
+    save_file(state, bad)
+    res = _import_torch(f"{nets}:net", bad, tmp_path / "ws")
+    assert res.exit_code == 1
+    line = _one_line(res)
+    assert "int32 in the file, float32 in the network" in line
+
+
+def test_forced_torch_import_over_an_onnx_import_leaves_no_graph(tmp_path, nets, weights):
+    assert _import_onnx(tmp_path, _export(nn.Linear(64, 10), (torch.rand(2, 64),),
+                                          ["x"])).exit_code == 0
+    res = _import_torch(f"{nets}:net", weights, tmp_path / "ws", "--force", name="g")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "ws" / "g").iterdir()) == [
+        "model.json", "model.safetensors"]

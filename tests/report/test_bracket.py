@@ -99,3 +99,17 @@ def test_a_cell_needs_certificates_of_every_seed(run_factory, tmp_path):
     ok = load_run(out).ok
     b = bracket.bounds(ok, ranking.ranking(ok))
     assert pd.isna(b.lower.at["linear", 0.05]) and b.lower.at["linear", 0.1] == 0.05
+
+
+def test_rounding_of_equal_bounds_is_no_contradiction(run_factory, tmp_path):
+    out = run_factory(tmp_path / "eq", defenses=False, artifacts=False, failures=False)
+    frame = pd.read_csv(out / "results.csv")
+    cell = (frame["model"] == "linear") & (frame["eps"] == 0.1)
+    frame.loc[cell, "robust_accuracy"] = 0.19  # exact: 0.19 + 1 - 1.0 is 0.18999999999999995
+    frame.to_csv(out / "results.csv", index=False)
+    _certify(out, {("linear", "pgd", 0.1): (0.19, 1.0, "linear")})
+    ok = load_run(out).ok
+    b = bracket.bounds(ok, ranking.ranking(ok))
+    assert b.upper.at["linear", 0.1] == 0.19
+    assert bracket.cell_notes(b).at["linear", 0.1].startswith("[19.0, 19.0]<br>")
+    assert "contradiction" not in bracket.cell_notes(b).at["linear", 0.1]

@@ -38,7 +38,9 @@ ALLOWED = frozenset({
         "multiclass.OneVsRestClassifier", "pipeline.Pipeline",
         "preprocessing._data.StandardScaler", "preprocessing._data.MinMaxScaler",
         "decomposition._pca.PCA", "preprocessing._label.LabelBinarizer")),
-    # SGDClassifier / Perceptron keep their loss object.
+    # SGDClassifier / Perceptron keep their loss object (loss="log_loss": sklearn's
+    # Cython binomial loss since 1.3).
+    _SK + "_loss._loss.CyHalfBinomialLoss",
     *(f"{_SK}linear_model._sgd_fast.{t}" for t in (
         "Hinge", "SquaredHinge", "ModifiedHuber", "Log", "Huber", "SquaredLoss",
         "EpsilonInsensitive", "SquaredEpsilonInsensitive")),

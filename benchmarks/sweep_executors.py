@@ -1,0 +1,142 @@
+"""Where a sweep on Dask loses its time: the digits attack sweep serially, on 2 local worker
+processes and on a real Dask scheduler with 2 single-threaded worker processes on the
+loopback address, back to back, each from an empty output folder (models trained again).
+
+Per run: wall seconds, the sweep's phases (setup, train, galleries, cells), and the CPU
+seconds of every process involved (this one, its worker processes, and the Dask
+scheduler, nannies and workers), so that a slower Dask run shows whether it did more work
+(CPU) or waited (wall only). ``identical``: rows equal to the serial run's in every column
+but the timing ones. Variants: ``dask-noprofile`` runs the workers with Dask's statistical
+profiler off (``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False``), which samples every
+thread's stack every 10 ms while tasks hold the GIL.
+
+Run:
+    .venv/bin/python benchmarks/sweep_executors.py                      # 300 test images
+    .venv/bin/python benchmarks/sweep_executors.py --test-limit 100 --fit-limit 100
+Output: benchmarks/results/sweep_executors.csv (all rows replaced). Wall times need an
+otherwise idle machine: ``load_before`` records ``os.getloadavg()`` before each run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+from attacks_common import code_version
+from common import RESULTS, device_name, write_csv
+
+from robustkit.sweep import parse_spec, run_sweep
+from robustkit.sweep.results import read_rows
+
+OUT = RESULTS / "sweep_executors.csv"
+SPEC = Path(__file__).resolve().parents[1] / "attacks" / "digits.toml"
+BIN = Path(sys.executable).parent
+TIMING = ("seconds", "samples_per_second", "train_seconds", "train_ratio", "device")
+
+
+def tree_cpu(procs: list[psutil.Process]) -> float:
+    """User + system CPU seconds of ``procs`` and their live descendants."""
+    total = 0.0
+    for p in procs:
+        for q in [p, *p.children(recursive=True)]:
+            try:
+                t = q.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                continue
+    return total
+
+
+class Cluster:
+    def __init__(self, port: int, profile: bool) -> None:
+        self.address = f"tcp://127.0.0.1:{port}"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        if not profile:
+            env["DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"] = "False"
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+        self.procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1",
+                                        "--port", str(port), "--no-dashboard"], **quiet)]
+        time.sleep(3)
+        self.procs.append(subprocess.Popen([str(BIN / "dask"), "worker", self.address,
+                                            "--nworkers", "2", "--nthreads", "1",
+                                            "--no-dashboard"], **quiet))
+        from distributed import Client
+
+        with Client(self.address, timeout=60) as c:
+            c.wait_for_workers(2, timeout=120)
+        self.ps = [psutil.Process(p.pid) for p in self.procs]
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            p.send_signal(signal.SIGINT)
+        for p in reversed(self.procs):
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def run(mode: str, spec_text: str, port: int) -> dict[str, Any]:
+    out = Path(tempfile.mkdtemp(prefix=f"robustkit-sweep-{mode}-"))
+    cluster = Cluster(port, profile=mode != "dask-noprofile") if mode.startswith("dask") \
+        else None
+    me = psutil.Process()
+    try:
+        load = os.getloadavg()[0]
+        c0 = tree_cpu([me] + (cluster.ps if cluster else []))
+        k0 = os.times().children_user + os.times().children_system
+        t0 = time.perf_counter()
+        summary = run_sweep([parse_spec(spec_text, str(SPEC))], out, report=False,
+                            workers=2 if mode == "processes" else 0,
+                            dask=cluster.address if cluster else None)
+        wall = time.perf_counter() - t0
+        reaped = os.times().children_user + os.times().children_system - k0
+        cpu = tree_cpu([me] + (cluster.ps if cluster else [])) - c0 + reaped
+    finally:
+        if cluster is not None:
+            cluster.close()
+    rows = sorted(({k: v for k, v in r.items() if k not in TIMING}
+                   for r in read_rows(out / "results.csv")),
+                  key=lambda r: (r["cell_id"], float(r["eps"])))  # completion order differs
+    return {"mode": mode, "wall_seconds": wall, "cpu_seconds": cpu, "rows": len(rows),
+            "errors": summary.errors, **{f"{k}_seconds": v for k, v in summary.phases.items()},
+            "load_before": round(load, 2), "_rows": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--test-limit", type=int, default=300)
+    ap.add_argument("--fit-limit", type=int, default=400)
+    ap.add_argument("--modes", default="serial,processes,dask,dask-noprofile")
+    args = ap.parse_args()
+    text = SPEC.read_text()
+    text = re.sub(r"test_limit = \d+", f"test_limit = {args.test_limit}", text)
+    text = re.sub(r"fit_limit = \d+", f"fit_limit = {args.fit_limit}", text)
+    torch.set_num_threads(1)
+    common = {"benchmark": "sweep_executors", "spec": "attacks/digits.toml",
+              "test_limit": args.test_limit, "fit_limit": args.fit_limit,
+              "device": device_name(torch.device("cpu")), "cpus": os.cpu_count(),
+              "commit": code_version()}
+    results, ref = [], None
+    for i, mode in enumerate(args.modes.split(",")):
+        r = run(mode, text, 8790 + i)
+        rows = r.pop("_rows")
+        ref = rows if ref is None else ref
+        r["identical"] = rows == ref
+        results.append({**common, **r})
+        print({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}, flush=True)
+    write_csv(results, OUT)
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

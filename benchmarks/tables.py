@@ -268,7 +268,11 @@ TABLES: list[Table] = [
            ("exact_share", "exact share"), ("milp_certified", "MILP cert.")),
           note="A two-hidden-layer MLP (128, 128): CROWN tightens the second layer's bounds "
                "(with one hidden layer both sources are exact). Fewer unstable ReLUs mean "
-               "fewer binaries and a tighter relaxation."),
+               "fewer binaries and a tighter relaxation.",
+          finding="CROWN's big-M constants halve the unstable ReLUs (29.9 vs 61.2 at eps 0.01, "
+                  "60.9 vs 106.9 at 0.02) and cut the MILP's total CPU time 4.7x (4.6 s vs "
+                  "21.8 s for 100 inputs at 0.02, 1 vs 12 inputs left to the solver); both "
+                  "decide every input."),
     Table("certify_cost.csv", "IBP and CROWN cost over one forward + backward pass",
           "python benchmarks/certify_networks.py --part cost",
           (("model", "model"), ("method", "method"), ("n", "batch"), ("floor_ms", "floor ms"),

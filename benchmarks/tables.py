@@ -216,7 +216,10 @@ TABLES: list[Table] = [
            ("certify_ms", "certify ms (all eps)")),
           note="Certified: no point of the eps-ball inside [0, 1] changes the prediction "
                "(closed form per class pair, `robustkit.certify.linear`). AutoAttack standard "
-               "on the same inputs; a certified input it breaks would raise."),
+               "on the same inputs; a certified input it breaks would raise.",
+          finding="The bracket closes on every row: certified accuracy equals AutoAttack's "
+                  "robust accuracy input by input (0 disagreements on 24 rows of 450 inputs), "
+                  "every input decided, in 0.1-0.2 s for all eps of a row."),
     Table("certify_linear_radius.csv", "Exact minimal distance vs FAB and DeepFool (linear)",
           "python benchmarks/certify_linear.py",
           (("model", "model"), ("norm", "norm"), ("attack", "attack"),
@@ -240,7 +243,10 @@ TABLES: list[Table] = [
                "decided by CROWN's margin bound, by PGD (a verified witness) or by the MILP "
                "(CROWN pre-activation bounds as big-M constants, one program per input, one "
                "solve per class pair left open, stop at the first witness or when all are "
-               "safe). `ibp eps 0.1`: trained by the `ibp` defense at eps 0.1."),
+               "safe). `ibp eps 0.1`: trained by the `ibp` defense at eps 0.1.",
+          finding="Both bars are met: every input is decided on all four rows (no timeout, "
+                  "every MILP solve under 1 CPU second), and MILP's certified accuracy equals "
+                  "AutoAttack's robust accuracy, so these robust accuracies are exact."),
     Table("certify_networks_hard.csv", "ReLU networks where many ReLUs are unstable",
           "python benchmarks/certify_networks.py --part hard --n 30 --time-limit 5",
           (("model", "model"), ("eps", "eps"), ("n", "n"), ("ibp_certified", "IBP cert."),
@@ -250,7 +256,10 @@ TABLES: list[Table] = [
            ("unstable_mean", "unstable ReLUs (mean)")),
           note="The first 30 digits test inputs, 5 CPU seconds per input (the shared machine "
                "ran at a load of 10-18 on 2 cores). The truth lies in [MILP certified, "
-               "AutoAttack robust]."),
+               "AutoAttack robust].",
+          finding="At eps 0.1 the MILP decides only 63% (default) and 47% (PGD-trained) of the "
+                  "inputs in 5 CPU seconds and the brackets stay wide, [0.03, 0.33] and [0.30, "
+                  "0.83]; CROWN alone certifies 0-3% there."),
     Table("certify_networks_bigm.csv", "MILP with CROWN vs IBP big-M constants",
           "python benchmarks/certify_networks.py --part bigm",
           (("model", "model"), ("eps", "eps"), ("bounds", "big-M from"),
@@ -259,7 +268,11 @@ TABLES: list[Table] = [
            ("exact_share", "exact share"), ("milp_certified", "MILP cert.")),
           note="A two-hidden-layer MLP (128, 128): CROWN tightens the second layer's bounds "
                "(with one hidden layer both sources are exact). Fewer unstable ReLUs mean "
-               "fewer binaries and a tighter relaxation."),
+               "fewer binaries and a tighter relaxation.",
+          finding="CROWN's big-M constants halve the unstable ReLUs (29.9 vs 61.2 at eps 0.01, "
+                  "60.9 vs 106.9 at 0.02) and cut the MILP's total CPU time 4.7x (4.6 s vs "
+                  "21.8 s for 100 inputs at 0.02, 1 vs 12 inputs left to the solver); both "
+                  "decide every input."),
     Table("certify_cost.csv", "IBP and CROWN cost over one forward + backward pass",
           "python benchmarks/certify_networks.py --part cost",
           (("model", "model"), ("method", "method"), ("n", "batch"), ("floor_ms", "floor ms"),

@@ -104,8 +104,9 @@ def run(mode: str, spec_text: str, port: int) -> dict[str, Any]:
     finally:
         if cluster is not None:
             cluster.close()
-    rows = [{k: v for k, v in r.items() if k not in TIMING}
-            for r in read_rows(out / "results.csv")]
+    rows = sorted(({k: v for k, v in r.items() if k not in TIMING}
+                   for r in read_rows(out / "results.csv")),
+                  key=lambda r: (r["cell_id"], float(r["eps"])))  # completion order differs
     return {"mode": mode, "wall_seconds": wall, "cpu_seconds": cpu, "rows": len(rows),
             "errors": summary.errors, **{f"{k}_seconds": v for k, v in summary.phases.items()},
             "load_before": round(load, 2), "_rows": rows}

@@ -30,11 +30,13 @@ from robustkit.executors import make_executor
 from robustkit.models.registry import model_device, resolve_device
 from robustkit.samples import (
     COLUMNS,
+    gather_x_adv,
     read_parts,
     rows_from,
     shard_frame,
     write_part,
     write_table,
+    write_x_adv,
 )
 from robustkit.shards import (
     ShardJob,
@@ -62,8 +64,8 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
              devices: Sequence[str] | None = None, shard_size: int | None = None,
              out: str | Path | None = None, threads: int | None = None,
              on_shard: OnShard | None = None,
-             certify: bool | Mapping[str, Any] | None = None, **params: Any
-             ) -> list[dict[str, Any]]:
+             certify: bool | Mapping[str, Any] | None = None, keep_x_adv: bool = False,
+             **params: Any) -> list[dict[str, Any]]:
     """Attack ``model`` on (x, y) at every eps and measure the outcome, one row per eps.
 
     Fixed-budget attacks run once per eps, except those with a grid path (``autoattack``:
@@ -111,6 +113,8 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
             "time_limit": ..., "params": {...}}``; default: no): rows gain
             ``robustkit.certify.columns.COLUMNS``, and a certified sample the attack broke
             raises ``CertificateContradiction``.
+        keep_x_adv: also write every eps's adversarial inputs, per shard and then as one
+            safetensors group ``<out>/x_adv`` (needs ``out``; the whole set in memory).
         **params: attack hyperparameters.
 
     Returns:
@@ -129,7 +133,8 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
                             fit_x=fit_x, fit_y=fit_y, seed=seed, on_result=on_result,
                             workers=workers, executor=executor, devices=devices,
                             shard_size=shard_size, out=out, threads=threads,
-                            on_shard=on_shard, certify=certify, **params)[0]
+                            on_shard=on_shard, certify=certify, keep_x_adv=keep_x_adv,
+                            **params)[0]
 
 
 def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor,
@@ -141,6 +146,7 @@ def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor
                      shard_size: int | None = None, out: str | Path | None = None,
                      threads: int | None = None, on_shard: OnShard | None = None,
                      certify: bool | Mapping[str, Any] | None = None,
+                     keep_x_adv: bool = False,
                      **params: Any) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """:func:`evaluate`'s rows and its per-sample table (``robustkit.samples``' columns).
 
@@ -167,6 +173,8 @@ def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor
     if torch.is_tensor(x):
         check_not_meta(model, x)
     cert = certify_options(certify)
+    if keep_x_adv and out is None:
+        raise ValueError("keep_x_adv=True needs out= (the folder the inputs are written to)")
     if shard_size is not None:
         check_batch_size(shard_size, "shard_size")
     dev = canonical(resolve_device(device) if device is not None else model_device(model))
@@ -193,7 +201,8 @@ def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor
         name = spec.name if _registered(spec) else spec
         job = ShardJob(model, name, tuple(eps_list), dict(params), seed, bs, str(dev),
                        threads if threads else (1 if pooled else None),
-                       tuple(v for v, _ in fits), None if pooled else on_result)
+                       tuple(v for v, _ in fits), None if pooled else on_result,
+                       keep_x_adv)
         parts = _run(ex, job, x, y, shards, spec.name, eps_list, params, out, on_shard)
     finally:
         if executor is None:
@@ -204,6 +213,8 @@ def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor
                for i in range(len(eps_list))]
     if out is not None:
         write_table(Path(out) / "samples.parquet", frame)
+        if keep_x_adv:
+            gather_x_adv(Path(out) / "samples.parts", list(parts), Path(out))
     rows = rows_from(frame, spec.name, eps_list, seconds, str(dev))
     if cert is not None:
         norm = str(params.get("norm", spec.norm))
@@ -226,13 +237,17 @@ def _run(ex: Any, job: ShardJob, x: torch.Tensor, y: torch.Tensor,
     parts: dict[tuple[int, int], tuple[pd.DataFrame, list[float]]] = {}
     folder = Path(out) / "samples.parts" if out is not None else None
     if folder is not None:
-        check_folder(folder, fingerprint(job.model, name, x, y, eps_list, params, job.seed,
-                                         job.batch_size, shards))
-        parts = {k: v for k, v in read_parts(folder).items() if k in set(shards)}
+        check_folder(folder, {**fingerprint(job.model, name, x, y, eps_list, params,
+                                            job.seed, job.batch_size, shards),
+                              "keep_x_adv": job.keep_x_adv})
+        parts = {k: v for k, v in read_parts(folder, x_adv=job.keep_x_adv).items()
+                 if k in set(shards)}
     for res in run_shards(ex, job, x, y, shards, skip=set(parts)):
         frame = shard_frame(name, res.start, res.y, res.clean, eps_list, res.outcomes)
         seconds = [o.seconds for o in res.outcomes]
         if folder is not None:
+            if res.x_adv is not None:
+                write_x_adv(folder, res.start, res.stop, res.x_adv)
             write_part(folder, res.start, res.stop, frame, seconds)
         parts[(res.start, res.stop)] = (frame, seconds)
         if on_shard is not None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from robustkit.evaluate_runs import Outcome
+from robustkit.tensorfiles import load_tensors, save_tensors
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -82,13 +83,35 @@ def write_part(folder: Path, start: int, stop: int, frame: pd.DataFrame,
     return path
 
 
-def read_parts(folder: Path) -> dict[tuple[int, int], tuple[pd.DataFrame, list[float]]]:
-    """The finished shards in ``folder``: {(start, stop): (records, per-eps seconds)}."""
+def x_adv_name(start: int, stop: int) -> str:
+    return f"x_adv-{start:010d}-{stop:010d}"
+
+
+def write_x_adv(folder: Path, start: int, stop: int, x_adv: dict[float, torch.Tensor]) -> None:
+    """One shard's adversarial inputs (safetensors + JSON), one tensor per eps."""
+    save_tensors(folder, x_adv_name(start, stop), {f"eps={e:g}": t for e, t in x_adv.items()},
+                 meta={"start": start, "stop": stop, "eps": list(x_adv)})
+
+
+def gather_x_adv(folder: Path, spans: list[tuple[int, int]], out: Path) -> Path:
+    """The shards' adversarial inputs as one group ``x_adv`` in ``out`` (this holds all of
+    them in memory: only when asked for)."""
+    parts = [load_tensors(folder, x_adv_name(a, b))[0] for a, b in sorted(spans)]
+    whole = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return save_tensors(out, "x_adv", whole, meta={"samples": sum(b - a for a, b in spans)})
+
+
+def read_parts(folder: Path, *, x_adv: bool = False
+               ) -> dict[tuple[int, int], tuple[pd.DataFrame, list[float]]]:
+    """The finished shards in ``folder``: {(start, stop): (records, per-eps seconds)}; with
+    ``x_adv``, only those whose adversarial inputs were written too."""
     import pyarrow.parquet as pq
 
     out = {}
     for path in sorted(folder.glob("part-*.parquet")):
         start, stop = (int(v) for v in path.stem.split("-")[1:3])
+        if x_adv and not (folder / f"{x_adv_name(start, stop)}.json").is_file():
+            continue
         table = pq.read_table(path)
         meta = (table.schema.metadata or {}).get(b"robustkit.seconds", b"[]")
         out[(start, stop)] = (table.to_pandas(), [float(s) for s in json.loads(meta)])

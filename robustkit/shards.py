@@ -25,7 +25,7 @@ from torch import nn
 from robustkit.attacks import AttackSpec, get
 from robustkit.attacks.base import eval_mode
 from robustkit.evaluate_checks import canonical
-from robustkit.evaluate_runs import Context, OnResult, Outcome, predict, run_block
+from robustkit.evaluate_runs import Context, OnResult, Outcome, norm_of, predict, run_block
 from robustkit.store import atomic_write
 
 
@@ -43,6 +43,7 @@ class ShardJob:
     threads: int | None = None  # torch intra-op threads in the worker (None: as it is)
     vs: tuple[torch.Tensor, ...] = ()  # universal attacks: the v fitted for each eps
     on_result: OnResult | None = None  # only where shards run in this process
+    keep_x_adv: bool = False  # return each eps's adversarial inputs with the shard
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class ShardResult:
     outcomes: list[Outcome]
     seconds: float  # wall time of the task
     device: str
+    x_adv: dict[float, torch.Tensor] | None = None  # per eps (CPU), when the job keeps them
 
 
 def shard_task(job: ShardJob, x: torch.Tensor, y: torch.Tensor, start: int,
@@ -67,14 +69,37 @@ def shard_task(job: ShardJob, x: torch.Tensor, y: torch.Tensor, start: int,
     if _device_of(model) != dev:
         model = copy.deepcopy(model).to(dev)
     spec = get(job.attack) if isinstance(job.attack, str) else job.attack
+    kept: dict[float | None, list[torch.Tensor]] = {}
+
+    def keep(e: float | None, res: Any) -> None:
+        kept.setdefault(e, []).append(res.x_adv.detach().cpu())
+        if job.on_result is not None:
+            job.on_result(e, res)
+
     with eval_mode(model):
         clean = torch.cat([predict(model, x[s:s + job.batch_size].to(dev)).cpu()
                            for s in range(0, len(x), job.batch_size)])
-        ctx = Context(dev, job.batch_size, job.seed, start, job.on_result, job.params, clean,
-                      job.vs)
+        ctx = Context(dev, job.batch_size, job.seed, start, keep if job.keep_x_adv else
+                      job.on_result, job.params, clean, job.vs)
         outcomes = run_block(spec, model, x, y, list(job.eps), ctx)
+    x_adv = _adversarial(spec, job, x, kept) if job.keep_x_adv else None
     return ShardResult(start, start + len(x), y.cpu(), clean, outcomes,
-                       time.perf_counter() - t0, str(dev))
+                       time.perf_counter() - t0, str(dev), x_adv)
+
+
+def _adversarial(spec: AttackSpec, job: ShardJob, x: torch.Tensor,
+                 kept: dict[float | None, list[torch.Tensor]]) -> dict[float, torch.Tensor]:
+    """Each eps's x_adv: as the attack returned it (fixed), its minimal point where within
+    eps else x (minimal), clamp(x + v, 0, 1) (universal)."""
+    x = x.cpu()
+    if spec.kind == "universal":
+        return {e: (x + v.reshape(x.shape[1:])).clamp(0, 1) for e, v in zip(job.eps, job.vs)}
+    if spec.kind == "minimal":
+        found = torch.cat(kept[None])
+        size = norm_of(found - x, str(job.params.get("norm", spec.norm)))
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        return {e: torch.where((size <= e).view(shape), found, x) for e in job.eps}
+    return {e: torch.cat(kept[e]) for e in job.eps}
 
 
 def _device_of(model: nn.Module) -> torch.device:

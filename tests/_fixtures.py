@@ -58,3 +58,20 @@ def toy_task(dataset: str, family: str, n: int = 60
     """``toy_model(dataset, family)`` and the first n points and labels of the test split."""
     te = load_dataset(dataset, "test", seed=0)
     return toy_model(dataset, family), te.x[:n], te.y[:n]
+
+
+def auc_by_pairs(clean: torch.Tensor, adv: torch.Tensor) -> float:
+    """ROC AUC of detector scores, counted over (adversarial, clean) pairs (Mann-Whitney,
+    ties count half): an independent check of scikit-learn's roc_auc_score."""
+    clean, adv = clean.double(), adv.double()
+    pairs = (adv[:, None] > clean[None, :]).double() + 0.5 * (adv[:, None] == clean[None, :])
+    return float(pairs.mean())
+
+
+def tpr_at_fpr(clean: torch.Tensor, adv: torch.Tensor, fpr: float = 0.05) -> float:
+    """The best true-positive rate at a false-positive rate <= ``fpr``, thresholding at
+    every score (flagged: score >= threshold)."""
+    clean, adv = clean.double(), adv.double()
+    cuts = torch.cat([clean, adv]).unique()
+    rates = [((clean >= t).double().mean(), (adv >= t).double().mean()) for t in cuts]
+    return float(max(t for f, t in rates if f <= fpr))

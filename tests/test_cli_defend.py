@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from _fixtures import auc_by_pairs, tpr_at_fpr
 from click.testing import CliRunner
 
 from robustkit import store
@@ -153,10 +154,10 @@ def _check_system_fgsm_row(row, folder):
     x, y, _ = datasets.subset(datasets.load_dataset("digits", "test", seed=0), 100, seed=0)
     x_adv, _ = attack_system(system, "fgsm", 0.3, x, y, adaptive=False, fit_x=x, fit_y=y)
     with torch.no_grad():
-        clean, adv = system.score(x).double(), system.score(x_adv).double()
+        clean, adv = system.score(x), system.score(x_adv)
         dec, clean_dec = system.decide(x_adv), system.decide(x)
-    pairs = (adv[:, None] > clean[None, :]).double() + 0.5 * (adv[:, None] == clean[None, :])
-    assert row["detection_auc"] == pytest.approx(float(pairs.mean()), abs=1e-12)
+    assert row["detection_auc"] == pytest.approx(auc_by_pairs(clean, adv), abs=1e-12)
+    assert row["tpr_at_5fpr"] == pytest.approx(tpr_at_fpr(clean, adv), abs=1e-12)
     assert row["robust_accuracy"] == pytest.approx(
         system_accuracy(dec, y, adversarial=True), abs=1e-12)
     assert row["clean_accuracy"] == pytest.approx(

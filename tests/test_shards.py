@@ -89,7 +89,7 @@ def test_a_dask_cluster_equals_one_process(task):
     _, one = evaluate_samples(model, "pgd", x, y, eps=0.1, batch_size=15, shard_size=15,
                               threads=1, steps=3)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         ex = DaskExecutor(client)
         _, two = evaluate_samples(model, "pgd", x, y, eps=0.1, batch_size=15, shard_size=15,
@@ -148,4 +148,24 @@ def test_bad_shard_size_names_itself(task):
     model, x, y = task
     with pytest.raises(ValueError, match="shard_size must be an integer >= 1, got 0"):
         evaluate(model, "noise", x, y, eps=0.1, shard_size=0)
-    assert torch.equal(torch.as_tensor(0), torch.as_tensor(0))
+
+
+def test_adversarial_inputs_are_kept_when_asked(task, tmp_path):
+    from robustkit.attacks.pgd import pgd
+    from robustkit.tensorfiles import load_tensors
+
+    model, x, y = task
+    evaluate(model, "pgd", x, y, eps=[0.05, 0.1], shard_size=20, seed=2, steps=3,
+             out=tmp_path, keep_x_adv=True)
+    kept, _ = load_tensors(tmp_path, "x_adv")
+    for e in (0.05, 0.1):  # per-sample draws: the shards' points are one call's points
+        direct = pgd(model, x, y, eps=e, seed=2, steps=3, sample_ids=torch.arange(N))
+        assert torch.equal(kept[f"eps={e:g}"], direct.x_adv)
+    evaluate(model, "deepfool", x, y, eps=[0.1, 5.0], shard_size=20, max_iter=5,
+             out=tmp_path / "df", keep_x_adv=True)
+    df, _ = load_tensors(tmp_path / "df", "x_adv")
+    assert df["eps=0.1"].shape == x.shape
+    small = (df["eps=0.1"] - x).flatten(1).norm(dim=1)
+    assert float(small.max()) <= 0.1 + 1e-6 and not torch.equal(df["eps=5"], x)
+    with pytest.raises(ValueError, match="keep_x_adv=True needs out="):
+        evaluate(model, "noise", x, y, eps=0.1, keep_x_adv=True)

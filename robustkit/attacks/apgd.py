@@ -196,6 +196,8 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         target: int64 (N,) target labels: descend toward them, success = pred == target.
         eot: gradient and loss averaged over this many passes (stochastic models).
         seed: seeds the random starts.
+        sample_ids: int64 (N,) the samples' ids, default ``arange(N)``: random draws
+            are per sample (:mod:`robustkit.attacks.rng`), not per batch.
 
     Returns:
         AttackResult; ``iterations`` counts each sample's gradient steps; ``info`` has

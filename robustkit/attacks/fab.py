@@ -80,6 +80,8 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
         beta: pull-back factor toward x after a step lands adversarial, in [0, 1).
         rank: ``"logit"`` or ``"linearized"``: the order of the targets (above).
         seed: seeds the random restarts.
+        sample_ids: int64 (N,) the samples' ids, default ``arange(N)``: random draws
+            are per sample (:mod:`robustkit.attacks.rng`), not per batch.
 
     Returns:
         ``AttackResult``: x_adv is the smallest adversarial found (x where none was),

@@ -150,6 +150,8 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
             project back onto the box and [0, 1].
         alpha: step size; default eps, or 1.25 * eps with ``random_start``.
         seed: seeds the random start.
+        sample_ids: int64 (N,) the samples' ids, default ``arange(N)``: random draws
+            are per sample (:mod:`robustkit.attacks.rng`), not per batch.
         predict: compute predictions on x_adv (one extra forward pass).
 
     Returns:
@@ -186,6 +188,8 @@ def fgm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         random_start: start uniformly in the L2 ball, step ``alpha``, project back.
         alpha: step length; default eps, or 1.25 * eps with ``random_start``.
         seed: seeds the random start.
+        sample_ids: int64 (N,) the samples' ids, default ``arange(N)``: random draws
+            are per sample (:mod:`robustkit.attacks.rng`), not per batch.
         predict: compute predictions on x_adv (one extra forward pass).
 
     Returns:

@@ -44,6 +44,8 @@ def noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
             perturbation has L2 norm eps (L2), before clipping to [0, 1].
         norm: ``"linf"`` or ``"l2"``.
         seed: seeds the noise.
+        sample_ids: int64 (N,) the samples' ids, default ``arange(N)``: random draws
+            are per sample (:mod:`robustkit.attacks.rng`), not per batch.
 
     Returns:
         AttackResult (delta is the clipped noise actually applied).
@@ -123,6 +125,8 @@ def patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, siz
         pattern: ``"gradient"`` (cross-entropy gradient) or ``"random"`` (Gaussian).
         k: candidate positions for ``location="worst"`` (>= 1).
         seed: seeds positions and the random pattern.
+        sample_ids: int64 (N,) the samples' ids, default ``arange(N)``: random draws
+            are per sample (:mod:`robustkit.attacks.rng`), not per batch.
 
     Returns:
         AttackResult; ``info["top"]``, ``info["left"]`` hold the block positions (local).

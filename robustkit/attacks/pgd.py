@@ -78,6 +78,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm:
         loss: ``"ce"`` (cross-entropy) or ``"margin"`` (max_{j != y} z_j - z_y, as in C&W).
         target: int64 (N,) target labels for a targeted attack.
         seed: seeds the random starts.
+        sample_ids: int64 (N,) the samples' ids, default ``arange(N)``: random draws
+            are per sample (:mod:`robustkit.attacks.rng`), not per batch.
 
     Returns:
         AttackResult; ``iterations`` counts gradient steps (steps * restarts).

@@ -180,6 +180,8 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
         queries: model evaluations per sample at most (>= 1), counting the clean one.
         p_init: initial window share; default 0.8 (Linf), 0.1 (L2), as in the paper.
         seed: seeds the windows and signs.
+        sample_ids: int64 (N,) the samples' ids, default ``arange(N)``: random draws
+            are per sample (:mod:`robustkit.attacks.rng`), not per batch.
 
     Returns:
         AttackResult; ``info["queries"]`` (= ``iterations``): int64 (N,) queries per sample.

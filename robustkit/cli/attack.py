@@ -77,12 +77,15 @@ def register(main: click.Group) -> None:
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None,
               help="Keep samples.parquet (per sample, written shard by shard: rerunning "
                    "the same command resumes), rows.csv and card.json here.")
+@click.option("--save-x-adv", is_flag=True,
+              help="With --out-dir: also the adversarial inputs of every eps (x_adv."
+                   "safetensors + JSON), as RobustBench asks of an external evaluation.")
 def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: str | None,
            split: str, params: tuple[str, ...], device: str, workdir: str,
            data_root: str | None, limit: int | None, batch_size: int, stream: bool, seed: int,
            out: str | None, as_json: bool, workers: int, dask_address: str | None,
            devices: str | None, shard_size: int | None, threads: int | None,
-           out_dir: str | None) -> None:
+           out_dir: str | None, save_x_adv: bool) -> None:
     """Attack a model at each --eps and report robust accuracy, rates, norms and speed.
 
     \b
@@ -119,6 +122,8 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
         raise click.UsageError("--stream reads one batch at a time in this process; it "
                                "cannot be combined with --workers, --dask, --devices or "
                                "--out-dir")
+    if save_x_adv and out_dir is None:
+        raise click.UsageError("--save-x-adv needs --out-dir")
     if sum((workers > 1, dask_address is not None, bool(devs))) > 1:
         raise click.UsageError("give one of --workers N (N > 1), --dask or --devices")
     vs: dict[float, torch.Tensor] = {}
@@ -135,6 +140,8 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
         ticker.set_postfix_str("minimal perturbations" if e is None else f"eps {e:g}")
 
     def shard_done(res: Any) -> None:
+        if not sharded:  # keep_v counted these samples attack call by attack call
+            return
         ticker.update(res.stop - res.start)
         rate = ticker.n / max(time.perf_counter() - t0, 1e-9)
         ticker.set_postfix_str(f"{rate:.3g} samples/s, last shard {res.start}-{res.stop} on "
@@ -159,7 +166,8 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
                                 batch_size=batch_size, device=dev, seed=seed,
                                 on_result=keep_v, workers=workers, executor=executor,
                                 devices=devs, shard_size=shard_size, out=out_dir,
-                                threads=threads, on_shard=shard_done, **fit, **kw)
+                                threads=threads, on_shard=shard_done,
+                                keep_x_adv=save_x_adv, **fit, **kw)
             finally:
                 if executor is not None:
                     executor.close()
@@ -177,6 +185,7 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     if out_dir is not None:
         written += _write_out_dir(Path(out_dir), rows, model, model_name, ds_name, spec, kw,
                                   seed)
+        written += [str(Path(out_dir) / "x_adv.safetensors")] if save_x_adv else []
     saved = [save_universal(v, e, spec.name, model_name, model, data, out, workdir, kw)
              for e, v in vs.items()]
     if as_json:

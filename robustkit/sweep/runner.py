@@ -21,13 +21,14 @@ from typing import Any
 import torch
 
 from robustkit.sweep import artifacts, results
+from robustkit.sweep.cell_shards import Pending, is_sharded
 from robustkit.sweep.cells import Cell, ModelJob, expand, is_wrapper, model_jobs, model_key
 from robustkit.sweep.checks import Evidence, is_checked
 from robustkit.sweep.executors import make_executor
 from robustkit.sweep.jobdata import is_ready
 from robustkit.sweep.results import ResultsWriter, eps_key
 from robustkit.sweep.spec import NO_DEFENSE, DefenseEntry, Spec
-from robustkit.sweep.tasks import Context, cell_task, gallery_task, is_trained, train_task
+from robustkit.sweep.tasks import Context, gallery_task, is_trained, train_task, wave_task
 
 
 @dataclass
@@ -68,9 +69,9 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
         data_root: where file-based datasets live (default ``$ROBUSTKIT_DATA``).
         models_dir: the model store (default ``<out>/models``); share one between sweeps.
         retry_errors: drop rows with ``status=error`` and run those cells again.
-        threads: torch intra-op threads per task (default 1; on Dask: the workers' own
-            setting). Rows are bit-identical across executors run with the same
-            ``threads``; timing columns always differ.
+        threads: torch intra-op threads per task (default 1, on Dask too). Rows are
+            bit-identical across executors run with the same ``threads``; timing columns
+            always differ.
         report: build ``index.html`` with ``robustkit.report.build`` at the end.
         progress: one progress bar over cells on stderr (when stderr is not a terminal:
             a status line every ``$ROBUSTKIT_PROGRESS_SECONDS`` seconds, default 10).
@@ -98,10 +99,12 @@ def run_sweep(specs: Sequence[Spec], out: str | os.PathLike, *, workers: int = 0
     specs = resolved(specs, workdir)  # stored models: found and keyed by their content
     out_dir = Path(out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    if threads is None and dask is None:
+    if threads is None:
         threads = 1  # small models gain little from intra-op threads, and lose much when
         # the cores are shared (OpenMP threads spinning); one thread per task, one task per
-        # core (``workers``) is faster and makes rows identical across executors.
+        # core (``workers``) is faster and makes rows identical across executors. Also on
+        # Dask: a worker started without a nanny (which sets OMP_NUM_THREADS=1), or with
+        # several task threads, would otherwise give every task all the machine's cores.
     ctx = Context(str(Path(models_dir).resolve() if models_dir else out_dir / "models"),
                   str(data_root) if data_root else None, str(resolve_device(device)), threads)
     Path(ctx.models_dir).mkdir(parents=True, exist_ok=True)
@@ -227,15 +230,31 @@ def _run_cells(ex: Any, todo: list[tuple[Cell, tuple[float, ...]]], failed: dict
                 evidence)
     for wave in ([t for t in runnable if not is_checked(t[0])],
                  [t for t in runnable if is_checked(t[0])]):
-        labels[:] = [c.label for c, _ in wave]
-        for i, res in ex.imap(cell_task, [(c, eps, ctx) for c, eps in wave]):
-            cell = wave[i][0]
-            for art in res["artifacts"]:
-                artifacts.write_cell_artifact(out_dir, cell, art)
-            rows = [artifacts.identify(cell, r) for r in res["rows"]]
-            if is_checked(cell):
-                rows = evidence.flag(cell, rows)
-            _record(writer, cell, rows, summary, bar, evidence)
+        pending = {c.cell_id: Pending.start(c, eps, ctx, out_dir)
+                   for c, eps in wave if is_sharded(c)}
+        tasks: list[tuple[Cell, tuple[float, ...], Context, tuple[int, int] | None]] = [
+            (c, eps, ctx, None) for c, eps in wave if c.cell_id not in pending]
+        tasks += [(p.cell, p.eps, ctx, s) for p in pending.values() for s in p.todo()]
+        labels[:] = [c.label + (f" [{s[0]}:{s[1]}]" if s else "") for c, _, _, s in tasks]
+
+        def finish(cell: Cell, full: list[dict[str, Any]]) -> None:
+            rows = [artifacts.identify(cell, r) for r in full]
+            _record(writer, cell, evidence.flag(cell, rows) if is_checked(cell) else rows,
+                    summary, bar, evidence)
+
+        for p in [p for p in pending.values() if not p.todo()]:  # finished before a kill
+            finish(p.cell, p.rows(ctx))
+        for i, res in ex.imap(wave_task, tasks):
+            cell, eps, _, span = tasks[i]
+            if span is None:
+                for art in res["artifacts"]:
+                    artifacts.write_cell_artifact(out_dir, cell, art)
+                finish(cell, res["rows"])
+            elif cell.cell_id in pending and "error" in res:
+                del pending[cell.cell_id]
+                finish(cell, [{"eps": e, "status": "error", "error": res["error"]} for e in eps])
+            elif cell.cell_id in pending and pending[cell.cell_id].add(res):
+                finish(cell, pending.pop(cell.cell_id).rows(ctx))
 
 
 def _record(writer: ResultsWriter, cell: Cell, full: list[dict], summary: SweepSummary,

@@ -44,7 +44,8 @@ defenses (names it runs on), adaptive. Once ``[[defenses]]`` are given, list ``d
 their inputs (:mod:`robustkit.sweep.certify_spec`).
 
 An attack with ``adaptive = true`` knows the defense: it runs only against defenses that
-wrap a model (detector, prn), as the adaptive attacks of ``robustkit.defenses.adaptive``;
+wrap a model (detector, prn), as the adaptive attacks of ``robustkit.defenses.adaptive``
+and ``robustkit.defenses.adaptive_autoattack``;
 every other attack against a detector system attacks the bare classifier and is scored on
 the whole system. White-box attacks on adversarially trained models are adaptive already.
 
@@ -80,7 +81,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
 NO_DEFENSE = "none"
 SWEEP_KEYS: Keys = {"name": str, "description": str, "seeds": list, "eps": list, "gallery": int}
 DATASET_KEYS: Keys = {"name": str, "train_limit": int, "test_limit": int, "fit_limit": int,
-                      "stream": bool, "batch_size": int}
+                      "stream": bool, "batch_size": int, "shard": int}
 MODEL_KEYS: Keys = {"name": str, "family": str, "params": dict, "datasets": list,
                     "stored": str, "certify": dict}
 DEFENSE_KEYS: Keys = {"name": str, "defense": str, "params": dict, "models": list}
@@ -112,6 +113,7 @@ class DatasetEntry:
     fit_limit: int | None = None
     stream: bool = False
     batch_size: int | None = None
+    shard: int | None = None  # test samples per shard task of a cell (None: whole cells)
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,11 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
                                 f"{' or '.join(REQUIRED[kind])}")
     datasets = tuple(DatasetEntry(r.get("name", "?"), r.get("train_limit"), r.get("test_limit"),
                                   r.get("fit_limit"), r.get("stream", False) is True,
-                                  r.get("batch_size")) for r in tables["datasets"])
+                                  r.get("batch_size"), r.get("shard"))
+                     for r in tables["datasets"])
+    for i, r in enumerate(tables["datasets"]):
+        if isinstance(r.get("shard"), int) and r["shard"] < 1:
+            problems.append(f"{path}: datasets[{i}].shard: {r['shard']} is not >= 1")
     models = tuple(_model(r, f"{path}: models[{i}]", problems)
                    for i, r in enumerate(tables["models"]))
     defenses = tuple(DefenseEntry(r.get("name", r.get("defense", "?")),

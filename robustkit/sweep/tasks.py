@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from robustkit.executors import init_worker  # noqa: F401 - its old home
+from robustkit.sweep.cell_shards import shard_cell_task
 from robustkit.sweep.cells import Cell, ModelJob, full_defense_params, full_model_params
 from robustkit.sweep.evaluation import evaluate_cell
 from robustkit.sweep.jobdata import (
@@ -186,6 +187,20 @@ def describe_error(exc: BaseException) -> str:
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+def wave_task(cell: Cell, eps: tuple[float, ...], ctx: Context,
+              span: tuple[int, int] | None = None) -> dict[str, Any]:
+    """A whole cell (:func:`cell_task`), or one shard of a large cell
+    (:func:`robustkit.sweep.cell_shards.shard_cell_task`; a failure is returned as
+    ``{"error": ...}``, never raised)."""
+    if span is None:
+        return cell_task(cell, eps, ctx)
+    use_threads(ctx)
+    try:
+        return shard_cell_task(cell, eps, ctx, span)
+    except Exception as exc:  # noqa: BLE001 - the cell's rows say why
+        return {"cell_id": cell.cell_id, "span": span, "error": describe_error(exc)}
 
 
 def cell_task(cell: Cell, eps: tuple[float, ...], ctx: Context) -> dict[str, Any]:

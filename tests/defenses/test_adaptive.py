@@ -6,6 +6,7 @@ import functools
 
 import pytest
 import torch
+from _fixtures import auc_by_pairs, tpr_at_fpr
 from conftest import fitted_model
 
 from robustkit import load_dataset
@@ -114,13 +115,9 @@ def test_detection_metrics_equal_an_independent_computation(attack, adaptive):
     x, y = te.x[:200], te.y[:200]
     x_adv, _ = attack_system(system, attack, 0.3, x, y, adaptive=adaptive, fit_x=tr.x[:500],
                              fit_y=tr.y[:500], steps=10, uap_params=UAP)
-    clean, adv = system.score(x).double(), system.score(x_adv).double()
-    pairs = (adv[:, None] > clean[None, :]).double() + 0.5 * (adv[:, None] == clean[None, :])
-    assert row["auc"] == pytest.approx(float(pairs.mean()), abs=1e-12)
-    cuts = torch.cat([clean, adv]).unique()
-    fpr = torch.stack([(clean >= t).double().mean() for t in cuts])
-    tpr = torch.stack([(adv >= t).double().mean() for t in cuts])
-    assert row["tpr_at_5fpr"] == pytest.approx(float(tpr[fpr <= 0.05].max()), abs=1e-12)
+    clean, adv = system.score(x), system.score(x_adv)
+    assert row["auc"] == pytest.approx(auc_by_pairs(clean, adv), abs=1e-12)
+    assert row["tpr_at_5fpr"] == pytest.approx(tpr_at_fpr(clean, adv), abs=1e-12)
     # No rectifier: the system rejects exactly the inputs the detector flags (rates are
     # float32 means: 1e-7 is far below one input's 1/200).
     assert row["tpr_at_threshold"] == pytest.approx(row["rejection_rate"], abs=1e-7)

@@ -53,10 +53,11 @@ def test_malformed_dask_addresses_fail_before_connecting(address, why, tmp_path,
                                                          monkeypatch):
     import distributed
 
-    def connect(*args, **kwargs):
-        raise AssertionError("a Client was made for a malformed address")
+    class Connect:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("a Client was made for a malformed address")
 
-    monkeypatch.setattr(distributed, "Client", connect)
+    monkeypatch.setattr(distributed, "Client", Connect)
     with pytest.raises(ValueError, match=why):
         make_executor(dask=address)
     spec = tmp_path / "s.toml"

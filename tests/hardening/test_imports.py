@@ -330,3 +330,12 @@ def test_integer_weights_for_float_parameters_are_refused(tmp_path, nets, weight
     assert res.exit_code == 1
     line = _one_line(res)
     assert "int32 in the file, float32 in the network" in line
+
+
+def test_forced_torch_import_over_an_onnx_import_leaves_no_graph(tmp_path, nets, weights):
+    assert _import_onnx(tmp_path, _export(nn.Linear(64, 10), (torch.rand(2, 64),),
+                                          ["x"])).exit_code == 0
+    res = _import_torch(f"{nets}:net", weights, tmp_path / "ws", "--force", name="g")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "ws" / "g").iterdir()) == [
+        "model.json", "model.safetensors"]

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from _fixtures import auc_by_pairs, tpr_at_fpr
 
 from robustkit.sweep import TIMING_COLUMNS, expand, load_spec, read_rows, run_sweep
 from robustkit.sweep.results import eps_key
@@ -32,7 +33,7 @@ def test_serial_processes_and_dask_give_the_same_rows(tmp_path, tiny_spec):
     threads = torch.get_num_threads()
     try:
         with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                      dashboard_address=None) as cluster:
+                                      dashboard_address=":0") as cluster:
             # by address, as `robustkit sweep --dask ADDRESS` does
             on_dask = run_sweep([spec], tmp_path / "dask", dask=cluster.scheduler_address,
                                 threads=1, report=False)
@@ -174,15 +175,10 @@ def _check_system_row(row, folder):
     x, y = te.x, te.y
     x_adv, _ = attack_system(system, "fgsm", 0.1, x, y, adaptive=False, fit_x=x, fit_y=y)
     with torch.no_grad():
-        clean, adv = system.score(x).double(), system.score(x_adv).double()
+        clean, adv = system.score(x), system.score(x_adv)
         dec, clean_dec = system.decide(x_adv), system.decide(x)
         flagged, flagged_clean = system.detector.flag(x_adv), system.detector.flag(x)
-    pairs = (adv[:, None] > clean[None, :]).double() + 0.5 * (adv[:, None] == clean[None, :])
-    cuts = torch.cat([clean, adv]).unique()
-    fpr = torch.stack([(clean >= t).double().mean() for t in cuts])
-    tpr = torch.stack([(adv >= t).double().mean() for t in cuts])
-    want = {"detection_auc": float(pairs.mean()),
-            "tpr_at_5fpr": float(tpr[fpr <= 0.05].max()),
+    want = {"detection_auc": auc_by_pairs(clean, adv), "tpr_at_5fpr": tpr_at_fpr(clean, adv),
             "system_accuracy": system_accuracy(dec, y, adversarial=True),
             "clean_system_accuracy": system_accuracy(clean_dec, y, adversarial=False),
             "rejection_rate": float(flagged.double().mean()),  # no rectifier

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from _specs import spec_text
 from torch.utils.data import DataLoader, TensorDataset
 
 from robustkit.attacks.base import generator
@@ -146,30 +147,13 @@ def test_stream_validation(model, digits_test):
         evaluate_stream(model, spec, [(x, y)], eps=0.1)
 
 
-SWEEP = """
-[sweep]
-name = "pets"
-eps = [0.0, 0.1]
-gallery = 3
-
-[[datasets]]
-name = "folder:pets,size=8"
-{stream}
-
-[[models]]
-name = "lin"
-family = "linear"
-params = {{ epochs = 3 }}
-
-[[attacks]]
-name = "fgsm"
-attack = "fgsm"
-
-[[attacks]]
-name = "uap"
-attack = "uap_sgd"
-params = {{ epochs = 1 }}
-"""
+def _sweep(dataset_options: dict) -> str:
+    return spec_text(
+        sweep={"name": "pets", "eps": [0.0, 0.1], "gallery": 3},
+        datasets=[{"name": "folder:pets,size=8", **dataset_options}],
+        models=[{"name": "lin", "family": "linear", "params": {"epochs": 3}}],
+        attacks=[{"name": "fgsm", "attack": "fgsm"},
+                 {"name": "uap", "attack": "uap_sgd", "params": {"epochs": 1}}])
 
 
 def test_a_sweep_streams_an_image_folder(tmp_path):
@@ -179,8 +163,8 @@ def test_a_sweep_streams_an_image_folder(tmp_path):
 
     write_folder(tmp_path / "data", n=6, size=8)
     rows = {}
-    for mode, line in (("memory", ""), ("stream", "stream = true\nbatch_size = 5")):
-        spec = parse_spec(SWEEP.format(stream=line), f"{mode}.toml")
+    for mode, options in (("memory", {}), ("stream", {"stream": True, "batch_size": 5})):
+        spec = parse_spec(_sweep(options), f"{mode}.toml")
         summary = run_sweep([spec], tmp_path / mode, data_root=str(tmp_path / "data"),
                             threads=1, report=False)
         rows[mode] = read_rows(tmp_path / mode / "results.csv")

@@ -7,27 +7,16 @@ import json
 
 import click
 import pytest
+from _specs import FGSM, spec_text
 from click.testing import CliRunner
 
 import robustkit.cli.sweep as sweep_cli
 from robustkit.cli import main
 from robustkit.defenses import get as get_defense
 
-MNIST_SPEC = """
-[sweep]
-name = "mn"
-eps = [0.0, 0.1]
-
-[[datasets]]
-name = "mnist"
-test_limit = 20
-
-[[models]]
-family = "linear"
-
-[[attacks]]
-attack = "fgsm"
-"""
+MNIST_SPEC = spec_text(sweep={"name": "mn", "eps": [0.0, 0.1]},
+                       datasets=[{"name": "mnist", "test_limit": 20}],
+                       models=[{"family": "linear"}], attacks=[FGSM])
 
 
 def _commands(group: click.Group, prefix: str = ""):

@@ -4,48 +4,20 @@ from __future__ import annotations
 
 import sys
 
+from _specs import FGSM, spec_text
 from click.testing import CliRunner
 
 from robustkit.cli import main
 from robustkit.sweep import read_rows
 
-STORED = """
-[sweep]
-name = "st"
-eps = [0.0, 0.1]
-
-[[datasets]]
-name = "digits"
-test_limit = 20
-
-[[models]]
-stored = "mine"
-
-[[attacks]]
-attack = "fgsm"
-"""
-FAILING = """
-[sweep]
-name = "fail"
-eps = [0.0, 0.1]
-
-[[datasets]]
-name = "digits"
-test_limit = 30
-fit_limit = 100
-
-[[models]]
-family = "linear"
-params = { epochs = 1 }
-
-[[attacks]]
-attack = "fgsm"
-
-[[attacks]]
-name = "broken"
-attack = "uap_sgd"
-params = { target = 50 }
-"""
+STORED = spec_text(sweep={"name": "st", "eps": [0.0, 0.1]},
+                   datasets=[{"name": "digits", "test_limit": 20}],
+                   models=[{"stored": "mine"}], attacks=[FGSM])
+FAILING = spec_text(sweep={"name": "fail", "eps": [0.0, 0.1]},
+                    datasets=[{"name": "digits", "test_limit": 30, "fit_limit": 100}],
+                    models=[{"family": "linear", "params": {"epochs": 1}}],
+                    attacks=[FGSM, {"name": "broken", "attack": "uap_sgd",
+                                    "params": {"target": 50}}])
 
 
 def _run(*args):

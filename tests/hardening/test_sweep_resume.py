@@ -3,31 +3,16 @@ from __future__ import annotations
 
 import json
 
+from _specs import FGSM, spec_text
+
 from robustkit.sweep import expand, parse_spec, run_sweep
 
-SPEC = """
-[sweep]
-name = "adv"
-eps = [0.1]
-gallery = 0
-
-[[datasets]]
-name = "digits"
-train_limit = 150
-test_limit = 20
-
-[[models]]
-family = "linear"
-params = { epochs = 1 }
-
-[[defenses]]
-defense = "fgsm_rs"
-name = "fgsm_rs"
-params = { eps = 0.1, watch_size = 0 }
-
-[[attacks]]
-attack = "fgsm"
-"""
+SPEC = spec_text(sweep={"name": "adv", "eps": [0.1], "gallery": 0},
+                 datasets=[{"name": "digits", "train_limit": 150, "test_limit": 20}],
+                 models=[{"family": "linear", "params": {"epochs": 1}}],
+                 defenses=[{"defense": "fgsm_rs", "name": "fgsm_rs",
+                            "params": {"eps": 0.1, "watch_size": 0}}],
+                 attacks=[FGSM])
 
 
 def test_a_checkpoint_the_run_cannot_resume_from_is_discarded(tmp_path):

@@ -2,35 +2,14 @@
 from __future__ import annotations
 
 import pytest
+from _specs import FGSM, PGD3, spec_text
 
-TINY = """
-[sweep]
-name = "tiny"
-eps = [0.0, 0.1]
-gallery = 3
-
-[[datasets]]
-name = "digits"
-test_limit = 60
-fit_limit = 100
-
-[[models]]
-family = "linear"
-params = { epochs = 2 }
-
-[[models]]
-name = "mlp-16"
-family = "mlp"
-params = { hidden = [16], epochs = 2 }
-
-[[attacks]]
-attack = "fgsm"
-
-[[attacks]]
-name = "pgd-3"
-attack = "pgd"
-params = { steps = 3 }
-"""
+TINY = spec_text(
+    sweep={"name": "tiny", "eps": [0.0, 0.1], "gallery": 3},
+    datasets=[{"name": "digits", "test_limit": 60, "fit_limit": 100}],
+    models=[{"family": "linear", "params": {"epochs": 2}},
+            {"name": "mlp-16", "family": "mlp", "params": {"hidden": [16], "epochs": 2}}],
+    attacks=[FGSM, PGD3])
 
 
 @pytest.fixture()

@@ -1,22 +1,13 @@
 """Gradient-masking flags on PGD rows, from FGSM/noise rows of the same model."""
 from __future__ import annotations
 
+from _specs import FGSM, spec_text
+
 from robustkit.sweep import expand, parse_spec
 from robustkit.sweep.checks import Evidence, is_checked
 
-SPEC = """
-[[datasets]]
-name = "digits"
-[[models]]
-family = "linear"
-[[attacks]]
-attack = "fgsm"
-[[attacks]]
-attack = "noise"
-[[attacks]]
-attack = "pgd"
-eps = [0.1, 0.2, 1.0]
-"""
+SPEC = spec_text(datasets=[{"name": "digits"}], models=[{"family": "linear"}],
+                 attacks=[FGSM, {"attack": "noise"}, {"attack": "pgd", "eps": [0.1, 0.2, 1.0]}])
 
 
 def test_flags_name_each_failed_check_on_its_eps_row():
@@ -45,29 +36,12 @@ def test_flags_name_each_failed_check_on_its_eps_row():
     assert clean[0]["masking_flags"] == ""
 
 
-SYSTEM_SPEC = """
-[[datasets]]
-name = "digits"
-[[models]]
-family = "mlp"
-[[defenses]]
-name = "none"
-defense = "none"
-[[defenses]]
-defense = "detector"
-[[attacks]]
-attack = "autoattack"
-[[attacks]]
-attack = "pgd"
-eps = [0.1, 0.2]
-[[attacks]]
-attack = "autoattack"
-adaptive = true
-[[attacks]]
-attack = "pgd"
-eps = [0.1, 0.2]
-adaptive = true
-"""
+SYSTEM_SPEC = spec_text(
+    datasets=[{"name": "digits"}], models=[{"family": "mlp"}],
+    defenses=[{"name": "none", "defense": "none"}, {"defense": "detector"}],
+    attacks=[{"attack": "autoattack"}, {"attack": "pgd", "eps": [0.1, 0.2]},
+             {"attack": "autoattack", "adaptive": True},
+             {"attack": "pgd", "eps": [0.1, 0.2], "adaptive": True}])
 
 
 def test_pgd_is_compared_with_autoattack_plain_and_adaptive():

@@ -9,29 +9,15 @@ import sys
 import time
 
 import pytest
+from _specs import spec_text
 
 from robustkit.sweep import expand, load_spec, read_rows, run_sweep
 from robustkit.sweep.results import eps_key
 
-MORE_ATTACKS = """
-[[attacks]]
-name = "pgd-5"
-attack = "pgd"
-params = { steps = 5 }
-
-[[attacks]]
-attack = "noise"
-
-[[attacks]]
-attack = "fgm"
-eps = [0.5, 1.0]
-
-[[attacks]]
-name = "pgd-l2"
-attack = "pgd_l2"
-params = { steps = 3 }
-eps = [0.5, 1.0]
-"""
+MORE_ATTACKS = spec_text(attacks=[
+    {"name": "pgd-5", "attack": "pgd", "params": {"steps": 5}}, {"attack": "noise"},
+    {"attack": "fgm", "eps": [0.5, 1.0]},
+    {"name": "pgd-l2", "attack": "pgd_l2", "params": {"steps": 3}, "eps": [0.5, 1.0]}])
 
 
 def test_sigkill_mid_sweep_then_rerun_completes_without_duplicates(tmp_path, tiny_spec):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _specs import FGSM, PGD3, spec_text
 
 from robustkit.sweep import SpecError, expand, load_spec, parse_spec, validate
 from robustkit.sweep.cells import model_key
@@ -12,26 +13,12 @@ from robustkit.sweep.spec import NO_DEFENSE
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "attacks").glob("*.toml")) + sorted((ROOT / "defenses").glob("*.toml"))
 
-BASE = """
-[sweep]
-eps = [0.0, 0.1]
-[[datasets]]
-name = "digits"
-test_limit = 50
-[[models]]
-family = "linear"
-[[models]]
-name = "small-mlp"
-family = "mlp"
-params = { hidden = [16], epochs = 2 }
-[[attacks]]
-attack = "fgsm"
-[[attacks]]
-name = "pgd-3"
-attack = "pgd"
-params = { steps = 3 }
-eps = [0.2]
-"""
+BASE = spec_text(
+    sweep={"eps": [0.0, 0.1]},
+    datasets=[{"name": "digits", "test_limit": 50}],
+    models=[{"family": "linear"},
+            {"name": "small-mlp", "family": "mlp", "params": {"hidden": [16], "epochs": 2}}],
+    attacks=[FGSM, {**PGD3, "eps": [0.2]}])
 
 
 def problems_of(text: str, **kw) -> list[str]:
@@ -129,23 +116,9 @@ def mnist_root_or_none(request):
 
 
 def test_adaptive_and_detector_rules():
-    text = BASE + """
-[[defenses]]
-name = "none"
-[[defenses]]
-name = "at"
-defense = "fgsm_rs"
-params = { eps = 0.1 }
-[[attacks]]
-name = "pgd-3"
-attack = "pgd"
-params = { steps = 3 }
-adaptive = true
-[[attacks]]
-name = "noisy"
-attack = "noise"
-adaptive = true
-"""
+    text = BASE + spec_text(
+        defenses=[{"name": "none"}, {"name": "at", "defense": "fgsm_rs", "params": {"eps": 0.1}}],
+        attacks=[{**PGD3, "adaptive": True}, {"name": "noisy", "attack": "noise", "adaptive": True}])
     probs = problems_of(text)
     assert any("attacks[2].adaptive: adaptive attacks run against detector-like defenses"
                in p for p in probs)

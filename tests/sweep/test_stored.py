@@ -6,6 +6,8 @@ import json
 import math
 
 import pytest
+from _specs import FGSM as FGSM_ENTRY
+from _specs import PGD3, spec_text
 from click.testing import CliRunner
 
 from robustkit import attacks, load_dataset, store
@@ -18,44 +20,18 @@ from robustkit.sweep.tasks import cell_task
 
 sio = pytest.importorskip("skops.io")
 
-SPEC = """
-[sweep]
-name = "stored"
-eps = [0.0, 0.1]
-gallery = {gallery}
-
-[[datasets]]
-name = "{dataset}"
-test_limit = 40
-
-[[models]]
-name = "svc-pipeline"
-stored = "{stored}"
-{extra_model}
-{attacks}
-"""
-CHEAP = """
-[[attacks]]
-attack = "fgsm"
-
-[[attacks]]
-name = "pgd-3"
-attack = "pgd"
-params = { steps = 3 }
-
-[[attacks]]
-name = "aa-fast"
-attack = "autoattack"
-params = { version = "fast", steps = 3 }
-"""
-FGSM = '[[attacks]]\nattack = "fgsm"\neps = [0.1]\n'
+CHEAP = spec_text(attacks=[FGSM_ENTRY, PGD3, {"name": "aa-fast", "attack": "autoattack",
+                                                "params": {"version": "fast", "steps": 3}}])
+FGSM = spec_text(attacks=[{**FGSM_ENTRY, "eps": [0.1]}])
 
 
 def _spec(tmp_path, *, stored="svc", dataset="digits", gallery=0, attacks=CHEAP,
           extra_model="", extra="", name="s.toml"):
+    model = {"name": "svc-pipeline", "stored": stored}
+    text = spec_text(sweep={"name": "stored", "eps": [0.0, 0.1], "gallery": gallery},
+                     datasets=[{"name": dataset, "test_limit": 40}], models=[model])
     path = tmp_path / name
-    path.write_text(SPEC.format(stored=stored, dataset=dataset, gallery=gallery,
-                                attacks=attacks, extra_model=extra_model) + extra)
+    path.write_text(text + extra_model + "\n" + attacks + extra)
     return path
 
 

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from robustkit import load_dataset, models
+from robustkit import load_dataset, models, store
 
 # Small, fast settings per family: enough to be a real classifier, quick to train.
 FAST_PARAMS: dict[str, dict] = {
@@ -75,3 +76,20 @@ def tpr_at_fpr(clean: torch.Tensor, adv: torch.Tensor, fpr: float = 0.05) -> flo
     cuts = torch.cat([clean, adv]).unique()
     rates = [((clean >= t).double().mean(), (adv >= t).double().mean()) for t in cuts]
     return float(max(t for f, t in rates if f <= fpr))
+
+
+def save_linear(root: Path) -> Path:
+    """Train a linear model on digits (3 epochs), store it as ``root / "lin"``; return root."""
+    module, rec = models.train("linear", "digits", epochs=3)
+    store.save(module, root / "lin", record=rec)
+    return root
+
+
+def json_rebuilt(family: str, model: torch.nn.Module, x: torch.Tensor) -> dict:
+    """Check that the family rebuilt from the arch after a JSON round trip gives the same
+    logits on x; return that arch."""
+    arch = json.loads(json.dumps(model.arch))
+    clone = models.build(family, arch)
+    clone.load_state_dict(model.state_dict())
+    assert torch.equal(clone(x), model(x))
+    return arch

@@ -6,9 +6,10 @@ import json
 import pandas as pd
 import pytest
 import torch
+from _fixtures import save_linear
 from click.testing import CliRunner
 
-from robustkit import attacks, models, store
+from robustkit import attacks, store
 from robustkit.attacks.base import AttackSpec, make_result
 from robustkit.cli import main
 from robustkit.evaluate import COLUMNS
@@ -16,10 +17,7 @@ from robustkit.evaluate import COLUMNS
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    module, rec = models.train("linear", "digits", epochs=3)
-    store.save(module, root / "lin", record=rec)
-    return root
+    return save_linear(tmp_path_factory.mktemp("runs"))
 
 
 def _run(*args: str):

@@ -6,19 +6,16 @@ import json
 import pandas as pd
 import pytest
 from _certify_doubles import doubles_fixture  # noqa: F401
+from _fixtures import save_linear
 from click.testing import CliRunner
 
-from robustkit import models, store
 from robustkit.cli import main
 from robustkit.cli.certify import COLUMNS
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    module, rec = models.train("linear", "digits", epochs=3)
-    store.save(module, root / "lin", record=rec)
-    return root
+    return save_linear(tmp_path_factory.mktemp("runs"))
 
 
 def _run(workdir, *args: str):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from _fixtures import json_rebuilt
 
 from robustkit import load_dataset, models
 from robustkit.models.gmm import GaussianMixtureClassifier, fit_mixtures
@@ -70,10 +71,7 @@ def test_digits_accuracy_floor_with_defaults():
 
 @pytest.mark.parametrize("family", ["gmm"])
 def test_arch_rebuilds_identical_logits(model, digits_test):
-    arch = json.loads(json.dumps(model.arch))
-    clone = models.build("gmm", arch)
-    clone.load_state_dict(model.state_dict())
-    assert torch.equal(clone(digits_test.x), model(digits_test.x))
+    json_rebuilt("gmm", model, digits_test.x)
 
 
 def test_arch_round_trip_with_pca(small_train, digits_test):

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import copy
-import json
 
 import numpy as np
 import pytest
 import torch
+from _fixtures import json_rebuilt
 
 from robustkit import load_dataset, models
 from robustkit.models.svm import KernelSVM, fit_svcs, resolve_gamma
@@ -90,10 +90,7 @@ def test_digits_accuracy_floor(params, floor):
 
 @pytest.mark.parametrize("family", ["svm"])
 def test_arch_rebuilds_identical_logits(model, digits_test):
-    arch = json.loads(json.dumps(model.arch))
-    clone = models.build("svm", arch)
-    clone.load_state_dict(model.state_dict())
-    assert torch.equal(clone(digits_test.x), model(digits_test.x))
+    arch = json_rebuilt("svm", model, digits_test.x)
     assert arch["n_sv"] == len(model.support_vectors) and isinstance(arch["gamma"], float)
 
 

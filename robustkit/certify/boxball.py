@@ -66,14 +66,20 @@ def _before(cum: Tensor, k: Tensor) -> Tensor:
     return padded.gather(-1, k[..., None])[..., 0]
 
 
+def _l2_breaks(a: Tensor, x0: Tensor) -> tuple[Tensor, ...]:
+    """The room t of each coordinate, |a|, and (sorted by it) the multiplier t/|a| at which
+    the L2 projection meets that coordinate's box face, with t and |a| in the same order."""
+    t = room(a, x0)
+    mag = a.abs()
+    bp = torch.where(mag > 0, t / mag.clamp_min(1e-300), torch.zeros_like(t))
+    return (t, mag) + _sorted(bp, t, mag)
+
+
 def worst_l2(a: Tensor, c: Tensor, x0: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     """``min a.x + c`` over the L2 ball of radius eps around x0 inside [0, 1]: a sound
     lower bound of the value (the dual, equal to the minimum up to rounding) and the
     minimizing amounts."""
-    t = room(a, x0)
-    mag = a.abs()
-    bp = torch.where(mag > 0, t / mag.clamp_min(1e-300), torch.zeros_like(t))
-    bps, ts, ms = _sorted(bp, t, mag)
+    t, mag, bps, ts, ms = _l2_breaks(a, x0)
     clipped = torch.cumsum(ts * ts, -1)
     rest = (ms * ms).sum(-1, keepdim=True) - torch.cumsum(ms * ms, -1)
     norm2_at = clipped + bps * bps * rest.clamp_min(0)
@@ -110,10 +116,7 @@ def dist_l2(a: Tensor, m: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
     """Smallest L2 distance at which ``a.d <= -m`` is reachable inside the box (m > 0):
     a sound lower bound (the dual) of it (inf where never) and the amounts of the
     projection point."""
-    t = room(a, x0)
-    mag = a.abs()
-    bp = torch.where(mag > 0, t / mag.clamp_min(1e-300), torch.zeros_like(t))
-    bps, ts, ms = _sorted(bp, t, mag)
+    t, mag, bps, ts, ms = _l2_breaks(a, x0)
     done = torch.cumsum(ms * ts, -1)
     rest = (ms * ms).sum(-1, keepdim=True) - torch.cumsum(ms * ms, -1)
     k, found = _first(done + bps * rest.clamp_min(0) >= m[..., None])

@@ -8,7 +8,7 @@ family to train (or which fitted model to wrap), the seed, the device, where to 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,3 +182,13 @@ def step_seed(seed: int, step: int) -> int:
     """A per-step seed: perturbations depend on (seed, step) only, so resumed runs repeat
     them exactly."""
     return (int(seed) * 1_000_003 + int(step)) % (2**62)
+
+
+def descend(opt: torch.optim.Optimizer, params: Sequence[torch.Tensor],
+            loss: torch.Tensor) -> None:
+    """One optimizer step on ``loss``, its gradients taken with ``torch.autograd.grad`` so that
+    only ``params`` get a ``.grad`` (the caller clears them when training ends)."""
+    grads = torch.autograd.grad(loss, params)
+    for p, g in zip(params, grads):
+        p.grad = g
+    opt.step()

@@ -18,6 +18,7 @@ from torch import nn
 from robustkit.attacks.base import generator
 from robustkit.attacks.fgsm import fgm, fgsm
 from robustkit.attacks.noise import noise
+from robustkit.defenses.base import descend
 from robustkit.defenses.dct import dct, dct2
 from robustkit.defenses.pool import check_counts, check_range, perturb_with, uap_pool
 from robustkit.defenses.rectifier import Rectifier
@@ -212,10 +213,7 @@ def _train_head(det: Detector, feats: torch.Tensor, labels: torch.Tensor, *, epo
             idx = order[i:i + batch_size]
             loss = F.binary_cross_entropy_with_logits(det.score_features(feats[idx]),
                                                       labels[idx])
-            grads = torch.autograd.grad(loss, params)
-            for p, g in zip(params, grads):
-                p.grad = g
-            opt.step()
+            descend(opt, params, loss)
     for p in params:
         p.grad = None
     det.head.eval()

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustkit.attacks.base import eval_mode, generator
+from robustkit.defenses.base import descend
 from robustkit.defenses.pool import check_counts, perturb_with, uap_pool
 from robustkit.models.registry import model_device, predict
 from robustkit.models.training import seeded
@@ -127,10 +128,7 @@ def fit_rectifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                                   perturb_with(xb, pool, gen))
                 out = prn(xin)
                 loss = F.cross_entropy(model(out), tb) + beta * F.mse_loss(out, xb)
-                grads = torch.autograd.grad(loss, params)
-                for p, g in zip(params, grads):
-                    p.grad = g
-                opt.step()
+                descend(opt, params, loss)
     for p in params:
         p.grad = None
     return prn.eval()

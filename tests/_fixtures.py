@@ -1,6 +1,7 @@
 """Shared test helpers (importable as `_fixtures` from any test: tests/ is on sys.path)."""
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from pathlib import Path
@@ -93,3 +94,13 @@ def json_rebuilt(family: str, model: torch.nn.Module, x: torch.Tensor) -> dict:
     clone.load_state_dict(model.state_dict())
     assert torch.equal(clone(x), model(x))
     return arch
+
+
+def follows_dtype(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """Check that float32 and float64 inputs give logits of their dtype and device, shape
+    (N, 10), and that a float64 copy of the model agrees with it."""
+    for dtype in (torch.float32, torch.float64):
+        out = model(x.to(dtype))
+        assert out.dtype == dtype and out.device == x.device and out.shape == (len(x), 10)
+    # A copy: the cached fixture model is shared by every test.
+    assert torch.allclose(model(x.double()), copy.deepcopy(model).double()(x.double()))

@@ -1,13 +1,12 @@
 """The gmm family: log-likelihoods equal scikit-learn's, exact input gradients, accuracy floor."""
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
 import pytest
 import torch
-from _fixtures import json_rebuilt
+from _fixtures import follows_dtype, json_rebuilt
 
 from robustkit import load_dataset, models
 from robustkit.models.gmm import GaussianMixtureClassifier, fit_mixtures
@@ -86,12 +85,8 @@ def test_arch_round_trip_with_pca(small_train, digits_test):
 @pytest.mark.parametrize("family", ["gmm"])
 def test_dtype_and_device_follow_x(model, digits_test):
     x = digits_test.x[:5]
-    for dtype in (torch.float32, torch.float64):
-        out = model(x.to(dtype))
-        assert out.dtype == dtype and out.device == x.device and out.shape == (5, 10)
-        assert torch.isfinite(out).all()
-    # A copy: the cached fixture model is shared by every test.
-    assert torch.allclose(model(x.double()), copy.deepcopy(model).double()(x.double()))
+    follows_dtype(model, x)
+    assert all(torch.isfinite(model(x.to(d))).all() for d in (torch.float32, torch.float64))
 
 
 @pytest.mark.parametrize("params, match", [

@@ -1,12 +1,10 @@
 """The svm family: parity with scikit-learn's SVC, exact input gradients, accuracy floors."""
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
-from _fixtures import json_rebuilt
+from _fixtures import follows_dtype, json_rebuilt
 
 from robustkit import load_dataset, models
 from robustkit.models.svm import KernelSVM, fit_svcs, resolve_gamma
@@ -96,12 +94,7 @@ def test_arch_rebuilds_identical_logits(model, digits_test):
 
 @pytest.mark.parametrize("family", ["svm"])
 def test_dtype_and_device_follow_x(model, digits_test):
-    x = digits_test.x[:5]
-    for dtype in (torch.float32, torch.float64):
-        out = model(x.to(dtype))
-        assert out.dtype == dtype and out.device == x.device and out.shape == (5, 10)
-    # A copy: the cached fixture model is shared by every test.
-    assert torch.allclose(model(x.double()), copy.deepcopy(model).double()(x.double()))
+    follows_dtype(model, digits_test.x[:5])
 
 
 def test_max_train_subsamples_stratified_and_seeded(digits_train):

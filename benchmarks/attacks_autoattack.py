@@ -2,23 +2,29 @@
 
 Per model and eps (Linf), on the same test images: robust accuracy and seconds of
     robustkit autoattack      standard: APGD-CE, APGD-T (9 x 100), FAB-T, Square (5000)
+    robustkit autoattack lean the lean version (robustkit.attacks.autoattack_lean)
     robustkit apgd-ce         APGD-CE alone (100 steps), the chain's first attack
     robustkit pgd-ce 50x10    PGD, 50 steps x 10 restarts, cross-entropy
     robustkit pgd-margin 50x10  the same with the C&W margin loss
     reference chain           torchattacks APGD(ce, 100) -> APGDT(100, n_classes) ->
                               FAB(multi_targeted, 100) -> Square(5000), each on the points
-                              still robust, as AutoAttack runs them
-While robustkit has no ``fab`` attack its chain skips FAB-T and the ``fab`` column says so.
+                              still robust, as AutoAttack runs them; seeds 0, 1, 2
+                              (method "... seed 1", "... seed 2")
+The ``version`` column names the AutoAttack version of each row (standard, lean,
+reference), ``broken_by`` the breaks per attack of robustkit's chains, ``triggers`` why
+the lean version ran FAB-T and Square (breaking / masking / none).
 
 Run:
     .venv/bin/python benchmarks/attacks_autoattack.py --threads 1              # digits
     .venv/bin/python benchmarks/attacks_autoattack.py --dataset mnist --model-dir DIR
+    .venv/bin/python benchmarks/attacks_autoattack.py --dataset unseen   # autoattack_unseen
 ``--model-dir`` holds models saved with ``robustkit.store.save``: DIR itself, or one
 subfolder per model (named by the folder). Without it the models are trained and cached
 as in the other attack benchmarks (runs/bench-attacks/), plus ``cnn-pgd``: the digits CNN
 adversarially trained by ``robustkit.defenses.defend("pgd", ...)`` at eps 0.1.
 Further rows:
-    robustkit autoattack curve (5 eps)   5 eps up to the run's largest, the run's eps among
+    robustkit autoattack curve (5 eps)   (and "robustkit autoattack lean curve (5 eps)")
+                                         5 eps up to the run's largest, the run's eps among
                                          them, in one ``autoattack_curve`` call; its robust
                                          accuracy is at the largest eps, the ``curve`` column
                                          has every eps's
@@ -26,8 +32,8 @@ Further rows:
                                          APGD-DLR with 5 random starts each, DeepFool,
                                          Square 5 x 5000), on the first ``--art-n`` images;
                                          "robustkit autoattack" runs on the same images too
-Every method runs on the model wrapped in ``passes.Counted``: ``forward_images`` and
-``backward_images`` count the images through its forward and backward passes, and
+Every method runs inside ``robustkit.attacks.passes.counting(model)``: ``forward_images``
+and ``backward_images`` count the images through its forward and backward passes, and
 ``floor_seconds`` is what those passes alone cost (per-image costs timed on the first
 ``FLOOR_BATCH`` images in one batch, in the same process): no implementation of the same
 passes can be faster. ``--models`` and ``--methods`` (substrings, or NAME@N for one method
@@ -38,121 +44,37 @@ benchmarks/results/attacks_autoattack.csv.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from attacks_common import (
-    art_classifier,
-    code_version,
-    cpu_clock,
-    load,
-    peer,
-    predict,
-    timed,
-    trained,
+from attacks_common import code_version, cpu_clock, load, predict, timed, trained
+from autoattack_methods import (
+    AA,
+    LEAN,
+    REF_SEEDS,
+    art_autoattack,
+    curve,
+    curve_grid,
+    ours,
+    ref_name,
+    reference_chain,
 )
 from common import RESULTS, device_name, write_csv
-from passes import Counted, floor_seconds, per_image_costs
+from passes import floor_seconds, per_image_costs
 
 from robustkit import store
-from robustkit.attacks.apgd import apgd
-from robustkit.attacks.autoattack import autoattack, autoattack_curve
-from robustkit.attacks.pgd import pgd
+from robustkit.attacks.passes import counting
 
 EPS = {"digits": (0.05, 0.1, 0.2), "mnist": (0.1, 0.2, 0.3)}
 FAMILIES = ("mlp", "cnn", "svm", "gmm", "cnn-pgd")
 CURVE = "robustkit autoattack curve (5 eps)"
+LEAN_CURVE = "robustkit autoattack lean curve (5 eps)"
 ART = "ART AutoAttack (defaults)"
 OUT = RESULTS / "attacks_autoattack.csv"
 FLOOR_BATCH = 1024  # at most this many images per pass when timing one pass
-
-
-def ours(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
-         ) -> dict[str, Callable[[], tuple[torch.Tensor, str]]]:
-    """robustkit's methods: each returns (x_adv, fab status)."""
-    def chain() -> tuple[torch.Tensor, str]:
-        res = autoattack(model, x, y, eps=eps)
-        fab = "absent: fab_t skipped" if "fab_t" in res.info["skipped"] else "run"
-        return res.x_adv, fab
-
-    return {
-        "robustkit autoattack": chain,
-        "robustkit apgd-ce": lambda: (apgd(model, x, y, eps=eps).x_adv, ""),
-        "robustkit pgd-ce 50x10": lambda: (pgd(model, x, y, eps=eps, steps=50, restarts=10,
-                                               loss="ce").x_adv, ""),
-        "robustkit pgd-margin 50x10": lambda: (pgd(model, x, y, eps=eps, steps=50,
-                                                   restarts=10, loss="margin").x_adv, ""),
-    }
-
-
-def reference_chain(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
-                    n_classes: int) -> tuple[torch.Tensor, str] | None:
-    """AutoAttack's standard chain assembled from torchattacks, each attack on the points
-    the earlier ones left robust (None without torchattacks)."""
-    ta = peer("torchattacks")
-    if ta is None:
-        return None
-    with contextlib.redirect_stdout(io.StringIO()):  # "Failed to set device" (SVM/GMM)
-        attacks = [ta.APGD(model, eps=eps, steps=100, loss="ce", seed=0),
-                   ta.APGDT(model, eps=eps, steps=100, n_classes=n_classes, seed=0),
-                   ta.FAB(model, eps=eps, steps=100, multi_targeted=True,
-                          n_classes=n_classes, seed=0),
-                   ta.Square(model, eps=eps, n_queries=5000, seed=0)]
-    x_adv = x.clone()
-    robust = predict(model, x) == y
-    for atk in attacks:
-        atk.set_device(x.device)
-        rows = robust.nonzero().squeeze(1)
-        if not len(rows):
-            break
-        out = atk(x[rows], y[rows]).detach()
-        # as AutoAttack does: a point counts only inside the ball (FAB is minimal-norm)
-        inside = (out - x[rows]).flatten(1).abs().amax(1) <= eps + 1e-6
-        out = (x[rows] + (out - x[rows]).clamp(-eps, eps)).clamp(0, 1)
-        hit = (predict(model, out) != y[rows]) & inside
-        x_adv[rows[hit]], robust[rows[hit]] = out[hit], False
-    return x_adv, "run"
-
-
-def curve_grid(grid: list[float]) -> list[float]:
-    """5 eps up to the largest of ``grid``, every eps of ``grid`` among them (the gaps are
-    filled by halving the widest one), so that the curve can be checked against the
-    single-eps runs."""
-    if len(set(grid)) == 1:
-        return [round(grid[0] * k / 5, 6) for k in range(1, 6)]
-    out = sorted(set(grid) | {0.0})
-    while len(out) < 6:  # the widest gap, the smallest eps first among equal ones
-        i = max(range(len(out) - 1), key=lambda j: (round(out[j + 1] - out[j], 6), -j))
-        out.insert(i + 1, round((out[i] + out[i + 1]) / 2, 6))
-    return out[1:6] if len(out) == 6 else out[-5:]
-
-
-def curve(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, grid: list[float]
-          ) -> tuple[torch.Tensor, str, dict[str, str]]:
-    """The 5-eps curve in one call: x_adv at its largest eps, and the robust accuracy at
-    each eps (JSON) in the ``curve`` column."""
-    res = autoattack_curve(model, x, y, eps=grid)
-    acc = {f"{e:g}": round(float((r.pred == y).double().mean()), 4) for e, r in zip(grid, res)}
-    return res[-1].x_adv, "run", {"curve": json.dumps(acc)}
-
-
-def art_autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
-                   n_classes: int) -> tuple[torch.Tensor, str] | None:
-    """ART's AutoAttack with its default attack list (None without ART)."""
-    if peer("art") is None:
-        return None
-    from art.attacks.evasion import AutoAttack
-
-    atk = AutoAttack(art_classifier(model, x, n_classes), eps=eps, batch_size=len(x))
-    with contextlib.redirect_stdout(io.StringIO()):
-        out = atk.generate(x.numpy(), y=y.numpy())
-    return torch.as_tensor(out, dtype=x.dtype), "deepfool instead"
 
 
 def pgd_trained_cnn(data: Any, *, seed: int = 0) -> torch.nn.Module:
@@ -194,10 +116,50 @@ def picked(pattern: str, name: str, size: int) -> bool:
     return pattern in name
 
 
+Task = tuple[str, torch.nn.Module, torch.Tensor, torch.Tensor, list[float]]
+
+
+def tasks_for(args: argparse.Namespace) -> list[Task]:
+    """(dataset, model name, model, x, y, eps grid) of every task to run."""
+    if args.dataset == "unseen":
+        from autoattack_unseen import tasks
+
+        return [("unseen", name, m, x, y, args.eps or grid)
+                for name, (m, x, y, grid) in tasks(args.models).items()]
+    data = load(args.dataset)
+    if data is None:
+        return []
+    n = args.n or len(data.test.y)
+    x, y = data.test.x[:n], data.test.y[:n]
+    return [(data.name, family, plain, x, y, list(args.eps or EPS[data.name]))
+            for family, plain in models_for(args, data).items()]
+
+
+def methods_at(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+               grid: list[float], k: int, args: argparse.Namespace
+               ) -> dict[tuple[str, int], Callable[[], Any]]:
+    n = len(x)
+    out: dict[tuple[str, int], Callable[[], Any]] = {
+        (name, n): fn for name, fn in ours(model, x, y, eps).items()}
+    if not args.skip_reference:
+        for s in REF_SEEDS:
+            out[ref_name(s), n] = lambda s=s: reference_chain(model, x, y, eps, k, seed=s)
+    if eps == max(grid):
+        cgrid = curve_grid(list(grid))
+        out[CURVE, n] = lambda: curve(model, x, y, cgrid)
+        out[LEAN_CURVE, n] = lambda: curve(model, x, y, cgrid, version="lean")
+    xa, ya = x[:args.art_n], y[:args.art_n]
+    if args.art_n and not args.skip_reference:
+        if len(xa) < n:
+            out[AA, len(xa)] = ours(model, xa, ya, eps)[AA]
+        out[ART, len(xa)] = lambda: art_autoattack(model, xa, ya, eps, k)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=tuple(EPS), default="digits")
+    ap.add_argument("--dataset", choices=(*EPS, "unseen"), default="digits")
     ap.add_argument("--model-dir", default=None)
     ap.add_argument("--eps", type=float, nargs="+", default=None)
     ap.add_argument("--n", type=int, default=None, help="test images (default: all loaded)")
@@ -213,69 +175,70 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
-    data = load(args.dataset)
-    if data is None:
-        return 1
-    n = args.n or len(data.test.y)
-    x, y = data.test.x[:n], data.test.y[:n]
-    base = {"dataset": data.name, "n": n, "device": device_name(x.device),
-            "threads": torch.get_num_threads(), "commit": code_version(),
-            "clock": "thread cpu" if cpu_clock() else "wall"}
     rows = []
-    for family, plain in models_for(args, data).items():
+    for dataset, family, plain, x, y, grid in tasks_for(args):
         plain.eval()
         k = int(plain(x[:1]).shape[1])
         costs = per_image_costs(plain, x[:FLOOR_BATCH])
-        model = Counted(plain)  # every method runs on it: its passes are counted
-        grid = args.eps or EPS[data.name]
-        cgrid = curve_grid(list(grid))
-        xa, ya = x[:args.art_n], y[:args.art_n]
+        base = {"dataset": dataset, "device": device_name(x.device),
+                "threads": torch.get_num_threads(), "commit": code_version(),
+                "clock": "thread cpu" if cpu_clock() else "wall"}
         for eps in grid:
-            methods: dict[tuple[str, int], Callable[[], Any]] = {
-                (name, n): fn for name, fn in ours(model, x, y, eps).items()}
-            if not args.skip_reference:
-                methods["reference chain (torchattacks)", n] = (
-                    lambda e=eps, m=model, k=k: reference_chain(m, x, y, e, k))
-            if eps == max(grid):
-                methods[CURVE, n] = lambda m=model, g=cgrid: curve(m, x, y, g)
-            if args.art_n and not args.skip_reference:
-                if len(xa) < n:
-                    methods["robustkit autoattack", len(xa)] = ours(model, xa, ya, eps)[
-                        "robustkit autoattack"]
-                methods[ART, len(xa)] = (lambda e=eps, m=model, k=k, xa=xa, ya=ya:
-                                         art_autoattack(m, xa, ya, e, k))
-            for (name, size), fn in methods.items():
+            masks: dict[str, torch.Tensor] = {}  # robust per sample, per method (all n)
+            start = len(rows)
+            for (name, size), fn in methods_at(plain, x, y, eps, grid, k, args).items():
                 if args.methods and not any(picked(m, name, size) for m in args.methods):
                     continue
-                model.reset()
                 t0 = time.perf_counter()
-                out, seconds = timed(fn)
+                with counting(plain) as passes:  # every pass of the method is counted
+                    out, seconds = timed(fn)
                 if out is None:
                     continue
                 x_adv, fab, *extra = out
                 linf = float((x_adv - x[:size]).abs().amax())
-                robust = float((predict(plain, x_adv) == y[:size]).double().mean())
+                kept = predict(plain, x_adv) == y[:size]
+                robust = float(kept.double().mean())
+                if size == len(x):
+                    masks[name] = kept
                 rows.append({**base, "n": size, "model": family, "eps": eps, "method": name,
                              "robust_accuracy": round(robust, 4),
                              "seconds": round(seconds, 3),
                              "seconds_per_image": round(seconds / size, 5),
                              "wall_seconds": round(time.perf_counter() - t0, 3),
                              "fab": fab, "linf_max": round(linf, 6),
-                             "forward_images": model.forward_images,
-                             "backward_images": model.backward_images,
+                             "forward_images": passes.forward_images,
+                             "backward_images": passes.backward_images,
                              "floor_seconds": round(floor_seconds(
-                                 model.forward_images, model.backward_images, costs), 3),
+                                 passes.forward_images, passes.backward_images, costs), 3),
                              **(extra[0] if extra else {})})
                 print(rows[-1], flush=True)
+            _missed(rows[start:], masks)
+
     def key(r: dict[str, Any]) -> tuple[str, ...]:
         return tuple(str(r[c]) for c in ("dataset", "model", "eps", "method", "n"))
 
     done = {key(r) for r in rows}
     kept = [r for r in _read(OUT) if key(r) not in done]
-    order = ["dataset", "model", "eps", "n", "method", "robust_accuracy", "seconds",
-             "seconds_per_image", "device", "threads", "commit"]
+    for r in kept:  # rows from before the version column: standard, or the reference
+        if not r.get("version") and r["method"] in (AA, CURVE):
+            r["version"] = "standard"
+    order = ["dataset", "model", "eps", "n", "method", "version", "robust_accuracy",
+             "seconds", "seconds_per_image", "device", "threads", "commit"]
     write_csv([{c: r.get(c, "") for c in order} | r for r in kept + rows], OUT)
     return 0
+
+
+def _missed(rows: list[dict[str, Any]], masks: dict[str, torch.Tensor]) -> None:
+    """Add to robustkit's full-size chain rows the samples that some seed of the
+    reference chain broke and the chain left robust (``missed_vs_reference``)."""
+    refs = [m for name, m in masks.items() if name.startswith(ref_name(0))]
+    if not refs:
+        return
+    broken = ~torch.stack(refs).all(0)  # broken by at least one seed
+    for r in rows:
+        if r["method"] in masks and r["method"] in (AA, LEAN):
+            r["missed_vs_reference"] = int((broken & masks[r["method"]]).sum())
+            r["reference_seeds"] = len(refs)
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

@@ -38,7 +38,7 @@ def breast_cancer() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Ten
     xtr, xte, ytr, yte = train_test_split(xs, ys, test_size=0.25, random_state=0,
                                           stratify=ys)
     lo, hi = xtr.min(0), xtr.max(0)
-    scale = lambda a: ((a - lo) / (hi - lo)).clip(0, 1)  # noqa: E731
+    scale = lambda a: ((a - lo) / (hi - lo)).clip(0, 1)
     return (torch.tensor(scale(xtr), dtype=torch.float32), torch.tensor(ytr),
             torch.tensor(scale(xte), dtype=torch.float32), torch.tensor(yte))
 
@@ -98,14 +98,12 @@ def main() -> int:
         x, y = x[keep], y[keep]
         union: dict[str, torch.Tensor] = {}
         for seed in range(args.seeds):
-            for method, fn in (
-                    ("robustkit square", lambda s=seed: square(model, x, y, eps=eps,
-                                                              queries=args.queries,
-                                                              seed=s).x_adv),
-                    ("torchattacks square", lambda s=seed: reference(model, x, y, eps, s,
-                                                                     args.queries))):
+            for method in ("robustkit square", "torchattacks square"):
                 t0 = time.thread_time()
-                x_adv = fn()
+                if method == "robustkit square":
+                    x_adv = square(model, x, y, eps=eps, queries=args.queries, seed=seed).x_adv
+                else:
+                    x_adv = reference(model, x, y, eps, seed, args.queries)
                 seconds = time.thread_time() - t0
                 linf = float((x_adv - x).abs().amax())
                 with torch.no_grad():

@@ -1,39 +1,13 @@
-"""Model passes an attack makes, and the time those passes alone take: the floor under
-any implementation that runs the same passes.
-
-``Counted(model)`` forwards to ``model`` and counts the images that go through forward
-passes and through backward passes (gradients flowing back to the input); ``floor_seconds``
-turns the counts into seconds with per-image costs measured in the same process.
+"""The time model passes alone take: the floor under any implementation that runs the
+same passes. The passes are counted by the package (``robustkit.attacks.passes``);
+``floor_seconds`` turns the counts into seconds with per-image costs measured in the same
+process.
 """
 from __future__ import annotations
 
 import torch
 from attacks_common import timed
 from torch import nn
-
-
-class Counted(nn.Module):
-    """``model`` with counters: ``forward_images`` (every forward call) and
-    ``backward_images`` (images whose input gradient was computed)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.forward_images = 0
-        self.backward_images = 0
-
-    def reset(self) -> None:
-        self.forward_images = self.backward_images = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.forward_images += len(x)
-        if x.requires_grad and torch.is_grad_enabled():
-            x = x.view_as(x)  # a node of its own: the hook fires once per backward through it
-            x.register_hook(self._backward)
-        return self.model(x)
-
-    def _backward(self, grad: torch.Tensor) -> None:
-        self.backward_images += len(grad)
 
 
 def per_image_costs(model: nn.Module, x: torch.Tensor, *, repeats: int = 5

@@ -21,12 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # above (names are the top-level modules and packages of robustkit; see
 # docs/architecture.md). The package's own __init__ (the public entry) is not layered.
 LAYERS = (
-    {"registry", "params", "progress", "tensorfiles"},  # foundations
+    {"registry", "params", "progress", "tensorfiles", "dask_address", "executors"},  # foundations
     {"data"},
     {"models"},
     {"store", "importing"},
     {"attacks", "certify"},
-    {"evaluate", "evaluate_stream"},
+    {"evaluate", "evaluate_checks", "evaluate_runs", "evaluate_stream", "samples", "shards",
+     "cards"},
     {"defenses"},
     {"report"},
     {"sweep"},

@@ -89,7 +89,7 @@ def test_a_dask_cluster_equals_one_process(task):
     _, one = evaluate_samples(model, "pgd", x, y, eps=0.1, batch_size=15, shard_size=15,
                               threads=1, steps=3)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         ex = DaskExecutor(client)
         _, two = evaluate_samples(model, "pgd", x, y, eps=0.1, batch_size=15, shard_size=15,

@@ -226,9 +226,14 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
 
     ``standard``: APGD-CE (``steps``, no restarts), APGD-T (``targets`` runner-up classes x
     ``steps``), FAB-T (same; skipped with ``info["skipped"] = ["fab_t"]`` while no ``fab``
-    attack is registered) and Square (``queries``). ``fast``: APGD-CE and APGD-T. ``rand``
-    (stochastic models): APGD-CE and APGD-DLR with loss and gradient averaged over ``eot``
-    passes. Samples misclassified on x count as broken by ``"clean"`` (x_adv = x); a
+    attack is registered) and Square (``queries``, p_init 0.8 in both norms). ``fast``:
+    APGD-CE and APGD-T. ``rand`` (stochastic models): APGD-CE and APGD-DLR with loss and
+    gradient averaged over ``eot`` passes. ``lean``: the same attacks with budgets that
+    follow the samples (:mod:`robustkit.attacks.autoattack_lean`: targets ranked by
+    linearized distance, APGD-T's later targets and FAB-T/Square only on the survivors
+    closest to the boundary, Square in full where gradients show masking), for a fraction
+    of standard's passes; ``info["triggers"]`` says why FAB-T and Square ran. The version
+    is named in ``info["version"]``; ``standard`` is AutoAttack as published. Samples misclassified on x count as broken by ``"clean"`` (x_adv = x); a
     FAB point counts only inside the ball (projected onto it) and when misclassified there.
 
     Args:
@@ -237,7 +242,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
         y: int64 (N,) true labels.
         eps: budget (>= 0) in ``norm``.
         norm: ``"linf"`` or ``"l2"``.
-        version: ``"standard"``, ``"fast"`` or ``"rand"``.
+        version: ``"standard"``, ``"fast"``, ``"rand"`` or ``"lean"``.
         steps: APGD (and FAB) iterations per run.
         targets: target classes of APGD-T and FAB-T (capped at K - 1).
         queries: Square's query budget per sample.

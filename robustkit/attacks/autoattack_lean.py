@@ -4,16 +4,18 @@
    ``r = margin at its best point / margin at x`` (z_y - max_{j != y} z_j; small r: APGD
    brought it near the boundary). r >= 1 (no progress at all) or a zero input gradient
    are signs of gradient masking.
-2. APGD-T toward targets ranked by linearized distance (MALT) at APGD-CE's best point:
-   the best-ranked target on every survivor, then target j on the ``c / j`` share of the
-   survivors closest to the boundary only (A3's discarding: the far ones are dropped; c >= 1
-   spends up to ``TARGET_RUNS`` runs per sample, so few survivors get every target); each
-   sample stops at its first break.
-3. FAB-T (best ``FAB_TARGETS`` ranked targets) and Square (``queries / SHORT_SQUARE``)
-   on the ``SHARE`` closest survivors, only where APGD-T still broke samples at its
-   later targets in step 2 ("breaking": the gradient attacks have not converged); Square
-   also, with its full ``queries``, on every survivor that showed signs of masking
-   ("masking"). ``info["triggers"]`` says which, per attack. Square's cost is mostly its
+2. APGD-T toward targets ranked by linearized distance at x (MALT), interleaved with
+   AutoAttack's order (largest clean logits): the first two targets on
+   every survivor, then target j on the ``c / (j - 1)`` share of the survivors closest to
+   the boundary only (A3's discarding: the far ones are dropped; c >= 1 spends up to
+   ``TARGET_RUNS`` runs per sample given to the chain, so that few survivors get every
+   target); each sample stops at its first break.
+3. FAB-T (best ``FAB_TARGETS`` targets by linearized distance) on the ``SHARE`` closest
+   survivors: a short test by another geometry (on a breast-cancer GMM, FAB-T broke 3
+   samples that every APGD run left). Square (``queries / SHORT_SQUARE``) on them only
+   where APGD-T's later targets or FAB-T still broke samples ("breaking": the attacks
+   have not converged), and with its full ``queries`` on every survivor that showed signs
+   of masking ("masking"). ``info["triggers"]`` says why each ran. Square's cost is mostly its
    sequential iterations (the batch shrinks, the loop does not), hence the short budget
    where it only backs up the gradient attacks.
 
@@ -36,9 +38,15 @@ from robustkit.attacks.apgd_common import resolve_loss
 from robustkit.attacks.base import AttackResult, eval_mode, make_result
 from robustkit.attacks.rng import sample_rng
 from robustkit.attacks.square import SQUARE_P_INIT, margin, square
-from robustkit.attacks.targets import linearized_distance, next_ranks, pairs, row_budget
+from robustkit.attacks.targets import (
+    interleave,
+    linearized_distance,
+    next_ranks,
+    pairs,
+    row_budget,
+)
 
-TARGET_RUNS = 3  # APGD-T runs per sample given to the chain (AutoAttack: 9 per survivor)
+TARGET_RUNS = 1.25  # APGD-T runs per sample given to the chain (AutoAttack: 9 per survivor)
 SHARE = 0.25  # the closest survivors FAB-T and Square run on when APGD-T still breaks
 SHORT_SQUARE = 5  # Square's queries / this on them (its full budget where masking shows)
 FAB_TARGETS = 3
@@ -69,10 +77,12 @@ def lean_chain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
             t0 = time.perf_counter()
             m0 = state.margins(x[rows], rows)
             r = state.margins(x_adv[rows], rows) / m0.clamp_min(1e-12)
-            # ranked at APGD-CE's best point: nearer the boundary, the linearization is
-            # better (digits RBF-SVM at eps 0.2: more of the targets APGD-T breaks with
-            # rank first there than at x)
-            cls, dist = linearized_distance(model, x_adv[rows], y[rows], norm)
+            # MALT's ranking at x, interleaved with AutoAttack's (the largest clean logits):
+            # on the digits models each ranks first targets the other ranks 2-6
+            cls, dist = linearized_distance(model, x[rows], y[rows], norm)
+            with torch.no_grad():
+                by_logit = model(x[rows]).argsort(dim=1, descending=True)[:, 1:]
+            cls = interleave(cls, by_logit)
             masked = (r > NO_PROGRESS) | dist.isinf().all(1)
             late = _apgd_t(state, rows, r, m0.clamp_min(1e-12),
                            cls[:, :min(targets, cls.shape[1])], budget=TARGET_RUNS * n,
@@ -115,21 +125,21 @@ class _State:
 def _apgd_t(s: _State, rows: torch.Tensor, r: torch.Tensor, m0: torch.Tensor,
             cls: torch.Tensor, *, budget: float,
             eps: float, norm: str, steps: int, seed: int, ids: torch.Tensor) -> int:
-    """Targeted APGD in rank order: rank 1 on every row, rank j on the closest
-    ``c / j`` share (by r, updated after rank 1), c >= 1 so that all ranks together make
-    at most ``budget`` target runs (rank 1 included) where that allows more than 1 / j.
-    Returns the breaks at ranks >= 2."""
+    """Targeted APGD in rank order: ranks 1 and 2 on every row, rank j > 2 on the closest
+    ``c / (j - 1)`` share (by r, updated after rank 1), c >= 1 so that all ranks together
+    make at most ``budget`` target runs where that allows more. Returns the breaks at
+    ranks >= 2."""
     loss, _ = resolve_loss("dlr", int(cls.shape[1]) + 1, targeted=True)
     gen = sample_rng(seed, s.x, ids, "apgd")
     n0, top = len(rows), int(cls.shape[1])
-    harmonic = sum(1 / j for j in range(2, top + 1))
-    c = max(1.0, (budget - n0) / (n0 * harmonic)) if harmonic else 1.0
+    harmonic = sum(1 / (j - 1) for j in range(3, top + 1))
+    c = max(1.0, (budget - 2 * n0) / (n0 * harmonic)) if harmonic else 1.0
 
     def run(sub: torch.Tensor, ranks: list[int]) -> int:
         # sub: positions in rows; each (sample, rank) pair one APGD-T row, siblings stop
         # together at the first break
         sample, rank = pairs(sub, ranks)
-        keep = rank <= (c * n0 / (1 + order[sample])).floor().long()
+        keep = rank <= 1 + (c * n0 / (1 + order[sample])).floor().long()
         sample, rank = sample[keep], rank[keep]
         if not len(sample):
             return 0
@@ -166,20 +176,24 @@ def _tail(s: _State, rows: torch.Tensor, r: torch.Tensor, cls: torch.Tensor,
           fab_t: Callable[..., AttackResult] | None,
           counts: dict[str, int], evaluated: dict[str, int], seconds: dict[str, float]
           ) -> dict[str, Any]:
-    """FAB-T and Square where APGD-T still broke samples (the closest SHARE) or, Square
-    only, where gradients showed masking. Returns the trigger of each."""
-    alive = ~s.broken[rows]
-    close = torch.zeros_like(alive)
-    if late:
-        k = math.ceil(SHARE * len(rows))
-        close[r.argsort()[:k]] = True
-    triggers: dict[str, Any] = {}
+    """FAB-T on the closest SHARE of the survivors (a short test by another geometry),
+    then Square on them where APGD-T's later targets or FAB-T still broke samples
+    ("breaking"), and on every survivor where gradients showed masking ("masking").
+    Returns the trigger of each."""
+    close = torch.zeros_like(masked)
+    close[r.argsort()[:math.ceil(SHARE * len(rows))]] = True
+    triggers: dict[str, Any] = {"fab_t": "closest share"}
     for name in ("fab_t", "square"):
-        want = close | (masked if name == "square" else torch.zeros_like(masked))
-        sub = (want & ~s.broken[rows]).nonzero().squeeze(1)
-        triggers[name] = ("breaking" if late else "") + \
-            ("+masking" if name == "square" and bool((masked & alive).any()) else "")
-        triggers[name] = triggers[name].strip("+") or "none"
+        alive = ~s.broken[rows]
+        if name == "square":
+            breaking = bool(late or counts.get("fab_t"))
+            masking = bool((masked & alive).any())
+            triggers[name] = "+".join(w for w, on in (("breaking", breaking),
+                                                      ("masking", masking)) if on) or "none"
+            want = (close if breaking else torch.zeros_like(close)) | masked
+        else:
+            want = close
+        sub = (want & alive).nonzero().squeeze(1)
         evaluated[name], counts[name] = len(sub), 0
         if not len(sub) or (name == "fab_t" and fab_t is None):
             continue

@@ -118,3 +118,20 @@ def linearized_order(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: s
     out = order.clone()
     out[idx] = linearized_distance(model, x[idx], y[idx], norm)[0]
     return out
+
+
+def interleave(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Two orders (n, m) of the same m classes per row merged: first[0], second[0],
+    first[1], second[1], ..., each class at its earliest place.
+
+    Example:
+        >>> interleave(torch.tensor([[1, 2, 3]]), torch.tensor([[3, 2, 1]])).tolist()
+        [[1, 3, 2]]
+    """
+    n, m = first.shape
+    k = int(torch.maximum(first.max(), second.max())) + 1 if first.numel() else m
+    pos = torch.arange(m, device=first.device).expand(n, m)
+    key = torch.full((n, k), 2 * k + 2, dtype=torch.long, device=first.device)
+    key.scatter_(1, first, 2 * pos)
+    key.scatter_reduce_(1, second, 2 * pos + 1, reduce="amin")
+    return key.argsort(dim=1, stable=True)[:, :m]  # classes absent from the row sort last

@@ -51,9 +51,18 @@ def split_head(ops: list[Op]) -> tuple[list[Op], list[Affine]]:
 
 def head_matrix(head: list[Affine], h: Tensor) -> tuple[Tensor, Tensor]:
     """(W (K, H), b (K,)) of the affine head for inputs shaped like h (N, ...), in h's
-    dtype: K backward passes through the head at 0 (differentiable in the parameters
-    when gradients are on)."""
+    dtype, differentiable in the parameters when gradients are on: one pass of the identity
+    basis through the head when it is small, else K backward passes at 0."""
     train = torch.is_grad_enabled()
+    dim = h[0].numel()
+    if dim * (dim + 1) <= 4_000_000:
+        basis = torch.cat([torch.zeros(1, dim, dtype=h.dtype, device=h.device),
+                           torch.eye(dim, dtype=h.dtype, device=h.device)])
+        out = basis.reshape(dim + 1, *h.shape[1:])
+        for op in head:
+            out = op.fn(out)
+        out = out.flatten(1)
+        return (out[1:] - out[:1]).T, out[0]
     with torch.enable_grad():
         zero = torch.zeros((1,) + tuple(h.shape[1:]), dtype=h.dtype, device=h.device,
                            requires_grad=True)

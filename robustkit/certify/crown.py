@@ -60,17 +60,16 @@ def relaxation(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 def backward(layers: Layers, bounds: Bounds, k: int, lam: Tensor, c: Tensor, x0: Tensor,
              eps: float, norm: str) -> Tensor:
-    """Lower bound (N, R) of ``lam z_k + c`` (lam (N, R, n_k)), k 0-based, over the ball."""
-    for i in range(k, -1, -1):
-        w, b = layers[i]
-        c = c + lam @ b
-        lam = lam @ w
-        if i == 0:
-            break
-        lower, upper, shift = relaxation(*bounds[i - 1])
+    """Lower bound (N, R) of ``lam h_k + c`` over the ball, h_k the input of layer k
+    (0-based: x for k = 0, relu(z_{k-1}) after), lam (N, R, n)."""
+    for i in range(k - 1, -1, -1):
+        lower, upper, shift = relaxation(*bounds[i])
         pos, neg = lam.clamp_min(0), lam.clamp_max(0)
         c = c + (neg @ shift[:, :, None])[..., 0]
         lam = pos * lower[:, None, :] + neg * upper[:, None, :]
+        w, b = layers[i]
+        c = c + lam @ b
+        lam = lam @ w
     return concretize(lam, c, x0, eps, norm)
 
 
@@ -83,9 +82,8 @@ def preactivation_bounds(layers: Layers, x0: Tensor, eps: float, norm: str,
         w, b = layers[k]
         n = len(b)
         if k == 0 or crown:
-            eye = torch.eye(n, dtype=x0.dtype).expand(len(x0), -1, -1)
-            lam = torch.cat([eye, -eye], 1)
-            both = backward(layers, bounds, k, lam, torch.zeros(lam.shape[:2], dtype=x0.dtype),
+            lam = torch.cat([w, -w]).expand(len(x0), -1, -1)
+            both = backward(layers, bounds, k, lam, torch.cat([b, -b]).expand(len(x0), -1),
                             x0, eps, norm)
             lo, hi = both[:, :n], -both[:, n:]
         if k > 0:
@@ -106,11 +104,10 @@ def margin_bounds(layers: Layers, bounds: Bounds, x0: Tensor, y: Tensor, eps: fl
     oth = others(y, k)
     eye = torch.eye(k, dtype=x0.dtype)
     spec = eye[y][:, None, :] - eye[oth]
-    lower = backward(layers, bounds, len(layers) - 1, spec,
-                     torch.zeros(spec.shape[:2], dtype=x0.dtype), x0, eps, norm)
+    w, b = layers[-1]
+    lower = backward(layers, bounds, len(layers) - 1, spec @ w, spec @ b, x0, eps, norm)
     if not bounds:
         return lower
-    w, b = layers[-1]
     lo, hi = bounds[-1][0].clamp_min(0), bounds[-1][1].clamp_min(0)
     wm = spec @ w
     mid, rad = (hi + lo) / 2, (hi - lo) / 2

@@ -169,8 +169,12 @@ def kernel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: tuple[flo
         One CertifyResult per eps.
 
     Example:
-        >>> from robustkit import certify, models
-        >>> model, _ = models.train("svm", "moons")  # doctest: +SKIP
+        >>> from robustkit import certify, load_dataset, models
+        >>> model, _ = models.train("svm", "moons")
+        >>> x, y, _ = load_dataset("moons", "test", limit=20)
+        >>> r = certify.certify(model, x, y, eps=0.05, method="kernel")
+        >>> r.decided_share
+        1.0
     """
     found = kernel_head(model)
     if isinstance(found, str):

@@ -67,8 +67,8 @@ def linear(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: tuple[flo
         chunk: samples per batch (memory is chunk * K * D float64 numbers).
 
     Returns:
-        One ``CertifyResult`` per eps; ``radius`` is the exact minimal adversarial
-        distance (inf where no point of the box is adversarial), ``info["margin"]`` the
+        One ``CertifyResult`` per eps; ``radius`` is the minimal adversarial distance
+        (exact up to the rounding allowance; inf where no point of the box is adversarial), ``info["margin"]`` the
         worst-case margin logit_y - max_j logit_j over the ball (float64, N).
 
     Example:
@@ -120,8 +120,10 @@ def _chunk(w: torch.Tensor, b: torch.Tensor, flat: torch.Tensor, y: torch.Tensor
     tol = tol_scale * (c.abs() + a.abs().sum(-1))
     m0 = (a * x0).sum(-1) + c
     dist_fn = dist_linf if norm == "linf" else dist_l2
-    dist, _ = dist_fn(a, m0.clamp_min(0), x0)
-    # shrink by a relative 1e-9 against rounding: a lower bound of the minimal distance
+    # the distance at which the margin falls to the rounding allowance (where the model's
+    # own forward pass may flip), shrunk by a relative 1e-9: a lower bound of the minimal
+    # distance for the model as it computes, not only in exact arithmetic
+    dist, _ = dist_fn(a, (m0 - tol).clamp_min(0), x0)
     radius = (dist.amin(-1) * (1 - 1e-9)).clamp_min(0)
     worsts, advs, safes = [], [], []
     for e in eps:

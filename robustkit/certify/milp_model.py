@@ -145,7 +145,8 @@ class Outcome:
 def solve_pair(prog: Program, spec: np.ndarray, cutoff: float, time_limit: float) -> Outcome:
     """Minimize ``spec . logits`` (spec = e_y - e_j) until a negative point, a bound above
     ``cutoff``, or ``time_limit`` CPU seconds of this process (HiGHS's own limit, in wall
-    time, is set to four times that: a backstop on a loaded machine)."""
+    time, is set to twenty times that: only a backstop, since a loaded machine stretches
+    wall time several-fold)."""
     import highspy
 
     # A fresh solver per pair: one that was interrupted keeps its interrupt flag.
@@ -157,7 +158,7 @@ def solve_pair(prog: Program, spec: np.ndarray, cutoff: float, time_limit: float
     cost[prog.last_cols] = row[prog.last_pos]
     h.changeColsCost(len(cost), np.arange(len(cost), dtype=np.int32), cost)  # type: ignore
     h.changeObjectiveOffset(float(spec @ prog.b_out))  # type: ignore[attr-defined]
-    h.setOptionValue("time_limit", max(4 * float(time_limit), 0.01))  # type: ignore
+    h.setOptionValue("time_limit", max(20 * float(time_limit), 0.01))  # type: ignore
     h.setOptionValue("objective_bound", float(cutoff))  # type: ignore[attr-defined]
     found: dict[str, np.ndarray] = {}
 

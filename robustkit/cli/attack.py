@@ -140,6 +140,8 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
         ticker.set_postfix_str("minimal perturbations" if e is None else f"eps {e:g}")
 
     def shard_done(res: Any) -> None:
+        if not sharded:  # keep_v counted these samples attack call by attack call
+            return
         ticker.update(res.stop - res.start)
         rate = ticker.n / max(time.perf_counter() - t0, 1e-9)
         ticker.set_postfix_str(f"{rate:.3g} samples/s, last shard {res.start}-{res.stop} on "

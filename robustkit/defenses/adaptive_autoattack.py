@@ -98,7 +98,9 @@ def adaptive_autoattack(system: DefendedSystem, x: torch.Tensor, y: torch.Tensor
     if eps > 0 and system.detector is not None:
         lead = adaptive_pgd(system, x, y, eps=eps, norm=norm, steps=steps, seed=seed)
         hit = lead.success.to(y.device) & ~broken
-        x_adv, broken = lead.x_adv.detach().clone(), broken | hit
+        # A sample the system already gets wrong on x keeps x, as in AutoAttack.
+        x_adv = torch.where(broken.view(-1, *[1] * (x.dim() - 1)), x, lead.x_adv.detach())
+        broken = broken | hit
         for i in hit.nonzero().squeeze(1).tolist():
             by[i] = "adaptive_pgd"
         counts["adaptive_pgd"] = int(hit.sum())

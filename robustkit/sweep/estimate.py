@@ -32,7 +32,7 @@ ATTACK_STEPS = {"fgsm": 1, "fgm": 1, "noise": 0.5, "patch": 0.5, "deepfool": 30,
                 "deepfool_linf": 30, "uap": 100, "uap_sgd": 40}
 # Training cost multiplier of each defense over plain training.
 DEFENSE_COST = {"fgsm_rs": 2.0, "pgd": 8.0, "universal": 1.5, "retrain": 4.0,
-                "detector": 2.0, "rectifier": 4.0}
+                "detector": 2.0, "rectifier": 4.0, "ibp": 2.0}
 
 
 def _sizes(cell: Cell) -> tuple[int, int]:

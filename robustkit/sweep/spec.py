@@ -44,7 +44,8 @@ defenses (names it runs on), adaptive. Once ``[[defenses]]`` are given, list ``d
 their inputs (:mod:`robustkit.sweep.certify_spec`).
 
 An attack with ``adaptive = true`` knows the defense: it runs only against defenses that
-wrap a model (detector, prn), as the adaptive attacks of ``robustkit.defenses.adaptive``;
+wrap a model (detector, prn), as the adaptive attacks of ``robustkit.defenses.adaptive``
+and ``robustkit.defenses.adaptive_autoattack``;
 every other attack against a detector system attacks the bare classifier and is scored on
 the whole system. White-box attacks on adversarially trained models are adaptive already.
 

@@ -91,7 +91,7 @@ def test_lean_records_its_stages_and_triggers(mlp, data):
         assert sum(b == name for b in by) == k
     assert set(res.info["triggers"]) == {"fab_t", "square"}
     for reason in res.info["triggers"].values():
-        assert reason in ("none", "breaking", "masking", "breaking+masking")
+        assert reason in ("none", "breaking", "masking", "breaking+masking", "closest share")
     assert res.info["forward_images"] > 0 and res.info["backward_images"] > 0
 
 

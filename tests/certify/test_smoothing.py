@@ -102,3 +102,12 @@ def test_not_auto_not_linf_and_exempt_from_attack_checks() -> None:
     certify.check_against_attack(res, torch.ones(2, dtype=torch.bool))  # no contradiction
     with pytest.raises(ValueError, match="sigma"):
         certify.certify(model, x, y, eps=0.1, norm="l2", method="smoothing", sigma=0.0)
+
+
+def test_every_family(model, digits_test) -> None:
+    """Smoothing needs only forward passes: it runs on every family's digits model."""
+    x, y = digits_test.x[:6], digits_test.y[:6]
+    res = certify.certify(model, x, y, eps=0.1, norm="l2", method="smoothing", n=50, n0=10,
+                          batch=128)
+    assert len(res.status) == 6 and res.info["n"] == 50
+    assert bool((res.radius[res.certified] > 0.1).all())

@@ -88,7 +88,7 @@ def test_defend_reports_epochs(tmp_path, monkeypatch):
 def test_sweep_reports_cells(tiny_sweep, monkeypatch):
     from robustkit.sweep import runner
 
-    monkeypatch.setattr(runner, "cell_task", slowed(runner.cell_task))
+    monkeypatch.setattr(runner, "wave_task", slowed(runner.wave_task))
     res = CliRunner().invoke(main, ["sweep", str(tiny_sweep), "--out",
                                     str(tiny_sweep.parent / "out"), "--workers", "0",
                                     "--no-report", "--json"])

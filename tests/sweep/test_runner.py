@@ -33,7 +33,7 @@ def test_serial_processes_and_dask_give_the_same_rows(tmp_path, tiny_spec):
     threads = torch.get_num_threads()
     try:
         with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                      dashboard_address=None) as cluster:
+                                      dashboard_address=":0") as cluster:
             # by address, as `robustkit sweep --dask ADDRESS` does
             on_dask = run_sweep([spec], tmp_path / "dask", dask=cluster.scheduler_address,
                                 threads=1, report=False)

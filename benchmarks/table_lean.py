@@ -18,7 +18,7 @@ def lean_table(rows: list[Row]) -> Rendered:
     head = ["dataset", "model", "eps", "n", "lean", "standard", "reference mean (seeds)",
             "lean - ref. mean (points)", "ref. breaks, lean misses", "survive", "lean fwd / img",
             "lean bwd / img", "fwd / ref.", "bwd / ref.", "time / ref.", "time / standard",
-            "FAB-T, Square ran for", "5-eps curve / this eps"]
+            "FAB-T, Square ran for", "5-eps curve / this eps", "ref. at the same commit"]
     body = []
     for r in rows:
         if r["method"] != LEAN or not r.get("forward_images"):
@@ -51,7 +51,8 @@ def lean_table(rows: list[Row]) -> Rendered:
             ratio(r["seconds"], ref0["seconds"]),
             ratio(r["seconds"], std["seconds"] if std else None),
             ", ".join(f"{k}: {v}" for k, v in json.loads(r.get("triggers") or "{}").items()),
-            ratio(curve["seconds"], r["seconds"]) if curve else ""])
+            ratio(curve["seconds"], r["seconds"]) if curve else "",
+            "yes" if ref0.get("commit") == r.get("commit") else f"no ({ref0.get('commit')})"])
     return head, body
 
 

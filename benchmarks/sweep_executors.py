@@ -44,15 +44,16 @@ TIMING = ("seconds", "samples_per_second", "train_seconds", "train_ratio", "devi
 
 
 def tree_cpu(procs: list[psutil.Process]) -> float:
-    """User + system CPU seconds of ``procs`` and their live descendants."""
+    """User + system CPU seconds of ``procs`` and their live descendants, each process
+    once (the Dask processes are this process's descendants too)."""
+    seen = {q.pid: q for p in procs for q in [p, *p.children(recursive=True)]}
     total = 0.0
-    for p in procs:
-        for q in [p, *p.children(recursive=True)]:
-            try:
-                t = q.cpu_times()
-                total += t.user + t.system
-            except psutil.NoSuchProcess:
-                continue
+    for q in seen.values():
+        try:
+            t = q.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            continue
     return total
 
 

@@ -18,7 +18,7 @@ def lean_table(rows: list[Row]) -> Rendered:
     head = ["dataset", "model", "eps", "n", "lean", "standard", "reference mean (seeds)",
             "lean - ref. mean (points)", "ref. breaks, lean misses", "survive", "lean fwd / img",
             "lean bwd / img", "fwd / ref.", "bwd / ref.", "time / ref.", "time / standard",
-            "FAB-T, Square ran for", "5-eps curve / this eps", "ref. at the same commit"]
+            "FAB-T, Square ran for", "5-eps curve / this eps", "reference timed on the same code"]
     body = []
     for r in rows:
         if r["method"] != LEAN or not r.get("forward_images"):
@@ -52,7 +52,7 @@ def lean_table(rows: list[Row]) -> Rendered:
             ratio(r["seconds"], std["seconds"] if std else None),
             ", ".join(f"{k}: {v}" for k, v in json.loads(r.get("triggers") or "{}").items()),
             ratio(curve["seconds"], r["seconds"]) if curve else "",
-            "yes" if ref0.get("commit") == r.get("commit") else f"no ({ref0.get('commit')})"])
+            "yes" if ref0.get("commit") == r.get("commit") else f"no: code {ref0.get('commit')}"])
     return head, body
 
 

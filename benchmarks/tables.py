@@ -148,15 +148,15 @@ TABLES: list[Table] = [
                "over its seeds; \"ref. breaks, lean misses\": samples some reference seed "
                "broke and lean left robust. Passes are images through forward / backward "
                "passes per test image (robustkit.attacks.passes), ratios are lean's over the "
-               "reference chain's (seed 0); time is thread CPU seconds, at the same commit "
+               "reference chain's (seed 0); time is thread CPU seconds, on the same code "
                "(same process or not) where the last column says so, else against the "
-               "reference row of the named earlier commit (same machine and clock). "
+               "reference row timed on the named earlier code (same machine and clock). "
                "For scale, A3 (Liu et al., CVPR 2022) reports per CIFAR-10 image 4,960 "
                "forward / 1,230 backward passes for AutoAttack and 431 / 212 for A3 on "
                "Gowal2020 WRN-28-10. \"survive\": the reference's robust accuracy (the work "
                "bar applies from 20%). The dataset \"unseen\" holds three models the "
                "benchmark had not used (benchmarks/autoattack_unseen.py). No GPU row exists "
-               "yet: this session had no GPU."),
+               "yet: none was available for these runs."),
     Table("attacks_square_flat.csv", "Square on flat inputs: robustkit vs torchattacks",
           "python benchmarks/attacks_square_flat.py --seeds 10", render=square_flat,
           note="Linf, 5,000 queries, on the correctly classified test samples; torchattacks "

@@ -83,7 +83,7 @@ def child(mode: str, n: int, root: str) -> None:
     from robustkit import load_dataset
     from robustkit.data import iter_batches
     from robustkit.evaluate import evaluate
-    from robustkit.evaluate_stream import evaluate_stream
+    from robustkit.evaluate.stream import evaluate_stream
 
     model = tiny_cnn()
     name = f"folder:imgs,size={SIZE}"

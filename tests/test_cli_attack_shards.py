@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from robustkit import models, store
 from robustkit.cli import main
-from robustkit.samples import SAMPLE_COLUMNS
+from robustkit.evaluate.samples import SAMPLE_COLUMNS
 
 ARGS = ("--model", "lin", "--attack", "pgd", "--eps", "0.05", "--eps", "0.1", "--param",
         "steps=2", "--limit", "40", "--device", "cpu", "--batch-size", "10")

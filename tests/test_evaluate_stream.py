@@ -13,7 +13,7 @@ from robustkit.attacks.universal import uap, uap_sgd
 from robustkit.attacks.universal_stream import uap_sgd_stream, uap_stream
 from robustkit.data import iter_batches
 from robustkit.evaluate import evaluate
-from robustkit.evaluate_stream import evaluate_stream
+from robustkit.evaluate.stream import evaluate_stream
 
 ON_MLP = pytest.mark.parametrize("family", ["mlp"])  # conftest's cached `model` fixture
 TIMES = ("seconds", "samples_per_second")

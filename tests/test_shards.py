@@ -7,9 +7,9 @@ import torch
 from _fixtures import digits, fitted_model
 
 from robustkit.evaluate import evaluate, evaluate_samples
+from robustkit.evaluate.samples import SAMPLE_COLUMNS
+from robustkit.evaluate.shards import plan
 from robustkit.executors import DaskExecutor, ProcessExecutor
-from robustkit.samples import SAMPLE_COLUMNS
-from robustkit.shards import plan
 
 N = 60
 AA = {"version": "fast", "steps": 5, "targets": 2}

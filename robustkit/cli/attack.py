@@ -232,7 +232,7 @@ def _stream_rows(spec: Any, model: torch.nn.Module, name: str, split: str,
     """Rows of ``evaluate_stream`` over lazily read batches (a universal v fitted on the
     streamed train split), and the first few inputs as a Dataset (for the PNG of v)."""
     from robustkit.data import Dataset, iter_batches
-    from robustkit.evaluate_stream import evaluate_stream
+    from robustkit.evaluate.stream import evaluate_stream
 
     batches = iter_batches(name, split, root, batch_size=batch_size, seed=seed, limit=limit)
     fit = iter_batches(name, "train", root, batch_size=batch_size, seed=seed) \
@@ -247,8 +247,8 @@ def _write_out_dir(folder: Path, rows: list[dict[str, Any]], model: torch.nn.Mod
                    name: str, dataset: str, spec: Any, params: dict[str, Any],
                    seed: int) -> list[str]:
     """rows.csv and card.json beside samples.parquet (which evaluate wrote)."""
-    from robustkit.cards import model_card, write_card
     from robustkit.evaluate import COLUMNS
+    from robustkit.evaluate.cards import model_card, write_card
 
     _write_csv(folder / "rows.csv", rows, COLUMNS)
     card = model_card(rows, model, name=name, dataset=dataset,

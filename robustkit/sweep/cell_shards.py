@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from robustkit.attacks import get
-from robustkit.samples import read_parts, rows_from, shard_frame, write_part, write_table
-from robustkit.shards import ShardJob, check_folder, plan, shard_task
+from robustkit.evaluate.samples import read_parts, rows_from, shard_frame, write_part, write_table
+from robustkit.evaluate.shards import ShardJob, check_folder, plan, shard_task
 from robustkit.sweep.cells import Cell, is_wrapper
 from robustkit.sweep.evaluation import train_facts
 from robustkit.sweep.jobdata import Context, job_model, test_data

@@ -48,7 +48,7 @@ def evaluate_cell(cell: Cell, eps: tuple[float, ...], ctx: Context
               "on_result": keep_v if spec.kind == "universal" else None,
               **dict(cell.attack.params)}
     if cell.job.dataset.stream:
-        from robustkit.evaluate_stream import evaluate_stream
+        from robustkit.evaluate.stream import evaluate_stream
 
         fit = stream_data(cell.job, ctx, "train") if spec.kind == "universal" else None
         rows = evaluate_stream(model, spec, stream_data(cell.job, ctx, "test"), fit=fit,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from robustkit.evaluate_runs import Outcome
+from robustkit.evaluate.runs import Outcome
 from robustkit.tensorfiles import load_tensors, save_tensors
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ A shard is a run of consecutive samples, made of whole batches, so that every at
 sees the same inputs whatever the number of workers; attacks draw their randomness per
 sample id (:mod:`robustkit.attacks.rng`), so that the outcome of a sample does not depend
 on its shard either. With an output folder, each finished shard is written at once
-(:mod:`robustkit.samples`) and a rerun with the same settings runs only the missing ones.
+(:mod:`robustkit.evaluate.samples`) and a rerun with the same settings runs only the missing ones.
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from torch import nn
 
 from robustkit.attacks import AttackSpec, get
 from robustkit.attacks.base import eval_mode
-from robustkit.evaluate_checks import canonical
-from robustkit.evaluate_runs import Context, OnResult, Outcome, norm_of, predict, run_block
+from robustkit.evaluate.checks import canonical
+from robustkit.evaluate.runs import Context, OnResult, Outcome, norm_of, predict, run_block
 from robustkit.store import atomic_write
 
 

@@ -1,6 +1,6 @@
 """Attack x model -> rows: robust accuracy, success/fooling/misclassification rates, norms and
 speed per eps, for every kind of attack (fixed budget, minimal perturbation, universal),
-in this process or split into shards over workers (:mod:`robustkit.shards`).
+in this process or split into shards over workers (:mod:`robustkit.evaluate.shards`).
 
 Definitions (per row, over the n evaluated samples):
     clean_accuracy          pred(x) == y
@@ -24,11 +24,9 @@ from robustkit.attacks import AttackResult, AttackSpec, get
 from robustkit.attacks.base import eval_mode
 from robustkit.attacks.checks import check_not_meta
 from robustkit.certify.columns import certify_options, with_certificates
-from robustkit.evaluate_checks import canonical, check_batch_size, check_data, check_eps, clock
-from robustkit.evaluate_runs import OnResult
-from robustkit.executors import make_executor
-from robustkit.models.registry import model_device, resolve_device
-from robustkit.samples import (
+from robustkit.evaluate.checks import canonical, check_batch_size, check_data, check_eps, clock
+from robustkit.evaluate.runs import OnResult
+from robustkit.evaluate.samples import (
     COLUMNS,
     gather_x_adv,
     read_parts,
@@ -38,7 +36,7 @@ from robustkit.samples import (
     write_table,
     write_x_adv,
 )
-from robustkit.shards import (
+from robustkit.evaluate.shards import (
     ShardJob,
     ShardResult,
     check_folder,
@@ -47,6 +45,8 @@ from robustkit.shards import (
     plan,
     run_shards,
 )
+from robustkit.executors import make_executor
+from robustkit.models.registry import model_device, resolve_device
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -82,7 +82,7 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
     sample index), so each sample's outcome is the one a single process gives; with the
     same ``shard_size`` the batches are the same too, and the rows equal bit for bit.
     With ``out``, each finished shard is written to ``<out>/samples.parts/`` at once and
-    the whole per-sample table to ``<out>/samples.parquet`` (:mod:`robustkit.samples`);
+    the whole per-sample table to ``<out>/samples.parquet`` (:mod:`robustkit.evaluate.samples`);
     a rerun with the same model, data and settings runs only the shards not there.
 
     Args:
@@ -148,7 +148,7 @@ def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor
                      certify: bool | Mapping[str, Any] | None = None,
                      keep_x_adv: bool = False,
                      **params: Any) -> tuple[list[dict[str, Any]], pd.DataFrame]:
-    """:func:`evaluate`'s rows and its per-sample table (``robustkit.samples``' columns).
+    """:func:`evaluate`'s rows and its per-sample table (``robustkit.evaluate.samples``' columns).
 
     Example:
         >>> from robustkit import load_dataset, models

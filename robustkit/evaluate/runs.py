@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from robustkit.attacks import AttackResult, AttackSpec
-from robustkit.evaluate_checks import clock
+from robustkit.evaluate.checks import clock
 
 OnResult = Callable[["float | None", AttackResult], None]
 

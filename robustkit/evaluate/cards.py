@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from robustkit import __version__
-from robustkit.shards import model_digest
+from robustkit.evaluate.shards import model_digest
 from robustkit.store import atomic_write
 
 # The fields of RobustBench's model_info/<dataset>/<threat>/<Name>.json, in its order.

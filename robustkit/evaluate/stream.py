@@ -20,10 +20,10 @@ from torch import nn
 
 from robustkit.attacks import AttackResult, AttackSpec, get
 from robustkit.attacks.base import eval_mode
-from robustkit.evaluate_checks import canonical, check_data, check_eps, clock
-from robustkit.evaluate_runs import Context, OnResult, Outcome, predict, run_block
+from robustkit.evaluate.checks import canonical, check_data, check_eps, clock
+from robustkit.evaluate.runs import Context, OnResult, Outcome, predict, run_block
+from robustkit.evaluate.samples import row
 from robustkit.models.registry import model_device, resolve_device
-from robustkit.samples import row
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 

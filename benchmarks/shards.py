@@ -36,11 +36,12 @@ from typing import Any
 import torch
 from attacks_common import PARAMS, code_version, load, trained
 from common import RESULTS, device_name, write_csv
+from dask_cluster import DaskCluster
 
 from robustkit import models as robustkit_models
 from robustkit import store
 from robustkit.evaluate import evaluate_samples
-from robustkit.executors import DaskExecutor, DeviceExecutor, ProcessExecutor, SerialExecutor
+from robustkit.executors import DeviceExecutor, ProcessExecutor, SerialExecutor
 
 OUT = RESULTS / "shards.csv"
 CACHE = RESULTS.parents[1] / "runs" / "bench-shards"  # trained models (git-ignored)
@@ -68,37 +69,6 @@ def fgsm_rs_cnn(epochs: int) -> torch.nn.Module:
           flush=True)
     store.save(res.model, folder, family="cnn")
     return res.model
-
-
-class DaskCluster:
-    """``dask scheduler`` and ``dask worker --nworkers 2 --nthreads 1`` on the loopback."""
-
-    def __init__(self, port: int = 8797) -> None:
-        self.address = f"tcp://127.0.0.1:{port}"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        self.procs = [subprocess.Popen(
-            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-             "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
-        time.sleep(3)
-        self.procs.append(subprocess.Popen(
-            [str(BIN / "dask"), "worker", self.address, "--nworkers", "2", "--nthreads", "1",
-             "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
-
-    def executor(self) -> DaskExecutor:
-        from distributed import Client
-
-        client = Client(self.address, timeout=60, set_as_default=False)
-        client.wait_for_workers(2, timeout=120)
-        return DaskExecutor(client)
-
-    def close(self) -> None:
-        for p in reversed(self.procs):
-            p.send_signal(signal.SIGINT)
-        for p in reversed(self.procs):
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def run_modes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, args: Any,

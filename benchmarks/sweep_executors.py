@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +31,7 @@ import psutil
 import torch
 from attacks_common import code_version
 from common import RESULTS, device_name, write_csv
+from dask_cluster import DaskCluster
 
 from robustkit.sweep import parse_spec, run_sweep
 from robustkit.sweep.results import read_rows
@@ -57,43 +56,15 @@ def tree_cpu(procs: list[psutil.Process]) -> float:
     return total
 
 
-class Cluster:
-    def __init__(self, port: int, profile: bool) -> None:
-        self.address = f"tcp://127.0.0.1:{port}"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        if not profile:
-            env["DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"] = "False"
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
-        self.procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1",
-                                        "--port", str(port), "--no-dashboard"], **quiet)]
-        time.sleep(3)
-        self.procs.append(subprocess.Popen([str(BIN / "dask"), "worker", self.address,
-                                            "--nworkers", "2", "--nthreads", "1",
-                                            "--no-dashboard"], **quiet))
-        from distributed import Client
-
-        with Client(self.address, timeout=60) as c:
-            c.wait_for_workers(2, timeout=120)
-        self.ps = [psutil.Process(p.pid) for p in self.procs]
-
-    def close(self) -> None:
-        for p in reversed(self.procs):
-            p.send_signal(signal.SIGINT)
-        for p in reversed(self.procs):
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
 def run(mode: str, spec_text: str, port: int) -> dict[str, Any]:
     out = Path(tempfile.mkdtemp(prefix=f"robustkit-sweep-{mode}-"))
-    cluster = Cluster(port, profile=mode != "dask-noprofile") if mode.startswith("dask") \
+    cluster = DaskCluster(port, profile=mode != "dask-noprofile") if mode.startswith("dask") \
         else None
     me = psutil.Process()
     try:
         load = os.getloadavg()[0]
-        c0 = tree_cpu([me] + (cluster.ps if cluster else []))
+        procs = [me] + ([psutil.Process(p.pid) for p in cluster.procs] if cluster else [])
+        c0 = tree_cpu(procs)
         k0 = os.times().children_user + os.times().children_system
         t0 = time.perf_counter()
         summary = run_sweep([parse_spec(spec_text, str(SPEC))], out, report=False,
@@ -101,7 +72,7 @@ def run(mode: str, spec_text: str, port: int) -> dict[str, Any]:
                             dask=cluster.address if cluster else None)
         wall = time.perf_counter() - t0
         reaped = os.times().children_user + os.times().children_system - k0
-        cpu = tree_cpu([me] + (cluster.ps if cluster else [])) - c0 + reaped
+        cpu = tree_cpu(procs) - c0 + reaped
     finally:
         if cluster is not None:
             cluster.close()

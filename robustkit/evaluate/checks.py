@@ -9,6 +9,19 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from robustkit.attacks import AttackSpec, get
+
+
+def resolve_attack(attack: str | AttackSpec) -> AttackSpec:
+    """The registry entry of ``attack`` (a name or an ``AttackSpec``), checked to be one of
+    the kinds evaluation drives."""
+    spec = get(attack) if isinstance(attack, str) else attack
+    if not isinstance(spec, AttackSpec):
+        raise TypeError(f"attack must be a name or an AttackSpec, got {type(attack).__name__}")
+    if spec.kind not in ("fixed", "minimal", "universal"):
+        raise ValueError(f"attack {spec.name!r} has unknown kind {spec.kind!r}")
+    return spec
+
 
 def check_eps(eps: float | Sequence[float]) -> list[float]:
     """``eps`` as a non-empty list of finite floats >= 0."""

@@ -24,7 +24,14 @@ from robustkit.attacks import AttackResult, AttackSpec, get
 from robustkit.attacks.base import eval_mode
 from robustkit.attacks.checks import check_not_meta
 from robustkit.certify.columns import certify_options, with_certificates
-from robustkit.evaluate.checks import canonical, check_batch_size, check_data, check_eps, clock
+from robustkit.evaluate.checks import (
+    canonical,
+    check_batch_size,
+    check_data,
+    check_eps,
+    clock,
+    resolve_attack,
+)
 from robustkit.evaluate.runs import OnResult
 from robustkit.evaluate.samples import (
     COLUMNS,
@@ -160,11 +167,7 @@ def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor
     """
     import pandas as pd
 
-    spec = get(attack) if isinstance(attack, str) else attack
-    if not isinstance(spec, AttackSpec):
-        raise TypeError(f"attack must be a name or an AttackSpec, got {type(attack).__name__}")
-    if spec.kind not in ("fixed", "minimal", "universal"):
-        raise ValueError(f"attack {spec.name!r} has unknown kind {spec.kind!r}")
+    spec = resolve_attack(attack)
     eps_list = check_eps(eps)
     found = spec.check(params)  # every bad name or value before any work
     if found:

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustkit.attacks import AttackResult, AttackSpec, get
+from robustkit.attacks import AttackResult, AttackSpec
 from robustkit.attacks.base import eval_mode
-from robustkit.evaluate.checks import canonical, check_data, check_eps, clock
+from robustkit.evaluate.checks import canonical, check_data, check_eps, clock, resolve_attack
 from robustkit.evaluate.runs import Context, OnResult, Outcome, predict, run_block
 from robustkit.evaluate.samples import row
 from robustkit.models.registry import model_device, resolve_device
@@ -64,11 +64,7 @@ def evaluate_stream(model: nn.Module, attack: str | AttackSpec, batches: Batches
         >>> rows[0]["n"], rows[0]["robust_accuracy"] == rows[0]["clean_accuracy"]
         (450, True)
     """
-    spec = get(attack) if isinstance(attack, str) else attack
-    if not isinstance(spec, AttackSpec):
-        raise TypeError(f"attack must be a name or an AttackSpec, got {type(attack).__name__}")
-    if spec.kind not in ("fixed", "minimal", "universal"):
-        raise ValueError(f"attack {spec.name!r} has unknown kind {spec.kind!r}")
+    spec = resolve_attack(attack)
     eps_list = check_eps(eps)
     dev = canonical(resolve_device(device) if device is not None else model_device(model))
     if canonical(model_device(model)) != dev:

@@ -21,8 +21,9 @@ from torch import nn
 from robustkit.models.outputs import check_output_shape, check_outputs_option, to_logits
 
 BUILDER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-CONVERT_HINT = ("to convert a torch.save file: safetensors.torch.save_file(torch.load(f, "
-                "weights_only=True), 'weights.safetensors')")
+CONVERT_HINT = ("to convert a torch.save file, load its state_dict in your own code (weights only) "
+                "and write it with safetensors.torch.save_file(state_dict, "
+                "'weights.safetensors'); see docs/bring-your-own.md")
 
 
 class TorchModel(nn.Module):

@@ -38,8 +38,10 @@ and ``backward_images`` count the images through its forward and backward passes
 ``FLOOR_BATCH`` images in one batch, in the same process): no implementation of the same
 passes can be faster. ``--models`` and ``--methods`` (substrings, or NAME@N for one method
 on N images) select what runs; a rerun replaces the rows with
-the same dataset, model, eps, method and n, and keeps the others. Output:
-benchmarks/results/attacks_autoattack.csv.
+the same dataset, model, eps, method and n, and keeps the others. Each full-size method's
+per-sample robust mask is kept in runs/aa-masks/ (git-ignored), so that the reference
+seeds and robustkit's chains may run in separate processes and ``missed_vs_reference``
+still compares them sample by sample. Output: benchmarks/results/attacks_autoattack.csv.
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ from typing import Any
 
 import torch
 from attacks_common import code_version, cpu_clock, load, predict, timed, trained
+from autoattack_masks import MASKS, load_masks, save_mask
 from autoattack_methods import (
     AA,
     LEAN,
@@ -200,6 +203,7 @@ def main() -> int:
                 robust = float(kept.double().mean())
                 if size == len(x):
                     masks[name] = kept
+                    save_mask(MASKS / _slug(dataset, family, eps, size), name, kept)
                 rows.append({**base, "n": size, "model": family, "eps": eps, "method": name,
                              "robust_accuracy": round(robust, 4),
                              "seconds": round(seconds, 3),
@@ -212,7 +216,8 @@ def main() -> int:
                                  passes.forward_images, passes.backward_images, costs), 3),
                              **(extra[0] if extra else {})})
                 print(rows[-1], flush=True)
-            _missed(rows[start:], masks)
+            _missed(rows[start:], {**load_masks(MASKS / _slug(dataset, family, eps, len(x))),
+                                   **masks})
 
     def key(r: dict[str, Any]) -> tuple[str, ...]:
         return tuple(str(r[c]) for c in ("dataset", "model", "eps", "method", "n"))
@@ -239,6 +244,10 @@ def _missed(rows: list[dict[str, Any]], masks: dict[str, torch.Tensor]) -> None:
         if r["method"] in masks and r["method"] in (AA, LEAN):
             r["missed_vs_reference"] = int((broken & masks[r["method"]]).sum())
             r["reference_seeds"] = len(refs)
+
+
+def _slug(dataset: str, model: str, eps: float, n: int) -> str:
+    return f"{dataset}-{model}-{eps:g}-n{n}"
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

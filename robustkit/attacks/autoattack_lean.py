@@ -44,7 +44,6 @@ from robustkit.attacks.square import SQUARE_P_INIT, margin, square
 from robustkit.attacks.targets import (
     interleave,
     linearized_distance,
-    pairs,
     row_budget,
 )
 

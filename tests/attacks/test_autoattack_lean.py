@@ -3,6 +3,7 @@ better targets than the top logits on 100 classes, and lean as strong as standar
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from _fixtures import ON_MLP
 from torch import nn
 
 from robustkit.attacks.apgd_targeted import apgd_t
-from robustkit.attacks.autoattack import autoattack
+from robustkit.attacks.autoattack import autoattack, autoattack_curve
 from robustkit.attacks.base import make_result
 from robustkit.attacks.fab import fab
 from robustkit.attacks.targets import linearized_distance
@@ -168,3 +169,24 @@ def test_lean_gives_a_sample_the_same_result_in_any_batch(mlp, data, dtype, monk
     assert torch.equal(torch.cat([first.x_adv, second.x_adv]), whole.x_adv)
     assert whole.info["broken_by"] == first.info["broken_by"] + second.info["broken_by"]
     assert {"apgd_ce", "apgd_t", ""} <= set(whole.info["broken_by"])
+
+
+@ON_MLP
+def test_lean_curve_beats_the_single_runs_on_every_sample_it_attacks(mlp, data):
+    # lean decides per sample, so the curve runs at each eps the chain a single run gives
+    # the samples it attacks, after trying the larger eps's points projected into the ball
+    x, y = data
+    grid = [0.03, 0.06, 0.1]
+    quick = {"steps": 20, "targets": 3, "queries": 100}
+    curve = autoattack_curve(mlp, x, y, eps=grid, version="lean", **quick)
+    single = [autoattack(mlp, x, y, eps=e, version="lean", **quick) for e in grid]
+    assert torch.equal(curve[-1].x_adv, single[-1].x_adv)  # the largest eps: a plain run
+    projected = 0
+    for e, c, s in zip(grid, curve, single):
+        assert float(c.linf.max()) <= e + 1e-6
+        inferred = ~curve[-1].success  # robust at the largest eps: not attacked below it
+        assert bool((c.success | inferred >= s.success).all())
+        projected += c.info["counts"].get("larger_eps", 0)
+    assert projected > 0
+    for lo, hi in itertools.pairwise(curve):
+        assert bool((hi.success >= lo.success).all())

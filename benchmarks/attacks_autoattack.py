@@ -46,6 +46,7 @@ still compares them sample by sample. Output: benchmarks/results/attacks_autoatt
 from __future__ import annotations
 
 import argparse
+import fcntl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -216,21 +217,32 @@ def main() -> int:
                                  passes.forward_images, passes.backward_images, costs), 3),
                              **(extra[0] if extra else {})})
                 print(rows[-1], flush=True)
+                _save(rows)
             _missed(rows[start:], {**load_masks(MASKS / _slug(dataset, family, eps, len(x))),
                                    **masks})
+            _save(rows)
 
+    _save(rows)
+    return 0
+
+
+def _save(rows: list[dict[str, Any]]) -> None:
+    """Merge ``rows`` into the CSV (rows of the same dataset, model, eps, method and n are
+    replaced); called after every row, so that a run cut short keeps what it measured."""
     def key(r: dict[str, Any]) -> tuple[str, ...]:
         return tuple(str(r[c]) for c in ("dataset", "model", "eps", "method", "n"))
 
     done = {key(r) for r in rows}
-    kept = [r for r in _read(OUT) if key(r) not in done]
-    for r in kept:  # rows from before the version column: standard, or the reference
-        if not r.get("version") and r["method"] in (AA, CURVE):
-            r["version"] = "standard"
-    order = ["dataset", "model", "eps", "n", "method", "version", "robust_accuracy",
-             "seconds", "seconds_per_image", "device", "threads", "commit"]
-    write_csv([{c: r.get(c, "") for c in order} | r for r in kept + rows], OUT)
-    return 0
+    MASKS.mkdir(parents=True, exist_ok=True)
+    with open(MASKS / "results.lock", "w") as lock:  # runs in parallel merge in turn
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        kept = [r for r in _read(OUT) if key(r) not in done]
+        for r in kept:  # rows from before the version column: standard, or the reference
+            if not r.get("version") and r["method"] in (AA, CURVE):
+                r["version"] = "standard"
+        order = ["dataset", "model", "eps", "n", "method", "version", "robust_accuracy",
+                 "seconds", "seconds_per_image", "device", "threads", "commit"]
+        write_csv([{c: r.get(c, "") for c in order} | r for r in kept + rows], OUT)
 
 
 def _missed(rows: list[dict[str, Any]], masks: dict[str, torch.Tensor]) -> None:

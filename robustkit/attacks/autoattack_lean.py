@@ -9,7 +9,8 @@
    ``targets`` together (rows = (sample, target), a sample's rows stop at its first
    break), rank j > 2 only where ``r * (j - 1) <= TARGET_REACH`` (r updated by rank 1): the
    closer a sample came to the boundary, the more targets it gets, and the far ones are
-   dropped (A3's discarding, decided per sample).
+   dropped (A3's discarding, decided per sample). Not with two classes: there the one
+   target's margin loss is monotone in CE, and APGD-T would retrace APGD-CE.
 3. FAB-T (best ``FAB_TARGETS`` targets by linearized distance) on the close survivors
    (r <= ``CLOSE``): a short test by another geometry (on a breast-cancer GMM, FAB-T broke
    3 samples that every APGD run left), then Square with ``queries / SHORT_SQUARE`` on the
@@ -89,9 +90,15 @@ def lean_chain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                 by_logit = model(x[rows]).argsort(dim=1, descending=True)[:, 1:]
             cls = interleave(cls, by_logit)
             masked = (r > NO_PROGRESS) | dist.isinf().all(1)
-            _apgd_t(state, rows, r, m0.clamp_min(1e-12), cls[:, :min(targets, cls.shape[1])],
-                    eps=eps, norm=norm, steps=steps, seed=seed, ids=ids)
-            evaluated["apgd_t"], counts["apgd_t"] = len(rows), int(state.broken[rows].sum())
+            # two classes: the one target's margin loss is a monotone function of CE, so
+            # APGD-T would retrace APGD-CE from another start (AutoAttack skips it below 4)
+            two = cls.shape[1] < 2
+            if not two:
+                _apgd_t(state, rows, r, m0.clamp_min(1e-12),
+                        cls[:, :min(targets, cls.shape[1])], eps=eps, norm=norm,
+                        steps=steps, seed=seed, ids=ids)
+            evaluated["apgd_t"] = 0 if two else len(rows)
+            counts["apgd_t"] = int(state.broken[rows].sum())
             seconds["apgd_t"] = time.perf_counter() - t0
             triggers = _tail(state, rows, r, cls, masked, eps=eps, norm=norm,
                              steps=steps, queries=queries, seed=seed, ids=ids, fab_t=fab_t,

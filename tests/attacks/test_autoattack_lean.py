@@ -190,3 +190,15 @@ def test_lean_curve_beats_the_single_runs_on_every_sample_it_attacks(mlp, data):
     assert projected > 0
     for lo, hi in itertools.pairwise(curve):
         assert bool((hi.success >= lo.success).all())
+
+
+def test_lean_runs_no_apgd_t_on_two_classes():
+    # the one target's margin is monotone in CE: APGD-T would only retrace APGD-CE
+    model = _linear(8, 2, seed=3)
+    with torch.no_grad():
+        model.bias.zero_()
+    x = torch.rand(40, 8, generator=torch.Generator().manual_seed(4))
+    y = model(x).argmax(1).detach()
+    res = autoattack(model, x, y, eps=0.1, version="lean", steps=10, queries=50)
+    assert res.info["evaluated"]["apgd_t"] == 0 and res.info["counts"]["apgd_t"] == 0
+    assert res.info["evaluated"]["apgd_ce"] == 40 and 0 < int(res.success.sum()) < 40

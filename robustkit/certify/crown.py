@@ -41,11 +41,16 @@ Bounds = list[tuple[Tensor, Tensor]]
 
 
 def concretize(a: Tensor, c: Tensor, x0: Tensor, eps: float, norm: str) -> Tensor:
-    """min of ``a x + c`` (a (N, R, D), c (N, R)) over the eps-ball of x0 (N, D) in [0, 1]."""
+    """min of ``a x + c`` (a (N, R, D), or (R, D) shared by the samples; c (N, R)) over the
+    eps-ball of x0 (N, D) in [0, 1]."""
     if norm == "l2":
+        a = a.expand(len(x0), -1, -1) if a.dim() == 2 else a
         return worst_l2(a, c, x0[:, None, :], eps)[0]
     lo, hi = input_box(x0, eps)
-    return (a.clamp_min(0) @ lo[:, :, None] + a.clamp_max(0) @ hi[:, :, None])[..., 0] + c
+    mid, rad = (hi + lo) / 2, (hi - lo) / 2
+    if a.dim() == 2:  # one matrix for every sample: two GEMMs, nothing per sample
+        return mid @ a.T - rad @ a.abs().T + c
+    return (a @ mid[:, :, None] - a.abs() @ rad[:, :, None])[..., 0] + c
 
 
 def relaxation(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -58,19 +63,79 @@ def relaxation(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return lower, upper, torch.where(unstable, -lo * chord, torch.zeros_like(lo))
 
 
+def _columns(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """(idx (N, U), valid (N, U)): the True columns of each row of mask (N, n), padded
+    with column 0 (``valid`` False there) to the largest count U."""
+    count = mask.sum(1)
+    width = int(count.max()) if len(count) else 0
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :width]
+    return order, torch.arange(width, device=mask.device) < count[:, None]
+
+
+def relax(lam: Tensor, c: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    """Move ``lam relu(z) + c`` (lam (N, R, n)) back to ``lam' z + c'`` through the
+    relaxation of relu over [lo, hi]: lam' = lam * lower slope where lam > 0, lam * upper
+    slope where lam < 0 (the same on stable columns, whose slopes agree), plus the upper
+    intercepts where lam < 0. Only the unstable columns are sign-split, gathered per sample:
+    the rest is one multiplication, where a dense sign split would make five passes."""
+    lower, upper, shift = relaxation(lo, hi)
+    out = lam * upper[:, None, :]
+    idx, valid = _columns((lo < 0) & (hi > 0))
+    if idx.shape[1]:
+        at = idx[:, None, :].expand(-1, lam.shape[1], -1)
+        g = lam.gather(2, at)
+        # padding repeats real columns with their exact value (stable: lower == upper)
+        out.scatter_(2, at, torch.where(g > 0, g * lower.gather(1, idx)[:, None, :],
+                                        g * upper.gather(1, idx)[:, None, :]))
+        s = torch.where(valid, shift.gather(1, idx), torch.zeros_like(lo[:, :1]))
+        c = c + (g.clamp_max(0) @ s[:, :, None])[..., 0]
+    return out, c
+
+
 def backward(layers: Layers, bounds: Bounds, k: int, lam: Tensor, c: Tensor, x0: Tensor,
              eps: float, norm: str) -> Tensor:
     """Lower bound (N, R) of ``lam h_k + c`` over the ball, h_k the input of layer k
-    (0-based: x for k = 0, relu(z_{k-1}) after), lam (N, R, n)."""
+    (0-based: x for k = 0, relu(z_{k-1}) after), lam (N, R, n), or (R, n) shared by the
+    samples."""
+    if k == 0:  # the input itself: no relaxation, lam may stay shared
+        return concretize(lam, c, x0, eps, norm)
+    if lam.dim() == 2:
+        lam = lam.expand(len(x0), -1, -1)
     for i in range(k - 1, -1, -1):
-        lower, upper, shift = relaxation(*bounds[i])
-        pos, neg = lam.clamp_min(0), lam.clamp_max(0)
-        c = c + (neg @ shift[:, :, None])[..., 0]
-        lam = pos * lower[:, None, :] + neg * upper[:, None, :]
+        lam, c = relax(lam, c, *bounds[i])
         w, b = layers[i]
         c = c + lam @ b
         lam = lam @ w
     return concretize(lam, c, x0, eps, norm)
+
+
+def both_sides(layers: Layers, bounds: Bounds, k: int, x0: Tensor, eps: float, norm: str
+               ) -> tuple[Tensor, Tensor]:
+    """CROWN's (lower, upper) bounds (N, n_k) of z_k = W_k h_k + b_k (k >= 1).
+
+    The lower bound's rows start from W_k, the upper's from -W_k, the same for every
+    sample; through the first ReLU they become ``L = W+ lower + W- upper`` and ``-U`` with
+    ``U = W+ upper + W- lower = L + |W| (upper - lower)``, where ``upper - lower`` is zero
+    on stable columns: U's product with W_{k-1} is L's plus a product over the unstable
+    columns alone, so that first (largest) product is made once instead of twice."""
+    n = len(x0)
+    w, b = layers[k]
+    lo, hi = bounds[k - 1]
+    lam, c_lo = relax(w.expand(n, -1, -1), b.expand(n, -1), lo, hi)
+    lower, upper, shift = relaxation(lo, hi)
+    idx, valid = _columns((lo < 0) & (hi > 0))
+    gap = torch.where(valid, (upper - lower).gather(1, idx), torch.zeros_like(lo[:, :1]))
+    delta = w.abs().T[idx].transpose(1, 2) * gap[:, None, :]  # (N, n_k, U)
+    c_up = b + shift @ w.clamp_min(0).T
+    w1, b1 = layers[k - 1]
+    rows = len(b)
+    a = torch.empty(n, 2 * rows, w1.shape[1], dtype=lam.dtype)  # [L W_{k-1}; -U W_{k-1}]
+    torch.bmm(lam, w1.expand(n, -1, -1), out=a[:, :rows])
+    torch.baddbmm(a[:, :rows], delta, w1[idx], beta=-1, alpha=-1, out=a[:, rows:])
+    c_lo = c_lo + lam @ b1
+    c_up = c_up + lam @ b1 + (delta @ b1[idx][:, :, None])[..., 0]
+    both = backward(layers, bounds, k - 1, a, torch.cat([c_lo, -c_up], 1), x0, eps, norm)
+    return both[:, :rows], -both[:, rows:]
 
 
 def preactivation_bounds(layers: Layers, x0: Tensor, eps: float, norm: str,
@@ -81,11 +146,12 @@ def preactivation_bounds(layers: Layers, x0: Tensor, eps: float, norm: str,
     for k in range(len(layers) - 1):
         w, b = layers[k]
         n = len(b)
-        if k == 0 or crown:
-            lam = torch.cat([w, -w]).expand(len(x0), -1, -1)
-            both = backward(layers, bounds, k, lam, torch.cat([b, -b]).expand(len(x0), -1),
-                            x0, eps, norm)
+        if k == 0:
+            both = backward(layers, bounds, k, torch.cat([w, -w]),
+                            torch.cat([b, -b]).expand(len(x0), -1), x0, eps, norm)
             lo, hi = both[:, :n], -both[:, n:]
+        elif crown:
+            lo, hi = both_sides(layers, bounds, k, x0, eps, norm)
         if k > 0:
             p_lo, p_hi = bounds[-1][0].clamp_min(0), bounds[-1][1].clamp_min(0)
             mid, rad = (p_hi + p_lo) / 2 @ w.T + b, (p_hi - p_lo) / 2 @ w.abs().T

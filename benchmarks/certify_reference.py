@@ -5,12 +5,22 @@ Run: .venv/bin/python benchmarks/certify_reference.py [--n 50]
 Writes benchmarks/results/certify_reference.csv: per model, norm, eps, method and
 auto_LiRPA configuration (see benchmarks/lirpa_bounds.py), the largest absolute and relative
 difference of the N x (K-1) lower bounds of ``logit_y - logit_j``, the smallest
-``ours - reference`` (negative: ours looser), pass at 1e-4, and both sides' thread CPU
+``ours - reference`` (negative: ours looser), pass at 1e-4, and both sides' process CPU
 milliseconds for the same bounds (the best of 3, one torch thread, float64; auto_LiRPA
 timed in its own process). Exits 2 when the auto_LiRPA environment is missing.
 
 auto_LiRPA 0.7.1 needs torch < 2.9: it runs in a throw-away environment, never a robustkit
-dependency (benchmarks/README.md, "auto_LiRPA environment"). The Linf ball is cut to the
+dependency. To build it (Python 3.11, PyPI only; the torch wheel pulls its CUDA libraries,
+~6 GB, even for CPU use):
+
+    python3 -m venv /work/venvs/lirpa
+    /work/venvs/lirpa/bin/pip install "torch==2.8.*" "torchvision==0.23.*" safetensors \
+        packaging appdirs pyyaml tqdm graphviz wheel
+    # auto_LiRPA's source (github.com/Verified-Intelligence/auto_LiRPA, 0.7.1), with the
+    # pytest pin dropped from its setup.py:
+    /work/venvs/lirpa/bin/pip install --no-deps --no-build-isolation ./auto_LiRPA
+
+The Linf ball is cut to the
 [0, 1] box on both sides. auto_LiRPA's L2 ignores the box, so the L2 rows use the inputs
 mapped to [0.25, 0.75] with eps <= 0.25, where the box is inactive and the two problems
 are the same; robustkit's IBP under L2 starts from the ball's bounding box (auto_LiRPA's
@@ -20,11 +30,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import torch
 from certify_linear import setup
-from common import RESULTS, write_csv
+from common import RESULTS, best_cpu, write_csv
 from lirpa_bridge import DEFAULT_PYTHON, MissingReference, check_python, lirpa_bounds
 from torch import nn
 
@@ -84,15 +93,6 @@ def ours(model: nn.Module, x: torch.Tensor, y: torch.Tensor, case: dict, method:
         return margin_bounds(layers, bounds, flat, y, case["eps"], case["norm"])
 
 
-def timed(fn, repeats: int = 3) -> tuple[float, torch.Tensor]:  # noqa: ANN001
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.thread_time()
-        out = fn()
-        times.append(time.thread_time() - start)
-    return min(times), out
-
-
 def compare(a: torch.Tensor, ref: torch.Tensor) -> dict:
     diff = a - ref
     rel = diff.abs() / ref.abs().clamp_min(1e-12)
@@ -109,7 +109,7 @@ def rows_for(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, pyth
     for i, case in enumerate(CASES):
         xi = inputs[case["x"]]
         for method in ("ibp", "crown") if case["norm"] == "linf" else ("crown",):
-            t, mine = timed(lambda m=method, xi=xi, case=case: ours(model, xi, y, case, m))
+            t, mine = best_cpu(lambda m=method, xi=xi, case=case: ours(model, xi, y, case, m), 3)
             for config in ("default", "matched") if method == "crown" else ("default",):
                 key = f"{i}/{config}/{method}"
                 rows.append({"model": name, "norm": case["norm"], "eps": case["eps"],

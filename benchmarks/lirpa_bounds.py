@@ -10,8 +10,9 @@ DIR holds what benchmarks/lirpa_bridge.py wrote: ``net.json`` (the layer list an
 shape), ``net.safetensors`` (float64 weights), ``cases.json`` (one entry per bound:
 norm, eps, which inputs) and ``inputs.safetensors`` (x tensors and labels y). It writes
 ``bounds.safetensors`` (the lower bound of logit_y - logit_j, classes j != y in order, per
-case, method and configuration) and ``bounds.json`` (versions and the thread CPU seconds of
-each bound, the best of ``--repeats`` runs, one torch thread, no autograd).
+case, method and configuration) and ``bounds.json`` (versions and the CPU seconds of
+each bound, the best of ``--repeats`` runs of process CPU time, one torch thread, no
+autograd).
 
 Configurations:
   default  auto_LiRPA's defaults: CROWN bounds only the ReLU inputs that IBP finds
@@ -25,10 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
+from common import best_cpu
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -77,22 +78,13 @@ def margin_spec(y: torch.Tensor, k: int) -> torch.Tensor:
     return eye[y][:, None, :] - eye[others]
 
 
-def perturbation(x: torch.Tensor, norm: str, eps: float):  # noqa: ANN201
+def perturbation(x: torch.Tensor, norm: str, eps: float):
     from auto_LiRPA import PerturbationLpNorm
 
     if norm == "linf":  # the Linf ball cut to the [0, 1] box, as robustkit does
         return PerturbationLpNorm(norm=float("inf"), eps=eps, x_L=(x - eps).clamp(0, 1),
                                   x_U=(x + eps).clamp(0, 1))
     return PerturbationLpNorm(norm=2, eps=eps)  # auto_LiRPA's L2 ignores any box
-
-
-def best_time(fn, repeats: int) -> tuple[float, torch.Tensor]:  # noqa: ANN001
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.thread_time()
-        out = fn()
-        times.append(time.thread_time() - start)
-    return min(times), out
 
 
 def main() -> None:
@@ -122,12 +114,12 @@ def main() -> None:
             for name, method in METHODS.items():
                 if config != "default" and name == "ibp":
                     continue  # IBP has no options here: computed once
-                def run(model=model, x=x, method=method, case=case) -> torch.Tensor:  # noqa: ANN001
+                def run(model=model, x=x, method=method, case=case) -> torch.Tensor:
                     bx = BoundedTensor(x, perturbation(x, case["norm"], case["eps"]))
                     with torch.no_grad():
                         return model.compute_bounds(x=(bx,), C=c, method=method,
                                                     bound_upper=False)[0]
-                t, lower = best_time(run, args.repeats)
+                t, lower = best_cpu(run, args.repeats)
                 key = f"{i}/{config}/{name}"
                 out[key], seconds[key] = lower.detach().contiguous(), t
     save_file(out, str(args.dir / "bounds.safetensors"))

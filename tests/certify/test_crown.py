@@ -8,6 +8,8 @@ test_networks.py.
 """
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -72,7 +74,7 @@ def _random_net(widths: list[int], seed: int) -> Layers:
     g = torch.Generator().manual_seed(seed)
     return [(torch.randn(o, i, generator=g, dtype=torch.float64) / i ** 0.5,
              torch.randn(o, generator=g, dtype=torch.float64) * 0.1)
-            for i, o in zip(widths[:-1], widths[1:])]
+            for i, o in itertools.pairwise(widths)]
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("linf", 0.3), ("l2", 0.5)])

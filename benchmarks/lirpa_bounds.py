@@ -18,8 +18,9 @@ Configurations:
   default  auto_LiRPA's defaults: CROWN bounds only the ReLU inputs that IBP finds
            unstable, IBP the others; nothing intersected.
   matched  every intermediate neuron bounded by CROWN and intersected with IBP
-           (``sparse_intermediate_bounds=False, compare_crown_with_ibp=True``): the
-           bounds robustkit's ``crown`` computes.
+           (``sparse_intermediate_bounds=False, compare_crown_with_ibp=True``, and a layer
+           on the input by CROWN too: see ``first_layers``): the bounds robustkit's
+           ``crown`` computes.
 """
 from __future__ import annotations
 
@@ -87,6 +88,16 @@ def perturbation(x: torch.Tensor, norm: str, eps: float):
     return PerturbationLpNorm(norm=2, eps=eps)  # auto_LiRPA's L2 ignores any box
 
 
+def first_layers(model) -> dict[str, list[str]]:
+    """{node: [input]} for the Linear/Conv nodes that read the input directly: asking for
+    their A matrices makes auto_LiRPA bound them by CROWN (exact) instead of by IBP, whose
+    L2 bound of a convolution takes the whole kernel's norm at every position, also where
+    zero padding cuts it (looser than exact at the borders)."""
+    return {n.name: [n.inputs[0].name] for n in model.nodes()
+            if type(n).__name__ in ("BoundLinear", "BoundConv")
+            and type(n.inputs[0]).__name__ == "BoundInput"}
+
+
 def main() -> None:
     import auto_LiRPA
     from auto_LiRPA import BoundedModule, BoundedTensor
@@ -114,11 +125,14 @@ def main() -> None:
             for name, method in METHODS.items():
                 if config != "default" and name == "ibp":
                     continue  # IBP has no options here: computed once
-                def run(model=model, x=x, method=method, case=case) -> torch.Tensor:
+                kw = {"return_A": True, "needed_A_dict": first_layers(model)} \
+                    if config == "matched" and method == "backward" else {}
+
+                def run(model=model, x=x, method=method, case=case, kw=kw) -> torch.Tensor:
                     bx = BoundedTensor(x, perturbation(x, case["norm"], case["eps"]))
                     with torch.no_grad():
                         return model.compute_bounds(x=(bx,), C=c, method=method,
-                                                    bound_upper=False)[0]
+                                                    bound_upper=False, **kw)[0]
                 t, lower = best_cpu(run, args.repeats)
                 key = f"{i}/{config}/{name}"
                 out[key], seconds[key] = lower.detach().contiguous(), t

@@ -124,7 +124,7 @@ def both_sides(layers: Layers, bounds: Bounds, k: int, x0: Tensor, eps: float, n
     c_up = b + shift @ w.clamp_min(0).T
     w1, b1 = layers[k - 1]
     rows = len(b)
-    a = torch.empty(n, 2 * rows, w1.shape[1], dtype=lam.dtype)  # [L W_{k-1}; -U W_{k-1}]
+    a = torch.empty(n, 2 * rows, w1.shape[1], dtype=lam.dtype, device=lam.device)  # [L W_{k-1}; -U W_{k-1}]
     torch.bmm(lam, w1.expand(n, -1, -1), out=a[:, :rows])
     torch.baddbmm(a[:, :rows], delta, w1[idx], beta=-1, alpha=-1, out=a[:, rows:])
     c_lo = c_lo + lam @ b1

@@ -8,7 +8,9 @@ difference of the N x (K-1) lower bounds of ``logit_y - logit_j``, the smallest
 ``ours - reference`` (negative: ours looser), their relation, pass at 1e-4 where both
 sides compute the same bounds (see ``compare``), and both sides' process CPU
 milliseconds for the same bounds (the best of 3, alpha-CROWN once, one torch thread,
-float64; auto_LiRPA timed in its own process the same way). Exits 2 when the auto_LiRPA environment is missing.
+float64; auto_LiRPA timed in its own process the same way). ``--models`` reruns some nets
+and keeps the CSV's rows of the others (their ``commit`` column says what measured them).
+Exits 2 when the auto_LiRPA environment is missing.
 
 auto_LiRPA 0.7.1 needs torch < 2.9: it runs in a throw-away environment, never a robustkit
 dependency. To build it (Python 3.11, PyPI only; the torch wheel pulls its CUDA libraries,
@@ -30,6 +32,7 @@ from the ball), so IBP is compared under Linf only.
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 
 import torch
@@ -155,12 +158,15 @@ def main() -> int:
         print(f"certify_reference: {exc}", file=sys.stderr)
         return 2
     x, y, machine = setup(args.n)
-    rows = []
+    path = RESULTS / "certify_reference.csv"
+    kept = [r for r in csv.DictReader(path.open())
+            if r["model"] not in args.models] if path.exists() else []  # rows not rerun
+    rows: list[dict] = []
     for name in args.models:
         rows += [{**r, **machine} for r in rows_for(name, build(name), x, y, args.lirpa_python)]
         for r in rows[-9:]:
             print(r, file=sys.stderr, flush=True)
-        write_csv(rows, RESULTS / "certify_reference.csv")
+        write_csv(sorted(kept + rows, key=lambda r: MODELS.index(r["model"])), path)
     return 0
 
 

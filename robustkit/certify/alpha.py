@@ -76,8 +76,11 @@ def _margins_with(layers: Layers, crown: Bounds, slopes: dict[int, list[Tensor]]
         n = len(b)
         both = _bound(layers, bounds, k, slopes[k], torch.cat([w, -w]).expand(len(x0), -1, -1),
                       torch.cat([b, -b]).expand(len(x0), -1), x0, eps, norm)
-        bounds.append((torch.maximum(both[:, :n], crown[k][0]),
-                       torch.minimum(-both[:, n:], crown[k][1])))
+        lo, hi = both[:, :n], -both[:, n:]
+        # the tighter of the two in value, gradients through the new bound always (at a
+        # tie, or a hair below CROWN's after rounding, a plain max would stop them)
+        bounds.append((lo + (torch.maximum(lo, crown[k][0]) - lo).detach(),
+                       hi + (torch.minimum(hi, crown[k][1]) - hi).detach()))
     last = len(layers) - 1
     w, b = layers[last]
     return torch.maximum(_bound(layers, bounds, last, slopes[last], spec @ w, spec @ b, x0,

@@ -12,7 +12,7 @@ Per model and eps (Linf), on the same test images: robust accuracy and seconds o
                               (method "... seed 1", "... seed 2")
 The ``version`` column names the AutoAttack version of each row (standard, lean,
 reference), ``broken_by`` the breaks per attack of robustkit's chains, ``triggers`` why
-the lean version ran FAB-T and Square (breaking / masking / none).
+the lean version ran FAB-T and Square (close / masking / none).
 
 Run:
     .venv/bin/python benchmarks/attacks_autoattack.py --threads 1              # digits

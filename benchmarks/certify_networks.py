@@ -1,6 +1,8 @@
 """ReLU-network certificates on digits: IBP, CROWN and MILP against AutoAttack.
 
 Run: .venv/bin/python benchmarks/certify_networks.py [--part bars|hard|bigm|cost] [--n 100]
+     ROBUSTKIT_DATA=... .venv/bin/python benchmarks/certify_networks.py --part mnist-cnn
+         --n 1000 --model-dir DIR  (mnist-mlp likewise; see certify_mnist.py)
 Writes benchmarks/results/certify_networks_PART.csv (a row per model, eps and big-M source;
 the part "cost" writes certify_cost.csv). One torch thread, one HiGHS thread; the MILP's
 time limit is wall-clock seconds per input (HiGHS's clock), on a machine shared with other
@@ -15,15 +17,20 @@ Parts:
   bigm  an MLP with two hidden layers of 128, where CROWN tightens the second layer's
         big-M constants over IBP's (with one hidden layer both are exact): MILP with each.
   cost  IBP and CROWN time over one forward + backward pass of the same batch.
+  mnist-cnn, mnist-mlp  the MNIST rows (benchmarks/certify_mnist.py): an IBP-trained CNN
+        beside Gowal et al.'s verified error, a PGD-trained MLP beside Salman et al.'s
+        MILP vs LP table; written to certify_networks_mnist_cnn.csv / _mlp.csv.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 from certify_linear import setup
+from certify_mnist import cnn_row, mlp_row
 from common import RESULTS, write_csv
 
 from robustkit import load_dataset, models
@@ -132,11 +139,21 @@ def _best(fn, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=[*PARTS, "cost"], required=True)
+    ap.add_argument("--part", choices=[*PARTS, "cost", "mnist-cnn", "mnist-mlp"],
+                    required=True)
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--time-limit", type=float, default=30.0)
+    ap.add_argument("--model-dir", type=Path, default=Path("/work/runs-shared/cert-mnist"))
+    ap.add_argument("--crown-n", type=int, default=200, help="mnist-cnn: CROWN inputs")
     args = ap.parse_args()
     x, y, machine = setup(args.n)
+    if args.part.startswith("mnist"):
+        row = (cnn_row(args.model_dir, args.n, args.crown_n, args.time_limit)
+               if args.part == "mnist-cnn" else mlp_row(args.model_dir, args.n, args.time_limit))
+        print(row, file=sys.stderr, flush=True)
+        name = args.part.replace("-", "_")
+        write_csv([{**row, **machine}], RESULTS / f"certify_networks_{name}.csv")
+        return
     if args.part == "cost":
         write_csv([{**r, **machine} for r in cost_rows(x, y)], RESULTS / "certify_cost.csv")
         return

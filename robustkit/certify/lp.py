@@ -23,10 +23,10 @@ from torch import nn
 
 from robustkit.certify.base import CertifyResult, register, verify_witness
 from robustkit.certify.bounds import input_box
-from robustkit.certify.lp_bounds import minimize, open_lp, tighten
+from robustkit.certify.lp_bounds import minimize, open_lp
 from robustkit.certify.milp import applies_linf
 from robustkit.certify.milp_model import build
-from robustkit.certify.programs import Open, open_pairs, run_programs
+from robustkit.certify.programs import Open, open_pairs, program_bounds, run_programs
 
 Tensor = torch.Tensor
 
@@ -71,11 +71,9 @@ def _decide(model: nn.Module, layers: list, s: Open, time_limit: float
     start = time.process_time()
     timeout = f"time limit ({time_limit:g} s) reached"
     lo, hi = input_box(s.x0, s.eps)
-    hidden = s.hidden
-    if s.bounds == "lp":
-        hidden = tighten(layers, hidden, lo, hi, deadline=start + time_limit)
-        if hidden is None:
-            return timeout, None, time.process_time() - start
+    hidden = program_bounds(layers, s, lo, hi, start + time_limit)
+    if hidden is None:
+        return timeout, None, time.process_time() - start
     prog = build(layers, hidden, lo, hi, relaxed=True)
     h = open_lp(prog)
     k = len(prog.b_out)

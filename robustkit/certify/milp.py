@@ -23,9 +23,8 @@ from torch import nn
 from robustkit.certify.base import CertifyResult, register, verify_witness
 from robustkit.certify.bounds import input_box
 from robustkit.certify.layers import reason
-from robustkit.certify.lp_bounds import tighten
 from robustkit.certify.milp_model import build, solve_pair
-from robustkit.certify.programs import Open, open_pairs, run_programs
+from robustkit.certify.programs import Open, open_pairs, program_bounds, run_programs
 
 Tensor = torch.Tensor
 
@@ -80,11 +79,9 @@ def _decide(model: nn.Module, layers: list, s: Open, time_limit: float
     """("certified" | "broken" | a reason, witness, CPU seconds) for one sample."""
     start = time.process_time()
     lo, hi = input_box(s.x0, s.eps)
-    hidden = s.hidden
-    if s.bounds == "lp":
-        hidden = tighten(layers, hidden, lo, hi, deadline=start + time_limit)
-        if hidden is None:
-            return f"time limit ({time_limit:g} s) reached", None, time.process_time() - start
+    hidden = program_bounds(layers, s, lo, hi, start + time_limit)
+    if hidden is None:
+        return f"time limit ({time_limit:g} s) reached", None, time.process_time() - start
     prog = build(layers, hidden, lo, hi)
     k = layers[-1][0].shape[0]
     why = ""

@@ -21,6 +21,7 @@ from robustkit.certify.bounds import allowance, attack_witness, result
 from robustkit.certify.crown import margin_bounds, preactivation_bounds, unstable_counts
 from robustkit.certify.dense import network
 from robustkit.certify.layers import Unsupported, ops_of
+from robustkit.certify.lp_bounds import tighten
 
 Tensor = torch.Tensor
 BOUNDS = ("crown", "ibp", "lp")
@@ -128,3 +129,12 @@ def open_pairs(sample: Open, k: int) -> list[int]:
     pairs = [(float(sample.margin[p]), oth[p]) for p in range(k - 1)
              if not bool(sample.safe_pair[p])]
     return [j for _, j in sorted(pairs)]
+
+
+def program_bounds(layers: list, sample: Open, lo: Tensor, hi: Tensor, deadline: float
+                   ) -> list[tuple[Tensor, Tensor]] | None:
+    """The hidden bounds a sample's program takes: the bound pass's, LP-tightened when
+    ``sample.bounds`` is "lp" (None when the CPU clock passes ``deadline`` meanwhile)."""
+    if sample.bounds != "lp":
+        return sample.hidden
+    return tighten(layers, sample.hidden, lo, hi, deadline=deadline)

@@ -17,16 +17,22 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
-from robustkit.certify.base import CertifyResult, register, verify_witness
+from robustkit.certify.base import CertifyResult, register
 from robustkit.certify.bounds import input_box
 from robustkit.certify.lp_bounds import minimize, open_lp
 from robustkit.certify.milp import applies_linf
 from robustkit.certify.milp_model import build
-from robustkit.certify.programs import Open, open_pairs, program_bounds, run_programs
+from robustkit.certify.programs import (
+    Open,
+    open_pairs,
+    pair_spec,
+    program_bounds,
+    run_programs,
+    witness,
+)
 
 Tensor = torch.Tensor
 
@@ -81,18 +87,15 @@ def _decide(model: nn.Module, layers: list, s: Open, time_limit: float
         left = time_limit - (time.process_time() - start)
         if left <= 0:
             return timeout, None, time.process_time() - start
-        spec = np.zeros(k)
-        spec[s.label], spec[j] = 1.0, -1.0
+        spec = pair_spec(s, j, k)
         out = minimize(h, prog, spec @ prog.w_out, float(spec @ prog.b_out), left)
         if out.status == "timeout":
             return timeout, None, time.process_time() - start
         if out.status == "infeasible" or out.value > s.tol:
             continue
-        if out.x is not None:
-            point = torch.from_numpy(np.clip(out.x, lo.numpy(), hi.numpy())).to(s.x.dtype)
-            point = point.reshape(s.x.shape).to(s.x.device)
-            if bool(verify_witness(model, s.x, s.y, point, s.eps, "linf")[0]):
-                return "broken", point[0], time.process_time() - start
+        point = witness(model, s, out.x, lo, hi) if out.x is not None else None
+        if point is not None:
+            return "broken", point, time.process_time() - start
         return (f"LP relaxation: margin to class {j} bounded by {out.value:.4g}, not above "
                 f"the allowance"), None, time.process_time() - start
     return "certified", None, time.process_time() - start

@@ -16,15 +16,21 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
-from robustkit.certify.base import CertifyResult, register, verify_witness
+from robustkit.certify.base import CertifyResult, register
 from robustkit.certify.bounds import input_box
 from robustkit.certify.layers import reason
 from robustkit.certify.milp_model import build, solve_pair
-from robustkit.certify.programs import Open, open_pairs, program_bounds, run_programs
+from robustkit.certify.programs import (
+    Open,
+    open_pairs,
+    pair_spec,
+    program_bounds,
+    run_programs,
+    witness,
+)
 
 Tensor = torch.Tensor
 
@@ -89,14 +95,11 @@ def _decide(model: nn.Module, layers: list, s: Open, time_limit: float
         left = time_limit - (time.process_time() - start)
         if left <= 0:
             return f"time limit ({time_limit:g} s) reached", None, time.process_time() - start
-        spec = np.zeros(k)
-        spec[s.label], spec[j] = 1.0, -1.0
-        out = solve_pair(prog, spec, s.tol, left)
+        out = solve_pair(prog, pair_spec(s, j, k), s.tol, left)
         if out.verdict == "witness" and out.x is not None:
-            point = torch.from_numpy(np.clip(out.x, lo.numpy(), hi.numpy())).to(s.x.dtype)
-            point = point.reshape(s.x.shape).to(s.x.device)
-            if bool(verify_witness(model, s.x, s.y, point, s.eps, "linf")[0]):
-                return "broken", point[0], time.process_time() - start
+            point = witness(model, s, out.x, lo, hi)
+            if point is not None:
+                return "broken", point, time.process_time() - start
             why = f"MILP point for class {j} not adversarial on the model (rounding)"
         elif out.verdict == "open":
             why = f"class {j}: minimum margin within the rounding allowance"

@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from robustkit.certify.base import CertifyResult, undecided
+from robustkit.certify.base import CertifyResult, undecided, verify_witness
 from robustkit.certify.bounds import allowance, attack_witness, result
 from robustkit.certify.crown import margin_bounds, preactivation_bounds, unstable_counts
 from robustkit.certify.dense import network
@@ -138,3 +139,20 @@ def program_bounds(layers: list, sample: Open, lo: Tensor, hi: Tensor, deadline:
     if sample.bounds != "lp":
         return sample.hidden
     return tighten(layers, sample.hidden, lo, hi, deadline=deadline)
+
+
+def pair_spec(sample: Open, j: int, k: int) -> np.ndarray:
+    """The margin ``logit_label - logit_j`` as a vector over the K logits."""
+    spec = np.zeros(k)
+    spec[sample.label], spec[j] = 1.0, -1.0
+    return spec
+
+
+def witness(model: nn.Module, sample: Open, point: np.ndarray, lo: Tensor, hi: Tensor
+            ) -> Tensor | None:
+    """A program's input point, clipped to the box, as an input of the model's shape when
+    it is adversarial on the model (checked in the model's own arithmetic); else None."""
+    x_adv = torch.from_numpy(np.clip(point, lo.numpy(), hi.numpy())).to(sample.x.dtype)
+    x_adv = x_adv.reshape(sample.x.shape).to(sample.x.device)
+    ok = bool(verify_witness(model, sample.x, sample.y, x_adv, sample.eps, "linf")[0])
+    return x_adv[0] if ok else None

@@ -1,4 +1,4 @@
-"""What one table of benchmarks/README.md is (see tables.py's docstring)."""
+"""One table of benchmarks/README.md: what benchmarks/tables.py renders (see its docstring)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -9,7 +9,7 @@ Row = dict[str, str]
 
 @dataclass(frozen=True)
 class Table:
-    """One table of the page (see the module docstring)."""
+    """One table of the page (see the docstring of benchmarks/tables.py)."""
 
     csv: str
     title: str

@@ -19,7 +19,7 @@ from torch import nn
 
 from robustkit.certify.base import CertifyResult, undecided, verify_witness
 from robustkit.certify.bounds import allowance, attack_witness, result
-from robustkit.certify.crown import margin_bounds, preactivation_bounds, unstable_counts
+from robustkit.certify.crown_bounds import margin_bounds, preactivation_bounds, unstable_counts
 from robustkit.certify.dense import network
 from robustkit.certify.layers import Unsupported, ops_of
 from robustkit.certify.lp_bounds import tighten

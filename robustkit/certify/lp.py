@@ -91,6 +91,8 @@ def _decide(model: nn.Module, layers: list, s: Open, time_limit: float
         out = minimize(h, prog, spec @ prog.w_out, float(spec @ prog.b_out), left)
         if out.status == "timeout":
             return timeout, None, time.process_time() - start
+        if out.status.startswith("unsolved"):
+            return f"LP for class {j} {out.status}", None, time.process_time() - start
         if out.status == "infeasible" or out.value > s.tol:
             continue
         point = witness(model, s, out.x, lo, hi) if out.x is not None else None

@@ -37,8 +37,9 @@ SLACK = 1e-6
 
 @dataclass(frozen=True)
 class LPOutcome:
-    """An LP solve: ``status`` "optimal", "infeasible" or "timeout"; the minimum (NaN
-    unless optimal) and the input point where it is attained (None unless optimal)."""
+    """An LP solve: ``status`` "optimal", "infeasible", "timeout" or "unsolved (HiGHS's
+    status)"; the minimum (NaN unless optimal) and the input point where it is attained
+    (None unless optimal)."""
 
     status: str
     value: float
@@ -48,7 +49,6 @@ class LPOutcome:
 def open_lp(prog: Program) -> object:
     """A silent one-thread HiGHS instance holding ``prog`` (solve it with :func:`minimize`)."""
     h = quiet_highs()
-    h.setOptionValue("threads", 1)  # type: ignore[attr-defined]
     h.passModel(prog.lp)  # type: ignore[attr-defined]
     return h
 
@@ -56,14 +56,17 @@ def open_lp(prog: Program) -> object:
 def minimize(h: object, prog: Program, row: np.ndarray, offset: float,
              time_limit: float) -> LPOutcome:
     """Minimize ``row . a_last + offset`` (row over the last hidden layer's neurons,
-    (n_{L-1},)) over the program in ``h``, warm-started from its last basis."""
+    (n_{L-1},)) over the program in ``h``, warm-started from its last basis; ``time_limit``
+    is in CPU seconds, of which HiGHS's wall-clock limit is a generous multiple."""
     import highspy
 
     cost = np.zeros(prog.lp.num_col_)  # type: ignore[attr-defined]
     cost[prog.last_cols] = row[prog.last_pos]
     h.changeColsCost(len(cost), np.arange(len(cost), dtype=np.int32), cost)  # type: ignore
     h.changeObjectiveOffset(float(offset))  # type: ignore[attr-defined]
-    h.setOptionValue("time_limit", max(float(time_limit), 0.01))  # type: ignore
+    # HiGHS's limit is wall time: twenty times the CPU seconds left, a backstop only (a
+    # loaded machine stretches wall time several-fold); callers check the CPU clock.
+    h.setOptionValue("time_limit", max(20 * float(time_limit), 0.2))  # type: ignore
     h.run()  # type: ignore[attr-defined]
     status = h.getModelStatus()  # type: ignore[attr-defined]
     if status == highspy.HighsModelStatus.kOptimal:
@@ -72,7 +75,10 @@ def minimize(h: object, prog: Program, row: np.ndarray, offset: float,
         return LPOutcome("optimal", value, x)
     if status == highspy.HighsModelStatus.kInfeasible:
         return LPOutcome("infeasible", float("inf"), None)
-    return LPOutcome("timeout", float("nan"), None)
+    if status == highspy.HighsModelStatus.kTimeLimit:
+        return LPOutcome("timeout", float("nan"), None)
+    return LPOutcome(f"unsolved ({h.modelStatusToString(status)})",  # type: ignore[attr-defined]
+                     float("nan"), None)
 
 
 def pair_minima(layers: list[tuple[Tensor, Tensor]], hidden: list[tuple[Tensor, Tensor]],
@@ -111,7 +117,7 @@ def tighten(layers: list[tuple[Tensor, Tensor]], hidden: list[tuple[Tensor, Tens
                     if r.status == "timeout":
                         return None
                     if r.status != "optimal":
-                        continue
+                        continue  # keep the given bound (sound)
                     v = sign * (r.value - SLACK * (1 + abs(r.value)))
                     if sign > 0:
                         l_k[i] = max(float(l_k[i]), v)

@@ -112,9 +112,12 @@ def build(layers: list[tuple[Tensor, Tensor]], bounds: list[tuple[Tensor, Tensor
 
 
 def quiet_highs() -> object:
-    """A silent ``highspy.Highs``: its constructor prints a banner to the process's stdout
-    (C level, once per process) before any option can be set, and only the CLI prints.
-    File descriptor 1 points to /dev/null meanwhile."""
+    """A silent one-thread ``highspy.Highs``: its constructor prints a banner to the
+    process's stdout (C level, once per process) before any option can be set, and only
+    the CLI prints, so file descriptor 1 points to /dev/null meanwhile. HiGHS keeps one
+    thread pool per process and refuses to run (status "Not Set") an instance whose
+    ``threads`` option differs from the pool's, e.g. after any other HiGHS user in the
+    process ran with the default: the pool is reset to one thread here."""
     import highspy
 
     sys.stdout.flush()
@@ -123,6 +126,8 @@ def quiet_highs() -> object:
         os.dup2(null, 1)
         h = highspy.Highs()
         h.setOptionValue("output_flag", False)
+        h.setOptionValue("threads", 1)
+        highspy.Highs.resetGlobalScheduler(True)
         ctypes.CDLL(None).fflush(None)
     finally:
         os.dup2(saved, 1)
@@ -153,7 +158,6 @@ def solve_pair(prog: Program, spec: np.ndarray, cutoff: float, time_limit: float
 
     # A fresh solver per pair: one that was interrupted keeps its interrupt flag.
     h = quiet_highs()
-    h.setOptionValue("threads", 1)  # type: ignore[attr-defined]
     h.passModel(prog.lp)  # type: ignore[attr-defined]
     cost = np.zeros(prog.lp.num_col_)  # type: ignore[attr-defined]
     row = spec @ prog.w_out

@@ -84,3 +84,18 @@ def test_lp_refuses_l2_and_an_unknown_bounds_source():
         certify(model, x, y, eps=0.1, norm="l2", method="lp")
     with pytest.raises(ValueError, match="bounds='dual'"):
         certify(model, x, y, eps=0.1, method="lp", bounds="dual")
+
+
+def test_programs_solve_after_a_default_threaded_highs_ran_in_the_process():
+    """HiGHS refuses to run an instance whose thread count differs from its process-wide
+    pool's; a default-threaded solve (the test helper's) must not break ours after it."""
+    model, x, y = tiny_task(3)
+    layers = network(ops_of(model), (2,))
+    for i in range(len(x)):
+        expected = lp_margins(model, x[i], int(y[i]), EPS)  # default threads
+        _, hidden, lo, hi = _sample(layers, x[i], EPS)
+        np.testing.assert_allclose(pair_minima(layers, hidden, lo, hi, int(y[i])), expected,
+                                   atol=1e-6)
+    lp_margins(model, x[0], int(y[0]), EPS)
+    exact = certify(model, x, y, eps=EPS, method="milp", attack_steps=0, time_limit=20)
+    assert exact.decided_share == 1.0

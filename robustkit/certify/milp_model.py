@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -136,6 +137,23 @@ def quiet_highs() -> object:
     return h
 
 
+def run_single_threaded(h: Any) -> None:
+    """``h.run()`` with ``threads`` 1. HiGHS keeps one thread scheduler per process: when
+    other code in the process ran HiGHS with more threads first, the run fails with an
+    error (not a verdict); the scheduler is then reset once and the run repeated.
+
+    Raises:
+        RuntimeError: HiGHS still reports an error.
+    """
+    import highspy
+
+    h.setOptionValue("threads", 1)
+    if h.run() == highspy.HighsStatus.kError:
+        highspy.Highs.resetThreadScheduler(True)  # blocking: wait for its workers
+        if h.run() == highspy.HighsStatus.kError:
+            raise RuntimeError("HiGHS failed to solve the verification program")
+
+
 @dataclass(frozen=True)
 class Outcome:
     """A pair's verdict: "safe" (no point below the cutoff), "witness" (``x`` has a
@@ -185,7 +203,7 @@ def solve_pair(prog: Program, spec: np.ndarray, cutoff: float, time_limit: float
     h.cbMipInterrupt.subscribe(check)  # type: ignore[attr-defined]
     cpu = time.process_time()
     try:
-        h.run()  # type: ignore[attr-defined]
+        run_single_threaded(h)
     finally:
         h.cbMipImprovingSolution.unsubscribe(improving)  # type: ignore[attr-defined]
         h.cbMipInterrupt.unsubscribe(check)  # type: ignore[attr-defined]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from robustkit.certify.milp_model import Program, build, quiet_highs
+from robustkit.certify.milp_model import Program, build, quiet_highs, run_single_threaded
 
 Tensor = torch.Tensor
 SLACK = 1e-6
@@ -47,7 +47,8 @@ class LPOutcome:
 
 
 def open_lp(prog: Program) -> object:
-    """A silent one-thread HiGHS instance holding ``prog`` (solve it with :func:`minimize`)."""
+    """A silent HiGHS instance holding ``prog`` (solve it with :func:`minimize`, one
+    thread)."""
     h = quiet_highs()
     h.passModel(prog.lp)  # type: ignore[attr-defined]
     return h
@@ -67,7 +68,7 @@ def minimize(h: object, prog: Program, row: np.ndarray, offset: float,
     # HiGHS's limit is wall time: twenty times the CPU seconds left, a backstop only (a
     # loaded machine stretches wall time several-fold); callers check the CPU clock.
     h.setOptionValue("time_limit", max(20 * float(time_limit), 0.2))  # type: ignore
-    h.run()  # type: ignore[attr-defined]
+    run_single_threaded(h)
     status = h.getModelStatus()  # type: ignore[attr-defined]
     if status == highspy.HighsModelStatus.kOptimal:
         value = float(h.getInfo().objective_function_value)  # type: ignore[attr-defined]

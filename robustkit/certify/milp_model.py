@@ -113,12 +113,10 @@ def build(layers: list[tuple[Tensor, Tensor]], bounds: list[tuple[Tensor, Tensor
 
 
 def quiet_highs() -> object:
-    """A silent one-thread ``highspy.Highs``: its constructor prints a banner to the
-    process's stdout (C level, once per process) before any option can be set, and only
-    the CLI prints, so file descriptor 1 points to /dev/null meanwhile. HiGHS keeps one
-    thread pool per process and refuses to run (status "Not Set") an instance whose
-    ``threads`` option differs from the pool's, e.g. after any other HiGHS user in the
-    process ran with the default: the pool is reset to one thread here."""
+    """A silent ``highspy.Highs``: its constructor prints a banner to the process's stdout
+    (C level, once per process) before any option can be set, and only the CLI prints.
+    File descriptor 1 points to /dev/null meanwhile. Run it with
+    :func:`run_single_threaded`."""
     import highspy
 
     sys.stdout.flush()
@@ -127,8 +125,6 @@ def quiet_highs() -> object:
         os.dup2(null, 1)
         h = highspy.Highs()
         h.setOptionValue("output_flag", False)
-        h.setOptionValue("threads", 1)
-        highspy.Highs.resetGlobalScheduler(True)
         ctypes.CDLL(None).fflush(None)
     finally:
         os.dup2(saved, 1)

@@ -99,7 +99,7 @@ def row(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps
     }
 
 
-def cost_rows(x: torch.Tensor, y: torch.Tensor, lirpa: str | None, repeats: int = 5
+def cost_rows(x: torch.Tensor, y: torch.Tensor, lirpa: str | None, repeats: int = 15
               ) -> list[dict]:
     rows = []
     for name, fam in (("mlp default", "mlp"), ("cnn default", "cnn")):

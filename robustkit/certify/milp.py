@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from robustkit.certify.base import CertifyResult, register
-from robustkit.certify.bounds import input_box
 from robustkit.certify.layers import reason
 from robustkit.certify.milp_model import build, solve_pair
 from robustkit.certify.programs import (
@@ -84,8 +83,7 @@ def _decide(model: nn.Module, layers: list, s: Open, time_limit: float
             ) -> tuple[str, Tensor | None, float]:
     """("certified" | "broken" | a reason, witness, CPU seconds) for one sample."""
     start = time.process_time()
-    lo, hi = input_box(s.x0, s.eps)
-    hidden = program_bounds(layers, s, lo, hi, start + time_limit)
+    lo, hi, hidden = program_bounds(layers, s, start + time_limit)
     if hidden is None:
         return f"time limit ({time_limit:g} s) reached", None, time.process_time() - start
     prog = build(layers, hidden, lo, hi)

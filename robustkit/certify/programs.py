@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from robustkit.certify.base import CertifyResult, undecided, verify_witness
-from robustkit.certify.bounds import allowance, attack_witness, result
+from robustkit.certify.bounds import allowance, attack_witness, input_box, result
 from robustkit.certify.crown_bounds import margin_bounds, preactivation_bounds, unstable_counts
 from robustkit.certify.dense import network
 from robustkit.certify.layers import Unsupported, ops_of
@@ -132,13 +132,15 @@ def open_pairs(sample: Open, k: int) -> list[int]:
     return [j for _, j in sorted(pairs)]
 
 
-def program_bounds(layers: list, sample: Open, lo: Tensor, hi: Tensor, deadline: float
-                   ) -> list[tuple[Tensor, Tensor]] | None:
-    """The hidden bounds a sample's program takes: the bound pass's, LP-tightened when
-    ``sample.bounds`` is "lp" (None when the CPU clock passes ``deadline`` meanwhile)."""
+def program_bounds(layers: list, sample: Open, deadline: float
+                   ) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]] | None]:
+    """The input box [lo, hi] of a sample's program and the hidden bounds it takes: the
+    bound pass's, LP-tightened when ``sample.bounds`` is "lp" (None when the CPU clock
+    passes ``deadline`` meanwhile)."""
+    lo, hi = input_box(sample.x0, sample.eps)
     if sample.bounds != "lp":
-        return sample.hidden
-    return tighten(layers, sample.hidden, lo, hi, deadline=deadline)
+        return lo, hi, sample.hidden
+    return lo, hi, tighten(layers, sample.hidden, lo, hi, deadline=deadline)
 
 
 def pair_spec(sample: Open, j: int, k: int) -> np.ndarray:

@@ -97,9 +97,9 @@ def test_milp_decides_after_other_code_ran_highs_with_more_threads():
     # HiGHS keeps one thread scheduler per process: a solve elsewhere with 2 threads made
     # every later single-threaded solve fail, which read as "time limit reached"
     highspy = pytest.importorskip("highspy")
-    from robustkit.certify.milp_model import _quiet_highs
+    from robustkit.certify.milp_model import quiet_highs
 
-    h = _quiet_highs()
+    h = quiet_highs()
     h.setOptionValue("threads", 2)
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = 1, 0

@@ -31,7 +31,7 @@ import psutil
 import torch
 from attacks_common import code_version
 from common import RESULTS, device_name, write_csv
-from dask_cluster import DaskCluster
+from dask_cluster import DaskCluster, tree_cpu
 
 from robustkit.sweep import parse_spec, run_sweep
 from robustkit.sweep.results import read_rows
@@ -40,20 +40,6 @@ OUT = RESULTS / "sweep_executors.csv"
 SPEC = Path(__file__).resolve().parents[1] / "attacks" / "digits.toml"
 BIN = Path(sys.executable).parent
 TIMING = ("seconds", "samples_per_second", "train_seconds", "train_ratio", "device")
-
-
-def tree_cpu(procs: list[psutil.Process]) -> float:
-    """User + system CPU seconds of ``procs`` and their live descendants, each process
-    once (the Dask processes are this process's descendants too)."""
-    seen = {q.pid: q for p in procs for q in [p, *p.children(recursive=True)]}
-    total = 0.0
-    for q in seen.values():
-        try:
-            t = q.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            continue
-    return total
 
 
 def run(mode: str, spec_text: str, port: int) -> dict[str, Any]:

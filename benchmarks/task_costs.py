@@ -43,10 +43,13 @@ def measured(fn: Callable[..., Any], *args: Any) -> tuple[Any, dict[str, Any]]:
 
 
 class Measured:
-    """An executor that runs every task through :func:`measured` on ``inner``."""
+    """An executor that runs every task through :func:`measured` on ``inner``;
+    ``task_bytes`` are the pickled arguments of each task, but the first where ``shared``
+    (a job passed through ``share()``: a future on Dask)."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, *, shared: bool = True) -> None:
         self.inner, self.name, self.workers = inner, inner.name, inner.workers
+        self.skip = 1 if shared else 0
         self.stats: list[dict[str, Any]] = []
         self.task_bytes: list[int] = []
 
@@ -54,7 +57,7 @@ class Measured:
         return self.inner.share(obj)
 
     def imap(self, fn: Callable[..., Any], args: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
-        self.task_bytes += [len(pickle.dumps(a[1:])) for a in args]  # all but the shared job
+        self.task_bytes += [len(pickle.dumps(a[self.skip:])) for a in args]
         for i, (out, stats) in self.inner.imap(measured, [(fn, *a) for a in args]):
             self.stats.append(stats)
             yield i, out
@@ -83,6 +86,7 @@ class Measured:
                 "task_thread_minflt": sum(s["after"]["thread_minflt"] -
                                           s["before"]["thread_minflt"] for s in self.stats),
                 "bytes_per_task": max(self.task_bytes) if self.task_bytes else 0,
+                "bytes_all_tasks": sum(self.task_bytes),
                 "task_thread": s0["thread"], "main_thread": s0["main_thread"],
                 "torch_threads_at_start": s0["torch_threads_at_start"],
                 "torch_threads": s0["torch_threads"],

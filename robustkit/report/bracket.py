@@ -26,7 +26,13 @@ from html import escape
 import pandas as pd
 
 from robustkit.report.data import ordered_unique
-from robustkit.report.plots import _grid, _pct_axis, _styles, legend_html, to_data_uri
+from robustkit.report.plots import (
+    legend_html,
+    line_styles,
+    percent_axis,
+    subplot_grid,
+    to_data_uri,
+)
 from robustkit.report.ranking import Ranking, headline_rows
 
 COLUMNS = ("certified_accuracy", "exact_share", "certify_method")
@@ -134,8 +140,8 @@ def bracket_plots(per_dataset: list[tuple[str, pd.DataFrame, Bounds]]
         labels = [lbl for lbl in b.lower.index if b.lower.loc[lbl].notna().any()]
         if not labels:
             continue
-        styles = _styles(ok[ok["label"].isin(labels)].drop_duplicates("label"))
-        fig, axes = _grid(len(labels), width=3.0, height=2.5, ncols=4)
+        styles = line_styles(ok[ok["label"].isin(labels)].drop_duplicates("label"))
+        fig, axes = subplot_grid(len(labels), width=3.0, height=2.5, ncols=4)
         for ax, label in zip(axes, labels):
             keep = b.lower.loc[label].notna()
             eps = [float(e) for e in b.lower.columns[keep]]
@@ -148,7 +154,7 @@ def bracket_plots(per_dataset: list[tuple[str, pd.DataFrame, Bounds]]
                     mfc="white", label="certified")
             ax.set_title(str(label), fontsize=9, fontweight="bold")
             ax.set_xlabel(f"eps ({b.norm})" if b.norm else "eps")
-            _pct_axis(ax, "accuracy")
+            percent_axis(ax, "accuracy")
         legend = legend_html([("upper bound (attacks, and the certificate's witnesses)",
                                {"color": "0.3", "ls": "-", "marker": "o"}),
                               ("certified (lower bound)", {"color": "0.3", "ls": "--",

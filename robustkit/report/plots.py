@@ -29,7 +29,7 @@ def to_data_uri(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _grid(n: int, *, width: float = 3.6, height: float = 2.9, ncols: int = 3
+def subplot_grid(n: int, *, width: float = 3.6, height: float = 2.9, ncols: int = 3
           ) -> tuple[Figure, list]:
     from matplotlib.figure import Figure as MplFigure
 
@@ -46,7 +46,7 @@ _DASHES = ["-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1))]
 _MARKERS = ["o", "s", "^", "D", "v", "P"]
 
 
-def _styles(rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
+def line_styles(rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Line style per label: the color names the model (the same in every plot), the
     dash pattern and marker name the defense (solid circles: undefended)."""
     from matplotlib import colormaps
@@ -63,7 +63,7 @@ def _styles(rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _pct_axis(ax: Any, ylabel: str) -> None:
+def percent_axis(ax: Any, ylabel: str) -> None:
     from matplotlib.ticker import PercentFormatter
 
     ax.set_ylim(-0.03, 1.03)
@@ -80,9 +80,9 @@ def _curves(ok: pd.DataFrame, attacks: list[str], value: str, ylabel: str,
         if rows.empty or value not in rows.columns:
             continue
         present = ordered_unique(rows["attack"])
-        styles = _styles(rows)
+        styles = line_styles(rows)
         norms = attack_norms(rows)
-        fig, axes = _grid(len(present))
+        fig, axes = subplot_grid(len(present))
         for ax, attack in zip(axes, present):
             sub = rows[rows["attack"] == attack]
             means = sub.groupby(["label", "eps"], sort=True)[value].mean()
@@ -91,7 +91,7 @@ def _curves(ok: pd.DataFrame, attacks: list[str], value: str, ylabel: str,
                 ax.plot(series.index, series.values, ms=3.5, lw=1.6, label=label, **styles[label])
             ax.set_title(attack, fontsize=10, fontweight="bold")
             ax.set_xlabel(f"{xlabel} ({norms[attack]})" if norms.get(attack) else xlabel)
-            _pct_axis(ax, ylabel)
+            percent_axis(ax, ylabel)
         figures.append((dataset, to_data_uri(fig), legend_html(
             [(lbl, styles[lbl]) for lbl in ordered_unique(rows["label"])])))
     return figures
@@ -106,7 +106,7 @@ _SVG_MARK = {"o": "<circle cx='14' cy='6' r='3'/>", "s": "<rect x='11' y='3' wid
 
 
 def legend_html(entries: list[tuple[str, dict[str, Any]]]) -> str:
-    """An HTML legend (inline SVG line samples) for the plot styles of ``_styles``."""
+    """An HTML legend (inline SVG line samples) for the plot styles of ``line_styles``."""
     from html import escape
 
     from matplotlib.colors import to_hex
@@ -158,7 +158,7 @@ def roc_plots(rocs: list[Artifact]) -> list[tuple[str, str]]:
         radii = sorted({eps_of(a) for a in mine})
         shade = {e: colormaps["viridis"](0.85 - 0.75 * i / max(1, len(radii) - 1))
                  for i, e in enumerate(radii)}
-        fig, axes = _grid(len(panels), width=2.9, height=2.9, ncols=4)
+        fig, axes = subplot_grid(len(panels), width=2.9, height=2.9, ncols=4)
         for ax, panel in zip(axes, panels):
             for art in sorted((a for a in mine if _roc_panel(a) == panel), key=eps_of):
                 fpr, tpr = np.asarray(art.arrays["fpr"], float), np.asarray(art.arrays["tpr"], float)

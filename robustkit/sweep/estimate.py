@@ -30,6 +30,12 @@ ONCE = ("deepfool", "deepfool_linf")
 # Gradient steps per sample of each attack (universal: passes over the fit set).
 ATTACK_STEPS = {"fgsm": 1, "fgm": 1, "noise": 0.5, "patch": 0.5, "deepfool": 30,
                 "deepfool_linf": 30, "uap": 100, "uap_sgd": 40}
+# AutoAttack: the share of samples guessed to survive APGD-CE (the rest stop early), the
+# cost of one Square query relative to a gradient step (a forward alone), and lean's share of
+# the standard chain's passes (0.24-0.29 of its backward passes on the digits benchmark rows).
+AA_SURVIVE = 0.5
+AA_QUERY = 1 / 3
+AA_LEAN = 0.3
 # Training cost multiplier of each defense over plain training.
 DEFENSE_COST = {"fgsm_rs": 2.0, "pgd": 8.0, "universal": 1.5, "retrain": 4.0,
                 "detector": 2.0, "rectifier": 4.0, "ibp": 2.0}
@@ -47,7 +53,30 @@ def attack_steps(cell: Cell) -> float:
     name = cell.attack.attack
     if name.startswith(("pgd", "foolbox:")):
         return float(p.get("steps", 10)) * float(p.get("restarts", 1))
+    if name == "autoattack":
+        return autoattack_steps(p)
     return float(ATTACK_STEPS.get(name, 10))
+
+
+def autoattack_steps(params: dict[str, Any]) -> float:
+    """Gradient-step equivalents per sample of an AutoAttack version: APGD-CE on every
+    sample, then on the ``AA_SURVIVE`` share APGD-T and FAB-T over the targets and Square's
+    queries (``rand``: APGD-CE and APGD-DLR with EOT).
+
+    Example:
+        >>> autoattack_steps({"version": "fast", "steps": 10, "targets": 2})
+        20.0
+    """
+    steps = float(params.get("steps", 100))
+    targets = float(params.get("targets", 9))
+    queries = float(params.get("queries", 5000))
+    version = params.get("version", "standard")
+    if version == "rand":
+        return steps * float(params.get("eot", 20)) * (1 + AA_SURVIVE)
+    if version == "fast":
+        return steps * (1 + AA_SURVIVE * targets)
+    standard = steps + AA_SURVIVE * (2 * targets * steps + queries * AA_QUERY)
+    return standard * (AA_LEAN if version == "lean" else 1.0)
 
 
 def estimate(cells: Iterable[Cell]) -> dict[str, Any]:

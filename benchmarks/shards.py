@@ -15,6 +15,8 @@ it, and compares the resumed per-sample table with the uninterrupted one.
 Run:
     .venv/bin/python benchmarks/shards.py --dataset digits                 # every family
     .venv/bin/python benchmarks/shards.py --dataset mnist --n 1000 --fault # FGSM-RS CNN
+    .venv/bin/python benchmarks/shards.py --dataset mnist --n 1000 \
+        --model-dir /work/runs-shared/aa-mnist/cnn-fgsm_rs  # a stored one
 Output: benchmarks/results/shards.csv (rows replaced per dataset, model and mode). The
 speed bar (2 workers >= 1.7x one worker) needs an otherwise idle 2-core machine: the
 ``load_before`` column records ``os.getloadavg()`` before each run.
@@ -178,6 +180,8 @@ def main() -> None:
     ap.add_argument("--modes", default="one,processes,dask")
     ap.add_argument("--devices", default="", help="with mode devices: cuda:0,cuda:1")
     ap.add_argument("--epochs", type=int, default=10, help="FGSM-RS epochs (MNIST)")
+    ap.add_argument("--model-dir", default=None,
+                    help="MNIST: a stored FGSM-RS CNN to load instead of training one")
     ap.add_argument("--fault", action="store_true")
     args = ap.parse_args()
     args.params = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
@@ -194,7 +198,8 @@ def main() -> None:
     n = args.n or len(data.test.y)
     args.n = n
     x, y = data.test.x[:n], data.test.y[:n]
-    models = {"cnn-fgsm_rs": fgsm_rs_cnn(args.epochs)} if args.dataset == "mnist" else {
+    mnist = store.load(args.model_dir)[0] if args.model_dir else None
+    models = {"cnn-fgsm_rs": mnist or fgsm_rs_cnn(args.epochs)} if args.dataset == "mnist" else {
         f: trained(data, f) if f in PARAMS["digits"] else
         robustkit_models.train(f, (data.train, data.test), seed=0)[0]
         for f in args.families.split(",")}
@@ -205,7 +210,7 @@ def main() -> None:
               "device": device_name(torch.device("cpu")), "cpus": os.cpu_count(),
               "commit": code_version()}
     for name, model in models.items():
-        for r in run_modes(model, x, y, args, args.modes.split(",")):
+        for r in run_modes(model, x, y, args, [m for m in args.modes.split(",") if m]):
             new.append({**common, "model": name, **r})
         if args.fault:
             with tempfile.TemporaryDirectory() as d:

@@ -140,7 +140,9 @@ def fault(model_dir: Path, args: Any) -> list[dict[str, Any]]:
         while proc.poll() is None and len(list(parts.glob("part-*.parquet"))) < 2:
             time.sleep(0.05)
         kids = _children(proc.pid)
-        target = kids[-1] if victim == "worker" and kids else proc.pid
+        if victim == "worker" and not kids:
+            raise SystemExit("no worker process found to kill")
+        target = kids[-1] if victim == "worker" else proc.pid
         os.kill(target, signal.SIGKILL)
         proc.wait()
         kept = len(list(parts.glob("part-*.parquet")))
@@ -160,11 +162,13 @@ def fault(model_dir: Path, args: Any) -> list[dict[str, Any]]:
 
 
 def _children(pid: int) -> list[int]:
-    """The pool's worker processes (spawned; not multiprocessing's resource tracker)."""
+    """The pool's worker processes (spawned; not multiprocessing's resource tracker, whose
+    command line is ``...resource_tracker import main...``, while the workers' name
+    ``tracker_fd``)."""
     import psutil
 
-    return [c.pid for c in psutil.Process(pid).children()
-            if "spawn_main" in " ".join(c.cmdline()) and "tracker" not in " ".join(c.cmdline())]
+    kids = [(c.pid, " ".join(c.cmdline())) for c in psutil.Process(pid).children()]
+    return [k for k, cmd in kids if "spawn_main" in cmd and "resource_tracker" not in cmd]
 
 
 def main() -> None:

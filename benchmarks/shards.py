@@ -112,7 +112,7 @@ def _executor(mode: str, args: Any) -> tuple[Any, DaskCluster | None]:
         return ProcessExecutor(2, threads=1), None
     if mode == "devices":
         return DeviceExecutor(args.devices, threads=1), None
-    cluster = DaskCluster()
+    cluster = DaskCluster(args.dask_port)
     return cluster.executor(), cluster
 
 
@@ -187,6 +187,8 @@ def main() -> None:
     ap.add_argument("--model-dir", default=None,
                     help="MNIST: a stored FGSM-RS CNN to load instead of training one")
     ap.add_argument("--fault", action="store_true")
+    ap.add_argument("--dask-port", type=int, default=8797,
+                    help="the scheduler's port (another run at once needs another)")
     args = ap.parse_args()
     args.params = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
     args.eps = args.eps or [0.3 if args.dataset == "mnist" else 0.1]

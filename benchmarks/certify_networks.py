@@ -14,7 +14,7 @@ Parts:
         --time-limit 5 for the committed CSV).
   bigm  an MLP with two hidden layers of 128, where CROWN tightens the second layer's
         big-M constants over IBP's (with one hidden layer both are exact): MILP with each.
-  cost  IBP and CROWN time over one forward + backward pass of the same batch.
+  cost  IBP and CROWN time over one forward + backward pass of the same batch, beside\n        auto_LiRPA's time for the same bounds (its own process, timed the same way;\n        left out when its environment, --lirpa-python, is missing).
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ import time
 
 import torch
 from certify_linear import setup
-from common import RESULTS, write_csv
+from common import RESULTS, best_cpu, write_csv
+from lirpa_bridge import DEFAULT_PYTHON, MissingReference, check_python, lirpa_bounds
 
 from robustkit import load_dataset, models
 from robustkit.attacks.autoattack import autoattack
@@ -89,7 +90,8 @@ def row(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps
     }
 
 
-def cost_rows(x: torch.Tensor, y: torch.Tensor, repeats: int = 5) -> list[dict]:
+def cost_rows(x: torch.Tensor, y: torch.Tensor, lirpa: str | None, repeats: int = 5
+              ) -> list[dict]:
     rows = []
     for name, fam in (("mlp default", "mlp"), ("cnn default", "cnn")):
         model = models.train(fam, "digits", device="cpu")[0]
@@ -99,7 +101,7 @@ def cost_rows(x: torch.Tensor, y: torch.Tensor, repeats: int = 5) -> list[dict]:
             loss = torch.nn.functional.cross_entropy(model(xr), y)
             torch.autograd.grad(loss, xr)
 
-        base = _best(floor, repeats)
+        base = best_cpu(floor, repeats)[0]
         ops = ops_of(model)
         layers = network(ops, tuple(x.shape[1:]))
         x0 = x.double()
@@ -108,26 +110,28 @@ def cost_rows(x: torch.Tensor, y: torch.Tensor, repeats: int = 5) -> list[dict]:
             "crown": lambda layers=layers, x0=x0: margin_bounds(
                 layers, preactivation_bounds(layers, x0.flatten(1), 0.02, "linf"),
                 x0.flatten(1), y, 0.02, "linf")}
+        ref, meta = lirpa_bounds(lirpa, model, {"x": x}, y, [
+            {"norm": "linf", "eps": 0.02, "x": "x"}], repeats) if lirpa else ({}, {})
         for method in ("ibp", "crown"):
-            t = _best(lambda m=method, model=model: certify(model, x, y, eps=0.02, method=m,
-                                                             attack_steps=0), repeats)
+            t = best_cpu(lambda m=method, model=model: certify(
+                model, x, y, eps=0.02, method=m, attack_steps=0), repeats)[0]
             with torch.no_grad():
-                t_bound = _best(bound_only[method], repeats)
-            rows.append({"model": name, "method": method, "n": len(x),
-                         "floor_ms": round(base * 1e3, 3), "method_ms": round(t * 1e3, 3),
-                         "ratio_to_floor": round(t / base, 1),
-                         "bounds_ms": round(t_bound * 1e3, 3),
-                         "bounds_ratio": round(t_bound / base, 1)})
+                t_bound, ours = best_cpu(bound_only[method], repeats)
+            row = {"model": name, "method": method, "n": len(x),
+                   "floor_ms": round(base * 1e3, 3), "method_ms": round(t * 1e3, 3),
+                   "ratio_to_floor": round(t / base, 1), "bounds_ms": round(t_bound * 1e3, 3),
+                   "bounds_ratio": round(t_bound / base, 1)}
+            if meta:  # the same bounds in auto_LiRPA ("matched"), and its default CROWN
+                key = f"0/{'matched' if method == 'crown' else 'default'}/{method}"
+                t_ref = meta["seconds"][key]
+                row.update({"lirpa_ms": round(t_ref * 1e3, 3),
+                            "max_abs_diff": float((ours - ref[key]).abs().max()),
+                            "lirpa_ratio": round(t_ref / base, 1),
+                            "lirpa_default_ms": round(meta["seconds"][f"0/default/{method}"]
+                                                      * 1e3, 3),
+                            "lirpa_version": meta["auto_LiRPA"], "lirpa_torch": meta["torch"]})
+            rows.append(row)
     return rows
-
-
-def _best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -135,10 +139,19 @@ def main() -> None:
     ap.add_argument("--part", choices=[*PARTS, "cost"], required=True)
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--time-limit", type=float, default=30.0)
+    ap.add_argument("--lirpa-python", default=DEFAULT_PYTHON,
+                    help="auto_LiRPA's environment for the cost part's reference timings")
     args = ap.parse_args()
     x, y, machine = setup(args.n)
     if args.part == "cost":
-        write_csv([{**r, **machine} for r in cost_rows(x, y)], RESULTS / "certify_cost.csv")
+        try:
+            check_python(args.lirpa_python)
+            lirpa: str | None = args.lirpa_python
+        except MissingReference as exc:
+            print(f"no auto_LiRPA columns: {exc}", file=sys.stderr)
+            lirpa = None
+        write_csv([{**r, **machine} for r in cost_rows(x, y, lirpa)],
+                  RESULTS / "certify_cost.csv")
         return
     path = RESULTS / f"certify_networks_{args.part}.csv"
     rows = []

@@ -5,7 +5,10 @@ import csv
 import os
 import platform
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -60,3 +63,13 @@ def markdown_table(rows: list[dict], cols: list[str]) -> str:
         cells = [f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def best_cpu(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """(the least process CPU seconds of ``repeats`` calls of fn, the last call's result)."""
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.process_time()
+        out = fn()
+        times.append(time.process_time() - start)
+    return min(times), out

@@ -2,7 +2,7 @@
 processes and Dask, what a Dask task costs beside a process's, a sweep on each executor."""
 from __future__ import annotations
 
-from table_renderers import Table
+from table_spec import Table
 
 EXECUTOR_TABLES: list[Table] = [
     Table("shards.csv", "One evaluation in shards: one process, 2 worker processes, Dask",

@@ -3,27 +3,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 Row = dict[str, str]
 Rendered = tuple[list[str], list[list[str]]]
-
-
-@dataclass(frozen=True)
-class Table:
-    """One table of the page (see benchmarks/tables.py's docstring)."""
-
-    csv: str
-    title: str
-    command: str
-    columns: tuple[tuple[str, str], ...] = ()
-    where: dict[str, str] = field(default_factory=dict)
-    render: Callable[[list[Row]], tuple[list[str], list[list[str]]]] | None = None
-    finding: str = ""
-    note: str = ""
 
 
 def num(v: str, digits: int = 4) -> str:

@@ -7,7 +7,9 @@ Each table is one ``Table`` in ``TABLES``: the CSV, a title, the command that re
 the columns to show (CSV column -> header; none: every column but the machine columns), an
 optional row filter or custom renderer, and at most one finding worth knowing. A CSV that
 does not exist yet is skipped. To add a benchmark, append a ``Table`` (a few lines) and run
-this script; tests/test_benchmark_tables.py fails until the page is regenerated.
+this script; tests/test_benchmark_tables.py fails until the page is regenerated. ``Table``
+is defined in table_spec.py; the tables of CROWN's cost and of the auto_LiRPA comparison
+live in tables_certify.py.
 Needs only the standard library, except the defense table (robustkit, for the defaults).
 """
 from __future__ import annotations
@@ -20,21 +22,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from a path
 from table_executors import EXECUTOR_TABLES
 from table_lean import lean_table, square_flat
-from table_renderers import (
-    Table,
-    autoattack_floor,
-    autoattack_pivot,
-    defenses,
-    fgsm_pivot,
-    num,
-)
+from table_renderers import autoattack_floor, autoattack_pivot, defenses, fgsm_pivot, num
+from table_spec import Row, Table
+from tables_certify import CERTIFY_TABLES, KERNEL_TABLES
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PAGE = HERE / "README.md"
 MACHINE_COLUMNS = ("device", "threads", "clock", "commit", "benchmark")
-Row = dict[str, str]
-
 
 TABLES: list[Table] = [
     Table("train.csv", "Training", "python benchmarks/train.py",
@@ -174,110 +169,12 @@ TABLES: list[Table] = [
           note="The `3 vs 8` rows check correctness, not speed: the input gradient of the "
                "binary decision function against central finite differences and against "
                "ART's on the same inputs (the speed rows leave these columns empty)."),
-    Table("certify_kernels.csv", "Kernel SVM and Gaussian-mixture certificates beside AutoAttack",
-          "python benchmarks/certify_kernels.py",
-          (("dataset", "dataset"), ("model", "model"), ("method", "certificate"),
-           ("norm", "norm"), ("eps", "eps"), ("branch", "branch and bound"), ("n", "n"),
-           ("certified", "certified"), ("autoattack", "AutoAttack"),
-           ("exact_share", "exact share"), ("cert_decided", "decided by the certificate"),
-           ("seconds_per_image", "s / image / eps"), ("time_limit", "time limit s"),
-           ("max_boxes", "max boxes")),
-          note="The true robust accuracy lies in [certified, AutoAttack]. Exact share: inputs "
-               "certified, or broken by the certificate's verified witness or by AutoAttack. "
-               "Digits: the first n stratified test images, default svm (RBF) and gmm (full "
-               "covariance, 2 components); 2-D: every test point. Thread CPU seconds of the "
-               "certificate, one torch thread, per image and eps; CPU only, no GPU row "
-               "exists yet. No certified input was broken by AutoAttack in any row (the "
-               "script raises otherwise).",
-          finding="On the 2-D sets the certificates decide every point but one and meet "
-                  "AutoAttack exactly (23 of 24 rows: certified = AutoAttack, exact share "
-                  "1.0; blobs SVM Linf 0.05 leaves one point whose margin lies within the "
-                  "float32 rounding slack). On 64-pixel digits the bounds are tight at eps "
-                  "0.02 (SVM [0.955, 0.97], GMM [0.98, 0.985]) and for the GMM at 0.05 "
-                  "([0.90, 0.94] with branch and bound), but the RBF-SVM bracket is "
-                  "[0.065, 0.94] at 0.05 and both are near-vacuous at 0.1: interval, "
-                  "mean-value and linear-relaxation bounds lose too much over 64 "
-                  "coordinates, and halving boxes barely helps in that dimension."),
+    *KERNEL_TABLES,
     Table("data_stream.csv", "Peak memory of a streamed evaluation (3x224x224 images)",
           "python benchmarks/data_stream.py",
           (("mode", "mode"), ("n", "images"), ("peak_rss_mb", "peak RSS MB"),
            ("seconds", "seconds"), ("batch_size", "batch"))),
-    Table("certify_linear.csv", "Exact certificate of linear models vs AutoAttack (digits)",
-          "python benchmarks/certify_linear.py",
-          (("model", "model"), ("norm", "norm"), ("eps", "eps"), ("n", "n"),
-           ("certified", "certified accuracy"), ("autoattack_robust", "AutoAttack robust"),
-           ("disagree", "inputs where they differ"), ("decided", "decided"),
-           ("certify_ms", "certify ms (all eps)")),
-          note="Certified: no point of the eps-ball inside [0, 1] changes the prediction "
-               "(closed form per class pair, `robustkit.certify.linear`). AutoAttack standard "
-               "on the same inputs; a certified input it breaks would raise.",
-          finding="The bracket closes on every row: certified accuracy equals AutoAttack's "
-                  "robust accuracy input by input (0 disagreements on 24 rows of 450 inputs), "
-                  "every input decided, in 0.1-0.2 s for all eps of a row."),
-    Table("certify_linear_radius.csv", "Exact minimal distance vs FAB and DeepFool (linear)",
-          "python benchmarks/certify_linear.py",
-          (("model", "model"), ("norm", "norm"), ("attack", "attack"),
-           ("box_inactive", "inputs, box inactive"), ("compared", "compared"),
-           ("max_abs_diff", "max abs diff"), ("median_abs_diff", "median abs diff"),
-           ("within_1e-4", "share within 1e-4"), ("attack_below_exact", "attack below exact")),
-          note="Every clean-correct input the attack breaks (the box included: FAB projects "
-               "onto the box exactly). `inputs, box inactive`: those whose minimal point does "
-               "not touch [0, 1] (none on digits: background pixels sit at 0). `attack below "
-               "exact` counts attack distances more than 1e-6 below the certified minimum (a "
-               "bug if not 0)."),
-    Table("certify_networks_bars.csv", "ReLU networks: exact verification (MILP) on digits",
-          "python benchmarks/certify_networks.py --part bars",
-          (("model", "model"), ("eps", "eps"), ("n", "n"), ("ibp_certified", "IBP cert."),
-           ("crown_certified", "CROWN cert."), ("milp_certified", "MILP cert."),
-           ("autoattack_robust", "AutoAttack robust"), ("exact_share", "exact share"),
-           ("timeouts", "timeouts"), ("milp_solved_inputs", "inputs solved by MILP"),
-           ("solve_s_max", "max solve CPU s"), ("unstable_mean", "unstable ReLUs (mean)"),
-           ("bar_exact_95", "bar: exact >= 95%")),
-          note="The first 100 digits test inputs, Linf, 30 CPU seconds per input. Inputs are "
-               "decided by CROWN's margin bound, by PGD (a verified witness) or by the MILP "
-               "(CROWN pre-activation bounds as big-M constants, one program per input, one "
-               "solve per class pair left open, stop at the first witness or when all are "
-               "safe). `ibp eps 0.1`: trained by the `ibp` defense at eps 0.1.",
-          finding="Both bars are met: every input is decided on all four rows (no timeout, "
-                  "every MILP solve under 1 CPU second), and MILP's certified accuracy equals "
-                  "AutoAttack's robust accuracy, so these robust accuracies are exact."),
-    Table("certify_networks_hard.csv", "ReLU networks where many ReLUs are unstable",
-          "python benchmarks/certify_networks.py --part hard --n 30 --time-limit 5",
-          (("model", "model"), ("eps", "eps"), ("n", "n"), ("ibp_certified", "IBP cert."),
-           ("crown_certified", "CROWN cert."), ("milp_certified", "MILP cert."),
-           ("autoattack_robust", "AutoAttack robust"), ("exact_share", "exact share"),
-           ("timeouts", "timeouts"), ("solve_s_median", "median solve CPU s"),
-           ("unstable_mean", "unstable ReLUs (mean)")),
-          note="The first 30 digits test inputs, 5 CPU seconds per input (the shared machine "
-               "ran at a load of 10-18 on 2 cores). The truth lies in [MILP certified, "
-               "AutoAttack robust].",
-          finding="At eps 0.1 the MILP decides only 63% (default) and 47% (PGD-trained) of the "
-                  "inputs in 5 CPU seconds and the brackets stay wide, [0.03, 0.33] and [0.30, "
-                  "0.83]; CROWN alone certifies 0-3% there."),
-    Table("certify_networks_bigm.csv", "MILP with CROWN vs IBP big-M constants",
-          "python benchmarks/certify_networks.py --part bigm",
-          (("model", "model"), ("eps", "eps"), ("bounds", "big-M from"),
-           ("unstable_mean", "unstable ReLUs (mean)"), ("milp_solved_inputs", "inputs solved"),
-           ("cpu_s_total", "total CPU s"), ("solve_s_max", "max solve CPU s"),
-           ("exact_share", "exact share"), ("milp_certified", "MILP cert.")),
-          note="A two-hidden-layer MLP (128, 128): CROWN tightens the second layer's bounds "
-               "(with one hidden layer both sources are exact). Fewer unstable ReLUs mean "
-               "fewer binaries and a tighter relaxation.",
-          finding="CROWN's big-M constants halve the unstable ReLUs (29.9 vs 61.2 at eps 0.01, "
-                  "60.9 vs 106.9 at 0.02) and cut the MILP's total CPU time 4.7x (4.6 s vs "
-                  "21.8 s for 100 inputs at 0.02, 1 vs 12 inputs left to the solver); both "
-                  "decide every input."),
-    Table("certify_cost.csv", "IBP and CROWN cost over one forward + backward pass",
-          "python benchmarks/certify_networks.py --part cost",
-          (("model", "model"), ("method", "method"), ("n", "batch"), ("floor_ms", "floor ms"),
-           ("method_ms", "certify() ms"), ("ratio_to_floor", "ratio"),
-           ("bounds_ms", "bounds only ms"), ("bounds_ratio", "bounds-only ratio")),
-          note="Best of 5 process-CPU timings on 100 inputs, one thread, Linf eps 0.02, float64 "
-               "bounds; the floor is the float32 forward and backward pass of the "
-               "cross-entropy. `certify()` includes the model's forward pass, reading the "
-               "layers and the result's bookkeeping; `bounds only` is the bound computation. "
-               "CROWN bounds every hidden layer by a backward pass per layer (quadratic in the "
-               "depth), hence its ratio on the 4-layer CNN."),
+    *CERTIFY_TABLES,
     *EXECUTOR_TABLES,
 ]
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustkit.certify import alpha as _alpha  # noqa: F401  (registers "alpha-crown")
 from robustkit.certify import crown as _crown  # noqa: F401  (registers "crown", "ibp")
 from robustkit.certify import gmm as _gmm  # noqa: F401  (registers "gmm")
 from robustkit.certify import kernel as _kernel  # noqa: F401  (registers "kernel")

@@ -24,6 +24,7 @@ from robustkit.certify.base import CertifyResult, verify_witness
 from robustkit.certify.layers import Affine, Op
 
 Tensor = torch.Tensor
+PAIR_ENTRIES = 1 << 22  # K^2 x H numbers of every class pair's margin row (32 MB in float64)
 
 
 def input_box(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -88,11 +89,17 @@ def ibp_margins(ops: list[Op], x: Tensor, y: Tensor, eps: float) -> Tensor:
     body, head = split_head(ops)
     lo, hi = ibp(body, *input_box(x, eps))
     w, b = head_matrix(head, lo)
-    oth = others(y, w.shape[0])
-    wm = w[y][:, None, :] - w[oth]
-    bm = b[y][:, None] - b[oth]
+    k = w.shape[0]
+    oth = others(y, k)
     mid, rad = ((hi + lo) / 2).flatten(1), ((hi - lo) / 2).flatten(1)
-    return (wm @ mid[:, :, None])[..., 0] + bm - (wm.abs() @ rad[:, :, None])[..., 0]
+    if k * k * w.shape[1] > PAIR_ENTRIES:  # too many class pairs: rows per sample
+        wm = w[y][:, None, :] - w[oth]
+        bm = b[y][:, None] - b[oth]
+        return (wm @ mid[:, :, None])[..., 0] + bm - (wm.abs() @ rad[:, :, None])[..., 0]
+    # every class pair's row w_i - w_j once (K^2 rows), two GEMMs, then each sample's pairs
+    wd = (w[:, None, :] - w[None, :, :]).flatten(0, 1)
+    all_pairs = mid @ wd.T - rad @ wd.abs().T + (b[:, None] - b[None, :]).flatten()
+    return all_pairs.gather(1, y[:, None] * k + oth)
 
 
 def allowance(model: nn.Module, logits: Tensor, depth: int, width: int) -> Tensor:

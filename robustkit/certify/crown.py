@@ -1,14 +1,9 @@
-"""CROWN: backward linear relaxation of a ReLU network, and the "ibp" and "crown" methods.
+"""The "crown" and "ibp" certificates of ReLU networks, and the runner they share with
+"alpha-crown": margin lower bounds per chunk of samples, certified where above the
+rounding allowance, PGD witnesses for the rest.
 
-On the dense layers of :func:`robustkit.certify.layers.network`
-(``z_1 = W_1 x + b_1``, ``z_k = W_k relu(z_{k-1}) + b_k``), a lower bound of ``L z_k + c``
-over the input set is found by walking back to the input: each ReLU with pre-activation
-bounds ``l < 0 < u`` is replaced by a line below it (slope 1 when ``u > -l``, else 0: the
-adaptive choice of Zhang et al. 2018) where the coefficient is positive, and by the chord
-``u (z - l) / (u - l)`` above it where it is negative; stable ReLUs are exact. What is
-left is linear in x and minimized exactly over the ball intersected with [0, 1]
-(Linf: the box; L2: :func:`robustkit.certify.boxball.worst_l2`). Pre-activation bounds
-are computed layer by layer the same way and intersected with IBP's. All in float64.
+The bounds themselves: :mod:`robustkit.certify.crown_bounds` (CROWN) and
+:func:`robustkit.certify.bounds.ibp_margins` (IBP).
 
 Reference: Zhang, Weng, Chen, Hsieh & Daniel, "Efficient Neural Network Robustness
 Certification with General Activation Functions", NeurIPS 2018 (arXiv:1811.00866);
@@ -18,117 +13,46 @@ Robust Models", 2018 (arXiv:1810.12715).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from robustkit.certify.base import CertifyResult, register, undecided
-from robustkit.certify.bounds import (
-    allowance,
-    attack_witness,
-    ibp_margins,
-    input_box,
-    others,
-    result,
+from robustkit.certify.bounds import allowance, attack_witness, ibp_margins, result
+from robustkit.certify.crown_bounds import (
+    Layers,
+    margin_bounds,
+    preactivation_bounds,
+    unstable_counts,
 )
-from robustkit.certify.boxball import worst_l2
 from robustkit.certify.dense import network
 from robustkit.certify.layers import Unsupported, ops_of, reason
 
 Tensor = torch.Tensor
-Layers = list[tuple[Tensor, Tensor]]
-Bounds = list[tuple[Tensor, Tensor]]
+# (dense layers, inputs (B, D) float64, labels, eps, norm) -> (margins (B, K-1), unstable (B,))
+MarginFn = Callable[[Layers, Tensor, Tensor, float, str], tuple[Tensor, Tensor]]
+__all__ = ["MarginFn", "crown", "crown_margins", "ibp", "margin_bounds", "preactivation_bounds",
+           "run_margins", "unstable_counts"]
 
 
-def concretize(a: Tensor, c: Tensor, x0: Tensor, eps: float, norm: str) -> Tensor:
-    """min of ``a x + c`` (a (N, R, D), c (N, R)) over the eps-ball of x0 (N, D) in [0, 1]."""
-    if norm == "l2":
-        return worst_l2(a, c, x0[:, None, :], eps)[0]
-    lo, hi = input_box(x0, eps)
-    return (a.clamp_min(0) @ lo[:, :, None] + a.clamp_max(0) @ hi[:, :, None])[..., 0] + c
-
-
-def relaxation(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(lower slope, upper slope, upper intercept) of ReLU over [lo, hi]."""
-    active, dead = lo >= 0, hi <= 0
-    unstable = ~(active | dead)
-    chord = hi / (hi - lo).clamp_min(1e-300)
-    upper = torch.where(active, 1.0, torch.where(unstable, chord, 0.0)).to(lo.dtype)
-    lower = torch.where(active | (unstable & (hi > -lo)), 1.0, 0.0).to(lo.dtype)
-    return lower, upper, torch.where(unstable, -lo * chord, torch.zeros_like(lo))
-
-
-def backward(layers: Layers, bounds: Bounds, k: int, lam: Tensor, c: Tensor, x0: Tensor,
-             eps: float, norm: str) -> Tensor:
-    """Lower bound (N, R) of ``lam h_k + c`` over the ball, h_k the input of layer k
-    (0-based: x for k = 0, relu(z_{k-1}) after), lam (N, R, n)."""
-    for i in range(k - 1, -1, -1):
-        lower, upper, shift = relaxation(*bounds[i])
-        pos, neg = lam.clamp_min(0), lam.clamp_max(0)
-        c = c + (neg @ shift[:, :, None])[..., 0]
-        lam = pos * lower[:, None, :] + neg * upper[:, None, :]
-        w, b = layers[i]
-        c = c + lam @ b
-        lam = lam @ w
-    return concretize(lam, c, x0, eps, norm)
-
-
-def preactivation_bounds(layers: Layers, x0: Tensor, eps: float, norm: str,
-                         crown: bool = True) -> Bounds:
-    """[(l_k, u_k)] (N, n_k) of every hidden pre-activation z_k over the ball: CROWN
-    intersected with IBP (``crown=False``: IBP alone; the first layer is exact either way)."""
-    bounds: Bounds = []
-    for k in range(len(layers) - 1):
-        w, b = layers[k]
-        n = len(b)
-        if k == 0 or crown:
-            lam = torch.cat([w, -w]).expand(len(x0), -1, -1)
-            both = backward(layers, bounds, k, lam, torch.cat([b, -b]).expand(len(x0), -1),
-                            x0, eps, norm)
-            lo, hi = both[:, :n], -both[:, n:]
-        if k > 0:
-            p_lo, p_hi = bounds[-1][0].clamp_min(0), bounds[-1][1].clamp_min(0)
-            mid, rad = (p_hi + p_lo) / 2 @ w.T + b, (p_hi - p_lo) / 2 @ w.abs().T
-            lo, hi = (torch.maximum(lo, mid - rad), torch.minimum(hi, mid + rad)) if crown \
-                else (mid - rad, mid + rad)
-        bounds.append((lo, hi))
-    return bounds
-
-
-def margin_bounds(layers: Layers, bounds: Bounds, x0: Tensor, y: Tensor, eps: float,
-                  norm: str) -> Tensor:
-    """Lower bounds (N, K-1) of ``logit_y - logit_j`` given the hidden bounds: the larger
-    of CROWN's and the interval bound through the last layer (both sound), so never below
-    IBP's."""
-    k = layers[-1][0].shape[0]
-    oth = others(y, k)
-    eye = torch.eye(k, dtype=x0.dtype)
-    spec = eye[y][:, None, :] - eye[oth]
-    w, b = layers[-1]
-    lower = backward(layers, bounds, len(layers) - 1, spec @ w, spec @ b, x0, eps, norm)
-    if not bounds:
-        return lower
-    lo, hi = bounds[-1][0].clamp_min(0), bounds[-1][1].clamp_min(0)
-    wm = spec @ w
-    mid, rad = (hi + lo) / 2, (hi - lo) / 2
-    interval = (wm @ mid[:, :, None] - wm.abs() @ rad[:, :, None])[..., 0] + spec @ b
-    return torch.maximum(lower, interval)
-
-
-def unstable_counts(bounds: Bounds) -> Tensor:
-    """Unstable ReLUs per sample (N,)."""
-    total = torch.zeros(len(bounds[0][0]) if bounds else 0, dtype=torch.long)
-    for lo, hi in bounds:
-        total = total + ((lo < 0) & (hi > 0)).sum(1)
-    return total
+def crown_margins(layers: Layers, x0: Tensor, y: Tensor, eps: float, norm: str
+                  ) -> tuple[Tensor, Tensor]:
+    """CROWN's margin lower bounds (B, K-1) and unstable ReLUs per sample (B,)."""
+    bounds = preactivation_bounds(layers, x0, eps, norm)
+    return margin_bounds(layers, bounds, x0, y, eps, norm), unstable_counts(bounds)
 
 
 def _applies(model: nn.Module, norm: str) -> str | None:
     return reason(model)
 
 
-def _run(model: nn.Module, x: Tensor, y: Tensor, eps: tuple[float, ...], norm: str,
-         method: str, attack_steps: int, chunk: int) -> list[CertifyResult]:
+def run_margins(model: nn.Module, x: Tensor, y: Tensor, eps: tuple[float, ...], norm: str,
+                method: str, attack_steps: int, chunk: int, margins_of: MarginFn | None
+                ) -> list[CertifyResult]:
+    """A certificate from margin lower bounds: ``margins_of`` on the network's dense layers
+    per chunk of samples (None: IBP on the model's own ops), certified where the worst
+    margin exceeds the rounding allowance, PGD witnesses (``attack_steps``) elsewhere."""
     start = time.perf_counter()
     ops = ops_of(model)
     with torch.no_grad():
@@ -137,7 +61,7 @@ def _run(model: nn.Module, x: Tensor, y: Tensor, eps: tuple[float, ...], norm: s
     x0 = x.detach().flatten(1).double().cpu()
     yc = y.cpu()
     try:
-        layers = network(ops, tuple(x.shape[1:])) if method == "crown" else []
+        layers = network(ops, tuple(x.shape[1:])) if margins_of is not None else []
     except Unsupported as exc:
         return [undecided(x, e, norm, method, f"cannot read {exc}") for e in eps]
     depth = max(len(layers), sum(op == "relu" for op in ops) + 1)
@@ -150,12 +74,12 @@ def _run(model: nn.Module, x: Tensor, y: Tensor, eps: tuple[float, ...], norm: s
         with torch.no_grad():
             for i in range(0, len(x0), chunk):
                 xb, yb = x0[i:i + chunk], yc[i:i + chunk]
-                if method == "ibp":
+                if margins_of is None:
                     margins.append(ibp_margins(ops, xb.reshape(-1, *x.shape[1:]), yb, e))
                 else:
-                    bounds = preactivation_bounds(layers, xb, e, norm)
-                    margins.append(margin_bounds(layers, bounds, xb, yb, e, norm))
-                    unstable.append(unstable_counts(bounds))
+                    m, u = margins_of(layers, xb, yb, e, norm)
+                    margins.append(m)
+                    unstable.append(u)
         worst = torch.cat(margins).amin(1)
         certified = (worst > tol).to(x.device) & correct
         broken, x_adv = attack_witness(model, x, y, e, norm, correct & ~certified, attack_steps)
@@ -188,7 +112,7 @@ def crown(model: nn.Module, x: Tensor, y: Tensor, *, eps: tuple[float, ...], nor
         One ``CertifyResult`` per eps; ``info["margin"]`` is the lower bound of
         logit_y - max_j logit_j (N,), ``info["unstable"]`` the unstable ReLUs per sample.
     """
-    return _run(model, x, y, eps, norm, "crown", attack_steps, chunk)
+    return run_margins(model, x, y, eps, norm, "crown", attack_steps, chunk, crown_margins)
 
 
 @register("ibp", applies=_applies, priority=50)
@@ -201,4 +125,4 @@ def ibp(model: nn.Module, x: Tensor, y: Tensor, *, eps: tuple[float, ...], norm:
     Returns:
         One ``CertifyResult`` per eps; ``info["margin"]`` as for ``crown``.
     """
-    return _run(model, x, y, eps, norm, "ibp", attack_steps, chunk)
+    return run_margins(model, x, y, eps, norm, "ibp", attack_steps, chunk, None)

@@ -1,0 +1,159 @@
+"""robustkit's IBP and CROWN margin bounds against auto_LiRPA's on the same nets and inputs.
+
+Run: .venv/bin/python benchmarks/certify_reference.py [--n 50]
+         [--lirpa-python /work/venvs/lirpa/bin/python]
+Writes benchmarks/results/certify_reference.csv: per model, norm, eps, method and
+auto_LiRPA configuration (see benchmarks/lirpa_bounds.py), the largest absolute and relative
+difference of the N x (K-1) lower bounds of ``logit_y - logit_j``, the smallest
+``ours - reference`` (negative: ours looser), their relation and pass at 1e-4 (equal where
+both compute the same bounds; against auto_LiRPA's defaults, which do not intersect CROWN
+with IBP, ours may only be tighter), and both sides' process CPU
+milliseconds for the same bounds (the best of 3, one torch thread, float64; auto_LiRPA
+timed in its own process). Exits 2 when the auto_LiRPA environment is missing.
+
+auto_LiRPA 0.7.1 needs torch < 2.9: it runs in a throw-away environment, never a robustkit
+dependency. To build it (Python 3.11, PyPI only; the torch wheel pulls its CUDA libraries,
+~6 GB, even for CPU use):
+
+    python3 -m venv /work/venvs/lirpa
+    /work/venvs/lirpa/bin/pip install "torch==2.8.*" "torchvision==0.23.*" safetensors \
+        packaging appdirs pyyaml tqdm graphviz wheel
+    # auto_LiRPA's source (github.com/Verified-Intelligence/auto_LiRPA, 0.7.1), with the
+    # pytest pin dropped from its setup.py:
+    /work/venvs/lirpa/bin/pip install --no-deps --no-build-isolation ./auto_LiRPA
+
+The Linf ball is cut to the [0, 1] box on both sides. auto_LiRPA's L2 ignores the box, so
+the L2 rows use the inputs mapped to [0.25, 0.75] with eps <= 0.25, where the box is
+inactive and the two problems are the same (one more L2 row, eps 0.5 on the digits
+themselves, where the box binds: there robustkit's bounds may only be tighter); robustkit's IBP under L2 starts from the ball's bounding box (auto_LiRPA's
+from the ball), so IBP is compared under Linf only.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from certify_linear import setup
+from common import RESULTS, best_cpu, write_csv
+from lirpa_bridge import DEFAULT_PYTHON, MissingReference, check_python, lirpa_bounds
+from torch import nn
+
+from robustkit import load_dataset, models
+from robustkit.certify.bounds import ibp_margins
+from robustkit.certify.crown import margin_bounds, preactivation_bounds
+from robustkit.certify.dense import network
+from robustkit.certify.layers import ops_of
+from robustkit.defenses import defend
+
+CASES = [{"norm": "linf", "eps": e, "x": "x"} for e in (0.01, 0.05, 0.1)] + \
+        [{"norm": "l2", "eps": e, "x": "x_mid"} for e in (0.1, 0.25)] + \
+        [{"norm": "l2", "eps": 0.5, "x": "x"}]  # the box binds: ours may only be tighter
+MODELS = ("mlp default", "mlp 128-128 default", "mlp ibp eps 0.1", "cnn default",
+          "cnn bn-avgpool")
+
+
+def pooled_cnn(x: torch.Tensor, y: torch.Tensor, epochs: int = 15) -> nn.Sequential:
+    """Conv-BatchNorm-ReLU-AvgPool-Flatten-Linear-ReLU-Linear, trained briefly (Adam)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8 * 16, 64), nn.ReLU(),
+                        nn.Linear(64, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x)).split(64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
+            opt.step()
+    return net.eval()
+
+
+def build(name: str) -> nn.Module:
+    tr = load_dataset("digits", "train", seed=0)
+    if name == "mlp default":
+        return models.train("mlp", "digits", device="cpu")[0]
+    if name == "mlp 128-128 default":
+        return models.train("mlp", "digits", device="cpu", hidden=[128, 128])[0]
+    if name == "mlp ibp eps 0.1":
+        return defend("ibp", "mlp", tr.x, tr.y, eps=0.1).model
+    if name == "cnn default":
+        return models.train("cnn", "digits", device="cpu")[0]
+    if name == "cnn bn-avgpool":
+        return pooled_cnn(tr.x, tr.y)
+    raise ValueError(name)
+
+
+def ours(model: nn.Module, x: torch.Tensor, y: torch.Tensor, case: dict, method: str
+         ) -> torch.Tensor:
+    """robustkit's lower bounds (N, K-1), computed as ``certify`` computes them."""
+    x0 = x.double()
+    with torch.no_grad():
+        if method == "ibp":
+            return ibp_margins(ops_of(model), x0, y, case["eps"])
+        layers = network(ops_of(model), tuple(x.shape[1:]))
+        flat = x0.flatten(1)
+        bounds = preactivation_bounds(layers, flat, case["eps"], case["norm"])
+        return margin_bounds(layers, bounds, flat, y, case["eps"], case["norm"])
+
+
+def compare(a: torch.Tensor, ref: torch.Tensor, same: bool) -> dict:
+    """Differences of ours from the reference's bounds; ``same``: both sides compute the
+    same bounds (pass: equal within 1e-4), else auto_LiRPA's defaults, which skip the
+    intersections with IBP that robustkit makes (pass: ours never looser by over 1e-4)."""
+    diff = a - ref
+    rel = diff.abs() / ref.abs().clamp_min(1e-12)
+    worst, low = float(diff.abs().max()), float(diff.min())
+    relation = "equal" if worst <= 1e-4 else "ours looser" if low < -1e-4 else "ours tighter"
+    return {"max_abs_diff": worst, "max_rel_diff": float(rel.max()), "min_ours_minus_ref": low,
+            "relation": relation,
+            "pass_1e-4": "yes" if relation == "equal" or (relation == "ours tighter" and
+                                                          not same) else "no"}
+
+
+def rows_for(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, python: str
+             ) -> list[dict]:
+    inputs = {"x": x, "x_mid": 0.25 + 0.5 * x}
+    ref, meta = lirpa_bounds(python, model, inputs, y, CASES)
+    rows = []
+    for i, case in enumerate(CASES):
+        xi = inputs[case["x"]]
+        for method in ("ibp", "crown") if case["norm"] == "linf" else ("crown",):
+            t, mine = best_cpu(lambda m=method, xi=xi, case=case: ours(model, xi, y, case, m), 3)
+            for config in ("default", "matched") if method == "crown" else ("default",):
+                key = f"{i}/{config}/{method}"
+                rows.append({"model": name, "norm": case["norm"], "eps": case["eps"],
+                             "inputs": "digits" if case["x"] == "x" else "0.25+0.5*digits",
+                             "method": method, "lirpa_config": config, "n": len(x),
+                             "bounds": mine.numel(),
+                             **compare(mine, ref[key], (config == "matched" or method == "ibp")
+                                       and (case["norm"], case["x"]) != ("l2", "x")),
+                             "robustkit_ms": round(t * 1e3, 2),
+                             "lirpa_ms": round(meta["seconds"][key] * 1e3, 2),
+                             "lirpa_version": meta["auto_LiRPA"],
+                             "lirpa_torch": meta["torch"], "torch": torch.__version__})
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=50)
+    ap.add_argument("--lirpa-python", default=DEFAULT_PYTHON)
+    ap.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
+    args = ap.parse_args()
+    try:
+        check_python(args.lirpa_python)
+    except MissingReference as exc:
+        print(f"certify_reference: {exc}", file=sys.stderr)
+        return 2
+    x, y, machine = setup(args.n)
+    rows = []
+    for name in args.models:
+        rows += [{**r, **machine} for r in rows_for(name, build(name), x, y, args.lirpa_python)]
+        for r in rows[-9:]:
+            print(r, file=sys.stderr, flush=True)
+        write_csv(rows, RESULTS / "certify_reference.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

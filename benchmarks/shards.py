@@ -209,20 +209,24 @@ def main() -> None:
         f: trained(data, f) if f in PARAMS["digits"] else
         robustkit_models.train(f, (data.train, data.test), seed=0)[0]
         for f in args.families.split(",")}
-    new = []
     common = {"benchmark": "shards", "dataset": args.dataset, "attack": args.attack,
               "params": json.dumps(args.params), "eps": json.dumps(args.eps),
               "batch_size": args.batch_size, "shard_size": args.shard_size, "threads": 1,
               "device": device_name(torch.device("cpu")), "cpus": os.cpu_count(),
               "commit": code_version()}
     for name, model in models.items():
-        for r in run_modes(model, x, y, args, [m for m in args.modes.split(",") if m]):
-            new.append({**common, "model": name, **r})
+        new = [{**common, "model": name, **r}
+               for r in run_modes(model, x, y, args, [m for m in args.modes.split(",") if m])]
         if args.fault:
             with tempfile.TemporaryDirectory() as d:
                 store.save(model, Path(d) / "m", family=name.split("-")[0],
                            dataset=data.test.info)
                 new += [{**common, "model": name, **r} for r in fault(Path(d), args)]
+        save(new)  # model by model: a long run stopped early keeps what it measured
+
+
+def save(new: list[dict[str, Any]]) -> None:
+    """Replace the rows of the same (dataset, model, mode) in ``OUT`` with ``new``."""
     keys = {(r["dataset"], r["model"], r["mode"]) for r in new}
     old = []
     if OUT.exists():
@@ -230,7 +234,7 @@ def main() -> None:
             old = [r for r in csv.DictReader(fh)
                    if (r["dataset"], r["model"], r["mode"]) not in keys]
     write_csv(old + new, OUT)
-    print(f"wrote {OUT}")
+    print(f"wrote {OUT}", flush=True)
 
 
 if __name__ == "__main__":

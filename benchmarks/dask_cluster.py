@@ -37,12 +37,12 @@ class DaskCluster:
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
         self.procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1",
                                         "--port", str(port), "--no-dashboard"], **quiet)]
-        time.sleep(3)
+        _wait_for_port(port, self.procs[0])
         self.procs.append(subprocess.Popen([str(BIN / "dask"), "worker", self.address,
                                             "--nworkers", "2", "--nthreads", "1",
                                             "--no-dashboard"], **quiet))
-        with Client(self.address, timeout=60, set_as_default=False) as c:
-            c.wait_for_workers(2, timeout=120)
+        with Client(self.address, timeout=120, set_as_default=False) as c:
+            c.wait_for_workers(2, timeout=300)
 
     def executor(self) -> DaskExecutor:
         """robustkit's executor on this cluster, through a client of its own."""
@@ -50,8 +50,8 @@ class DaskCluster:
 
         from robustkit.executors import DaskExecutor
 
-        client = Client(self.address, timeout=60, set_as_default=False)
-        client.wait_for_workers(2, timeout=120)
+        client = Client(self.address, timeout=120, set_as_default=False)
+        client.wait_for_workers(2, timeout=300)
         return DaskExecutor(client)
 
     def cpu_seconds(self) -> float:
@@ -66,6 +66,23 @@ class DaskCluster:
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, deadline: float = 300.0) -> None:
+    """Until the scheduler accepts connections (its start-up is slow on a loaded machine);
+    RuntimeError if it exits first (the port taken?) or the deadline passes."""
+    import socket
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dask scheduler exited with {proc.returncode} (port {port} "
+                               f"taken?)")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"dask scheduler did not listen on port {port} in {deadline:.0f} s")
 
 
 def tree_cpu(procs: list[psutil.Process]) -> float:

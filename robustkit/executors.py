@@ -6,7 +6,8 @@ All expose ``imap(fn, argtuples)``, yielding ``(index, result)`` as tasks finish
 is sent to every worker once instead of with every task). Task functions report their own failures in their result; an exception
 that reaches here means the executor itself broke (a worker process died), and is raised.
 Arguments and results cross process boundaries pickled by multiprocessing or Dask, as
-those libraries do; nothing pickled is ever read from a file.
+those libraries do; nothing pickled is ever read from a file. Task functions call
+:func:`prepare_process` first (threads, and the malloc setting Dask's nanny makes).
 """
 from __future__ import annotations
 

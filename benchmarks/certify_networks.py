@@ -1,10 +1,12 @@
 """ReLU-network certificates on digits: IBP, CROWN and MILP against AutoAttack.
 
 Run: .venv/bin/python benchmarks/certify_networks.py [--part bars|hard|bigm|cost] [--n 100]
+     ROBUSTKIT_DATA=... .venv/bin/python benchmarks/certify_networks.py --part mnist-cnn
+         --n 1000 --model-dir DIR  (mnist-mlp likewise; see certify_mnist.py)
 Writes benchmarks/results/certify_networks_PART.csv (a row per model, eps and big-M source;
 the part "cost" writes certify_cost.csv). One torch thread, one HiGHS thread; the MILP's
-time limit is wall-clock seconds per input (HiGHS's clock), on a machine shared with other
-jobs, so a loaded machine decides fewer inputs in time. Every row checks every certified
+time limit is CPU seconds of the process per input (a loaded machine stretches the wall
+time, not the limit). Every row checks every certified
 input against AutoAttack (a contradiction raises).
 
 Parts:
@@ -14,16 +16,23 @@ Parts:
         --time-limit 5 for the committed CSV).
   bigm  an MLP with two hidden layers of 128, where CROWN tightens the second layer's
         big-M constants over IBP's (with one hidden layer both are exact): MILP with each.
-  cost  IBP and CROWN time over one forward + backward pass of the same batch, beside\n        auto_LiRPA's time for the same bounds (its own process, timed the same way;\n        left out when its environment, --lirpa-python, is missing).
+  cost  IBP and CROWN time over one forward + backward pass of the same batch, beside
+        auto_LiRPA's time for the same bounds (its own process, timed the same way;
+        left out when its environment, --lirpa-python, is missing).
+  mnist-cnn, mnist-mlp  the MNIST rows (benchmarks/certify_mnist.py): an IBP-trained CNN
+        beside Gowal et al.'s verified error, a PGD-trained MLP beside Salman et al.'s
+        MILP vs LP table; written to certify_networks_mnist_cnn.csv / _mlp.csv.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 from certify_linear import setup
+from certify_mnist import cnn_row, mlp_row
 from common import RESULTS, best_cpu, write_csv
 from lirpa_bridge import DEFAULT_PYTHON, MissingReference, check_python, lirpa_bounds
 
@@ -90,7 +99,7 @@ def row(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps
     }
 
 
-def cost_rows(x: torch.Tensor, y: torch.Tensor, lirpa: str | None, repeats: int = 5
+def cost_rows(x: torch.Tensor, y: torch.Tensor, lirpa: str | None, repeats: int = 15
               ) -> list[dict]:
     rows = []
     for name, fam in (("mlp default", "mlp"), ("cnn default", "cnn")):
@@ -136,13 +145,23 @@ def cost_rows(x: torch.Tensor, y: torch.Tensor, lirpa: str | None, repeats: int 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=[*PARTS, "cost"], required=True)
+    ap.add_argument("--part", choices=[*PARTS, "cost", "mnist-cnn", "mnist-mlp"],
+                    required=True)
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--time-limit", type=float, default=30.0)
+    ap.add_argument("--model-dir", type=Path, default=Path("/work/runs-shared/cert-mnist"))
+    ap.add_argument("--crown-n", type=int, default=200, help="mnist-cnn: CROWN inputs")
     ap.add_argument("--lirpa-python", default=DEFAULT_PYTHON,
                     help="auto_LiRPA's environment for the cost part's reference timings")
     args = ap.parse_args()
     x, y, machine = setup(args.n)
+    if args.part.startswith("mnist"):
+        row = (cnn_row(args.model_dir, args.n, args.crown_n, args.time_limit)
+               if args.part == "mnist-cnn" else mlp_row(args.model_dir, args.n, args.time_limit))
+        print(row, file=sys.stderr, flush=True)
+        name = args.part.replace("-", "_")
+        write_csv([{**row, **machine}], RESULTS / f"certify_networks_{name}.csv")
+        return
     if args.part == "cost":
         try:
             check_python(args.lirpa_python)

@@ -127,6 +127,9 @@ def lp_margins(model: torch.nn.Module, x0: torch.Tensor, y: int, eps: float) -> 
         prog.lp.col_cost_ = cost
         h = highspy.Highs()
         h.setOptionValue("output_flag", False)
+        # one thread, as the MILP: HiGHS's first run sizes its thread pool for the process,
+        # and a larger pool makes a later MILP spend its CPU-time limit faster
+        h.setOptionValue("threads", 1)
         h.passModel(prog.lp)
         h.run()
         out.append(h.getInfo().objective_function_value + float(spec @ prog.b_out))

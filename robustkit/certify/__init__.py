@@ -18,6 +18,7 @@ from robustkit.certify import crown as _crown  # noqa: F401  (registers "crown",
 from robustkit.certify import gmm as _gmm  # noqa: F401  (registers "gmm")
 from robustkit.certify import kernel as _kernel  # noqa: F401  (registers "kernel")
 from robustkit.certify import linear as _linear  # noqa: F401  (registers "linear")
+from robustkit.certify import lp as _lp  # noqa: F401  (registers "lp")
 from robustkit.certify import milp as _milp  # noqa: F401  (registers "milp")
 from robustkit.certify import smoothing as _smoothing  # noqa: F401  (registers "smoothing")
 from robustkit.certify.base import (

@@ -124,7 +124,7 @@ def both_sides(layers: Layers, bounds: Bounds, k: int, x0: Tensor, eps: float, n
     c_up = b + shift @ w.clamp_min(0).T
     w1, b1 = layers[k - 1]
     rows = len(b)
-    a = torch.empty(n, 2 * rows, w1.shape[1], dtype=lam.dtype)  # [L W_{k-1}; -U W_{k-1}]
+    a = torch.empty(n, 2 * rows, w1.shape[1], dtype=lam.dtype, device=lam.device)  # [L W_{k-1}; -U W_{k-1}]
     torch.bmm(lam, w1.expand(n, -1, -1), out=a[:, :rows])
     torch.baddbmm(a[:, :rows], delta, w1[idx], beta=-1, alpha=-1, out=a[:, rows:])
     c_lo = c_lo + lam @ b1
@@ -156,24 +156,31 @@ def preactivation_bounds(layers: Layers, x0: Tensor, eps: float, norm: str,
     return bounds
 
 
+def margin_spec(y: Tensor, k: int, dtype: torch.dtype) -> Tensor:
+    """(N, K-1, K): the rows e_y - e_j of the margins, classes j != y in order."""
+    eye = torch.eye(k, dtype=dtype)
+    return eye[y][:, None, :] - eye[others(y, k)]
+
+
+def interval_margins(spec: Tensor, w: Tensor, b: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """Lower bounds (N, R) of ``spec (W relu(z) + b)`` for z in [lo, hi] (intervals)."""
+    lo, hi = lo.clamp_min(0), hi.clamp_min(0)
+    wm = spec @ w
+    mid, rad = (hi + lo) / 2, (hi - lo) / 2
+    return (wm @ mid[:, :, None] - wm.abs() @ rad[:, :, None])[..., 0] + spec @ b
+
+
 def margin_bounds(layers: Layers, bounds: Bounds, x0: Tensor, y: Tensor, eps: float,
                   norm: str) -> Tensor:
     """Lower bounds (N, K-1) of ``logit_y - logit_j`` given the hidden bounds: the larger
     of CROWN's and the interval bound through the last layer (both sound), so never below
     IBP's."""
-    k = layers[-1][0].shape[0]
-    oth = others(y, k)
-    eye = torch.eye(k, dtype=x0.dtype)
-    spec = eye[y][:, None, :] - eye[oth]
+    spec = margin_spec(y, layers[-1][0].shape[0], x0.dtype)
     w, b = layers[-1]
     lower = backward(layers, bounds, len(layers) - 1, spec @ w, spec @ b, x0, eps, norm)
     if not bounds:
         return lower
-    lo, hi = bounds[-1][0].clamp_min(0), bounds[-1][1].clamp_min(0)
-    wm = spec @ w
-    mid, rad = (hi + lo) / 2, (hi - lo) / 2
-    interval = (wm @ mid[:, :, None] - wm.abs() @ rad[:, :, None])[..., 0] + spec @ b
-    return torch.maximum(lower, interval)
+    return torch.maximum(lower, interval_margins(spec, w, b, *bounds[-1]))
 
 
 def unstable_counts(bounds: Bounds) -> Tensor:

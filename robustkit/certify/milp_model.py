@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,9 +45,11 @@ class Program:
 
 
 def build(layers: list[tuple[Tensor, Tensor]], bounds: list[tuple[Tensor, Tensor]],
-          lo: Tensor, hi: Tensor) -> Program:
+          lo: Tensor, hi: Tensor, *, relaxed: bool = False) -> Program:
     """The program of one input: dense float64 layers, hidden bounds (n_k,) per layer, the
-    input box [lo, hi] (D,)."""
+    input box [lo, hi] (D,). ``relaxed``: every ``delta`` continuous in [0, 1], which makes
+    the program the LP of the triangle relaxation (each unstable ReLU's set becomes the
+    triangle ``a >= 0, a >= z, a <= u (z - l) / (u - l)`` once delta is projected out)."""
     import highspy
 
     col_lo, col_hi, integer = list(lo.numpy()), list(hi.numpy()), [0] * len(lo)
@@ -102,17 +105,18 @@ def build(layers: list[tuple[Tensor, Tensor]], bounds: list[tuple[Tensor, Tensor
         np.zeros(0, np.int32)
     lp.a_matrix_.value_ = np.concatenate(value) if value else np.zeros(0)
     lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = lp.num_col_, lp.num_row_
-    lp.integrality_ = [highspy.HighsVarType.kInteger if v else highspy.HighsVarType.kContinuous
-                       for v in integer]
+    lp.integrality_ = [highspy.HighsVarType.kInteger if v and not relaxed
+                       else highspy.HighsVarType.kContinuous for v in integer]
     w_out, b_out = layers[-1]
     return Program(lp, np.arange(len(lo)), prev_cols, prev_pos, unstable, w_out.numpy(),
                    b_out.numpy())
 
 
-def _quiet_highs() -> object:
+def quiet_highs() -> object:
     """A silent ``highspy.Highs``: its constructor prints a banner to the process's stdout
     (C level, once per process) before any option can be set, and only the CLI prints.
-    File descriptor 1 points to /dev/null meanwhile."""
+    File descriptor 1 points to /dev/null meanwhile. Run it with
+    :func:`run_single_threaded`."""
     import highspy
 
     sys.stdout.flush()
@@ -127,6 +131,23 @@ def _quiet_highs() -> object:
         os.close(null)
         os.close(saved)
     return h
+
+
+def run_single_threaded(h: Any) -> None:
+    """``h.run()`` with ``threads`` 1. HiGHS keeps one thread scheduler per process: when
+    other code in the process ran HiGHS with more threads first, the run fails with an
+    error (not a verdict); the scheduler is then reset once and the run repeated.
+
+    Raises:
+        RuntimeError: HiGHS still reports an error.
+    """
+    import highspy
+
+    h.setOptionValue("threads", 1)
+    if h.run() == highspy.HighsStatus.kError:
+        highspy.Highs.resetThreadScheduler(True)  # blocking: wait for its workers
+        if h.run() == highspy.HighsStatus.kError:
+            raise RuntimeError("HiGHS failed to solve the verification program")
 
 
 @dataclass(frozen=True)
@@ -150,8 +171,7 @@ def solve_pair(prog: Program, spec: np.ndarray, cutoff: float, time_limit: float
     import highspy
 
     # A fresh solver per pair: one that was interrupted keeps its interrupt flag.
-    h = _quiet_highs()
-    h.setOptionValue("threads", 1)  # type: ignore[attr-defined]
+    h = quiet_highs()
     h.passModel(prog.lp)  # type: ignore[attr-defined]
     cost = np.zeros(prog.lp.num_col_)  # type: ignore[attr-defined]
     row = spec @ prog.w_out
@@ -179,7 +199,7 @@ def solve_pair(prog: Program, spec: np.ndarray, cutoff: float, time_limit: float
     h.cbMipInterrupt.subscribe(check)  # type: ignore[attr-defined]
     cpu = time.process_time()
     try:
-        h.run()  # type: ignore[attr-defined]
+        run_single_threaded(h)
     finally:
         h.cbMipImprovingSolution.unsubscribe(improving)  # type: ignore[attr-defined]
         h.cbMipInterrupt.unsubscribe(check)  # type: ignore[attr-defined]

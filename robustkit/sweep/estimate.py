@@ -6,7 +6,7 @@ takes minutes or hours, not to plan to the second.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from robustkit.sweep.cells import Cell, full_model_params, model_jobs
@@ -58,7 +58,7 @@ def attack_steps(cell: Cell) -> float:
     return float(ATTACK_STEPS.get(name, 10))
 
 
-def autoattack_steps(params: dict[str, Any]) -> float:
+def autoattack_steps(params: Mapping[str, Any]) -> float:
     """Gradient-step equivalents per sample of an AutoAttack version: APGD-CE on every
     sample, then on the ``AA_SURVIVE`` share APGD-T and FAB-T over the targets and Square's
     queries (``rand``: APGD-CE and APGD-DLR with EOT).

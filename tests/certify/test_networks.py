@@ -91,3 +91,21 @@ def test_crown_never_beats_the_lp_relaxation_nor_the_exact_minimum():
             assert (lp <= exact + 1e-7).all(), i
         gaps.append(lp - crown[i])
     assert max(g.max() for g in gaps) > 1e-4  # the relaxations differ somewhere
+
+
+def test_milp_decides_after_other_code_ran_highs_with_more_threads():
+    # HiGHS keeps one thread scheduler per process: a solve elsewhere with 2 threads made
+    # every later single-threaded solve fail, which read as "time limit reached"
+    highspy = pytest.importorskip("highspy")
+    from robustkit.certify.milp_model import quiet_highs
+
+    h = quiet_highs()
+    h.setOptionValue("threads", 2)
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = 1, 0
+    lp.col_cost_, lp.col_lower_, lp.col_upper_ = [1.0], [0.0], [1.0]
+    h.passModel(lp)
+    h.run()
+    model, x, y = tiny_task(40)
+    r = certify(model, x, y, eps=0.05, method="milp", time_limit=20, attack_steps=0)
+    assert r.decided_share == 1.0, r.reasons

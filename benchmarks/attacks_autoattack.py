@@ -12,7 +12,7 @@ Per model and eps (Linf), on the same test images: robust accuracy and seconds o
                               (method "... seed 1", "... seed 2")
 The ``version`` column names the AutoAttack version of each row (standard, lean,
 reference), ``broken_by`` the breaks per attack of robustkit's chains, ``triggers`` why
-the lean version ran FAB-T and Square (breaking / masking / none).
+the lean version ran FAB-T and Square (close / masking / none).
 
 Run:
     .venv/bin/python benchmarks/attacks_autoattack.py --threads 1              # digits
@@ -38,12 +38,15 @@ and ``backward_images`` count the images through its forward and backward passes
 ``FLOOR_BATCH`` images in one batch, in the same process): no implementation of the same
 passes can be faster. ``--models`` and ``--methods`` (substrings, or NAME@N for one method
 on N images) select what runs; a rerun replaces the rows with
-the same dataset, model, eps, method and n, and keeps the others. Output:
-benchmarks/results/attacks_autoattack.csv.
+the same dataset, model, eps, method and n, and keeps the others. Each full-size method's
+per-sample robust mask is kept in runs/aa-masks/ (git-ignored), so that the reference
+seeds and robustkit's chains may run in separate processes and ``missed_vs_reference``
+still compares them sample by sample. Output: benchmarks/results/attacks_autoattack.csv.
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +54,7 @@ from typing import Any
 
 import torch
 from attacks_common import code_version, cpu_clock, load, predict, timed, trained
+from autoattack_masks import MASKS, load_masks, save_mask
 from autoattack_methods import (
     AA,
     LEAN,
@@ -200,6 +204,7 @@ def main() -> int:
                 robust = float(kept.double().mean())
                 if size == len(x):
                     masks[name] = kept
+                    save_mask(MASKS / _slug(dataset, family, eps, size), name, kept)
                 rows.append({**base, "n": size, "model": family, "eps": eps, "method": name,
                              "robust_accuracy": round(robust, 4),
                              "seconds": round(seconds, 3),
@@ -212,20 +217,32 @@ def main() -> int:
                                  passes.forward_images, passes.backward_images, costs), 3),
                              **(extra[0] if extra else {})})
                 print(rows[-1], flush=True)
-            _missed(rows[start:], masks)
+                _save(rows)
+            _missed(rows[start:], {**load_masks(MASKS / _slug(dataset, family, eps, len(x))),
+                                   **masks})
+            _save(rows)
 
+    _save(rows)
+    return 0
+
+
+def _save(rows: list[dict[str, Any]]) -> None:
+    """Merge ``rows`` into the CSV (rows of the same dataset, model, eps, method and n are
+    replaced); called after every row, so that a run cut short keeps what it measured."""
     def key(r: dict[str, Any]) -> tuple[str, ...]:
         return tuple(str(r[c]) for c in ("dataset", "model", "eps", "method", "n"))
 
     done = {key(r) for r in rows}
-    kept = [r for r in _read(OUT) if key(r) not in done]
-    for r in kept:  # rows from before the version column: standard, or the reference
-        if not r.get("version") and r["method"] in (AA, CURVE):
-            r["version"] = "standard"
-    order = ["dataset", "model", "eps", "n", "method", "version", "robust_accuracy",
-             "seconds", "seconds_per_image", "device", "threads", "commit"]
-    write_csv([{c: r.get(c, "") for c in order} | r for r in kept + rows], OUT)
-    return 0
+    MASKS.mkdir(parents=True, exist_ok=True)
+    with open(MASKS / "results.lock", "w") as lock:  # runs in parallel merge in turn
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        kept = [r for r in _read(OUT) if key(r) not in done]
+        for r in kept:  # rows from before the version column: standard, or the reference
+            if not r.get("version") and r["method"] in (AA, CURVE):
+                r["version"] = "standard"
+        order = ["dataset", "model", "eps", "n", "method", "version", "robust_accuracy",
+                 "seconds", "seconds_per_image", "device", "threads", "commit"]
+        write_csv([{c: r.get(c, "") for c in order} | r for r in kept + rows], OUT)
 
 
 def _missed(rows: list[dict[str, Any]], masks: dict[str, torch.Tensor]) -> None:
@@ -239,6 +256,10 @@ def _missed(rows: list[dict[str, Any]], masks: dict[str, torch.Tensor]) -> None:
         if r["method"] in masks and r["method"] in (AA, LEAN):
             r["missed_vs_reference"] = int((broken & masks[r["method"]]).sum())
             r["reference_seeds"] = len(refs)
+
+
+def _slug(dataset: str, model: str, eps: float, n: int) -> str:
+    return f"{dataset}-{model}-{eps:g}-n{n}"
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

@@ -142,8 +142,16 @@ TABLES: list[Table] = [
                "forward / 1,230 backward passes for AutoAttack and 431 / 212 for A3 on "
                "Gowal2020 WRN-28-10. \"survive\": the reference's robust accuracy (the work "
                "bar applies from 20%). The dataset \"unseen\" holds three models the "
-               "benchmark had not used (benchmarks/autoattack_unseen.py). No GPU row exists "
-               "yet: none was available for these runs."),
+               "benchmark had not used (benchmarks/autoattack_unseen.py). MNIST rows: "
+               "1,000 test images at eps 0.3 (--dataset mnist --model-dir DIR --n 1000); "
+               "cnn-fgsm_rs is Wong et al.'s FGSM-RS CNN, cnn-pgd-5ep a CNN trained with "
+               "PGD (10 steps of 0.04) for 5 epochs (98.54% clean on the 10,000 test "
+               "images). cnn-pgd-b: the digits PGD-trained CNN trained again with the same "
+               "settings; its weights differ from cnn-pgd's. On the MNIST CNNs the samples "
+               "lean misses are Square breaks: robustkit's Square (5,000 queries) broke 24 of "
+               "the 26 that cnn-fgsm_rs's lean chain left robust, after 441-4,716 queries, "
+               "at every closeness r and linearized distance, so lean's short Square on the "
+               "closest survivors does not reach them. No GPU row exists yet: none was available for these runs."),
     Table("attacks_square_flat.csv", "Square on flat inputs: robustkit vs torchattacks",
           "python benchmarks/attacks_square_flat.py --seeds 10", render=square_flat,
           note="Linf, 5,000 queries, on the correctly classified test samples; torchattacks "

@@ -155,3 +155,20 @@ def test_unknown_attack_lists_the_valid_names():
     with pytest.raises(ValueError, match="fgsm"):
         evaluate(_toy(), "nope", torch.rand(2, 1, 8, 8), torch.zeros(2, dtype=torch.long),
                  eps=0.1)
+
+
+def test_rows_name_the_autoattack_version_that_produced_them(data):
+    from robustkit.evaluate import evaluate_stream
+
+    x, y = data[0][:12], data[1][:12]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 10)).eval()
+    quick = {"steps": 2, "targets": 2, "queries": 5}
+    (std,) = evaluate(model, "autoattack", x, y, eps=0.05, **quick)
+    lean = evaluate(model, "autoattack", x, y, eps=[0.05, 0.1], version="lean", **quick)
+    streamed = evaluate_stream(model, "autoattack", [(x, y)], eps=0.05, version="fast",
+                               **quick)
+    assert std["version"] == "standard"  # the default, named
+    assert [r["version"] for r in lean] == ["lean", "lean"]
+    assert streamed[0]["version"] == "fast"
+    (plain,) = evaluate(model, "fgsm", x, y, eps=0.05)
+    assert "version" not in plain and list(plain) == list(COLUMNS)

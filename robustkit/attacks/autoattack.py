@@ -139,19 +139,23 @@ def autoattack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     run = partial(_at_eps, model, x, y, attacks=attacks, seed=seed, ids=ids, clean=clean,
                   info={"skipped": list(skipped), "version": version, "norm": norm})
     *smaller, top = sorted(set(grid))
-    out = {top: run(top, todo=~clean, before=None)}
+    out = {top: run(top, todo=~clean, before=None, above=None)}
+    lean = version == "lean"
 
-    def bisect(eps: list[float], todo: torch.Tensor, below: AttackResult | None) -> None:
+    def bisect(eps: list[float], todo: torch.Tensor, below: AttackResult | None,
+               above: AttackResult) -> None:
         # eps ascending, all below the eps whose breaks left ``todo`` open; below: the
-        # result at the largest eps under them (its breaks carry up)
+        # result at the largest eps under them (its breaks carry up); above: one at a
+        # larger eps that broke every sample of todo (lean first tries its points)
         if not eps:
             return
         m = len(eps) // 2
-        res = out[eps[m]] = run(eps[m], todo=todo, before=below)
-        bisect(eps[:m], todo & res.success, below)  # what survives eps[m] is robust below it
-        bisect(eps[m + 1:], todo & ~res.success, res)  # what it broke stays broken above
+        res = out[eps[m]] = run(eps[m], todo=todo, before=below, above=above if lean else None)
+        # what survives eps[m] is robust below it; what it broke stays broken above
+        bisect(eps[:m], todo & res.success, below, res)
+        bisect(eps[m + 1:], todo & ~res.success, res, above)
 
-    bisect(smaller, ~clean & out[top].success, None)
+    bisect(smaller, ~clean & out[top].success, None, out[top])
     return [out[e] for e in grid]
 
 
@@ -159,9 +163,11 @@ def _at_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: float, *,
             attacks: list[tuple[str, Callable[..., AttackResult]]], seed: int,
             ids: torch.Tensor,
             clean: torch.Tensor, info: dict[str, Any], todo: torch.Tensor,
-            before: AttackResult | None) -> AttackResult:
+            before: AttackResult | None, above: AttackResult | None) -> AttackResult:
     """The chain at eps ``e`` on the samples ``todo``; ``clean``: misclassified on x;
-    breaks of ``before`` (a smaller eps) are kept; the others count as robust with x_adv = x."""
+    breaks of ``before`` (a smaller eps) are kept; the others count as robust with x_adv = x.
+    ``above`` (a larger eps): its points projected into the e-ball are tried first (one
+    forward pass; breaks there count as ``"larger_eps"``)."""
     n, shape = len(x), (-1,) + (1,) * (x.dim() - 1)
     broken = clean.clone()
     by = ["clean" if b else "" for b in broken.tolist()]
@@ -175,14 +181,18 @@ def _at_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: float, *,
     triggers: dict[str, str] = {}
     best = x.clone()  # per-sample worst case among the attacks that failed
     worst = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
-    for name, attack in attacks:
+    steps = list(attacks)
+    if above is not None:
+        steps.insert(0, ("larger_eps", partial(_projected, above.x_adv, norm=info["norm"])))
+    for name, attack in steps:
         rows = (todo & ~broken).nonzero().squeeze(1)
         evaluated[name], counts[name] = len(rows), 0
         if not len(rows) or e == 0:
             continue
         status(f"autoattack eps {e:g}: {name} on {len(rows)} of {n} samples")
         t0 = time.perf_counter()
-        res = attack(model, x[rows], y[rows], eps=e, seed=seed, sample_ids=ids[rows])
+        res = (attack(rows, model, x[rows], y[rows], eps=e) if name == "larger_eps" else
+               attack(model, x[rows], y[rows], eps=e, seed=seed, sample_ids=ids[rows]))
         with eval_mode(model), torch.no_grad():
             logits = model(res.x_adv)
         seconds[name] = time.perf_counter() - t0
@@ -207,6 +217,13 @@ def _at_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: float, *,
         **info, "broken_by": by, "counts": counts, "evaluated": evaluated,
         "seconds": seconds, "inferred_robust": inferred,
         **({"triggers": triggers} if triggers else {})})
+
+
+def _projected(points: torch.Tensor, rows: torch.Tensor, model: nn.Module, x: torch.Tensor,
+               y: torch.Tensor, *, eps: float, norm: str) -> AttackResult:
+    """``points[rows]`` (found at a larger eps for x) projected into the eps-ball of x."""
+    delta = project(points[rows] - x, eps, norm)
+    return make_result(model, x, (x + delta).clamp(0, 1), y, predict=False)
 
 
 RULES = {"norm": choice("linf", "l2"),

@@ -2,9 +2,11 @@
 eps values, data against the contract and the model, the canonical device, a clock."""
 from __future__ import annotations
 
+import inspect
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,6 +23,17 @@ def resolve_attack(attack: str | AttackSpec) -> AttackSpec:
     if spec.kind not in ("fixed", "minimal", "universal"):
         raise ValueError(f"attack {spec.name!r} has unknown kind {spec.kind!r}")
     return spec
+
+
+def with_version(rows: list[dict[str, Any]], spec: AttackSpec, params: Mapping[str, Any]
+                 ) -> list[dict[str, Any]]:
+    """``rows`` with ``version`` added where the attack comes in versions (AutoAttack's
+    standard, fast, rand, lean): the version that produced each number."""
+    default = inspect.signature(spec.fn).parameters.get("version")
+    if default is None:
+        return rows
+    version = str(params.get("version", default.default))
+    return [{**r, "version": version} for r in rows]
 
 
 def check_eps(eps: float | Sequence[float]) -> list[float]:

@@ -32,6 +32,7 @@ from robustkit.evaluate.checks import (
     check_eps,
     check_labels,
     resolve_attack,
+    with_version,
 )
 from robustkit.evaluate.runs import OnResult, fit_universal
 from robustkit.evaluate.samples import (
@@ -232,7 +233,7 @@ def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor
         write_table(Path(out) / "samples.parquet", frame)
         if keep_x_adv:
             gather_x_adv(Path(out) / "samples.parts", list(parts), Path(out))
-    rows = rows_from(frame, spec.name, eps_list, seconds, str(dev))
+    rows = with_version(rows_from(frame, spec.name, eps_list, seconds, str(dev)), spec, params)
     if cert is not None:
         norm = str(params.get("norm", spec.norm))
         per_eps = [frame[frame["eps"] == e] for e in eps_list]  # sorted by sample

@@ -20,7 +20,14 @@ from torch import nn
 
 from robustkit.attacks import AttackResult, AttackSpec
 from robustkit.attacks.base import eval_mode
-from robustkit.evaluate.checks import canonical, check_data, check_eps, clock, resolve_attack
+from robustkit.evaluate.checks import (
+    canonical,
+    check_data,
+    check_eps,
+    clock,
+    resolve_attack,
+    with_version,
+)
 from robustkit.evaluate.runs import Context, OnResult, Outcome, predict, run_block
 from robustkit.evaluate.samples import row
 from robustkit.models.registry import model_device, resolve_device
@@ -94,7 +101,7 @@ def evaluate_stream(model: nn.Module, attack: str | AttackSpec, batches: Batches
         l2, linf = torch.cat([p[i].l2 for p in parts]), torch.cat([p[i].linf for p in parts])
         seconds = sum(p[i].seconds for p in parts) + (fit_seconds[i] if fit_seconds else 0.0)
         rows.append(row(spec.name, e, y, clean, pred, l2, linf, seconds, str(dev)))
-    return rows
+    return with_version(rows, spec, params)
 
 
 def _fit(spec: AttackSpec, model: nn.Module, batches: Batches,

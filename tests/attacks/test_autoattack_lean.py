@@ -2,13 +2,16 @@
 better targets than the top logits on 100 classes, and lean as strong as standard."""
 from __future__ import annotations
 
+import copy
+import itertools
+
 import pytest
 import torch
 from _fixtures import ON_MLP
 from torch import nn
 
 from robustkit.attacks.apgd_targeted import apgd_t
-from robustkit.attacks.autoattack import autoattack
+from robustkit.attacks.autoattack import autoattack, autoattack_curve
 from robustkit.attacks.base import make_result
 from robustkit.attacks.fab import fab
 from robustkit.attacks.targets import linearized_distance
@@ -91,7 +94,7 @@ def test_lean_records_its_stages_and_triggers(mlp, data):
         assert sum(b == name for b in by) == k
     assert set(res.info["triggers"]) == {"fab_t", "square"}
     for reason in res.info["triggers"].values():
-        assert reason in ("none", "breaking", "masking", "breaking+masking", "closest share")
+        assert reason in ("none", "close", "masking", "close+masking")
     assert res.info["forward_images"] > 0 and res.info["backward_images"] > 0
 
 
@@ -122,3 +125,80 @@ def test_square_in_the_chain_starts_at_p_init_08_in_both_norms(monkeypatch, norm
     y = model(x).argmax(1).detach()  # all correct, and far from a 1e-4 ball's reach
     autoattack(model, x, y, eps=1e-4, norm=norm, steps=1, targets=1, queries=5)
     assert seen == [0.8]
+
+
+def _plans(monkeypatch) -> list[set]:
+    """Record, per call of autoattack, which (stage, sample, target) the lean chain ran."""
+    from robustkit.attacks import autoattack_lean as lean
+
+    plans: list[set] = []
+
+    def spy(name, fn, key):
+        def wrapped(model, x, y, **kw):
+            for row, extra in zip(x, key(kw, len(x))):
+                plans[-1].add((name, row.numpy().tobytes(), extra))
+            return fn(model, x, y, **kw)
+        return wrapped
+
+    monkeypatch.setattr(lean, "run_apgd", spy("apgd_t", lean.run_apgd,
+                                              lambda kw, n: kw["target"].tolist()))
+    monkeypatch.setattr(lean, "square", spy("square", lean.square,
+                                            lambda kw, n: [kw["queries"]] * n))
+    return plans
+
+
+@ON_MLP
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lean_gives_a_sample_the_same_result_in_any_batch(mlp, data, dtype, monkeypatch):
+    # every decision (targets, FAB-T, Square) reads the sample's own numbers: a batch and
+    # its two halves (other sizes, other neighbours) run the same (sample, target) pairs
+    # and agree bit for bit
+    x, y = data[0][:60].to(dtype), data[1][:60]
+    model = copy.deepcopy(mlp).to(dtype)
+    ids = torch.arange(500, 560)
+    plans = _plans(monkeypatch)
+
+    def run(sel: slice) -> object:
+        plans.append(set())
+        return autoattack(model, x[sel], y[sel], eps=0.1, version="lean", steps=20,
+                          queries=200, sample_ids=ids[sel])
+
+    whole, first, second = run(slice(None)), run(slice(0, 23)), run(slice(23, None))
+    assert plans[0] == plans[1] | plans[2]
+    assert len(plans[0]) > 40 and {p[0] for p in plans[0]} == {"apgd_t", "square"}
+    assert torch.equal(torch.cat([first.x_adv, second.x_adv]), whole.x_adv)
+    assert whole.info["broken_by"] == first.info["broken_by"] + second.info["broken_by"]
+    assert {"apgd_ce", "apgd_t", ""} <= set(whole.info["broken_by"])
+
+
+@ON_MLP
+def test_lean_curve_beats_the_single_runs_on_every_sample_it_attacks(mlp, data):
+    # lean decides per sample, so the curve runs at each eps the chain a single run gives
+    # the samples it attacks, after trying the larger eps's points projected into the ball
+    x, y = data
+    grid = [0.03, 0.06, 0.1]
+    quick = {"steps": 20, "targets": 3, "queries": 100}
+    curve = autoattack_curve(mlp, x, y, eps=grid, version="lean", **quick)
+    single = [autoattack(mlp, x, y, eps=e, version="lean", **quick) for e in grid]
+    assert torch.equal(curve[-1].x_adv, single[-1].x_adv)  # the largest eps: a plain run
+    projected = 0
+    for e, c, s in zip(grid, curve, single):
+        assert float(c.linf.max()) <= e + 1e-6
+        inferred = ~curve[-1].success  # robust at the largest eps: not attacked below it
+        assert bool((c.success | inferred >= s.success).all())
+        projected += c.info["counts"].get("larger_eps", 0)
+    assert projected > 0
+    for lo, hi in itertools.pairwise(curve):
+        assert bool((hi.success >= lo.success).all())
+
+
+def test_lean_runs_no_apgd_t_on_two_classes():
+    # the one target's margin is monotone in CE: APGD-T would only retrace APGD-CE
+    model = _linear(8, 2, seed=3)
+    with torch.no_grad():
+        model.bias.zero_()
+    x = torch.rand(40, 8, generator=torch.Generator().manual_seed(4))
+    y = model(x).argmax(1).detach()
+    res = autoattack(model, x, y, eps=0.1, version="lean", steps=10, queries=50)
+    assert res.info["evaluated"]["apgd_t"] == 0 and res.info["counts"]["apgd_t"] == 0
+    assert res.info["evaluated"]["apgd_ce"] == 40 and 0 < int(res.success.sum()) < 40

@@ -15,6 +15,8 @@ it, and compares the resumed per-sample table with the uninterrupted one.
 Run:
     .venv/bin/python benchmarks/shards.py --dataset digits                 # every family
     .venv/bin/python benchmarks/shards.py --dataset mnist --n 1000 --fault # FGSM-RS CNN
+    .venv/bin/python benchmarks/shards.py --dataset mnist --n 1000 \
+        --model-dir /work/runs-shared/aa-mnist/cnn-fgsm_rs  # a stored one
 Output: benchmarks/results/shards.csv (rows replaced per dataset, model and mode). The
 speed bar (2 workers >= 1.7x one worker) needs an otherwise idle 2-core machine: the
 ``load_before`` column records ``os.getloadavg()`` before each run.
@@ -110,7 +112,7 @@ def _executor(mode: str, args: Any) -> tuple[Any, DaskCluster | None]:
         return ProcessExecutor(2, threads=1), None
     if mode == "devices":
         return DeviceExecutor(args.devices, threads=1), None
-    cluster = DaskCluster()
+    cluster = DaskCluster(args.dask_port)
     return cluster.executor(), cluster
 
 
@@ -138,7 +140,9 @@ def fault(model_dir: Path, args: Any) -> list[dict[str, Any]]:
         while proc.poll() is None and len(list(parts.glob("part-*.parquet"))) < 2:
             time.sleep(0.05)
         kids = _children(proc.pid)
-        target = kids[-1] if victim == "worker" and kids else proc.pid
+        if victim == "worker" and not kids:
+            raise SystemExit("no worker process found to kill")
+        target = kids[-1] if victim == "worker" else proc.pid
         os.kill(target, signal.SIGKILL)
         proc.wait()
         kept = len(list(parts.glob("part-*.parquet")))
@@ -158,11 +162,13 @@ def fault(model_dir: Path, args: Any) -> list[dict[str, Any]]:
 
 
 def _children(pid: int) -> list[int]:
-    """The pool's worker processes (spawned; not multiprocessing's resource tracker)."""
+    """The pool's worker processes (spawned; not multiprocessing's resource tracker, whose
+    command line is ``...resource_tracker import main...``, while the workers' name
+    ``tracker_fd``)."""
     import psutil
 
-    return [c.pid for c in psutil.Process(pid).children()
-            if "spawn_main" in " ".join(c.cmdline()) and "tracker" not in " ".join(c.cmdline())]
+    kids = [(c.pid, " ".join(c.cmdline())) for c in psutil.Process(pid).children()]
+    return [k for k, cmd in kids if "spawn_main" in cmd and "resource_tracker" not in cmd]
 
 
 def main() -> None:
@@ -178,7 +184,11 @@ def main() -> None:
     ap.add_argument("--modes", default="one,processes,dask")
     ap.add_argument("--devices", default="", help="with mode devices: cuda:0,cuda:1")
     ap.add_argument("--epochs", type=int, default=10, help="FGSM-RS epochs (MNIST)")
+    ap.add_argument("--model-dir", default=None,
+                    help="MNIST: a stored FGSM-RS CNN to load instead of training one")
     ap.add_argument("--fault", action="store_true")
+    ap.add_argument("--dask-port", type=int, default=8797,
+                    help="the scheduler's port (another run at once needs another)")
     args = ap.parse_args()
     args.params = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
     args.eps = args.eps or [0.3 if args.dataset == "mnist" else 0.1]
@@ -194,24 +204,29 @@ def main() -> None:
     n = args.n or len(data.test.y)
     args.n = n
     x, y = data.test.x[:n], data.test.y[:n]
-    models = {"cnn-fgsm_rs": fgsm_rs_cnn(args.epochs)} if args.dataset == "mnist" else {
+    mnist = store.load(args.model_dir)[0] if args.model_dir else None
+    models = {"cnn-fgsm_rs": mnist or fgsm_rs_cnn(args.epochs)} if args.dataset == "mnist" else {
         f: trained(data, f) if f in PARAMS["digits"] else
         robustkit_models.train(f, (data.train, data.test), seed=0)[0]
         for f in args.families.split(",")}
-    new = []
     common = {"benchmark": "shards", "dataset": args.dataset, "attack": args.attack,
               "params": json.dumps(args.params), "eps": json.dumps(args.eps),
               "batch_size": args.batch_size, "shard_size": args.shard_size, "threads": 1,
               "device": device_name(torch.device("cpu")), "cpus": os.cpu_count(),
               "commit": code_version()}
     for name, model in models.items():
-        for r in run_modes(model, x, y, args, args.modes.split(",")):
-            new.append({**common, "model": name, **r})
+        new = [{**common, "model": name, **r}
+               for r in run_modes(model, x, y, args, [m for m in args.modes.split(",") if m])]
         if args.fault:
             with tempfile.TemporaryDirectory() as d:
                 store.save(model, Path(d) / "m", family=name.split("-")[0],
                            dataset=data.test.info)
                 new += [{**common, "model": name, **r} for r in fault(Path(d), args)]
+        save(new)  # model by model: a long run stopped early keeps what it measured
+
+
+def save(new: list[dict[str, Any]]) -> None:
+    """Replace the rows of the same (dataset, model, mode) in ``OUT`` with ``new``."""
     keys = {(r["dataset"], r["model"], r["mode"]) for r in new}
     old = []
     if OUT.exists():
@@ -219,7 +234,7 @@ def main() -> None:
             old = [r for r in csv.DictReader(fh)
                    if (r["dataset"], r["model"], r["mode"]) not in keys]
     write_csv(old + new, OUT)
-    print(f"wrote {OUT}")
+    print(f"wrote {OUT}", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,29 +33,39 @@ import psutil
 import torch
 from attacks_common import code_version
 from common import RESULTS, device_name, write_csv
-from dask_cluster import DaskCluster
+from dask_cluster import DaskCluster, tree_cpu
+from task_costs import Measured
 
-from robustkit.sweep import parse_spec, run_sweep
+from robustkit.sweep import parse_spec, run_sweep, runner
 from robustkit.sweep.results import read_rows
 
 OUT = RESULTS / "sweep_executors.csv"
 SPEC = Path(__file__).resolve().parents[1] / "attacks" / "digits.toml"
 BIN = Path(sys.executable).parent
+COSTS = ("tasks", "task_thread_cpu", "worker_cpu", "worker_sys", "worker_minflt",
+         "bytes_per_task", "bytes_all_tasks", "malloc_trim_threshold")
 TIMING = ("seconds", "samples_per_second", "train_seconds", "train_ratio", "device")
 
 
-def tree_cpu(procs: list[psutil.Process]) -> float:
-    """User + system CPU seconds of ``procs`` and their live descendants, each process
-    once (the Dask processes are this process's descendants too)."""
-    seen = {q.pid: q for p in procs for q in [p, *p.children(recursive=True)]}
-    total = 0.0
-    for q in seen.values():
-        try:
-            t = q.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            continue
-    return total
+@contextmanager
+def measuring() -> Iterator[list[Measured]]:
+    """The sweep's executor wrapped in ``task_costs.Measured`` (per-task CPU, page faults,
+    bytes per task), but the serial one (its progress hook stays)."""
+    made: list[Measured] = []
+    original = runner.make_executor
+
+    def wrapped(**kw: Any) -> Any:
+        ex = original(**kw)
+        if ex.name == "serial":
+            return ex
+        made.append(Measured(ex, shared=False))
+        return made[-1]
+
+    runner.make_executor = wrapped
+    try:
+        yield made
+    finally:
+        runner.make_executor = original
 
 
 def run(mode: str, spec_text: str, port: int) -> dict[str, Any]:
@@ -67,9 +79,10 @@ def run(mode: str, spec_text: str, port: int) -> dict[str, Any]:
         c0 = tree_cpu(procs)
         k0 = os.times().children_user + os.times().children_system
         t0 = time.perf_counter()
-        summary = run_sweep([parse_spec(spec_text, str(SPEC))], out, report=False,
-                            workers=2 if mode == "processes" else 0,
-                            dask=cluster.address if cluster else None)
+        with measuring() as seen:
+            summary = run_sweep([parse_spec(spec_text, str(SPEC))], out, report=False,
+                                workers=2 if mode == "processes" else 0,
+                                dask=cluster.address if cluster else None)
         wall = time.perf_counter() - t0
         reaped = os.times().children_user + os.times().children_system - k0
         cpu = tree_cpu(procs) - c0 + reaped
@@ -79,8 +92,10 @@ def run(mode: str, spec_text: str, port: int) -> dict[str, Any]:
     rows = sorted(({k: v for k, v in r.items() if k not in TIMING}
                    for r in read_rows(out / "results.csv")),
                   key=lambda r: (r["cell_id"], float(r["eps"])))  # completion order differs
+    costs = seen[0].summary() if seen and seen[0].stats else {}
     return {"mode": mode, "wall_seconds": wall, "cpu_seconds": cpu, "rows": len(rows),
             "errors": summary.errors, **{f"{k}_seconds": v for k, v in summary.phases.items()},
+            **{k: costs[k] for k in COSTS if k in costs},
             "load_before": round(load, 2), "_rows": rows}
 
 

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from a path
+from table_executors import EXECUTOR_TABLES
 from table_lean import lean_table, square_flat
 from table_renderers import autoattack_floor, autoattack_pivot, defenses, fgsm_pivot, num
 from table_spec import Row, Table
@@ -182,32 +183,7 @@ TABLES: list[Table] = [
           (("mode", "mode"), ("n", "images"), ("peak_rss_mb", "peak RSS MB"),
            ("seconds", "seconds"), ("batch_size", "batch"))),
     *CERTIFY_TABLES,
-    Table("shards.csv", "One evaluation in shards: one process, 2 worker processes, Dask",
-          "python benchmarks/shards.py --dataset mnist --n 1000 --fault",
-          (("dataset", "dataset"), ("model", "model"), ("attack", "attack"),
-           ("params", "params"), ("n", "n"), ("mode", "mode"), ("workers", "workers"),
-           ("wall_seconds", "wall s"), ("samples_per_second", "samples/s"),
-           ("speedup", "vs one"), ("identical", "per-sample table identical"),
-           ("shards_kept", "shards kept"), ("shards_total", "shards"),
-           ("resume_exit", "resume exit"), ("load_before", "load before")),
-          note="Every worker 1 torch thread; shards of whole batches; `identical`: the "
-               "per-sample table (samples.parquet) equals the one-process run's in every "
-               "column. `fault` rows: kill -9 of a worker or of the driver of a `robustkit "
-               "attack --workers 2 --out-dir` run after its second shard, then the same "
-               "command again. `load before`: the 1-minute load average before the run; "
-               "these rows were timed on the shared 2-core machine under load (the 1.7x "
-               "speed bar needs an idle one). No GPU row exists yet: no GPU was available; "
-               "where one is, run `--modes one,devices --devices cuda:0` (and "
-               "`cuda:0,cuda:1`)."),
-    Table("sweep_executors.csv", "A sweep serially, on 2 processes and on Dask",
-          "python benchmarks/sweep_executors.py --test-limit 100 --fit-limit 100",
-          (("mode", "mode"), ("test_limit", "test images"), ("wall_seconds", "wall s"),
-           ("cpu_seconds", "CPU s (all processes)"), ("train_seconds", "train s"),
-           ("cells_seconds", "cells s"), ("rows", "rows"), ("identical", "rows identical"),
-           ("load_before", "load before")),
-          note="CPU s: user + system time of every process of the run (driver, pool "
-               "workers, Dask scheduler, nannies and workers): what the run cost, which a "
-               "loaded machine does not inflate the way it inflates wall time."),
+    *EXECUTOR_TABLES,
 ]
 
 

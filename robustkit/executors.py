@@ -6,11 +6,13 @@ All expose ``imap(fn, argtuples)``, yielding ``(index, result)`` as tasks finish
 is sent to every worker once instead of with every task). Task functions report their own failures in their result; an exception
 that reaches here means the executor itself broke (a worker process died), and is raised.
 Arguments and results cross process boundaries pickled by multiprocessing or Dask, as
-those libraries do; nothing pickled is ever read from a file.
+those libraries do; nothing pickled is ever read from a file. Task functions call
+:func:`prepare_process` first (threads, and the malloc setting Dask's nanny makes).
 """
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -23,10 +25,16 @@ from robustkit.dask_address import check_dask_address
 Task = Callable[..., Any]
 
 
+# glibc mallopt parameters, and the values its dynamic mmap threshold grows up to on 64-bit
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_MAX, TRIM_MAX = 32 << 20, 64 << 20
+_prepared: list[bool] = []  # once per process
+
+
 def init_worker(threads: int) -> None:
     """Process-pool initializer: set the thread count; on Linux, die with the parent (a
     run killed with SIGKILL must not leave its workers running)."""
-    torch.set_num_threads(max(1, threads))
+    prepare_process(max(1, threads))
     if sys.platform.startswith("linux"):
         import ctypes
         import signal
@@ -35,6 +43,34 @@ def init_worker(threads: int) -> None:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):  # not glibc-like: workers exit on their own
+            return
+
+
+def prepare_process(threads: int | None) -> None:
+    """Get the process that runs a task ready for torch: ``threads`` intra-op threads (None:
+    as they are), set in the calling thread (a Dask worker runs tasks in a thread of its
+    own); and, once per process, undo ``MALLOC_TRIM_THRESHOLD_`` where it is set.
+
+    Why the malloc part: Dask's nanny starts every worker with
+    ``MALLOC_TRIM_THRESHOLD_=65536``, and glibc then stops raising its mmap threshold, so
+    every tensor over 128 KiB is a fresh mmap that is zero-filled page by page and
+    unmapped when freed (measured: 13x the page faults and 20-45% more CPU for an MNIST CNN
+    under AutoAttack). The thresholds are set to where glibc's own dynamic threshold stops
+    (32 MiB mmap, 64 MiB trim), so a worker keeps at most that much freed memory.
+    """
+    if threads and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    if _prepared:
+        return
+    _prepared.append(True)
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_") and sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None)
+            libc.mallopt(M_MMAP_THRESHOLD, MMAP_MAX)
+            libc.mallopt(M_TRIM_THRESHOLD, TRIM_MAX)
+        except (OSError, AttributeError):  # not glibc: nothing to undo
             return
 
 

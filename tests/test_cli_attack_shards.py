@@ -55,10 +55,8 @@ def test_out_dir_keeps_samples_rows_and_card_and_resumes(tmp_path):
     assert other.exit_code == 1 and "another evaluation" in other.output
 
 
-def test_executors_are_exclusive_and_stream_is_not_sharded():
+def test_executors_are_exclusive():
     res = _run("--workers", "2", "--devices", "cpu,cpu")
     assert res.exit_code == 2 and "give one of" in res.output
-    res = _run("--stream", "--workers", "2")
-    assert res.exit_code == 2 and "--stream" in res.output
     res = _run("--save-x-adv")
     assert res.exit_code == 2 and "--save-x-adv needs --out-dir" in res.output

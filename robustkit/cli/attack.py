@@ -18,13 +18,19 @@ from typing import Any
 import click
 import torch
 
-from robustkit.cli.attack_files import N_GALLERY, save_universal, universal_stem
+from robustkit.cli.attack_files import (
+    N_GALLERY,
+    save_universal,
+    universal_stem,
+    write_csv,
+    write_out_dir,
+)
 from robustkit.cli.train import _dataset_name
 from robustkit.cli.usage import FiniteFloat, refuse
 
 TABLE = ("eps", "clean_accuracy", "robust_accuracy", "success_rate", "fooling_rate",
          "l2_median", "linf_median", "seconds")
-__all__ = ["attack", "register", "universal_stem"]
+__all__ = ["attack", "register", "universal_stem", "write_csv"]
 
 
 def register(main: click.Group) -> None:
@@ -58,7 +64,9 @@ def register(main: click.Group) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option("--stream", is_flag=True,
               help="Read the data in batches of --batch-size (image folders lazily): memory "
-                   "bounded by the batch, not the dataset; the same rows.")
+                   "bounded by the batch, not the dataset; the same rows. With --workers, "
+                   "--dask, --devices or --out-dir, every shard reads its own samples "
+                   "anyway.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the rows to this CSV file.")
@@ -96,7 +104,8 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     """
     from robustkit import attacks, load_dataset
     from robustkit.cli import emit_json, parse_params
-    from robustkit.data import describe_eps, eps_in_units
+    from robustkit.data import Dataset, SplitRef, describe_eps, eps_in_units
+    from robustkit.data import data_root as data_root_of
     from robustkit.evaluate import COLUMNS, evaluate
     from robustkit.models import resolve_device
     from robustkit.progress import bar
@@ -112,20 +121,19 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     model, model_label, model_dataset = _model(model_name, workdir, dataset, data_root, seed,
                                                dev)
     ds_name = dataset or model_dataset or "digits"
-    n = None
-    if not stream:
-        data = load_dataset(ds_name, split, root=data_root, seed=seed, limit=limit)
-        n = len(data.y)
     devs = [d.strip() for d in devices.split(",") if d.strip()] if devices else None
     sharded = workers > 1 or dask_address is not None or bool(devs) or out_dir is not None
-    if stream and sharded:
-        raise click.UsageError("--stream reads one batch at a time in this process; it "
-                               "cannot be combined with --workers, --dask, --devices or "
-                               "--out-dir")
     if save_x_adv and out_dir is None:
         raise click.UsageError("--save-x-adv needs --out-dir")
     if sum((workers > 1, dask_address is not None, bool(devs))) > 1:
         raise click.UsageError("give one of --workers N (N > 1), --dask or --devices")
+    n = None
+    if sharded:  # every shard task reads its own samples
+        ref = SplitRef(ds_name, split, str(data_root_of(data_root) or "") or None, seed, limit)
+        n = len(ref)
+    elif not stream:
+        data = load_dataset(ds_name, split, root=data_root, seed=seed, limit=limit)
+        n = len(data.y)
     vs: dict[float, torch.Tensor] = {}
     total = None if spec.kind == "universal" or n is None else n * (
         1 if spec.kind == "minimal" else len(eps))
@@ -148,7 +156,7 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
                                f"{res.device} at {(res.stop - res.start) / res.seconds:.3g}/s")
 
     try:
-        if stream:
+        if stream and not sharded:
             data, rows = _stream_rows(spec, model, ds_name, split, data_root, seed, limit,
                                       batch_size, dev, keep_v, list(eps), kw)
         else:
@@ -162,7 +170,8 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
 
                 executor = DaskExecutor(dask_address)
             try:
-                rows = evaluate(model, spec, data.x, data.y, eps=list(eps),
+                rows = evaluate(model, spec, ref if sharded else data.x,
+                                None if sharded else data.y, eps=list(eps),
                                 batch_size=batch_size, device=dev, seed=seed,
                                 on_result=keep_v, workers=workers, executor=executor,
                                 devices=devs, shard_size=shard_size, out=out_dir,
@@ -171,6 +180,8 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
             finally:
                 if executor is not None:
                     executor.close()
+            if sharded:  # the first inputs, for the PNG of a universal v
+                data = Dataset(*ref.read(0, min(N_GALLERY, len(ref))), ref.batches().info)
     finally:
         ticker.close()
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
@@ -180,10 +191,10 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
         rows = [{**r, "eps_original": dict(zip(units[0], eps_in_units(r["eps"], units[1])))}
                 for r in rows]
     if out:
-        _write_csv(Path(out), rows, COLUMNS)
+        write_csv(Path(out), rows, COLUMNS)
     written = [out] if out else []
     if out_dir is not None:
-        written += _write_out_dir(Path(out_dir), rows, model, model_name, ds_name, spec, kw,
+        written += write_out_dir(Path(out_dir), rows, model, model_name, ds_name, spec, kw,
                                   seed)
         written += [str(Path(out_dir) / "x_adv.safetensors")] if save_x_adv else []
     saved = [save_universal(v, e, spec.name, model_name, model, data, out, workdir, kw)
@@ -243,22 +254,6 @@ def _stream_rows(spec: Any, model: torch.nn.Module, name: str, split: str,
     return Dataset(x, y, batches.info), rows
 
 
-def _write_out_dir(folder: Path, rows: list[dict[str, Any]], model: torch.nn.Module,
-                   name: str, dataset: str, spec: Any, params: dict[str, Any],
-                   seed: int) -> list[str]:
-    """rows.csv and card.json beside samples.parquet (which evaluate wrote)."""
-    from robustkit.evaluate import COLUMNS
-    from robustkit.evaluate.cards import model_card, write_card
-
-    _write_csv(folder / "rows.csv", rows, COLUMNS)
-    card = model_card(rows, model, name=name, dataset=dataset,
-                      architecture=type(model).__name__, attack=spec.name, params=params,
-                      seed=seed, norm=str(params.get("norm", spec.norm)),
-                      samples="samples.parquet")
-    write_card(folder / "card.json", card)
-    return [str(folder / f) for f in ("samples.parquet", "rows.csv", "card.json")]
-
-
 def _units(name: str, workdir: str, info: Any) -> tuple[tuple[str, ...], Any] | None:
     """Feature names and training (min, max) of a table model: the stored ones (checked
     against the data's), else the data's; None for data that is not a table."""
@@ -286,12 +281,3 @@ def _table(rows: list[dict[str, Any]]) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(TABLE, widths))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
-    import pandas as pd
-
-    from robustkit.store import atomic_write
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, pd.DataFrame(rows, columns=list(columns)).to_csv(index=False).encode())

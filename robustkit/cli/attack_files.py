@@ -79,3 +79,28 @@ def _plot(path: Path, v: torch.Tensor, x_adv: torch.Tensor, clean: torch.Tensor,
 
 def _hwc(t: torch.Tensor) -> Any:
     return t.permute(1, 2, 0).numpy()
+
+
+def write_out_dir(folder: Path, rows: list[dict[str, Any]], model: torch.nn.Module,
+                   name: str, dataset: str, spec: Any, params: dict[str, Any],
+                   seed: int) -> list[str]:
+    """rows.csv and card.json beside samples.parquet (which evaluate wrote)."""
+    from robustkit.evaluate import COLUMNS
+    from robustkit.evaluate.cards import model_card, write_card
+
+    write_csv(folder / "rows.csv", rows, COLUMNS)
+    card = model_card(rows, model, name=name, dataset=dataset,
+                      architecture=type(model).__name__, attack=spec.name, params=params,
+                      seed=seed, norm=str(params.get("norm", spec.norm)),
+                      samples="samples.parquet")
+    write_card(folder / "card.json", card)
+    return [str(folder / f) for f in ("samples.parquet", "rows.csv", "card.json")]
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    import pandas as pd
+
+    from robustkit.store import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, pd.DataFrame(rows, columns=list(columns)).to_csv(index=False).encode())

@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from robustkit.cli.attack import _model, _write_csv
+from robustkit.cli.attack import _model
+from robustkit.cli.attack_files import write_csv
 from robustkit.cli.train import _dataset_name
 from robustkit.cli.usage import FiniteFloat
 
@@ -99,7 +100,7 @@ def certify_cmd(model_name: str, eps: tuple[float, ...], norm: str, method: str,
                     attack_params=attack_kw, seed=seed, **cert_kw)
     rows = [_clean({**b.row(), "device": str(dev)}) for b in found]
     if out:
-        _write_csv(Path(out), rows, COLUMNS)
+        write_csv(Path(out), rows, COLUMNS)
     if as_json:
         emit_json(rows)
         return

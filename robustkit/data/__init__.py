@@ -36,13 +36,13 @@ from robustkit.data.base import (
     subset_index,
 )
 from robustkit.data.load import check_name, describe, load_dataset, names, source_of
-from robustkit.data.stream import Batches, iter_batches
+from robustkit.data.stream import Batches, SplitRef, iter_batches
 from robustkit.data.table import describe_eps, eps_in_units, scale_doc, scale_from_doc, unscale
 from robustkit.data.user import parse_name
 
 __all__ = [
     "DATA_ENV", "SOURCES", "SPLITS", "Batches", "Dataset", "DatasetCard", "DatasetInfo",
-    "Source", "check_name", "data_root", "describe", "describe_eps", "eps_in_units",
+    "Source", "SplitRef", "check_name", "data_root", "describe", "describe_eps", "eps_in_units",
     "iter_batches", "load_dataset", "names", "parse_name", "scale_doc", "scale_from_doc",
     "source_of", "subset", "subset_index", "unscale",
 ]

@@ -78,3 +78,53 @@ def iter_batches(name: str, split: str = "test", root: str | os.PathLike | None 
         items, info = TensorDataset(ds.x, ds.y), ds.info
     loader = DataLoader(items, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     return Batches(loader, info, len(items))
+
+
+@dataclass(frozen=True)
+class SplitRef:
+    """A dataset split by name, from which each worker reads only its own samples.
+
+    What a sharded evaluation sends to its workers instead of the inputs: a few strings,
+    so that no process but the one attacking a shard holds its inputs. Image folders are
+    decoded sample by sample; every other source is loaded once per process (kept for the
+    next shard of the same split) and sliced. ``root`` is the data root as the driver
+    resolved it: workers must see the same path.
+
+    Example:
+        >>> ref = SplitRef("digits", "test", limit=100)
+        >>> x, y = ref.read(10, 20)
+        >>> tuple(x.shape), len(ref)
+        ((10, 1, 8, 8), 100)
+    """
+
+    name: str
+    split: str = "test"
+    root: str | None = None
+    seed: int = 0
+    limit: int | None = None
+
+    def batches(self, batch_size: int = 256) -> Batches:
+        """The split as :func:`iter_batches` streams it (held for the next call)."""
+        cached = _OPEN.get(self)
+        if cached is None:
+            _OPEN.clear()  # one split per process at a time: memory of one dataset at most
+            cached = _OPEN[self] = iter_batches(self.name, self.split, self.root,
+                                                seed=self.seed, limit=self.limit)
+        return Batches(DataLoader(cached.loader.dataset, batch_size=batch_size),
+                       cached.info, cached.n)
+
+    def read(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples ``start .. stop`` (x float32, y int64), read in this process."""
+        if not 0 <= start <= stop <= len(self):
+            raise ValueError(f"samples {start}..{stop} are outside the split's 0..{len(self)}")
+        items = self.batches().loader.dataset
+        if isinstance(items, TensorDataset):
+            x, y = items.tensors
+            return x[start:stop].clone(), y[start:stop].clone()
+        return self.batches().take(list(range(start, stop)))
+
+    def __len__(self) -> int:
+        return self.batches().n
+
+
+_OPEN: dict[SplitRef, Batches] = {}

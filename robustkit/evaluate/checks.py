@@ -68,6 +68,11 @@ def check_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xname: str, y
         raise ValueError(f"model must return logits of shape (N, n_classes); for "
                          f"{min(2, len(x))} inputs it returned shape {tuple(out.shape)}")
     k = out.shape[1] if n_classes is None else n_classes
+    return check_labels(y, k, yname)
+
+
+def check_labels(y: torch.Tensor, k: int, yname: str = "y") -> int:
+    """``k`` if every label of ``y`` is in [0, k), else a ValueError."""
     if int(y.min()) < 0 or int(y.max()) >= k:
         raise ValueError(f"{yname} must hold labels in [0, {k}) (the model's classes), got "
                          f"range [{int(y.min())}, {int(y.max())}]")

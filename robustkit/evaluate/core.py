@@ -20,20 +20,21 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from robustkit.attacks import AttackResult, AttackSpec, get
+from robustkit.attacks import AttackSpec, get
 from robustkit.attacks.base import eval_mode
 from robustkit.attacks.checks import check_not_meta
 from robustkit.certify.columns import certify_options, with_certificates
+from robustkit.data.stream import SplitRef
 from robustkit.evaluate.checks import (
     canonical,
     check_batch_size,
     check_data,
     check_eps,
-    clock,
+    check_labels,
     resolve_attack,
     with_version,
 )
-from robustkit.evaluate.runs import OnResult
+from robustkit.evaluate.runs import OnResult, fit_universal
 from robustkit.evaluate.samples import (
     COLUMNS,
     gather_x_adv,
@@ -45,6 +46,7 @@ from robustkit.evaluate.samples import (
     write_x_adv,
 )
 from robustkit.evaluate.shards import (
+    Data,
     ShardJob,
     ShardResult,
     check_folder,
@@ -52,6 +54,8 @@ from robustkit.evaluate.shards import (
     fingerprint,
     plan,
     run_shards,
+    shard_data,
+    whole,
 )
 from robustkit.executors import make_executor
 from robustkit.models.registry import model_device, resolve_device
@@ -64,7 +68,8 @@ __all__ = ["COLUMNS", "OnResult", "evaluate", "evaluate_frame", "evaluate_sample
 OnShard = Callable[[ShardResult], None]
 
 
-def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: torch.Tensor, *,
+def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor | SplitRef,
+             y: torch.Tensor | None = None, *,
              eps: float | Sequence[float], batch_size: int = 1024,
              device: str | torch.device | None = None, fit_x: torch.Tensor | None = None,
              fit_y: torch.Tensor | None = None, seed: int = 0,
@@ -97,8 +102,11 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
         model: classifier returning logits (N, K); left unchanged (a copy is moved when
             ``device`` differs from the model's).
         attack: a registry name (``"fgsm"``, ``"foolbox:LinfPGD"``...) or an AttackSpec.
-        x: inputs (N, ...) in [0, 1], on any device.
-        y: int64 (N,) labels in [0, K).
+        x: inputs (N, ...) in [0, 1], on any device; or a dataset split by name
+            (:class:`robustkit.data.SplitRef`), of which every shard task reads only its
+            own samples (the driver never holds the inputs; a universal fit without
+            ``fit_x`` and ``certify`` read them all).
+        y: int64 (N,) labels in [0, K) (None with a SplitRef).
         eps: one budget or a list (each >= 0).
         batch_size: samples per attack call (>= 1).
         device: where to compute: None (the model's device), ``"auto"``, ``"cpu"``, ...
@@ -113,7 +121,8 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
             ``DaskExecutor(address)``); left open.
         devices: one worker process per device, e.g. ``["cuda:0", "cuda:1"]``.
         shard_size: samples per shard (rounded up to whole batches); default about four
-            shards per worker, all of x in one process without ``out``, else 1,000.
+            shards per worker, all of x in one process without ``out``, else (and for a
+            SplitRef) 1,000.
         out: folder for the per-sample table and the finished shards (resume).
         threads: torch intra-op threads per worker (None: 1 in worker processes).
         on_shard: called in this process with every finished ShardResult (progress).
@@ -145,8 +154,8 @@ def evaluate(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor, y: tor
                             **params)[0]
 
 
-def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor,
-                     y: torch.Tensor, *, eps: float | Sequence[float], batch_size: int = 1024,
+def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor | SplitRef,
+                     y: torch.Tensor | None = None, *, eps: float | Sequence[float], batch_size: int = 1024,
                      device: str | torch.device | None = None,
                      fit_x: torch.Tensor | None = None, fit_y: torch.Tensor | None = None,
                      seed: int = 0, on_result: OnResult | None = None, workers: int = 0,
@@ -174,8 +183,9 @@ def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor
     if found:
         raise ValueError("; ".join(found))
     check_batch_size(batch_size)
-    if torch.is_tensor(x):
-        check_not_meta(model, x)
+    data, first = shard_data(x, y, batch_size)
+    if torch.is_tensor(first[0]):
+        check_not_meta(model, first[0])
     cert = certify_options(certify)
     if keep_x_adv and out is None:
         raise ValueError("keep_x_adv=True needs out= (the folder the inputs are written to)")
@@ -185,21 +195,25 @@ def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor
     if canonical(model_device(model)) != dev:
         model = copy.deepcopy(model).to(dev)
     with eval_mode(model):
-        k = check_data(model, x, y, "x", "y", dev)
+        k = check_data(model, *first, "x", "y", dev)
+        if isinstance(data, SplitRef):
+            check_labels(data.batches().labels(), k)
         if fit_x is not None or fit_y is not None:
             if fit_x is None or fit_y is None:
                 raise ValueError("fit_x and fit_y must be given together")
             check_data(model, fit_x, fit_y, "fit_x", "fit_y", dev, k)
-        fits = fit_universal(spec, model, fit_x if fit_x is not None else x,
-                             fit_y if fit_y is not None else y, eps_list, dev, seed,
-                             on_result, params) if spec.kind == "universal" else []
+        fits = fit_universal(spec, model, *((fit_x, fit_y) if fit_x is not None and
+                                            fit_y is not None else whole(data)),
+                             eps_list, dev, seed, on_result, params) \
+            if spec.kind == "universal" else []
     ex = executor if executor is not None else make_executor(
         workers=workers, devices=devices, threads=threads or (1 if workers > 1 or devices
                                                               else None))
     try:
-        n, pooled = len(x), ex.name != "serial"
+        n, pooled = len(data[1]) if isinstance(data, tuple) else len(data), ex.name != "serial"
         size = shard_size or (default_shard_size(n, ex.workers, batch_size) if pooled
-                              else n if out is None else min(n, max(batch_size, 1000)))
+                              else n if out is None and isinstance(data, tuple)
+                              else min(n, max(batch_size, 1000)))
         bs = min(batch_size, size)
         shards = plan(n, size, bs)
         name = spec.name if _registered(spec) else spec
@@ -207,7 +221,7 @@ def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor
                        threads if threads else (1 if pooled else None),
                        tuple(v for v, _ in fits), None if pooled else on_result,
                        keep_x_adv)
-        parts = _run(ex, job, x, y, shards, spec.name, eps_list, params, out, on_shard)
+        parts = _run(ex, job, data, shards, spec.name, eps_list, params, out, on_shard)
     finally:
         if executor is None:
             ex.close()
@@ -224,16 +238,16 @@ def evaluate_samples(model: nn.Module, attack: str | AttackSpec, x: torch.Tensor
         norm = str(params.get("norm", spec.norm))
         per_eps = [frame[frame["eps"] == e] for e in eps_list]  # sorted by sample
         with eval_mode(model):
+            cx, cy = whole(data)
             rows = with_certificates(
-                rows, model, x.to(dev), y.to(dev), norm=norm, options=cert, attack=spec.name,
+                rows, model, cx.to(dev), cy.to(dev), norm=norm, options=cert, attack=spec.name,
                 preds=[torch.from_numpy(f["adv_pred"].to_numpy().copy()) for f in per_eps],
                 dists=[torch.from_numpy(f["l2" if norm == "l2" else "linf"].to_numpy().copy())
                        for f in per_eps])
     return rows, frame
 
 
-def _run(ex: Any, job: ShardJob, x: torch.Tensor, y: torch.Tensor,
-         shards: list[tuple[int, int]], name: str, eps_list: list[float],
+def _run(ex: Any, job: ShardJob, data: Data, shards: list[tuple[int, int]], name: str, eps_list: list[float],
          params: dict[str, Any], out: str | Path | None, on_shard: OnShard | None
          ) -> dict[tuple[int, int], tuple[pd.DataFrame, list[float]]]:
     """Every shard's (records, per-eps seconds): read from ``out`` where finished there,
@@ -241,12 +255,12 @@ def _run(ex: Any, job: ShardJob, x: torch.Tensor, y: torch.Tensor,
     parts: dict[tuple[int, int], tuple[pd.DataFrame, list[float]]] = {}
     folder = Path(out) / "samples.parts" if out is not None else None
     if folder is not None:
-        check_folder(folder, {**fingerprint(job.model, name, x, y, eps_list, params,
+        check_folder(folder, {**fingerprint(job.model, name, data, eps_list, params,
                                             job.seed, job.batch_size, shards),
                               "keep_x_adv": job.keep_x_adv})
         parts = {k: v for k, v in read_parts(folder, x_adv=job.keep_x_adv).items()
                  if k in set(shards)}
-    for res in run_shards(ex, job, x, y, shards, skip=set(parts)):
+    for res in run_shards(ex, job, data, shards, skip=set(parts)):
         frame = shard_frame(name, res.start, res.y, res.clean, eps_list, res.outcomes)
         seconds = [o.seconds for o in res.outcomes]
         if folder is not None:
@@ -264,24 +278,6 @@ def _registered(spec: AttackSpec) -> bool:
         return get(spec.name) is spec or spec.name.startswith("foolbox:")
     except (KeyError, ValueError):
         return False
-
-
-def fit_universal(spec: AttackSpec, model: nn.Module, fx: torch.Tensor, fy: torch.Tensor,
-                  eps_list: list[float], dev: torch.device, seed: int,
-                  on_result: OnResult | None, params: dict[str, Any]
-                  ) -> list[tuple[torch.Tensor, float]]:
-    """One (v, fitting seconds) per eps: a universal attack fitted once, before any shard."""
-    out = []
-    for e in eps_list:
-        t0 = clock(dev)
-        res: AttackResult = spec.fn(model, fx.to(dev), fy.to(dev), eps=e, seed=seed, **params)
-        if on_result is not None:
-            on_result(e, res)
-        if "v" not in res.info:
-            raise ValueError(f"universal attack {spec.name!r} returned no info['v']")
-        v = torch.as_tensor(res.info["v"]).detach().reshape(fx.shape[1:]).cpu()
-        out.append((v, clock(dev) - t0))
-    return out
 
 
 def evaluate_frame(*args: Any, **kwargs: Any) -> pd.DataFrame:

@@ -219,3 +219,21 @@ def norm_of(delta: torch.Tensor, norm: str) -> torch.Tensor:
     if norm == "l0":
         return (flat != 0).sum(dim=1).to(delta.dtype)
     raise ValueError(f"norm must be one of linf, l2, l1, l0; got {norm!r}")
+
+
+def fit_universal(spec: AttackSpec, model: nn.Module, fx: torch.Tensor, fy: torch.Tensor,
+                  eps_list: list[float], dev: torch.device, seed: int,
+                  on_result: OnResult | None, params: dict[str, Any]
+                  ) -> list[tuple[torch.Tensor, float]]:
+    """One (v, fitting seconds) per eps: a universal attack fitted once, before any shard."""
+    out = []
+    for e in eps_list:
+        t0 = clock(dev)
+        res: AttackResult = spec.fn(model, fx.to(dev), fy.to(dev), eps=e, seed=seed, **params)
+        if on_result is not None:
+            on_result(e, res)
+        if "v" not in res.info:
+            raise ValueError(f"universal attack {spec.name!r} returned no info['v']")
+        v = torch.as_tensor(res.info["v"]).detach().reshape(fx.shape[1:]).cpu()
+        out.append((v, clock(dev) - t0))
+    return out

@@ -24,9 +24,13 @@ from torch import nn
 
 from robustkit.attacks import AttackSpec, get
 from robustkit.attacks.base import eval_mode
+from robustkit.data.stream import SplitRef
 from robustkit.evaluate.checks import canonical
 from robustkit.evaluate.runs import Context, OnResult, Outcome, norm_of, predict, run_block
+from robustkit.executors import prepare_process
 from robustkit.store import atomic_write
+
+Data = SplitRef | tuple[torch.Tensor, torch.Tensor]  # what shards are cut from
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,13 @@ class ShardResult:
     x_adv: dict[float, torch.Tensor] | None = None  # per eps (CPU), when the job keeps them
 
 
-def shard_task(job: ShardJob, x: torch.Tensor, y: torch.Tensor, start: int,
-               device: str | None = None) -> ShardResult:
-    """Evaluate one shard: samples ``start .. start + len(x)`` of the data."""
+def shard_task(job: ShardJob, data: SplitRef | tuple[torch.Tensor, torch.Tensor], start: int,
+               stop: int, device: str | None = None) -> ShardResult:
+    """Evaluate one shard: samples ``start .. stop`` of the data, which ``data`` holds
+    (the shard's own (x, y)) or names (a split this process reads them from)."""
     t0 = time.perf_counter()
-    if job.threads and torch.get_num_threads() != job.threads:
-        torch.set_num_threads(job.threads)
+    prepare_process(job.threads)
+    x, y = data.read(start, stop) if isinstance(data, SplitRef) else data
     dev = canonical(torch.device(device or job.device))
     model = job.model
     if _device_of(model) != dev:
@@ -126,25 +131,46 @@ def default_shard_size(n: int, workers: int, batch_size: int) -> int:
     return max(1, min(batch_size, math.ceil(n / (4 * max(1, workers)))))
 
 
-def run_shards(executor: Any, job: ShardJob, x: torch.Tensor, y: torch.Tensor,
-               shards: list[tuple[int, int]], *,
+def shard_data(x: torch.Tensor | SplitRef, y: torch.Tensor | None, batch_size: int
+          ) -> tuple[Data, tuple[torch.Tensor, torch.Tensor]]:
+    """What shards are cut from, and the samples the checks look at (all of x, or a
+    split's first batch: its labels are checked whole, without reading its inputs)."""
+    if isinstance(x, SplitRef):
+        if y is not None:
+            raise ValueError("y must be None when x is a SplitRef (its labels are read)")
+        return x, x.read(0, min(len(x), batch_size))
+    if y is None:
+        raise ValueError("y is required when x is a tensor")
+    return (x, y), (x, y)
+
+
+def whole(data: Data) -> tuple[torch.Tensor, torch.Tensor]:
+    """All the inputs and labels (a split is read whole)."""
+    return data.read(0, len(data)) if isinstance(data, SplitRef) else data
+
+
+def run_shards(executor: Any, job: ShardJob, data: Data, shards: list[tuple[int, int]], *,
                skip: frozenset[tuple[int, int]] | set[tuple[int, int]] = frozenset()
                ) -> Iterator[ShardResult]:
-    """Run the shards not in ``skip`` on ``executor``, yielding each result as it finishes."""
+    """Run the shards not in ``skip`` on ``executor``, yielding each result as it finishes.
+
+    A task gets its own samples: with a :class:`SplitRef` only the reference (the worker
+    reads them), else copies of its slices (a slice of x pickles all of x's storage).
+    """
     todo = [s for s in shards if s not in skip]
     shared = executor.share(job)
-    args = [(shared, x[a:b], y[a:b], a) for a, b in todo]
+    args = [(shared, data if isinstance(data, SplitRef) else
+             (data[0][a:b].clone(), data[1][a:b].clone()), a, b) for a, b in todo]
     for _, res in executor.imap(shard_task, args):
         yield res
 
 
-def fingerprint(model: nn.Module, name: str, x: torch.Tensor, y: torch.Tensor,
-                eps: list[float], params: dict[str, Any], seed: int, batch_size: int,
+def fingerprint(model: nn.Module, name: str, data: Data, eps: list[float], params: dict[str, Any], seed: int, batch_size: int,
                 shards: list[tuple[int, int]]) -> dict[str, Any]:
     """What must match for a rerun to reuse finished shards (digests of model and data)."""
     return {"attack": name, "eps": eps, "params": {k: repr(v) for k, v in sorted(params.items())},
             "seed": seed, "batch_size": batch_size, "shards": [list(s) for s in shards],
-            "model_sha256": model_digest(model), "data_sha256": data_digest(x, y)}
+            "model_sha256": model_digest(model), "data_sha256": data_digest(data)}
 
 
 def check_folder(folder: Path, expected: dict[str, Any]) -> None:
@@ -175,9 +201,15 @@ def model_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def data_digest(x: torch.Tensor, y: torch.Tensor) -> str:
+def data_digest(data: Data) -> str:
+    """sha256 over the inputs and labels (dtype, shape and bytes); a split is read batch by
+    batch (memory of one batch), its digest over the batches in order."""
     h = hashlib.sha256()
-    for t in (x, y):
+    if isinstance(data, SplitRef):
+        for xb, yb in data.batches(1024):
+            h.update(data_digest((xb, yb)).encode())
+        return h.hexdigest()
+    for t in data:
         t = t.detach().cpu().contiguous()
         h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes())

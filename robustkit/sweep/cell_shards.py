@@ -45,7 +45,7 @@ def shard_cell_task(cell: Cell, eps: tuple[float, ...], ctx: Context, span: Span
     a, b = span
     job = ShardJob(model, cell.attack.attack, tuple(eps), dict(cell.attack.params),
                    cell.job.seed, min(BATCH, b - a), ctx.device, ctx.threads)
-    res = shard_task(job, te.x[a:b], te.y[a:b], a)
+    res = shard_task(job, (te.x[a:b], te.y[a:b]), a, b)
     frame = shard_frame(cell.attack.attack, a, res.y, res.clean, list(eps), res.outcomes)
     return {"cell_id": cell.cell_id, "span": span, "frame": frame,
             "seconds": [o.seconds for o in res.outcomes]}

@@ -18,7 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustkit.executors import init_worker  # noqa: F401 - its old home
+from robustkit.executors import (
+    init_worker,  # noqa: F401 - its old home
+    prepare_process,
+)
 from robustkit.sweep.cell_shards import shard_cell_task
 from robustkit.sweep.cells import Cell, ModelJob, full_defense_params, full_model_params
 from robustkit.sweep.evaluation import evaluate_cell
@@ -41,9 +44,8 @@ GALLERY = "gallery"
 def use_threads(ctx: Context) -> None:
     """Run with ``ctx.threads`` intra-op threads: float reductions (and so the last digits
     of iterative attacks) depend on the thread count, so fixing it makes rows identical
-    whatever the executor."""
-    if ctx.threads and torch.get_num_threads() != ctx.threads:
-        torch.set_num_threads(ctx.threads)
+    whatever the executor (and undo a Dask worker's malloc setting: ``prepare_process``)."""
+    prepare_process(ctx.threads)
 
 
 def train_task(job: ModelJob, base_key: str | None, ctx: Context) -> dict[str, Any]:

@@ -25,8 +25,8 @@ from robustkit.cli.attack_files import (
     write_csv,
     write_out_dir,
 )
-from robustkit.cli.train import _dataset_name
-from robustkit.cli.usage import FiniteFloat, refuse
+from robustkit.cli.model_arg import model_or_default
+from robustkit.cli.usage import FiniteFloat, dataset_name, emit_json, parse_params, refuse
 
 TABLE = ("eps", "clean_accuracy", "robust_accuracy", "success_rate", "fooling_rate",
          "l2_median", "linf_median", "seconds")
@@ -47,7 +47,7 @@ def register(main: click.Group) -> None:
 @click.option("--eps", "eps", type=FiniteFloat(min=0), multiple=True, required=True,
               help="Budget (repeat for several); for universal attacks the radius xi.")
 @click.option("--dataset", default=None, callback=lambda c, p, v: None if v is None else
-              _dataset_name(c, p, v),
+              dataset_name(c, p, v),
               help="Dataset (default: the model's, else digits): a built-in name, "
                    "folder:PATH or table:PATH.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
@@ -103,7 +103,6 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
         robustkit attack --model cnn --attack autoattack --eps 0.3 --workers 2 --out-dir r
     """
     from robustkit import attacks, load_dataset
-    from robustkit.cli import emit_json, parse_params
     from robustkit.data import Dataset, SplitRef, describe_eps, eps_in_units
     from robustkit.data import data_root as data_root_of
     from robustkit.evaluate import COLUMNS, evaluate
@@ -118,7 +117,7 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     # every --param problem (unknown key, bad value) before any model or data is loaded
     refuse(spec.check(kw))
     dev = resolve_device(device)
-    model, model_label, model_dataset = _model(model_name, workdir, dataset, data_root, seed,
+    model, model_label, model_dataset = model_or_default(model_name, workdir, dataset, data_root, seed,
                                                dev)
     ds_name = dataset or model_dataset or "digits"
     devs = [d.strip() for d in devices.split(",") if d.strip()] if devices else None
@@ -211,29 +210,6 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
         click.echo(f"wrote {path}")
 
 
-def _model(name: str, workdir: str, dataset: str | None, data_root: str | None, seed: int,
-           dev: torch.device) -> tuple[torch.nn.Module, str, str | None]:
-    """Load stored model ``name`` or train a default one of family ``name``."""
-    from robustkit import models, store
-
-    try:
-        folder = store.find_model(workdir, name)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--model") from None
-    except FileNotFoundError as exc:
-        missing = str(exc)
-    else:
-        module, meta = store.load(folder, device=dev)
-        return module, f"{name} ({meta.family}, stored in {folder})", meta.dataset
-    if name in models.names():
-        ds = dataset or "digits"
-        click.echo(f"no stored model {name!r} in {workdir}: training a default {name!r} on "
-                   f"{ds} (not stored)", err=True)
-        module, rec = models.train(name, ds, seed=seed, device=dev, root=data_root)
-        label = f"{name} (default, trained now, test accuracy {rec.test_accuracy:.3f})"
-        return module.to(dev), label, ds
-    raise click.BadParameter(f"{missing}; neither a stored model nor a model family "
-                             f"({', '.join(models.names())})", param_hint="--model")
 
 
 def _stream_rows(spec: Any, model: torch.nn.Module, name: str, split: str,

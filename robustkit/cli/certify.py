@@ -14,10 +14,9 @@ from typing import Any
 
 import click
 
-from robustkit.cli.attack import _model
 from robustkit.cli.attack_files import write_csv
-from robustkit.cli.train import _dataset_name
-from robustkit.cli.usage import FiniteFloat
+from robustkit.cli.model_arg import model_or_default
+from robustkit.cli.usage import FiniteFloat, dataset_name, emit_json, parse_params
 
 COLUMNS = ("eps", "norm", "n", "method", "smoothed", "attack", "certified_accuracy",
            "attacked_accuracy", "upper", "exact_share", "certified", "broken_by_certificate",
@@ -48,7 +47,7 @@ def register(main: click.Group) -> None:
 @click.option("--attack-param", "attack_params", multiple=True, metavar="KEY=VALUE",
               help="Attack hyperparameter (repeatable), e.g. --attack-param version=fast.")
 @click.option("--dataset", default=None, callback=lambda c, p, v: None if v is None else
-              _dataset_name(c, p, v), help="Dataset (default: the model's, else digits).")
+              dataset_name(c, p, v), help="Dataset (default: the model's, else digits).")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Certify a stratified subset of this many samples.")
@@ -75,7 +74,6 @@ def certify_cmd(model_name: str, eps: tuple[float, ...], norm: str, method: str,
     """
     from robustkit import certify, load_dataset
     from robustkit.certify.bracket import NO_ATTACK, SMOOTHED_NOTE, bracket
-    from robustkit.cli import emit_json, parse_params
     from robustkit.models import resolve_device
 
     cert_kw, attack_kw = parse_params(params), parse_params(attack_params)
@@ -87,7 +85,7 @@ def certify_cmd(model_name: str, eps: tuple[float, ...], norm: str, method: str,
     if attack_name != NO_ATTACK:
         _check_attack(attack_name, norm, attack_kw)
     dev = resolve_device(device)
-    model, label, model_dataset = _model(model_name, workdir, dataset, data_root, seed, dev)
+    model, label, model_dataset = model_or_default(model_name, workdir, dataset, data_root, seed, dev)
     if method != "auto":
         why = certify.get(method).applies(model, norm)
         if why is not None:

@@ -18,9 +18,8 @@ import torch
 
 from robustkit import data as datasets
 from robustkit import defenses, models, store
-from robustkit.cli import parse_params
 from robustkit.cli.score import jsonable, print_result, run_score, score_cmd, score_options
-from robustkit.cli.usage import FiniteFloat, refuse
+from robustkit.cli.usage import FiniteFloat, parse_params, refuse
 from robustkit.defenses.checkpoint import CheckpointError
 from robustkit.defenses.score import training_cost
 from robustkit.defenses.system import DefendedSystem, save_system

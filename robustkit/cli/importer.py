@@ -13,7 +13,7 @@ import click
 
 from robustkit import data as datasets
 from robustkit import store
-from robustkit.cli import emit_json
+from robustkit.cli.usage import emit_json
 from robustkit.importing import import_onnx, import_sklearn, import_torch
 from robustkit.models.outputs import OUTPUTS
 from robustkit.models.torch_model import check_builder

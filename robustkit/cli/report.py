@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from robustkit.cli import emit_json
+from robustkit.cli.usage import emit_json
 
 
 def register(main: click.Group) -> None:

@@ -13,8 +13,7 @@ import torch
 
 from robustkit import data as datasets
 from robustkit import models, store
-from robustkit.cli import emit_json
-from robustkit.cli.usage import FiniteFloat
+from robustkit.cli.usage import FiniteFloat, emit_json
 from robustkit.defenses import score as scoring
 from robustkit.defenses.system import load_system
 from robustkit.progress import bar

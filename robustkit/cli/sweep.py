@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from robustkit.cli.usage import emit_json, fail
 from robustkit.dask_address import check_dask_address
 
 DEMO_SPECS = ("attacks/digits.toml", "defenses/digits.toml")
@@ -87,7 +88,6 @@ def sweep(specs: tuple[str, ...], out: str | None, workers: int | None,
     Example:
         robustkit sweep attacks/digits.toml defenses/digits.toml --workers 2
     """
-    from robustkit.cli import emit_json, fail
     from robustkit.sweep import SpecError, load_spec, run_sweep, validate
     from robustkit.sweep.stored import resolved
 
@@ -155,7 +155,6 @@ def _failed_cells(parsed: list, out_dir: Path) -> int:
 def _dry_run(parsed: list, out_dir: Path, data_root: str | None, as_json: bool) -> None:
     """List the cells, which of them ``out_dir/results.csv`` holds already, and a cost
     estimate of the remaining ones; a missing dataset is a note, not an error."""
-    from robustkit.cli import emit_json
     from robustkit.sweep import estimate, expand
     from robustkit.sweep.results import done_keys, eps_key, read_rows
     from robustkit.sweep.validate import data_problems

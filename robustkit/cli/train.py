@@ -12,8 +12,7 @@ import click
 
 from robustkit import data as datasets
 from robustkit import models, store
-from robustkit.cli import emit_json, parse_params
-from robustkit.cli.usage import refuse
+from robustkit.cli.usage import dataset_name, emit_json, parse_params, refuse
 
 DEFAULT_WORKDIR = "runs"
 workdir_option = click.option(
@@ -61,19 +60,12 @@ def check_params(family: str, params: dict[str, Any]) -> dict[str, Any]:
     return dict(models.create(family, **params).params)
 
 
-def _dataset_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    try:
-        return datasets.check_name(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 @click.command("train")
 @click.option("--model", "family", required=True, type=click.Choice(models.names()),
               help="Model family.")
 @click.option("--param", "pairs", multiple=True, metavar="KEY=VALUE",
               help="Family parameter, repeatable; values parse as JSON (0.5, [64,32], true).")
-@click.option("--dataset", default="digits", show_default=True, callback=_dataset_name,
+@click.option("--dataset", default="digits", show_default=True, callback=dataset_name,
               help=f"Dataset to train and test on: {', '.join(datasets.names())}, or your "
                    f"own as folder:PATH[,size=32] or table:PATH[,label=label] under "
                    f"--data-root.")

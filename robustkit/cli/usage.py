@@ -10,10 +10,50 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
+
+from robustkit import data as datasets
+
+
+def fail(message: str) -> NoReturn:
+    """The one way a runtime error ends a command: ``error: <message>`` on stderr, exit 1.
+
+    Usage errors (bad options, invalid specs) raise ``click.UsageError`` instead (exit 2).
+    """
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def emit_json(obj: Any) -> None:
+    """Print one JSON document (the ``--json`` output of every command)."""
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``("k=v", ...)`` -> dict, values parsed as JSON when they parse (numbers, lists,
+    true/false), else kept as strings. Raises click.BadParameter on a pair without '='."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--param")
+        key, raw = pair.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def dataset_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A ``--dataset`` callback: the name checked by the data layer, or a usage error."""
+    try:
+        return datasets.check_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 class FiniteFloat(click.FloatRange):

@@ -16,7 +16,7 @@ the lean version ran FAB-T and Square (close / masking / none).
 
 Run:
     .venv/bin/python benchmarks/attacks_autoattack.py --threads 1              # digits
-    .venv/bin/python benchmarks/attacks_autoattack.py --dataset mnist --model-dir DIR
+    .venv/bin/python benchmarks/attacks_autoattack.py --dataset mnist --model-dir DIR  # mnist_models.py
     .venv/bin/python benchmarks/attacks_autoattack.py --dataset unseen   # autoattack_unseen
 ``--model-dir`` holds models saved with ``robustkit.store.save``: DIR itself, or one
 subfolder per model (named by the folder). Without it the models are trained and cached

@@ -13,8 +13,8 @@ mnist-mlp  a PGD-trained MLP 784-100-100-10 (the shape of Salman et al.'s MLP-B)
            upper bounds of the error, the LP relaxation's certified error with CROWN's
            pre-activation bounds and with LP-tightened ones (LP-ALL), CROWN's and IBP's.
 
-The models come from --model-dir (trained by /work/runs-shared/cert-mnist/train_*.py,
-saved with robustkit.store); MNIST from ROBUSTKIT_DATA. Every certificate is checked
+The models come from --model-dir (trained by benchmarks/mnist_models.py: cnn-ibp-0.1,
+mlp-pgd-0.1); MNIST from ROBUSTKIT_DATA. Every certificate is checked
 against the attack (a certified input it breaks raises CertificateContradiction).
 """
 from __future__ import annotations

@@ -149,7 +149,9 @@ def main() -> None:
                     required=True)
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--time-limit", type=float, default=30.0)
-    ap.add_argument("--model-dir", type=Path, default=Path("/work/runs-shared/cert-mnist"))
+    ap.add_argument("--model-dir", type=Path,
+                    default=RESULTS.parents[1] / "runs" / "mnist-models",
+                    help="models trained by benchmarks/mnist_models.py")
     ap.add_argument("--crown-n", type=int, default=200, help="mnist-cnn: CROWN inputs")
     ap.add_argument("--lirpa-python", default=DEFAULT_PYTHON,
                     help="auto_LiRPA's environment for the cost part's reference timings")

@@ -36,7 +36,7 @@ from robustkit.evaluate import evaluate_samples
 from robustkit.executors import ProcessExecutor
 
 OUT = RESULTS / "dask_costs.csv"
-MODEL = "/work/runs-shared/aa-mnist/cnn-fgsm_rs"
+MODEL = RESULTS.parents[1] / "runs" / "mnist-models" / "cnn-fgsm_rs"  # mnist_models.py
 NO_MALLOC = {"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": repr(
     {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1,
      "OPENBLAS_NUM_THREADS": 1})}
@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--shard-size", type=int, default=25)
     ap.add_argument("--version", default="standard")
     ap.add_argument("--modes", default="processes,dask,dask-noprofile,dask-nomalloc")
+    ap.add_argument("--model-dir", default=str(MODEL), help="the MNIST FGSM-RS CNN")
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.eps = 0.3 if args.dataset == "mnist" else 0.1
@@ -87,7 +88,7 @@ def main() -> None:
     if data is None:
         raise SystemExit(1)
     if args.dataset == "mnist":
-        model = store.load(MODEL)[0]
+        model = store.load(args.model_dir)[0]
     else:
         from attacks_common import trained
 

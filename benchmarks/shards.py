@@ -16,7 +16,7 @@ Run:
     .venv/bin/python benchmarks/shards.py --dataset digits                 # every family
     .venv/bin/python benchmarks/shards.py --dataset mnist --n 1000 --fault # FGSM-RS CNN
     .venv/bin/python benchmarks/shards.py --dataset mnist --n 1000 \
-        --model-dir /work/runs-shared/aa-mnist/cnn-fgsm_rs  # a stored one
+        --model-dir runs/mnist-models/cnn-fgsm_rs  # from mnist_models.py
 Output: benchmarks/results/shards.csv (rows replaced per dataset, model and mode). The
 speed bar (2 workers >= 1.7x one worker) needs an otherwise idle 2-core machine: the
 ``load_before`` column records ``os.getloadavg()`` before each run.

@@ -7,7 +7,7 @@ from table_spec import Table
 EXECUTOR_TABLES: list[Table] = [
     Table("shards.csv", "One evaluation in shards: one process, 2 worker processes, Dask",
           "python benchmarks/shards.py --dataset mnist --n 1000 --model-dir "
-          "runs-shared/aa-mnist/cnn-fgsm_rs; python benchmarks/shards.py "
+          "runs/mnist-models/cnn-fgsm_rs; python benchmarks/shards.py "
           "--dataset digits --n 100 --batch-size 25 --shard-size 25",
           (("dataset", "dataset"), ("model", "model"), ("attack", "attack"),
            ("params", "params"), ("n", "n"), ("mode", "mode"), ("workers", "workers"),

@@ -37,6 +37,7 @@ import sys
 
 import torch
 from certify_linear import setup
+from certify_networks import build as build_mlp
 from common import RESULTS, best_cpu, write_csv
 from lirpa_bridge import DEFAULT_PYTHON, MissingReference, check_python, lirpa_bounds
 from torch import nn
@@ -47,7 +48,6 @@ from robustkit.certify.bounds import ibp_margins
 from robustkit.certify.crown import margin_bounds, preactivation_bounds
 from robustkit.certify.dense import network
 from robustkit.certify.layers import ops_of
-from robustkit.defenses import defend
 
 LINF = ("ibp", "crown", "alpha-crown")
 CASES = [{"norm": "linf", "eps": e, "x": "x", "methods": LINF} for e in (0.01, 0.05, 0.1)] + \
@@ -73,18 +73,13 @@ def pooled_cnn(x: torch.Tensor, y: torch.Tensor, epochs: int = 15) -> nn.Sequent
 
 
 def build(name: str) -> nn.Module:
-    tr = load_dataset("digits", "train", seed=0)
-    if name == "mlp default":
-        return models.train("mlp", "digits", device="cpu")[0]
-    if name == "mlp 128-128 default":
-        return models.train("mlp", "digits", device="cpu", hidden=[128, 128])[0]
-    if name == "mlp ibp eps 0.1":
-        return defend("ibp", "mlp", tr.x, tr.y, eps=0.1).model
+    """The nets of the comparison: the CNNs here, the MLPs as certify_networks builds them."""
     if name == "cnn default":
         return models.train("cnn", "digits", device="cpu")[0]
     if name == "cnn bn-avgpool":
+        tr = load_dataset("digits", "train", seed=0)
         return pooled_cnn(tr.x, tr.y)
-    raise ValueError(name)
+    return build_mlp(name)
 
 
 def ours(model: nn.Module, x: torch.Tensor, y: torch.Tensor, case: dict, method: str

@@ -169,3 +169,25 @@ def test_adversarial_inputs_are_kept_when_asked(task, tmp_path):
     assert float(small.max()) <= 0.1 + 1e-6 and not torch.equal(df["eps=5"], x)
     with pytest.raises(ValueError, match="keep_x_adv=True needs out="):
         evaluate(model, "noise", x, y, eps=0.1, keep_x_adv=True)
+
+
+def test_kept_samples_counts_what_a_rerun_skips(task, tmp_path):
+    from robustkit.evaluate.samples import kept_samples
+
+    model, x, y = task
+    kw = {"eps": 0.05, "batch_size": 10, "shard_size": 10, "seed": 1, "steps": 2}
+    assert kept_samples(tmp_path) == 0 and kept_samples(None) == 0
+
+    def die_after_three(res, done=[]):  # noqa: B006 - counts across calls on purpose
+        done.append(res)
+        if len(done) == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        evaluate(model, "pgd", x, y, out=tmp_path, on_shard=die_after_three, **kw)
+    assert kept_samples(tmp_path) == 30
+    assert kept_samples(tmp_path, x_adv=True) == 0  # no adversarial inputs were kept
+    ran = []
+    evaluate(model, "pgd", x, y, out=tmp_path, on_shard=ran.append, **kw)
+    assert sum(r.stop - r.start for r in ran) == len(x) - 30
+    assert kept_samples(tmp_path) == len(x)

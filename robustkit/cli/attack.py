@@ -106,6 +106,7 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     from robustkit.data import Dataset, SplitRef, describe_eps, eps_in_units
     from robustkit.data import data_root as data_root_of
     from robustkit.evaluate import COLUMNS, evaluate
+    from robustkit.evaluate.samples import kept_samples
     from robustkit.models import resolve_device
     from robustkit.progress import bar
 
@@ -137,6 +138,8 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
     total = None if spec.kind == "universal" or n is None else n * (
         1 if spec.kind == "minimal" else len(eps))
     ticker = bar(n if sharded else total, f"attack {spec.name}", "samples")
+    kept = kept_samples(out_dir, x_adv=save_x_adv) if sharded else 0
+    ticker.update(kept)  # a rerun resumes: its finished shards are not attacked again
     t0 = time.perf_counter()
 
     def keep_v(e: float | None, res: Any) -> None:
@@ -150,7 +153,7 @@ def attack(model_name: str, attack_name: str, eps: tuple[float, ...], dataset: s
         if not sharded:  # keep_v counted these samples attack call by attack call
             return
         ticker.update(res.stop - res.start)
-        rate = ticker.n / max(time.perf_counter() - t0, 1e-9)
+        rate = (ticker.n - kept) / max(time.perf_counter() - t0, 1e-9)
         ticker.set_postfix_str(f"{rate:.3g} samples/s, last shard {res.start}-{res.stop} on "
                                f"{res.device} at {(res.stop - res.start) / res.seconds:.3g}/s")
 

@@ -101,6 +101,21 @@ def gather_x_adv(folder: Path, spans: list[tuple[int, int]], out: Path) -> Path:
     return save_tensors(out, "x_adv", whole, meta={"samples": sum(b - a for a, b in spans)})
 
 
+def kept_samples(out: str | Path | None, *, x_adv: bool = False) -> int:
+    """How many samples the finished shards in ``out`` hold (what rerunning the same
+    evaluation with ``out`` skips; with ``x_adv``, only shards whose adversarial inputs were
+    written too count); 0 without ``out`` or finished shards."""
+    folder = Path(out) / "samples.parts" if out is not None else None
+    if folder is None or not folder.is_dir():
+        return 0
+    total = 0
+    for path in folder.glob("part-*.parquet"):
+        start, stop = (int(v) for v in path.stem.split("-")[1:3])
+        if not x_adv or (folder / f"{x_adv_name(start, stop)}.json").is_file():
+            total += stop - start
+    return total
+
+
 def read_parts(folder: Path, *, x_adv: bool = False
                ) -> dict[tuple[int, int], tuple[pd.DataFrame, list[float]]]:
     """The finished shards in ``folder``: {(start, stop): (records, per-eps seconds)}; with

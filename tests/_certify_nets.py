@@ -106,17 +106,14 @@ def lp_margins(model: torch.nn.Module, x0: torch.Tensor, y: int, eps: float) -> 
     [0, 1], i.e. the triangle relaxation of each unstable ReLU) with the CROWN
     pre-activation bounds: no bound computed from the same pre-activation bounds by a
     linear relaxation (CROWN) can exceed it."""
-    import highspy
-
     from robustkit.certify.crown import preactivation_bounds
-    from robustkit.certify.milp_model import build
+    from robustkit.certify.milp_model import build, quiet_highs, run_single_threaded
 
     layers = network(ops_of(model), tuple(x0.shape))
     flat = x0.double().flatten()[None]
     bounds = [(lo[0], hi[0]) for lo, hi in preactivation_bounds(layers, flat, eps, "linf")]
     lo, hi = (flat[0] - eps).clamp(0, 1), (flat[0] + eps).clamp(0, 1)
-    prog = build(layers, bounds, lo, hi)
-    prog.lp.integrality_ = [highspy.HighsVarType.kContinuous] * prog.lp.num_col_
+    prog = build(layers, bounds, lo, hi, relaxed=True)
     k = layers[-1][0].shape[0]
     out = []
     for j in (j for j in range(k) if j != y):
@@ -125,12 +122,8 @@ def lp_margins(model: torch.nn.Module, x0: torch.Tensor, y: int, eps: float) -> 
         cost = np.zeros(prog.lp.num_col_)
         cost[prog.last_cols] = (spec @ prog.w_out)[prog.last_pos]
         prog.lp.col_cost_ = cost
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
-        # one thread, as the MILP: HiGHS's first run sizes its thread pool for the process,
-        # and a larger pool makes a later MILP spend its CPU-time limit faster
-        h.setOptionValue("threads", 1)
+        h = quiet_highs()
         h.passModel(prog.lp)
-        h.run()
+        run_single_threaded(h)
         out.append(h.getInfo().objective_function_value + float(spec @ prog.b_out))
     return np.array(out)

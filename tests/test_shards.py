@@ -101,18 +101,24 @@ class Killed(Exception):
     pass
 
 
+def _die_after(k):
+    """An on_shard callback that raises Killed at the k-th finished shard."""
+    done = []
+
+    def on_shard(res):
+        done.append(res)
+        if len(done) == k:
+            raise Killed
+    return on_shard
+
+
 def test_a_killed_run_resumes_from_its_finished_shards(task, tmp_path):
     model, x, y = task
     kw = {"eps": [0.05, 0.1], "batch_size": 10, "shard_size": 10, "seed": 1, "steps": 3}
     _, full = evaluate_samples(model, "pgd", x, y, **kw)
 
-    def die_after_two(res, done=[]):  # noqa: B006 - counts across calls on purpose
-        done.append(res)
-        if len(done) == 2:
-            raise Killed
-
     with pytest.raises(Killed):
-        evaluate(model, "pgd", x, y, out=tmp_path, on_shard=die_after_two, **kw)
+        evaluate(model, "pgd", x, y, out=tmp_path, on_shard=_die_after(2), **kw)
     assert len(list((tmp_path / "samples.parts").glob("part-*.parquet"))) == 2
     assert not (tmp_path / "samples.parquet").exists()
     ran = []
@@ -178,13 +184,8 @@ def test_kept_samples_counts_what_a_rerun_skips(task, tmp_path):
     kw = {"eps": 0.05, "batch_size": 10, "shard_size": 10, "seed": 1, "steps": 2}
     assert kept_samples(tmp_path) == 0 and kept_samples(None) == 0
 
-    def die_after_three(res, done=[]):  # noqa: B006 - counts across calls on purpose
-        done.append(res)
-        if len(done) == 3:
-            raise Killed
-
     with pytest.raises(Killed):
-        evaluate(model, "pgd", x, y, out=tmp_path, on_shard=die_after_three, **kw)
+        evaluate(model, "pgd", x, y, out=tmp_path, on_shard=_die_after(3), **kw)
     assert kept_samples(tmp_path) == 30
     assert kept_samples(tmp_path, x_adv=True) == 0  # no adversarial inputs were kept
     ran = []

@@ -71,7 +71,7 @@ def _proj(x: torch.Tensor, v: torch.Tensor, eps: float, norm: str) -> torch.Tens
 def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
              loss: str, steps: int, rho: float, gen: SampleRNG | torch.Generator,
              target: torch.Tensor | None = None, stop_on_target: bool = False, eot: int = 1,
-             group: torch.Tensor | None = None
+             group: torch.Tensor | None = None, stall: float = 0.0
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """One APGD run from a random start on every row of x (model in eval mode).
 
@@ -79,6 +79,9 @@ def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
     (pred != y), or, with ``stop_on_target``, when pred == target. ``group`` (int64 per row,
     optional): rows that attack the same sample (toward different targets) share a group,
     and all of them stop when one succeeds (the others unsuccessful, at their best point).
+    ``stall`` > 0: from the checkpoint at half the steps on, a row whose best objective rose
+    by at most ``stall * |best at the previous checkpoint|`` since then stops there
+    (unsuccessful, at its best point): it has converged (the lean chain's budget).
     Returns (x_adv, success, best objective, iterations per row, rows evaluated in all):
     x_adv is the first successful point, else the point of highest objective.
     """
@@ -139,11 +142,23 @@ def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
             s.update(g=g, gmax=torch.where(better.view(shape), g, s["gmax"]))
         s = leave(logits)
         if k in checks and k < steps and len(s["idx"]):
+            if stall > 0 and 2 * k >= steps:
+                s = _stop(s, s["fmax"] - s["fchk"] <= stall * s["fchk"].abs(), x_out, best)
             s = _checkpoint(s, k - last, rho, shape)
             last = k
     rows = s["idx"]
     x_out[rows], best[rows] = s["xmax"], s["fmax"].to(best.dtype)
     return x_out, success, best, iters, evaluated
+
+
+def _stop(s: dict[str, torch.Tensor], done: torch.Tensor, x_out: torch.Tensor,
+          best: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Rows ``done`` leave unsuccessful, at their best point."""
+    if not bool(done.any()):
+        return s
+    rows = s["idx"][done]
+    x_out[rows], best[rows] = s["xmax"][done], s["fmax"][done].to(best.dtype)
+    return {k: v[~done] for k, v in s.items()}
 
 
 def _checkpoint(s: dict[str, torch.Tensor], since: int, rho: float, shape: tuple

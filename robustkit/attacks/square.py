@@ -12,6 +12,7 @@ that tabular features do not have.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ from robustkit.attacks.base import (
     check_logits,
     eval_mode,
     make_result,
+    project,
     register,
 )
 from robustkit.attacks.rng import SampleRNG, randint, sample_rng
@@ -90,9 +92,16 @@ def _linf_candidate(x: torch.Tensor, best: torch.Tensor, eps: float, p: float,
     return best.flatten(2).scatter(2, idx, new).view_as(best)
 
 
-def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
-            queries: int, p_init: float, seed: int,
-            sample_ids: torch.Tensor | None = None) -> AttackResult:
+def run_square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
+               queries: int, p_init: float, seed: int,
+               sample_ids: torch.Tensor | None = None, start: torch.Tensor | None = None,
+               follow: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+               ) -> AttackResult:
+    """Square as :func:`square` runs it, plus: ``start`` (N, ...) points to start from
+    instead of Square's own start (projected into the ball and [0, 1]); ``follow(done, rows,
+    margins)``, called after ``done`` candidate queries for every ``done`` in its
+    ``points``, returns the rows (positions in ``rows``, the samples still searching) to
+    stop there, unbroken, at their best point."""
     check_inputs(model, x, y, eps=eps)
     if not isinstance(queries, int) or isinstance(queries, bool) or queries < 1:
         raise ValueError(f"queries must be an integer >= 1, got {queries!r}")
@@ -115,12 +124,14 @@ def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, n
         rows = (pred == y).nonzero().squeeze(1)
         if queries > 1 and len(rows):
             xs, ys = x4[rows], y[rows]
-            best = init(xs, eps, gen.take(rows))
+            best = (init(xs, eps, gen.take(rows)) if start is None else
+                    (xs + project(start.reshape(x4.shape)[rows] - xs, eps, norm)).clamp(0, 1))
             logits = ask(best)
             q[rows] += 1
             s = {"idx": rows, "x": xs, "y": ys, "best": best, "m": margin(logits, ys),
                  "pred": logits.argmax(1)}
             s = _leave(s, s["pred"] != ys, x_out, pred)
+            points = getattr(follow, "points", set())
             for it in range(queries - 2):
                 if not len(s["idx"]):
                     break
@@ -134,6 +145,8 @@ def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, n
                 s.update(best=torch.where(take.view(-1, 1, 1, 1), cand, s["best"]),
                          m=torch.where(take, m, s["m"]), pred=torch.where(take, p, s["pred"]))
                 s = _leave(s, broke, x_out, pred)
+                if follow is not None and it + 1 in points and len(s["idx"]):
+                    s = _leave(s, follow(it + 1, s["idx"], s["m"]), x_out, pred)
             x_out[s["idx"]], pred[s["idx"]] = s["best"], s["pred"]
     # pred is known for every returned point: no extra (uncounted) query
     return make_result(model, x, x_out.reshape(x.shape), y, iterations=q, pred=pred,
@@ -142,7 +155,8 @@ def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, n
 
 def _leave(s: dict[str, torch.Tensor], broke: torch.Tensor, x_out: torch.Tensor,
            pred: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Write the broken rows' points (and predictions) out and drop them from the state."""
+    """Write the rows' points (and predictions) out and drop them from the state: the
+    broken ones, or those ``follow`` stops."""
     if not bool(broke.any()):
         return s
     rows = s["idx"][broke]
@@ -200,8 +214,8 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     p = p_init if p_init is not None else (0.8 if norm == "linf" else 0.1)
-    return _square(model, x, y, eps=eps, norm=norm, queries=queries, p_init=p, seed=seed,
-                   sample_ids=sample_ids)
+    return run_square(model, x, y, eps=eps, norm=norm, queries=queries, p_init=p, seed=seed,
+                    sample_ids=sample_ids)
 
 
 square_l2 = l2_variant(square, "square_l2", title="Square attack in the L2 ball",

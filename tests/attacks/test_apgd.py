@@ -8,10 +8,11 @@ import pytest
 import torch
 from _fixtures import ON_MLP, toy_task
 
-from robustkit.attacks.apgd import _checkpoint, apgd, apgd_l2
+from robustkit.attacks.apgd import _checkpoint, apgd, apgd_l2, run_apgd
 from robustkit.attacks.apgd_common import checkpoints, dlr_loss
 from robustkit.attacks.apgd_targeted import apgd_t
 from robustkit.attacks.pgd import pgd
+from robustkit.attacks.rng import sample_rng
 
 
 def test_checkpoints_are_the_papers():
@@ -154,3 +155,27 @@ def test_bad_parameters_name_themselves(kw, match):
         apgd(model, x, y, eps=0.1, **kw)
     with pytest.raises(ValueError, match="targets"):
         apgd_t(model, x, y, eps=0.1, targets=0)
+
+
+@ON_MLP
+def test_stall_stops_converged_rows_and_leaves_the_others_as_they_were(mlp, data):
+    x, y = data
+    keep = mlp(x).argmax(1) == y
+    x, y = x[keep], y[keep]
+
+    def run(stall: float) -> tuple:
+        gen = sample_rng(0, x, None, "apgd").take(torch.arange(len(x)))
+        return run_apgd(mlp, x, y, eps=0.05, norm="linf", loss="ce", steps=40, rho=0.75,
+                        gen=gen, stall=stall)
+
+    full, lean = run(0.0), run(1e-3)
+    it_full, it_lean = full[3], lean[3]
+    stopped = it_lean < it_full
+    assert int(stopped.sum()) >= 5  # the digits MLP converges well before 40 steps
+    # rows stop only at a checkpoint from half the steps on, unbroken
+    assert set(it_lean[stopped].tolist()) <= {c for c in checkpoints(40) if 2 * c >= 40}
+    assert not bool(lean[1][stopped].any())
+    # the others ran exactly as before
+    assert torch.equal(lean[0][~stopped], full[0][~stopped])
+    assert torch.equal(lean[1], full[1])
+    assert int(lean[4]) < int(full[4])

@@ -94,7 +94,7 @@ def test_lean_records_its_stages_and_triggers(mlp, data):
         assert sum(b == name for b in by) == k
     assert set(res.info["triggers"]) == {"fab_t", "square"}
     for reason in res.info["triggers"].values():
-        assert reason in ("none", "close", "masking", "close+masking")
+        assert reason in ("none", "close", "follow", "masking", "follow+masking")
     assert res.info["forward_images"] > 0 and res.info["backward_images"] > 0
 
 
@@ -140,10 +140,10 @@ def _plans(monkeypatch) -> list[set]:
             return fn(model, x, y, **kw)
         return wrapped
 
-    monkeypatch.setattr(lean, "run_apgd", spy("apgd_t", lean.run_apgd,
-                                              lambda kw, n: kw["target"].tolist()))
-    monkeypatch.setattr(lean, "square", spy("square", lean.square,
-                                            lambda kw, n: [kw["queries"]] * n))
+    monkeypatch.setattr(lean, "run_apgd", spy("apgd", lean.run_apgd, lambda kw, n: (
+        [None] * n if kw.get("target") is None else kw["target"].tolist())))
+    monkeypatch.setattr(lean, "run_square", spy("square", lean.run_square,
+                                                lambda kw, n: [kw["start"] is None] * n))
     return plans
 
 
@@ -165,7 +165,7 @@ def test_lean_gives_a_sample_the_same_result_in_any_batch(mlp, data, dtype, monk
 
     whole, first, second = run(slice(None)), run(slice(0, 23)), run(slice(23, None))
     assert plans[0] == plans[1] | plans[2]
-    assert len(plans[0]) > 40 and {p[0] for p in plans[0]} == {"apgd_t", "square"}
+    assert len(plans[0]) > 40 and {p[0] for p in plans[0]} == {"apgd", "square"}
     assert torch.equal(torch.cat([first.x_adv, second.x_adv]), whole.x_adv)
     assert whole.info["broken_by"] == first.info["broken_by"] + second.info["broken_by"]
     assert {"apgd_ce", "apgd_t", ""} <= set(whole.info["broken_by"])

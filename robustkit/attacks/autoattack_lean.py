@@ -54,7 +54,8 @@ from robustkit.attacks.targets import (
 # robust eps ~0.7 runs per survivor beyond ranks 1 and 2 (AutoAttack: 9 in all); at larger
 # eps the survivors come closer (digits MLP at 0.1: median r 0.17) and get more targets
 TARGET_REACH = 0.6
-CLOSE = 0.1  # r at most this: FAB-T
+CLOSE = 0.1  # r at most this: FAB-T, and Square restarts from its own start
+CLOSE_RESTARTS = 2
 FAB_TARGETS = 3
 # APGD rows stop at a checkpoint from half their steps on where their best loss rose by at
 # most this share since the previous one (converged): on the digits and MNIST benchmark
@@ -202,41 +203,61 @@ def _tail(s: _State, rows: torch.Tensor, r: torch.Tensor, m0: torch.Tensor,
           counts: dict[str, int], evaluated: dict[str, int], seconds: dict[str, float]
           ) -> dict[str, Any]:
     """FAB-T on the close survivors (r <= CLOSE; a short test by another geometry), then
-    Square on every survivor: from the chain's best point with a budget that follows the
-    sample's margin (:mod:`robustkit.attacks.square_budget`), or in full from Square's own
-    start where the gradients showed masking. Returns which rule fired for each ("close",
-    "follow", "masking", joined by "+", or "none")."""
+    Square with a budget that follows each sample's margin
+    (:mod:`robustkit.attacks.square_budget`), in one run: from the chain's best point on
+    every survivor ("follow") and, as a second row of the sample, from Square's own start on
+    the close ones ("close"); then in full from its own start where the gradients showed
+    masking ("masking"). Returns which rules fired for each (joined by "+", or "none")."""
+    close = r <= CLOSE
     triggers: dict[str, Any] = {}
-    for name in ("fab_t", "square"):
-        alive = ~s.broken[rows]
-        rules = (("close", (r <= CLOSE) & alive),) if name == "fab_t" else (
-            ("follow", alive & ~masked), ("masking", masked & alive))
-        triggers[name] = "+".join(w for w, on in rules if bool(on.any())) or "none"
-        evaluated[name], counts[name] = sum(int(on.sum()) for _, on in rules), 0
-        if name == "fab_t" and fab_t is None:
-            continue
-        t0 = time.perf_counter()
-        for rule, on in rules:
-            sub = on.nonzero().squeeze(1)
-            if not len(sub):
-                continue
-            i = rows[sub]
-            if fab_t is not None and name == "fab_t":
-                res = fab_t(s.model, s.x[i], s.y[i], eps=eps, norm=norm, steps=steps,
-                            targets=min(FAB_TARGETS, cls.shape[1]), seed=seed,
-                            rank="linearized", sample_ids=ids[i])
-            else:
-                follow = rule == "follow"
-                res = run_square(s.model, s.x[i], s.y[i], eps=eps, norm=norm, seed=seed,
-                                 queries=queries, p_init=SQUARE_P_INIT, sample_ids=ids[i],
-                                 start=s.x_adv[i] if follow else None,
-                                 follow=MarginFollow(queries, m0[sub]) if follow else None)
-            with torch.no_grad():
-                hit = s.model(res.x_adv).argmax(1) != s.y[i]
-            s.take(i, res.x_adv, hit, name)
-            counts[name] += int(hit.sum())
-        seconds[name] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sub = (close & ~s.broken[rows]).nonzero().squeeze(1)
+    evaluated["fab_t"], counts["fab_t"] = len(sub), 0
+    triggers["fab_t"] = "close" if len(sub) else "none"
+    if len(sub) and fab_t is not None:
+        i = rows[sub]
+        res = fab_t(s.model, s.x[i], s.y[i], eps=eps, norm=norm, steps=steps,
+                    targets=min(FAB_TARGETS, cls.shape[1]), seed=seed, rank="linearized",
+                    sample_ids=ids[i])
+        counts["fab_t"] = _keep(s, i, res.x_adv, "fab_t")
+    seconds["fab_t"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    alive = ~s.broken[rows]
+    fol, own = (alive & ~masked).nonzero().squeeze(1), (alive & ~masked & close).nonzero().squeeze(1)
+    full = (alive & masked).nonzero().squeeze(1)
+    evaluated["square"], counts["square"] = len(fol) + len(full), 0
+    triggers["square"] = "+".join(w for w, on in (("follow", fol), ("close", own),
+                                                  ("masking", full)) if len(on)) or "none"
+    if len(fol):
+        sub = torch.cat([fol, *[own] * CLOSE_RESTARTS])
+        copy = torch.cat([torch.zeros_like(fol), *[torch.full_like(own, k + 1)
+                                                   for k in range(CLOSE_RESTARTS)]])
+        i = rows[sub]
+        res = run_square(s.model, s.x[i], s.y[i], eps=eps, norm=norm, seed=seed,
+                         queries=queries, p_init=SQUARE_P_INIT, sample_ids=ids[i],
+                         start=s.x_adv[i], own=copy > 0, copy=copy,
+                         follow=MarginFollow(queries, m0[sub]))
+        counts["square"] += _keep(s, i, res.x_adv, "square")
+    if len(full):
+        i = rows[full]
+        res = run_square(s.model, s.x[i], s.y[i], eps=eps, norm=norm, seed=seed,
+                         queries=queries, p_init=SQUARE_P_INIT, sample_ids=ids[i])
+        counts["square"] += _keep(s, i, res.x_adv, "square")
+    seconds["square"] = time.perf_counter() - t0
     return triggers
+
+
+def _keep(s: _State, i: torch.Tensor, points: torch.Tensor, name: str) -> int:
+    """Record the breaks among ``points`` (one per row of ``i``; rows may repeat a sample,
+    the first break of a sample wins); returns how many samples broke."""
+    with torch.no_grad():
+        hit = s.model(points).argmax(1) != s.y[i]
+    before = int(s.broken.sum())
+    for j in hit.nonzero().squeeze(1).tolist():
+        if not bool(s.broken[i[j]]):
+            s.take(i[j:j + 1], points[j:j + 1], hit[j:j + 1], name)
+    return int(s.broken.sum()) - before
 
 
 def _note(name: str, broken: torch.Tensor, by: list[str], counts: dict[str, int],

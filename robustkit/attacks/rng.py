@@ -76,6 +76,7 @@ class SampleRNG:
         self.counts = torch.zeros(len(ids), dtype=torch.long, device=device)
         self.key = mix(torch.tensor(seed, dtype=torch.long) * GOLDEN + stream_key(stream))
         self.key = self.key.to(device)
+        self.base = mix(self.key + self.ids * GOLDEN)  # per row: the sample's own key
 
     def take(self, rows: torch.Tensor, sub: torch.Tensor | None = None) -> SampleRNG:
         """The generator of rows ``rows`` (indices, repeats allowed, or a bool mask) of this
@@ -85,6 +86,7 @@ class SampleRNG:
         out = SampleRNG.__new__(SampleRNG)
         out.ids, out.rows, out.counts, out.key = (self.ids[rows], self.rows[rows], self.counts,
                                                   self.key)
+        out.base = self.base[rows]
         out.sub = self.sub[rows] if sub is None else self.sub[rows] * 1024 + sub.long()
         return out
 
@@ -95,8 +97,7 @@ class SampleRNG:
             raise ValueError(f"a draw of shape {tuple(shape)} for {len(self.ids)} rows: the "
                              f"first dimension must be the rows")
         per = math.prod(shape[1:])
-        row = mix(self.key + self.ids * GOLDEN)
-        row = mix(row + self.counts[self.rows] * C1 + self.sub * C2)
+        row = mix(self.base + self.counts[self.rows] * C1 + self.sub * C2)
         self.counts[self.rows] = self.counts[self.rows] + 1
         pos = torch.arange(per, device=row.device, dtype=torch.long) * GOLDEN
         return mix(row[:, None] + pos[None, :]).reshape(tuple(shape))

@@ -12,9 +12,11 @@ from robustkit.attacks.rng import SampleRNG, rand, randint
 
 
 def side(p: float, h: int, w: int, at_least: int = 1) -> tuple[int, int]:
-    """Window (height, width) covering about a share p of an h x w plane."""
+    """Window (height, width) covering about a share p of an h x w plane; on a single row
+    (flat inputs) a run of sqrt(p * w) features, as the original Square windows a
+    (1, 1, D) input."""
     if h == 1:
-        return 1, min(max(round(p * w), at_least, 1), max(w - 1, 1))
+        return 1, min(max(round(math.sqrt(p * w)), at_least, 1), max(w - 1, 1))
     s = min(max(round(math.sqrt(p * h * w)), at_least, 1), max(min(h, w) - 1, 1))
     return s, s
 

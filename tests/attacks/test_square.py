@@ -10,7 +10,7 @@ from torch import nn
 from robustkit import load_dataset, models
 from robustkit.attacks.apgd import apgd
 from robustkit.attacks.square import p_schedule, square, square_l2
-from robustkit.attacks.square_windows import meta_pattern, pseudo_gaussian
+from robustkit.attacks.square_windows import meta_pattern, pseudo_gaussian, side
 
 DIGITS_N = 60  # the `data` fixture's size (tests/attacks/conftest.py)
 
@@ -136,3 +136,12 @@ def test_l2_alias_and_bad_parameters():
             square(model, x, y, eps=0.1, **kw)
     with pytest.raises(ValueError, match="shape"):
         square(model, torch.rand(2, 1, 1, 2, 2), torch.zeros(2, dtype=torch.long), eps=0.1)
+
+
+def test_flat_windows_cover_sqrt_p_d_features_as_the_original():
+    # the original Square windows a (1, 1, D) input with round(sqrt(p * D)) features; images
+    # keep s x s = p * H * W pixels
+    assert side(0.8, 1, 30) == (1, 5) and side(0.2, 1, 30) == (1, 2)
+    assert side(0.8 / 512, 1, 30) == (1, 1) and side(0.8, 1, 400) == (1, 18)
+    assert side(0.8, 1, 30, at_least=3) == (1, 5) and side(0.01, 1, 30, at_least=3) == (1, 3)
+    assert side(0.8, 28, 28) == (25, 25) and side(0.8, 8, 8) == (7, 7)

@@ -5,7 +5,7 @@ Tasks: breast-cancer (30 features, 2 classes; scikit-learn's bundled copy, min-m
 on its train split) under a GMM and an MLP at eps 0.1, and the 8x8 digits (1 channel)
 under the GMM and the MLP at eps 0.05. torchattacks' Square takes images (N, C, H, W):
 flat rows go in as (N, 1, 1, D) (its square of side round(sqrt(p * D)) then covers a run of
-that many features; robustkit's flat window covers p * D of them). Per seed: the share of
+that many features, as robustkit's flat window does). Per seed: the share of
 the correctly classified test samples each breaks; per task and method, the samples some
 seed broke (``seed`` = "any of N") and how many of them no seed of the other method broke
 (``only_this_method``). Output:

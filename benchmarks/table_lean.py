@@ -18,7 +18,8 @@ def lean_table(rows: list[Row]) -> Rendered:
     head = ["dataset", "model", "eps", "n", "lean", "standard", "reference mean (seeds)",
             "lean - ref. mean (points)", "ref. breaks, lean misses", "survive", "lean fwd / img",
             "lean bwd / img", "fwd / ref.", "bwd / ref.", "time / ref.", "time / standard",
-            "FAB-T, Square ran for", "5-eps curve / this eps", "reference timed on the same code"]
+            "FAB-T, Square ran for", "5-eps curve / this eps", "curve floor",
+            "reference timed on the same code"]
     body = []
     for r in rows:
         if r["method"] != LEAN or not r.get("forward_images"):
@@ -52,8 +53,17 @@ def lean_table(rows: list[Row]) -> Rendered:
             ratio(r["seconds"], std["seconds"] if std else None),
             ", ".join(f"{k}: {v}" for k, v in json.loads(r.get("triggers") or "{}").items()),
             ratio(curve["seconds"], r["seconds"]) if curve else "",
+            _floor(json.loads(curve["curve"])) if curve else "",
             "yes" if ref0.get("commit") == r.get("commit") else f"no: code {ref0.get('commit')}"])
     return head, body
+
+
+def _floor(curve: dict[str, float]) -> str:
+    """1 + (robust at the smallest eps - robust at the largest) / robust at the largest: each
+    sample the largest eps breaks but a smaller one leaves robust needs a full chain at some
+    smaller eps to be shown robust, as each survivor of the largest eps needs one there."""
+    ras = [float(v) for _, v in sorted(curve.items(), key=lambda kv: float(kv[0]))]
+    return num(str(1 + (ras[0] - ras[-1]) / ras[-1]), 3) if ras[-1] > 0 else ""
 
 
 def square_flat(rows: list[Row]) -> Rendered:

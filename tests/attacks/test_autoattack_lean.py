@@ -142,8 +142,8 @@ def _plans(monkeypatch) -> list[set]:
 
     monkeypatch.setattr(lean, "run_apgd", spy("apgd", lean.run_apgd, lambda kw, n: (
         [None] * n if kw.get("target") is None else kw["target"].tolist())))
-    monkeypatch.setattr(lean, "run_square", spy("square", lean.run_square,
-                                                lambda kw, n: [kw["start"] is None] * n))
+    monkeypatch.setattr(lean, "run_square", spy("square", lean.run_square, lambda kw, n: (
+        [-1] * n if kw.get("copy") is None else kw["copy"].tolist())))
     return plans
 
 
@@ -166,6 +166,8 @@ def test_lean_gives_a_sample_the_same_result_in_any_batch(mlp, data, dtype, monk
     whole, first, second = run(slice(None)), run(slice(0, 23)), run(slice(23, None))
     assert plans[0] == plans[1] | plans[2]
     assert len(plans[0]) > 40 and {p[0] for p in plans[0]} == {"apgd", "square"}
+    # Square ran from the chain's point on survivors and from its own start on close ones
+    assert {0, 1, 2} <= {p[2] for p in plans[0] if p[0] == "square"}
     assert torch.equal(torch.cat([first.x_adv, second.x_adv]), whole.x_adv)
     assert whole.info["broken_by"] == first.info["broken_by"] + second.info["broken_by"]
     assert {"apgd_ce", "apgd_t", ""} <= set(whole.info["broken_by"])

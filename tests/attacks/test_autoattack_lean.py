@@ -94,7 +94,7 @@ def test_lean_records_its_stages_and_triggers(mlp, data):
         assert sum(b == name for b in by) == k
     assert set(res.info["triggers"]) == {"fab_t", "square"}
     for reason in res.info["triggers"].values():
-        assert reason == "none" or set(reason.split("+")) <= {"close", "follow", "masking"}
+        assert reason == "none" or set(reason.split("+")) <= {"close", "far", "masking"}
     assert res.info["forward_images"] > 0 and res.info["backward_images"] > 0
 
 

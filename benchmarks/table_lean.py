@@ -63,7 +63,7 @@ def _floor(curve: dict[str, float]) -> str:
     sample the largest eps breaks but a smaller one leaves robust needs a full chain at some
     smaller eps to be shown robust, as each survivor of the largest eps needs one there."""
     ras = [float(v) for _, v in sorted(curve.items(), key=lambda kv: float(kv[0]))]
-    return num(str(1 + (ras[0] - ras[-1]) / ras[-1]), 3) if ras[-1] > 0 else ""
+    return num(str(1 + (ras[0] - ras[-1]) / ras[-1]), 3) if ras[-1] > 0 else "none survive"
 
 
 def square_flat(rows: list[Row]) -> Rendered:

@@ -144,7 +144,7 @@ def run_square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                  "pred": logits.argmax(1), "id": gen.ids[rows]}
             sib = copy is not None
             s = _leave(s, s["pred"] != ys, x_out, pred, sib)
-            points = getattr(follow, "points", set())
+            points: set[int] = getattr(follow, "points", set())
             for it in range(queries - 2):
                 if not len(s["idx"]):
                     break

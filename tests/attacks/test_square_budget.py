@@ -38,7 +38,7 @@ def test_a_followed_run_is_a_prefix_of_the_full_run(mlp, data):
     part = run_square(mlp, x, y, **kw, follow=MarginFollow(400, m_x))
     q_full, q_part = full.info["queries"], part.info["queries"]
     stopped = q_part < q_full
-    assert int(stopped.sum()) >= 5 and int((~stopped & ~full.success).sum()) >= 1
+    assert int(stopped.sum()) >= 5 and int((~stopped).sum()) >= 5
     assert not bool(part.success[stopped].any())
     assert bool((q_part <= q_full).all())
     # the samples never stopped made the same queries and end at the same point

@@ -114,13 +114,11 @@ def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
             return s
         rows = s["idx"][done]
         x_out[rows], success[rows], best[rows] = s["cur"][done], True, s["f"][done].to(best.dtype)
-        keep = ~done
-        if group is not None:  # the sample is broken: its other rows stop too
-            sib = keep & torch.isin(s["group"], s["group"][done])
-            rows = s["idx"][sib]
-            x_out[rows], best[rows] = s["xmax"][sib], s["fmax"][sib].to(best.dtype)
-            keep &= ~sib
-        return {k: v[keep] for k, v in s.items()}
+        left = {k: v[~done] for k, v in s.items()}
+        if group is None:
+            return left
+        # the sample is broken: its other rows stop too, unsuccessful at their best point
+        return _stop(left, torch.isin(left["group"], s["group"][done]), x_out, best)
 
     s = leave(logits)
     for k in range(1, steps + 1):

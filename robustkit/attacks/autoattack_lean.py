@@ -23,8 +23,9 @@
    (:mod:`robustkit.attacks.square_budget`; its windows shrink on the full budget's
    schedule, so a row stopped early made exactly a full run's first queries). On the MNIST
    adversarially trained CNNs the samples the gradient attacks leave and the reference's
-   Square breaks are found this way for about 730 of Square's 5,000 queries per survivor. Where the gradients
-   showed masking, Square from its own start with its full budget ("masking").
+   Square breaks are found this way for about 730 of Square's 5,000 queries per survivor.
+   Where the gradients showed masking, Square from its own start with its full budget
+   ("masking").
    ``info["triggers"]`` says which rules fired.
 
 Every decision reads the sample's own numbers (r, its gradient, its ranking), never a
@@ -80,14 +81,14 @@ def lean_chain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     """The lean chain on x (all predicted as y); see the module docstring. ``fab_t``: the
     chain's FAB-T (None: skipped). ``info["broken_by"]`` names the stage per sample."""
     n = len(x)
-    ids = sample_rng(seed, x, sample_ids, "apgd").ids  # draws per sample, not per batch
+    gen = sample_rng(seed, x, sample_ids, "apgd")  # draws per sample, not per batch
+    ids = gen.ids
     by = [""] * n
     counts: dict[str, int] = {}
     evaluated: dict[str, int] = {}
     seconds: dict[str, float] = {}
     with eval_mode(model):
         t0 = time.perf_counter()
-        gen = sample_rng(seed, x, ids, "apgd")
         x_adv, broken, _, _, _ = run_apgd(model, x, y, eps=eps, norm=norm, loss="ce",
                                           steps=steps, rho=0.75,
                                           gen=gen.take(torch.arange(n, device=x.device)),

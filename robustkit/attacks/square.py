@@ -15,7 +15,6 @@ seeds only with 1 of 20 (benchmarks/attacks_square_flat.py).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -31,6 +30,7 @@ from robustkit.attacks.base import (
     register,
 )
 from robustkit.attacks.rng import SampleRNG, rand, sample_rng
+from robustkit.attacks.square_budget import MarginFollow
 from robustkit.attacks.square_windows import l2_candidate, l2_init, side, signs
 from robustkit.attacks.variants import l2_variant
 from robustkit.params import choice, integer, number
@@ -100,15 +100,14 @@ def run_square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                queries: int, p_init: float, seed: int,
                sample_ids: torch.Tensor | None = None, start: torch.Tensor | None = None,
                own: torch.Tensor | None = None, copy: torch.Tensor | None = None,
-               follow: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-               ) -> AttackResult:
+               follow: MarginFollow | None = None) -> AttackResult:
     """Square as :func:`square` runs it, plus: ``start`` (N, ...) points to start from
     instead of Square's own start (projected into the ball and [0, 1]), except on the rows
     ``own`` (bool (N,)); ``copy`` (int64 (N,)): rows of one sample (equal ``sample_ids``)
     with different copy numbers draw different numbers, and all stop when one breaks;
-    ``follow(done, rows, margins)``, called after ``done`` candidate queries for every
-    ``done`` in its ``points``, returns the rows (positions in ``rows``, the samples still
-    searching) to stop there, unbroken, at their best point."""
+    ``follow`` (:class:`~robustkit.attacks.square_budget.MarginFollow`), called after
+    ``done`` candidate queries for every ``done`` in its ``points``, names the rows to stop
+    there, unbroken, at their best point."""
     check_inputs(model, x, y, eps=eps)
     if not isinstance(queries, int) or isinstance(queries, bool) or queries < 1:
         raise ValueError(f"queries must be an integer >= 1, got {queries!r}")
@@ -144,7 +143,7 @@ def run_square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                  "pred": logits.argmax(1), "id": gen.ids[rows]}
             sib = copy is not None
             s = _leave(s, s["pred"] != ys, x_out, pred, sib)
-            points: set[int] = getattr(follow, "points", set())
+            points = follow.points if follow is not None else set()
             for it in range(queries - 2):
                 if not len(s["idx"]):
                     break
